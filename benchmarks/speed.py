@@ -1,0 +1,274 @@
+"""Training-step speed of a CIFAR ResNet-20, dense vs physically pruned, measured side by side (CPU).
+
+One training step = forward + cross-entropy + backward + SGD-momentum step, batch 128 of random 3x32x32 inputs,
+train mode, ``torch.set_num_threads(2)``. Variants:
+
+* earlyprune one-shot ``ep.prune(model, x, ratio, criterion="magnitude", round_to=r)`` on a freshly built model
+  (seed 0), ratios 0.3 / 0.5 / 0.7, ``round_to`` 1 / 4 / 8 / 16 (``ratio`` = fraction of *channels* removed);
+* the reference: torch-pruning's ``MetaPruner`` one-shot at ``pruning_ratio=0.5`` (uniform per layer, L2 magnitude,
+  ``global_pruning=False``, ``ignored_layers=[model.fc]``);
+* precisions fp32 and bf16 autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``);
+* channels_last memory format (dense and a subset of the pruned models), against a channels_last dense model.
+
+Timing is interleaved in one process: for every precision/format mode and every round, the blocks run
+``D P1 D P2 D ... Pn D`` (D = dense, Pi = pruned variant i; a block = ``--steps`` timed training steps), so every
+pruned block is flanked by two dense blocks measured seconds apart. Per variant we report the median of its step
+times, the median of its flanking dense step times, ``speedup = dense median / pruned median`` and, as a noise
+check, the median and IQR of the per-round paired ratios. Every model and mode gets warm-up steps first.
+Rounds continue until ``--rounds`` are done or ``--budget-s`` is spent (at least ``--min-rounds``).
+
+    python benchmarks/speed.py [--rounds 8] [--steps 2] [--budget-s 780] [--out benchmarks/results/speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from importlib.metadata import version as _version
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+import earlyprune as ep
+from earlyprune.models import create_model
+
+BATCH = 128
+DATE = "2026-11-21"
+MACHINE = "2-core CPU, no GPU"
+
+
+def fresh_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model("resnet20", num_classes=10)
+
+
+def widths(model: nn.Module) -> dict:
+    """Kept widths of a CIFAR ResNet-20: the 3 residual streams, the 9 block-inner convs, every conv in order."""
+    blocks = list(model.layers)
+    n = len(blocks) // 3
+    return {
+        "streams": [blocks[s * n].conv2.out_channels for s in range(3)],
+        "inner": [b.conv1.out_channels for b in blocks],
+        "convs": [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)],
+        "fc_in": model.fc.in_features,
+    }
+
+
+def summarise(w: dict) -> str:
+    inner = w["inner"]
+    return "streams " + "/".join(map(str, w["streams"])) + " | inner " + "/".join(
+        ",".join(map(str, inner[i:i + 3])) for i in range(0, len(inner), 3))
+
+
+def build_variants(example: torch.Tensor, ratios, round_tos) -> list[dict]:
+    variants = []
+    for ratio in ratios:
+        for r in round_tos:
+            m = fresh_model()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ep.prune(m, example, ratio, criterion="magnitude", round_to=r)
+            variants.append({"name": f"ep r={ratio} round_to={r}", "kind": "earlyprune", "ratio": ratio,
+                             "round_to": r, "model": m,
+                             "warnings": [str(w.message) for w in caught]})
+    m = fresh_model()
+    pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, ignored_layers=[m.fc], global_pruning=False)
+    pruner.step()
+    variants.append({"name": "tp MetaPruner 0.5", "kind": "torch-pruning", "ratio": 0.5, "round_to": None,
+                     "model": m, "warnings": []})
+    return variants
+
+
+class Runner:
+    """A model with its own SGD-momentum optimizer, stepping on fixed random data."""
+
+    def __init__(self, model: nn.Module, channels_last: bool, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model = model.train()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.x, self.y = x, y
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+    def step(self, bf16: bool) -> float:
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - t0
+
+    def block(self, bf16: bool, steps: int) -> list[float]:
+        return [self.step(bf16) for _ in range(steps)]
+
+
+def q(xs, p):
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=8, help="maximum interleaved rounds")
+    ap.add_argument("--min-rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2, help="timed training steps per block")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode before timing")
+    ap.add_argument("--budget-s", type=float, default=780.0, help="stop starting new rounds after this many s")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--round-to", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/speed.json")
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    example = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 10, (BATCH,), generator=torch.Generator().manual_seed(3))
+
+    dense = fresh_model()
+    d_stats = ep.measure(dense, example)
+    variants = build_variants(example, args.ratios, args.round_to)
+    for v in variants:
+        s = ep.measure(v["model"], example)
+        v["macs"], v["params"] = s.macs, s.params
+        v["macs_ratio"], v["params_ratio"] = d_stats.macs / s.macs, d_stats.params / s.params
+        v["widths"] = widths(v["model"])
+        with torch.no_grad():
+            assert v["model"].eval()(x[:4]).shape == (4, 10)
+        print(f"built {v['name']:<28} MACs x{v['macs_ratio']:.2f} params x{v['params_ratio']:.2f}  "
+              f"{summarise(v['widths'])}", flush=True)
+
+    # modes: (label, bf16, channels_last, variant names in the mode)
+    cl_subset = {"ep r=0.5 round_to=1", "ep r=0.5 round_to=8", "tp MetaPruner 0.5"}
+    modes = [("fp32", False, False, [v["name"] for v in variants]),
+             ("bf16", True, False, [v["name"] for v in variants])]
+    if not args.no_channels_last:
+        sub = [v["name"] for v in variants if v["name"] in cl_subset]
+        modes += [("fp32+cl", False, True, sub), ("bf16+cl", True, True, sub)]
+
+    by_name = {v["name"]: v for v in variants}
+    runners: dict[tuple[str, bool], Runner] = {}  # (name, channels_last) -> runner; "dense" included
+    for cl in sorted({m[2] for m in modes}):
+        runners[("dense", cl)] = Runner(copy.deepcopy(dense), cl, x, y)
+        for label, bf, mcl, names in modes:
+            if mcl == cl:
+                for n in names:
+                    if (n, cl) not in runners:
+                        runners[(n, cl)] = Runner(copy.deepcopy(by_name[n]["model"]), cl, x, y)
+
+    print(f"warm-up ({args.warmup} steps x {sum(len(m[3]) + 1 for m in modes)} model-modes)...", flush=True)
+    for label, bf, cl, names in modes:
+        for n in ["dense"] + names:
+            runners[(n, cl)].block(bf, args.warmup)
+    print(f"warm-up done at {time.perf_counter() - t_start:.0f}s", flush=True)
+
+    # raw[mode][name] = list of rounds; each round: {"pruned": [...], "dense_before": [...], "dense_after": [...]}
+    raw: dict[str, dict[str, list[dict]]] = {m[0]: {n: [] for n in m[3]} for m in modes}
+    dense_raw: dict[str, list[list[float]]] = {m[0]: [] for m in modes}
+    rounds_done = 0
+    t_loop = time.perf_counter()
+    while rounds_done < args.rounds:
+        elapsed = time.perf_counter() - t_start
+        per_round = (time.perf_counter() - t_loop) / rounds_done if rounds_done else 0.0
+        if rounds_done >= args.min_rounds and elapsed + per_round > args.budget_s:
+            break
+        for label, bf, cl, names in modes:
+            d_runner = runners[("dense", cl)]
+            prev = d_runner.block(bf, args.steps)
+            dense_raw[label].append(prev)
+            for n in names:
+                p = runners[(n, cl)].block(bf, args.steps)
+                nxt = d_runner.block(bf, args.steps)
+                dense_raw[label].append(nxt)
+                raw[label][n].append({"pruned": p, "dense_before": prev, "dense_after": nxt})
+                prev = nxt
+        rounds_done += 1
+        med = statistics.median(t for blk in dense_raw["fp32"] for t in blk)
+        print(f"round {rounds_done} done at {time.perf_counter() - t_start:.0f}s "
+              f"(dense fp32 median so far {med * 1e3:.0f} ms, load {os.getloadavg()[0]:.2f})", flush=True)
+
+    results = []
+    for label, bf, cl, names in modes:
+        d_all = [t for blk in dense_raw[label] for t in blk]
+        for n in names:
+            v = by_name[n]
+            rows = raw[label][n]
+            p_times = [t for r in rows for t in r["pruned"]]
+            d_times = [t for r in rows for t in r["dense_before"] + r["dense_after"]]
+            paired = [statistics.median(r["dense_before"] + r["dense_after"]) / statistics.median(r["pruned"])
+                      for r in rows]
+            p_med, d_med = statistics.median(p_times), statistics.median(d_times)
+            speedup = d_med / p_med
+            results.append({
+                "variant": n, "mode": label, "bf16": bf, "channels_last": cl, "kind": v["kind"],
+                "ratio": v["ratio"], "round_to": v["round_to"],
+                "macs": v["macs"], "params": v["params"],
+                "macs_ratio": v["macs_ratio"], "params_ratio": v["params_ratio"],
+                "dense_ms": d_med * 1e3, "pruned_ms": p_med * 1e3, "speedup": speedup,
+                "fraction_of_ideal": speedup / v["macs_ratio"],
+                "paired_speedup_median": statistics.median(paired),
+                "paired_speedup_iqr": [q(paired, 0.25), q(paired, 0.75)],
+                "pruned_min_ms": min(p_times) * 1e3, "dense_min_ms": min(d_times) * 1e3,
+                "raw_round_medians_ms": [{"pruned": statistics.median(r["pruned"]) * 1e3,
+                                          "dense_flank": statistics.median(r["dense_before"] + r["dense_after"]) * 1e3}
+                                         for r in rows],
+                "widths": v["widths"], "widths_summary": summarise(v["widths"]),
+            })
+        print(f"\n== {label}: dense median {statistics.median(d_all) * 1e3:.0f} ms over {len(d_all)} steps")
+        print(f"{'variant':<26} {'MACs x':>6} {'par x':>6} {'dense':>7} {'pruned':>7} {'speedup':>7} "
+              f"{'paired [IQR]':>18} {'of ideal':>8}")
+        for r in results:
+            if r["mode"] != label:
+                continue
+            lo, hi = r["paired_speedup_iqr"]
+            print(f"{r['variant']:<26} {r['macs_ratio']:>6.2f} {r['params_ratio']:>6.2f} {r['dense_ms']:>7.0f} "
+                  f"{r['pruned_ms']:>7.0f} {r['speedup']:>7.2f} {r['paired_speedup_median']:>6.2f} "
+                  f"[{lo:.2f},{hi:.2f}] {r['fraction_of_ideal']:>7.0%}")
+
+    dense_modes = {}
+    for label, bf, cl, names in modes:
+        d_all = [t for blk in dense_raw[label] for t in blk]
+        dense_modes[label] = {"median_ms": statistics.median(d_all) * 1e3, "min_ms": min(d_all) * 1e3,
+                              "n_steps": len(d_all)}
+    out = {
+        "benchmark": "speed", "date": DATE, "machine": MACHINE,
+        "torch": torch.__version__, "torch_pruning": _version("torch-pruning"), "earlyprune": ep.__version__,
+        "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "settings": {"batch": BATCH, "input": [3, 32, 32], "model": "resnet20 (CIFAR, 16/32/64)",
+                     "optimizer": "SGD(lr=1e-3, momentum=0.9, weight_decay=5e-4)", "steps_per_block": args.steps,
+                     "warmup_steps": args.warmup, "rounds": rounds_done, "seed": 0,
+                     "schedule": "per mode and round: D P1 D P2 ... Pn D (blocks of steps_per_block steps)"},
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "wall_s": time.perf_counter() - t_start,
+        "dense": {"macs": d_stats.macs, "params": d_stats.params, "widths": widths(dense), "modes": dense_modes},
+        "prune_warnings": {v["name"]: v["warnings"] for v in variants if v["warnings"]},
+        "results": results,
+    }
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"\nwrote {path} ({rounds_done} rounds, {out['wall_s']:.0f}s, load {load_before[0]:.2f} -> "
+          f"{out['loadavg_after'][0]:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""earlyprune — prune whole channels early in training, so most epochs run on a smaller, faster model.
+
+Public API:
+
+* :class:`EarlyPruner` — add ``pruner.step()`` / ``pruner.epoch_end()`` to your own training loop;
+* :func:`prune` — one-shot (or few-step) pruning outside a training loop;
+* :func:`save` / :func:`load` — safetensors weights + the pruned structure, no pickle;
+* :func:`measure` — parameters, MACs, node and weight sparsity;
+* :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when.
+"""
+
+from .criteria import CRITERIA, Criterion
+from .groups import ChannelGroup, ChannelGroups
+from .io import StructureMismatchError, load, save
+from .metrics import ModelStats, measure
+from .oneshot import PruneResult, prune
+from .policies import POLICIES, EpochReport, Policy
+from .pruner import EarlyPruner
+from .selection import Plan, select
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CRITERIA", "POLICIES", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
+    "ModelStats", "Plan", "Policy", "PruneResult", "StructureMismatchError", "load", "measure", "prune", "save",
+    "select",
+]

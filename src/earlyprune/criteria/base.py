@@ -1,0 +1,90 @@
+"""What every importance criterion is: per-channel scores for each channel group, higher = more important.
+
+A criterion is one small class registered by name in :data:`CRITERIA`. The pruner calls
+
+* :meth:`Criterion.observe` once per training batch while it collects evidence (after ``backward`` and the
+  optimizer step, so ``.grad`` is still populated for gradient criteria);
+* :meth:`Criterion.scores` when it needs a ranking — the mean of the observed batch scores (PaT Algorithm 1:
+  "average importance over multiple minibatches"), or the instantaneous value when nothing was observed;
+* :meth:`Criterion.reset` after every removal and at every epoch end.
+
+A new criterion implements :meth:`compute` (and, if it needs hooks such as per-channel gates, :meth:`attach` /
+:meth:`detach`). The engine never special-cases one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..groups import ChannelGroups
+from ..registry import Registry
+
+
+class Criterion:
+    """Base class of importance criteria."""
+
+    name: ClassVar[str] = "criterion"
+    #: whether :meth:`compute` reads gradients (then observe() must run between backward and zero_grad)
+    uses_gradients: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    @classmethod
+    def from_spec(cls, arg: str, **kwargs: Any) -> "Criterion":
+        raise ValueError(f"criterion {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
+
+    # -- to implement ----------------------------------------------------------------------------------------
+    def compute(self, groups: ChannelGroups) -> dict[str, torch.Tensor]:
+        """Scores of the current model for the current batch: ``{group name: tensor of shape (width,)}``."""
+        raise NotImplementedError
+
+    def attach(self, groups: ChannelGroups) -> None:
+        """Install whatever hooks the criterion needs on ``groups.model`` (none by default)."""
+
+    def detach(self) -> None:
+        """Remove the hooks installed by :meth:`attach`."""
+
+    # -- accumulation ----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._sums, self._count = {}, 0
+
+    @torch.no_grad()
+    def observe(self, groups: ChannelGroups) -> None:
+        """Add this batch's scores to the running mean."""
+        batch = self.compute(groups)
+        if self._sums and any(self._sums[k].shape != v.shape for k, v in batch.items() if k in self._sums):
+            self.reset()  # the model was pruned by someone else since the last reset: start over
+        for name, value in batch.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
+        self._count += 1
+
+    @property
+    def observations(self) -> int:
+        return self._count
+
+    @torch.no_grad()
+    def scores(self, groups: ChannelGroups) -> dict[str, torch.Tensor]:
+        """Mean score per channel over the batches observed since the last reset (or the current value)."""
+        fresh = self._count > 0 and all(
+            g.name in self._sums and self._sums[g.name].numel() == g.width for g in groups)
+        if not fresh:
+            return {k: v.detach().float() for k, v in self.compute(groups).items()}
+        return {name: total / self._count for name, total in self._sums.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self._sums.items()}, "count": self._count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sums = {k: v.clone() for k, v in state["sums"].items()}
+        self._count = int(state["count"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion", Criterion)

@@ -1,0 +1,62 @@
+"""The pruning engine: physical removal of a plan, with optimizer-state surgery.
+
+The engine knows nothing about criteria or policies: it takes a :class:`~earlyprune.selection.Plan` (channel
+indices per group) and removes them through torch-pruning's groups, in place, as often as asked (PaT's
+iterative pruning calls it S times within one epoch). Every removed group is one torch-pruning ``Group.prune()``
+wrapped in a :class:`~earlyprune.optimizer_state.StateSurgery`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .groups import ChannelGroups
+from .optimizer_state import StateSurgery
+from .selection import Plan
+
+
+class PruningEngine:
+    """Removes planned channels from ``groups.model`` and keeps ``optimizer`` (if any) consistent."""
+
+    def __init__(self, groups: ChannelGroups) -> None:
+        self.groups = groups
+
+    def apply(self, plan: Plan, optimizer: torch.optim.Optimizer | None = None) -> dict[str, list[int]]:
+        """Remove ``plan.remove[name]`` channels from each named group; returns what was removed.
+
+        The plan's indices refer to the current numbering of each group (as :func:`~earlyprune.selection.select`
+        produced them for the current model). Afterwards the groups are refreshed (widths, costs).
+        """
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        unknown = [n for n in plan.remove if n not in self.groups.names]
+        if unknown:
+            raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")
+        surgery = StateSurgery(optimizer)
+        removed: dict[str, list[int]] = {}
+        for name, idxs in plan.remove.items():
+            group = self.groups[name]
+            if not idxs:
+                continue
+            if len(set(idxs)) >= group.width or min(idxs) < 0 or max(idxs) >= group.width:
+                raise ValueError(f"cannot remove {len(set(idxs))} channels {idxs[:5]}… from group {name!r} of width "
+                                 f"{group.width}; plans must leave channels and index the current width")
+            tp_group = self.groups.tp_group(group, sorted(set(idxs)))
+            pending = surgery.prepare(tp_group, self._locate)
+            tp_group.prune()
+            pending.finish()
+            removed[name] = sorted(set(idxs))
+        if removed:
+            self.groups.refresh()
+        return removed
+
+    def _locate(self, target: Any, param: nn.Parameter) -> Callable[[], nn.Parameter]:
+        if isinstance(target, nn.Parameter):  # a bare parameter: torch-pruning re-registers it under its name
+            name = self.groups.graph._param_to_name[target]
+            model = self.groups.model
+            return lambda: model.get_parameter(name)
+        name = next(n for n, q in target.named_parameters() if q is param)
+        return lambda: target.get_parameter(name)

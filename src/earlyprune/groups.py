@@ -1,0 +1,223 @@
+"""Channel groups: the units that are scored, ranked and removed together.
+
+torch-pruning's dependency graph is built once per model; every group it yields is a set of *coupled*
+channels — the outputs of the layers feeding one residual add, both halves of a depthwise convolution, the
+slice of a concatenation or of a flatten→linear that one producer's channel becomes — which must be removed
+with one index set (REFERENCE.md pitfall 4). A :class:`ChannelGroup` records the group's stable name (the
+qualified name of its root layer), every layer it touches and in which role, its current width, and what one
+of its channels costs.
+
+Never pruned: the network's output channels (found automatically by tracing which layers produce the
+outputs) and the output channels of ``ignored_layers``. The network's input channels are never the output of
+any layer, so no group contains them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from . import structure
+from .cost import CostModel
+from .metrics import CHANNEL_LAYERS, call_model, profile_layers
+
+
+@dataclass(frozen=True, eq=False)
+class LayerRef:
+    """One layer touched by a group: channel ``c`` of the group removes ``multiplicity`` entries of the
+    layer's ``role`` dimension ("out": its output channels, "in": its input channels). Entry ``idxs[k]`` of that
+    dimension belongs to group channel ``root_idxs[k]``."""
+
+    name: str
+    module: nn.Module | nn.Parameter
+    role: str
+    multiplicity: int
+    idxs: torch.Tensor
+    root_idxs: torch.Tensor
+
+
+@dataclass
+class ChannelGroup:
+    """A set of coupled channels, pruned with one index set."""
+
+    name: str
+    index: int
+    layers: tuple[LayerRef, ...]
+    width: int
+    macs_per_channel: float = 0.0
+    params_per_channel: float = 0.0
+    _root: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
+    _root_fn: Any = field(repr=False, default=None)
+
+    def gather(self, ref: LayerRef, values: torch.Tensor) -> torch.Tensor:
+        """Map per-entry ``values`` of ``ref``'s pruned dimension to the group's channels (mean over the entries
+        of each channel, e.g. the H·W features a flattened channel becomes)."""
+        device = values.device
+        out = torch.zeros(self.width, dtype=values.dtype, device=device)
+        out.index_add_(0, ref.root_idxs.to(device), values[ref.idxs.to(device)])
+        return out / ref.multiplicity
+
+    def producers(self) -> list[LayerRef]:
+        """Convolution / linear layers whose *output* channels are the group's channels (PaT's filters)."""
+        return [ref for ref in self.layers if ref.role == "out" and isinstance(ref.module, CHANNEL_LAYERS)]
+
+    def norms(self) -> list[LayerRef]:
+        """Normalisation layers with per-channel affine parameters on the group's channels (BatchNorm γ, β)."""
+        return [ref for ref in self.layers
+                if isinstance(ref.module, nn.modules.batchnorm._NormBase) and ref.module.affine]
+
+
+class ChannelGroups(Sequence[ChannelGroup]):
+    """All prunable channel groups of a model, built once from torch-pruning's dependency graph.
+
+    Args:
+        model: the network; it is traced once with ``example_inputs`` (in eval mode, gradients on).
+        example_inputs: a tensor, tuple of positional tensors or dict of keyword tensors.
+        ignored_layers: modules whose output channels must be kept, in addition to the detected output layers.
+
+    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any,
+                 ignored_layers: Iterable[nn.Module] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        ignored = list(ignored_layers or [])
+        known = set(model.modules())
+        for layer in ignored:
+            if not isinstance(layer, nn.Module) or layer not in known:
+                raise ValueError(
+                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
+                )
+        self.model = model
+        self.example_inputs = example_inputs
+        self._module_names = {m: n for n, m in model.named_modules()}
+        was_training = model.training
+        try:
+            call_model(model.eval(), example_inputs)  # a clear error here beats one from inside the tracer
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
+                f"shaped like the training inputs"
+            ) from exc
+        finally:
+            model.train(was_training)
+        self.profile = profile_layers(model, example_inputs)
+        self.output_layers = tuple(self.profile.output_layers)
+        self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
+        self.graph = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
+        model.train(was_training)
+        self.record = structure.attach(model, self.graph, example_inputs)
+
+        self._groups: list[ChannelGroup] = []
+        order = {m: i for i, m in enumerate(model.modules())}
+        for tp_group in self.graph.get_all_groups(ignored_layers=list(self.ignored_layers)):
+            root = tp_group[0].dep.target.module
+            # named after its first producing layer in definition order: predictable, independent of tracing
+            producers = [item.dep.target.module for item in tp_group
+                         if isinstance(item.dep.target.module, CHANNEL_LAYERS)
+                         and self.graph.is_out_channel_pruning_fn(item.dep.handler)]
+            name = self._name_of(min(producers, key=lambda m: order.get(m, len(order))) if producers else root)
+            self._groups.append(ChannelGroup(name=name, index=0, layers=(), width=0,
+                                             _root=root, _root_fn=tp_group[0].dep.handler))
+        by_module = {n: m for m, n in self._module_names.items()}
+        self._groups.sort(key=lambda g: order.get(by_module.get(g.name), len(order)))
+        for i, g in enumerate(self._groups):
+            g.index = i
+        self._by_name = {g.name: g for g in self._groups}
+        self.refresh()
+        self.baseline = self.totals()
+
+    # -- Sequence protocol -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self._groups)
+
+    def __getitem__(self, key: int | str) -> ChannelGroup:  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                raise KeyError(f"no channel group named {key!r}; groups: {', '.join(self._by_name)}") from None
+        return self._groups[key]
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self._groups]
+
+    def widths(self) -> list[int]:
+        """The structure vector of the current model: channels per group, in group order."""
+        return [g.width for g in self._groups]
+
+    def totals(self) -> dict[str, float]:
+        """Current channels (summed over groups), MACs per example and parameters of the model."""
+        return {"channels": float(sum(self.widths())), "macs": float(self.cost.total_macs()),
+                "params": float(self.cost.total_params())}
+
+    # -- torch-pruning access ------------------------------------------------------------------------------
+    def tp_group(self, group: ChannelGroup, idxs: Sequence[int] | None = None) -> tp.Group:
+        """torch-pruning's group for ``idxs`` (all channels when None) of ``group``."""
+        if idxs is None:
+            idxs = list(range(self.graph.get_out_channels(group._root)))
+        return self.graph.get_pruning_group(group._root, group._root_fn, list(idxs))
+
+    def refresh(self) -> None:
+        """Re-read every group's layers, width and per-channel cost from the (possibly pruned) model."""
+        for group in self._groups:
+            tp_group = self.tp_group(group)
+            width = len(tp_group[0].idxs)
+            refs: dict[tuple[int, str], LayerRef] = {}
+            for item in tp_group:
+                target = item.dep.target.module
+                if not isinstance(target, (nn.Parameter, nn.Module)) or not _has_params(target):
+                    continue
+                role = "out" if self.graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+                key = (id(target), role)
+                if key not in refs:
+                    refs[key] = LayerRef(self._name_of(target), target, role, max(len(item.idxs) // width, 1),
+                                         torch.as_tensor(list(item.idxs), dtype=torch.long),
+                                         torch.as_tensor(list(item.root_idxs), dtype=torch.long))
+            group.layers = tuple(refs.values())
+            group.width = width
+        self.cost = CostModel(self)
+        for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
+            group.macs_per_channel = float(macs)
+            group.params_per_channel = float(params)
+
+    def _name_of(self, obj: Any) -> str:
+        if obj in self._module_names:
+            return self._module_names[obj]
+        return self.graph._param_to_name.get(obj, repr(obj)) if isinstance(obj, nn.Parameter) else repr(obj)
+
+    def describe(self) -> str:
+        """A human-readable table of the groups."""
+        lines = [f"{'group':<32} {'width':>6} {'layers':>6} {'MACs/ch':>12} {'params/ch':>10}"]
+        for g in self._groups:
+            lines.append(f"{g.name:<32} {g.width:>6} {len(g.layers):>6} {g.macs_per_channel:>12.0f} "
+                         f"{g.params_per_channel:>10.0f}")
+        return "\n".join(lines)
+
+
+def _has_params(obj: Any) -> bool:
+    if isinstance(obj, nn.Parameter):
+        return True
+    return any(True for _ in obj.parameters(recurse=False)) or isinstance(obj, nn.MultiheadAttention)
+
+
+def scores_to_vector(groups: ChannelGroups, scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-group scores in group order (validating names and lengths)."""
+    parts = []
+    for g in groups:
+        if g.name not in scores:
+            raise ValueError(f"scores are missing group {g.name!r}")
+        s = scores[g.name]
+        if s.dim() != 1 or s.numel() != g.width:
+            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+        parts.append(s.detach().float().cpu())
+    return torch.cat(parts) if parts else torch.zeros(0)

@@ -1,0 +1,119 @@
+"""Save and load pruned models without pickle.
+
+:func:`save` writes one ``.safetensors`` file: the weights (and buffers), plus, in the file's JSON header, the
+pruned structure — the original architecture's shapes and torch-pruning's removal history
+(:mod:`earlyprune.structure`). :func:`load` builds nothing from the file: it replays the history on the model
+*you* built (the original architecture), checks every shape, then loads the tensors. Nothing unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from . import structure
+
+_KEY = "earlyprune.structure"
+
+
+class StructureMismatchError(ValueError):
+    """The file was not saved from this architecture (or is not an earlyprune file)."""
+
+
+def structure_json(model: nn.Module, example_inputs: Any = None) -> dict[str, Any]:
+    """The structure document of ``model`` (its pruning history on the original architecture)."""
+    record = structure.record_of(model)
+    if record is None:  # never pruned by earlyprune: the original is the model itself
+        record = structure.StructureRecord(original=structure.signature(model),
+                                           inputs=structure.input_spec(example_inputs))
+    return record.to_json(model)
+
+
+def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and pruned structure to ``path`` (a ``.safetensors`` file).
+
+    The write is atomic: a temporary file is renamed over ``path`` only once complete.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {_KEY: json.dumps(structure_json(model))}
+    for key, value in (metadata or {}).items():
+        if key == _KEY or not isinstance(value, str):
+            raise ValueError(f"metadata must map str to str and may not use {_KEY!r}")
+        header[key] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(model, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
+def read_structure(path: str | os.PathLike) -> dict[str, Any]:
+    """The structure document stored in a file written by :func:`save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+        raise StructureMismatchError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if _KEY not in meta:
+        raise StructureMismatchError(f"{path} holds no earlyprune structure: write it with earlyprune.save()")
+    doc = json.loads(meta[_KEY])
+    if doc.get("format") != structure.FORMAT or doc.get("version") != structure.VERSION:
+        raise StructureMismatchError(f"{path}: unsupported structure format {doc.get('format')!r} "
+                                     f"version {doc.get('version')!r}")
+    return doc
+
+
+def _diff(expected: list, actual: list, limit: int = 3) -> str:
+    exp, act = {n: s for n, s in expected}, {n: s for n, s in actual}
+    lines = [f"missing {n}" for n in exp if n not in act][:limit]
+    lines += [f"unexpected {n}" for n in act if n not in exp][:limit]
+    lines += [f"{n}: file {exp[n]} vs model {act[n]}" for n in exp if n in act and exp[n] != act[n]][:limit]
+    return "; ".join(lines[: 2 * limit])
+
+
+def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) -> nn.Module:
+    """Prune a freshly built original ``model`` to the structure stored in ``path`` and load its weights.
+
+    Args:
+        path: a file written by :func:`save`.
+        model: a new instance of the original (unpruned) architecture; modified in place and returned.
+        example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the file.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    doc = read_structure(path)
+    current = structure.signature(model)
+    if current != doc["original"]:
+        hint = _diff(doc["original"], current)
+        raise StructureMismatchError(
+            f"{path} was saved from a different architecture than the model given ({hint}); build the same "
+            f"original (unpruned) model the file was trained from and pass that")
+    history = doc["history"]
+    if history:
+        inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
+        if inputs is None:
+            raise ValueError(f"{path} does not describe its example inputs: pass example_inputs= to load()")
+        was_training = model.training
+        graph = tp.DependencyGraph().build_dependency(model, inputs, verbose=False)
+        graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
+        model.train(was_training)
+    final = structure.signature(model)
+    if final != doc["final"]:
+        raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
+                                     f"({_diff(doc['final'], final)}); the file or model code has changed")
+    missing, unexpected = load_model(model, str(path), strict=True)
+    structure.adopt(model, doc["original"], doc["example_inputs"], history)
+    return model

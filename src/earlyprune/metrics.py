@@ -1,0 +1,172 @@
+"""Model size and cost: parameters, MACs, weight and node sparsity.
+
+MACs count the multiply-accumulates of convolutions (transposed ones included) and linear layers for **one
+example** (batch size 1): ``weight.numel() × output positions`` for a convolution, ``weight.numel() × input
+positions`` for a transposed one, ``weight.numel() × tokens`` for a linear layer. Element-wise ops, norms,
+pooling and the attention matmuls of ``nn.MultiheadAttention`` are not counted (they are a small share of the
+cost of the networks this library targets, and every counter disagrees on them).
+
+Sparsity follows the definitions of the EarlyCroP reference code (see ``REFERENCE.md``): *weight sparsity* is
+``1 − weights/weights₀`` over every parameter named ``weight`` (BatchNorm γ included); *node sparsity* is
+``1 − nodes/nodes₀`` over the output channels of convolution and linear layers, the classifier outputs
+excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+#: layers whose output channels are "nodes" and whose cost is counted
+CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d, nn.Linear)
+
+
+def call_model(model: nn.Module, example_inputs: Any) -> Any:
+    """Run ``model`` on ``example_inputs``: a tensor, a tuple/list of positional arguments, or a dict of keywords."""
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _flat_tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _flat_tensors(item)]
+    if hasattr(obj, "__dict__"):  # ModelOutput-like containers
+        return [t for item in vars(obj).values() for t in _flat_tensors(item)]
+    return []
+
+
+def layer_mac_factor(module: nn.Module, inputs: tuple, output: torch.Tensor, batch: int) -> int:
+    """Positions at which a layer's weight is applied for one example: MACs = ``weight.numel() × factor``."""
+    if isinstance(module, nn.Linear):
+        return output.numel() // (batch * module.out_features)
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        x = inputs[0]
+        return x.numel() // (batch * x.shape[1])
+    return output.numel() // (batch * output.shape[1])
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """What one traced forward pass says about the channel layers of a model."""
+
+    mac_factors: dict[nn.Module, int]   #: MACs = weight.numel() × factor, per example
+    output_layers: tuple[nn.Module, ...]  #: layers whose output channels are the network's outputs
+
+    def macs(self, module: nn.Module) -> int:
+        return module.weight.numel() * self.mac_factors.get(module, 0)
+
+
+def profile_layers(model: nn.Module, example_inputs: Any) -> LayerProfile:
+    """Trace one forward pass: the MAC factor of every channel layer and the layers that produce the outputs.
+
+    Output layers are found by walking the autograd graph back from each model output until a channel layer is
+    met: those layers (the classifier, or every producer of an output-feeding residual stream) must keep their
+    output channels.
+    """
+    batch_tensor = _first_tensor(example_inputs)
+    if batch_tensor is None:
+        raise TypeError("example_inputs must contain at least one tensor (the batch dimension comes first)")
+    batch = max(int(batch_tensor.shape[0]), 1) if batch_tensor.dim() > 0 else 1
+    factors: dict[nn.Module, int] = {}
+    producer: dict[Any, nn.Module] = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            factors[module] = layer_mac_factor(module, inputs, output, batch)
+            if output.grad_fn is not None:
+                producer[output.grad_fn] = module
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = call_model(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    outputs: list[nn.Module] = []
+    stack = [t.grad_fn for t in _flat_tensors(out) if t.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if fn in producer:
+            if producer[fn] not in outputs:
+                outputs.append(producer[fn])
+            continue
+        stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return LayerProfile(factors, tuple(outputs))
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Size and cost of a model; the sparsities are set when a baseline (the dense model's stats) is given."""
+
+    params: int
+    macs: int
+    weights: int
+    nodes: int
+    node_sparsity: float | None = None
+    weight_sparsity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None = None) -> ModelStats:
+    """Parameters, MACs per example, weight count and node count of ``model``.
+
+    Args:
+        model: any module that ``example_inputs`` can be fed to.
+        example_inputs: a tensor, tuple of tensors or dict of keyword tensors; the first dimension is the batch.
+        baseline: the stats of the original (dense) model; with it, ``node_sparsity`` and ``weight_sparsity``
+            are filled in relative to it.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if baseline is not None and not isinstance(baseline, ModelStats):
+        raise TypeError("baseline must be the ModelStats that measure() returned for the original model")
+    profile = profile_layers(model, example_inputs)
+    params = sum(p.numel() for p in model.parameters())
+    weights = sum(p.numel() for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "weight")
+    macs = sum(profile.macs(m) for m in profile.mac_factors)
+    nodes = sum(_out_channels(m) for m in model.modules()
+                if isinstance(m, CHANNEL_LAYERS) and m not in profile.output_layers)
+    node_sp = weight_sp = None
+    if baseline is not None:
+        node_sp = 1.0 - nodes / baseline.nodes if baseline.nodes else 0.0
+        weight_sp = 1.0 - weights / baseline.weights if baseline.weights else 0.0
+    return ModelStats(params, macs, weights, nodes, node_sp, weight_sp)
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels

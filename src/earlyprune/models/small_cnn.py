@@ -1,0 +1,27 @@
+"""A small CNN for 8×8 digits and other tiny images (the demo's model)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import register_model
+
+
+class SmallCNN(nn.Module):
+    """conv-bn-relu ×3 (32/64/128 channels, one 2× pooling) → global average pool → linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(*block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2),
+                                      *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+register_model("small_cnn")(SmallCNN)

@@ -1,0 +1,225 @@
+"""EarlyPruner: the conductor a user's own training loop calls (``step()`` per batch, ``epoch_end()`` per epoch).
+
+It owns no method: the criterion scores, the selection ranks, the engine removes, the policy decides when.
+Its only job is PaT Algorithm 2's bookkeeping — dense epochs until the policy triggers, one pruning epoch in
+which Algorithm 1 removes channels in ``steps`` exponentially scheduled steps (scores averaged over the batches
+between steps), then sparse training to the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .criteria import CRITERIA, Criterion
+from .engine import PruningEngine
+from .groups import ChannelGroups
+from .metrics import ModelStats, measure
+from .policies import POLICIES, EpochReport, Policy
+from .selection import iterative_amounts, select, validate_target
+
+log = logging.getLogger("earlyprune")
+
+_REQUIRED = object()
+PHASES = ("dense", "pruning", "sparse")
+
+
+def check_steps(steps: int, steps_per_epoch: int | None) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer (pruning steps within the pruning epoch), got {steps!r}")
+    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                                        or steps_per_epoch < 1):
+        raise ValueError(f"steps_per_epoch must be a positive integer (batches per epoch), got {steps_per_epoch!r}")
+
+
+class EarlyPruner:
+    """Prune whole channels early in training, inside your own loop.
+
+    .. code-block:: python
+
+        pruner = EarlyPruner(model, example_inputs, ratio=0.5, criterion="magnitude",
+                             policy="epoch:3", optimizer=optimizer)
+        for epoch in range(epochs):
+            for x, y in loader:
+                optimizer.zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()
+                pruner.step()        # per batch, after the optimizer step
+            pruner.epoch_end()       # per epoch
+
+    Args:
+        model: the network; it is pruned in place.
+        example_inputs: a batch (tensor, tuple or dict) to trace the model with.
+        ratio: fraction of the original ``target`` quantity to remove, in (0, 1) (PaT's α).
+        criterion: a :data:`~earlyprune.criteria.CRITERIA` name or a :class:`~earlyprune.criteria.Criterion`.
+        policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
+        optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
+            pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
+        target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
+        steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
+        steps_per_epoch: batches per epoch; learned from the first epoch when None (then required only if the
+            policy prunes during epoch 0).
+        min_channels: channels every group keeps at least.
+        round_to: kept widths are rounded to multiples of this.
+        ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
+                 criterion: str | Criterion = "magnitude", policy: str | Policy = "epoch:1",
+                 optimizer: torch.optim.Optimizer | None = _REQUIRED,  # type: ignore[assignment]
+                 target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
+                 min_channels: int = 1, round_to: int = 1,
+                 ignored_layers: Iterable[nn.Module] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        validate_target(ratio, target, min_channels, round_to)
+        if ratio == 0:
+            raise ValueError("ratio must be in (0, 1): a ratio of 0 prunes nothing — use policy='never' for a "
+                             "dense run")
+        check_steps(steps, steps_per_epoch)
+        if optimizer is _REQUIRED:
+            raise TypeError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must follow the "
+                            "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        self.criterion: Criterion = CRITERIA.build(criterion)
+        self.policy: Policy = POLICIES.build(policy)
+        if self.policy.start() and steps_per_epoch is None:
+            raise ValueError(f"policy {self.policy!r} prunes during epoch 0, before the number of batches per epoch "
+                             f"is known: pass steps_per_epoch=len(train_loader)")
+        self.model = model
+        self.example_inputs = example_inputs
+        self.ratio = float(ratio)
+        self.target = target
+        self.steps = steps
+        self.steps_per_epoch = steps_per_epoch
+        self.min_channels = min_channels
+        self.round_to = round_to
+        self.optimizer = optimizer
+        self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+        if len(self.groups) == 0:
+            raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+        self.engine = PruningEngine(self.groups)
+        self.dense_stats: ModelStats = measure(model, example_inputs)
+        self.criterion.attach(self.groups)
+
+        self.epoch = 0
+        self.batch = 0
+        self.phase = "dense"
+        self.prune_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self._amounts = iterative_amounts(self.ratio, steps)
+        self._schedule: list[int] = []
+        self._next_step = 0
+        self._batches_seen_last_epoch: int | None = None
+        if self.policy.start():
+            self._begin_pruning()
+
+    # -- the two calls of the training loop -----------------------------------------------------------------
+    def step(self) -> None:
+        """Call once per training batch, after ``optimizer.step()`` (gradients still in place)."""
+        self.batch += 1
+        if self.phase == "dense":
+            if self.policy.needs_scores:
+                self.criterion.observe(self.groups)
+        elif self.phase == "pruning":
+            self.criterion.observe(self.groups)
+            while self._next_step < self.steps and self.batch >= self._schedule[self._next_step]:
+                self._prune_step()
+
+    def epoch_end(self) -> None:
+        """Call once at the end of every epoch."""
+        entry: dict[str, Any] = {"epoch": self.epoch, "phase": self.phase}
+        if self.phase == "dense":
+            scores = self.criterion.scores(self.groups) if self.policy.needs_scores else None
+            report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio)
+            trigger = bool(self.policy.update(report))
+            self.criterion.reset()
+            entry["trigger"] = trigger
+            if trigger:
+                log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
+        elif self.phase == "pruning":
+            while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
+                self._prune_step()
+            self.phase = "sparse"
+            self.criterion.detach()
+        entry.update(self.groups.totals())
+        entry["structure"] = self.groups.widths()
+        self.history.append(entry)
+        self._batches_seen_last_epoch = self.batch
+        self.batch = 0
+        self.epoch += 1
+        if entry.get("trigger"):
+            self._begin_pruning()
+
+    # -- state ----------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the model has been pruned to its target."""
+        return self.phase == "sparse"
+
+    def structure(self) -> list[int]:
+        """Kept channels per group (the structure vector), in group order."""
+        return self.groups.widths()
+
+    def stats(self) -> ModelStats:
+        """Parameters, MACs and sparsities of the model now, relative to the dense model."""
+        return measure(self.model, self.example_inputs, baseline=self.dense_stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the schedule identically (the model's shape is saved separately,
+        with :func:`earlyprune.save`)."""
+        return {"epoch": self.epoch, "batch": self.batch, "phase": self.phase, "prune_epoch": self.prune_epoch,
+                "next_step": self._next_step, "schedule": list(self._schedule),
+                "batches_seen_last_epoch": self._batches_seen_last_epoch,
+                "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
+                "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("phase") not in PHASES:
+            raise ValueError("not an EarlyPruner state dict (missing or unknown 'phase')")
+        self.epoch, self.batch, self.phase = int(state["epoch"]), int(state["batch"]), state["phase"]
+        self.prune_epoch = state["prune_epoch"]
+        self._next_step, self._schedule = int(state["next_step"]), list(state["schedule"])
+        self._batches_seen_last_epoch = state["batches_seen_last_epoch"]
+        self.history, self.events = list(state["history"]), list(state["events"])
+        self.policy.load_state_dict(state["policy"])
+        self.criterion.load_state_dict(state["criterion"])
+        if self.phase == "sparse":
+            self.criterion.detach()
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _begin_pruning(self) -> None:
+        n_batches = self.steps_per_epoch or self._batches_seen_last_epoch
+        if not n_batches:
+            raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
+                               "pass steps_per_epoch=len(train_loader)")
+        self.phase = "pruning"
+        self.prune_epoch = self.epoch
+        self._schedule = [math.ceil((i + 1) * n_batches / self.steps) for i in range(self.steps)]
+        self._next_step = 0
+        self.criterion.reset()
+
+    def _prune_step(self) -> None:
+        t0 = time.perf_counter()
+        scores = self.criterion.scores(self.groups)
+        amount = self._amounts[self._next_step]
+        plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                      round_to=self.round_to)
+        removed = self.engine.apply(plan, self.optimizer)
+        self.criterion.reset()
+        self._next_step += 1
+        event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
+                 "removed": sum(len(v) for v in removed.values()), "seconds": time.perf_counter() - t0,
+                 **self.groups.totals()}
+        self.events.append(event)
+        log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",
+                 self._next_step, self.steps, self.epoch, self.batch, event["removed"], event["channels"])
+
+    def __repr__(self) -> str:
+        return (f"EarlyPruner(ratio={self.ratio}, target={self.target!r}, criterion={self.criterion!r}, "
+                f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")

@@ -1,0 +1,147 @@
+"""How much to remove, and which channels: one global ranking → a removal plan and its structure vector.
+
+All channels of all groups are ranked by score together (PaT ranks neurons globally). The lowest-ranked ones
+are removed until the target is met:
+
+* ``target="channels"`` — at least ``amount·|F|`` channels are gone, ``|F|`` being the channel count of the
+  original model (PaT Eq. 1: ``|P| / |F| ≥ α``);
+* ``target="flops"`` / ``"params"`` — MACs (or parameters) are down by ``amount`` of the original's; the number
+  of channels that achieves it is found by binary search over the ranking, with the exact cost model of
+  :mod:`earlyprune.cost`.
+
+Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2), and
+with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
+widths; a group narrower than ``r`` is left alone).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .groups import ChannelGroups
+
+TARGETS = ("channels", "flops", "params")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to remove: channel indices per group (current numbering) and what remains."""
+
+    remove: dict[str, list[int]]
+    structure: list[int]   #: kept channels per group, in group order — PaT's N_t
+    names: list[str]
+    channels: int          #: channels left (summed over groups)
+    macs: float            #: MACs per example left (predicted by the cost model)
+    params: float          #: parameters left (predicted)
+
+    @property
+    def n_removed(self) -> int:
+        return sum(len(v) for v in self.remove.values())
+
+    def is_empty(self) -> bool:
+        return self.n_removed == 0
+
+
+def validate_target(amount: float, target: str, min_channels: int, round_to: int) -> None:
+    """Raise a clear error for an unusable target (shared by every entry point)."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not (0.0 <= float(amount) < 1.0):
+        raise ValueError(f"ratio must be a number in [0, 1) — the fraction to remove — got {amount!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
+        raise ValueError(f"min_channels must be an integer ≥ 1 (no layer may collapse), got {min_channels!r}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be an integer ≥ 1, got {round_to!r}")
+
+
+def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
+           target: str = "channels", min_channels: int = 1, round_to: int = 1) -> Plan:
+    """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
+
+    Args:
+        groups: the model's channel groups (their ``baseline`` is the reference for ``amount``).
+        scores: per-group channel scores (higher = more important), one 1-D tensor per group name.
+        amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
+            counting what earlier plans already removed.
+        target: ``"channels"``, ``"flops"`` or ``"params"``.
+        min_channels: channels every group keeps at least.
+        round_to: kept widths are rounded to a multiple of this.
+    """
+    validate_target(amount, target, min_channels, round_to)
+    names = groups.names
+    widths = np.array(groups.widths(), dtype=np.int64)
+    per_group_order: list[np.ndarray] = []
+    cand_scores, cand_groups = [], []
+    min_keep = np.empty(len(widths), dtype=np.int64)
+    for g in groups:
+        if g.name not in scores:
+            raise ValueError(f"scores are missing group {g.name!r}")
+        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
+        if s.dim() != 1 or s.numel() != g.width:
+            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+        if not torch.isfinite(s).all():
+            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
+        order = torch.argsort(s, stable=True).numpy()
+        per_group_order.append(order)
+        keep = min(g.width, math.ceil(min_channels / round_to) * round_to)
+        min_keep[g.index] = keep
+        n_cand = g.width - keep
+        cand_scores.append(s.numpy()[order[:n_cand]])
+        cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
+    all_scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0)
+    all_groups = np.concatenate(cand_groups) if cand_groups else np.zeros(0, dtype=np.int64)
+    ranking = np.argsort(all_scores, kind="stable")
+    ranked_groups = all_groups[ranking]
+
+    def removed_for(n: int) -> np.ndarray:
+        removed = np.bincount(ranked_groups[:n], minlength=len(widths))
+        if round_to > 1:
+            kept = widths - removed
+            rounded = np.round(kept / round_to).astype(np.int64) * round_to
+            rounded = np.where(widths < round_to, widths, rounded)
+            kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
+            removed = widths - kept
+        return removed
+
+    cost = groups.cost
+    measure = {
+        "channels": lambda r: float((widths - r).sum()),
+        "flops": cost.macs,
+        "params": cost.params,
+    }[target]
+    goal = (1.0 - float(amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
+    lo, hi = 0, len(ranked_groups)
+    if measure(removed_for(hi)) > goal + 1e-6:
+        warnings.warn(
+            f"cannot remove {amount:.1%} of the {target} with min_channels={min_channels}, round_to={round_to}: "
+            f"pruning as far as the constraints allow", stacklevel=2)
+        lo = hi
+    while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
+        mid = (lo + hi) // 2
+        if measure(removed_for(mid)) <= goal + 1e-6:
+            hi = mid
+        else:
+            lo = mid + 1
+    removed = removed_for(lo)
+    remove = {names[i]: sorted(int(c) for c in per_group_order[i][: removed[i]])
+              for i in range(len(names)) if removed[i] > 0}
+    kept = (widths - removed).tolist()
+    return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
+                macs=cost.macs(removed), params=cost.params(removed))
+
+
+def iterative_amounts(amount: float, steps: int) -> list[float]:
+    """Cumulative removal fractions for ``steps`` pruning steps (PaT Algorithm 1, line 1).
+
+    The exponential scheduler of FORCE: what remains decays geometrically, ``remaining_i = (1 − α)^(i/S)``, so
+    early steps remove more and later ones refine. Returns ``[1 − remaining_i for i in 1..S]``; the last is α.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return [1.0 - (1.0 - amount) ** (i / steps) for i in range(1, steps)] + [float(amount)]

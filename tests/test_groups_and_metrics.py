@@ -1,0 +1,103 @@
+"""Channel groups (coupling, output detection, per-channel cost) and measure() against hand counts."""
+
+import pytest
+import torch
+from torch import nn
+
+import earlyprune as ep
+from earlyprune.groups import ChannelGroups
+from nets import MLP, ConcatNet, DepthwiseNet, ResidualNet
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False)
+        self.fc = nn.Linear(54, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x))))).flatten(1))
+
+
+def test_measure_matches_hand_counts():
+    stats = ep.measure(Tiny(), torch.randn(2, 1, 6, 6))
+    # conv1 4·1·9 + 4 bias, bn 2·4, conv2 6·4·9, fc 54·3 + 3
+    assert stats.params == 40 + 8 + 216 + 165
+    # per image: conv1 4·9·36 positions, conv2 6·36·9 positions, fc 54·3
+    assert stats.macs == 1296 + 1944 + 162
+    assert stats.weights == 36 + 4 + 216 + 162          # every tensor named "weight", BatchNorm γ included
+    assert stats.nodes == 4 + 6                          # classifier outputs excluded
+    assert stats.node_sparsity is None
+
+
+def test_sparsity_relative_to_baseline():
+    x = torch.randn(2, 1, 6, 6)
+    model = Tiny()
+    dense = ep.measure(model, x)
+    ep.prune(model, x, 0.5)
+    after = ep.measure(model, x, baseline=dense)
+    assert after.nodes == 5                              # half of the 10 nodes
+    assert after.node_sparsity == pytest.approx(0.5)
+    assert after.weight_sparsity == pytest.approx(1 - after.weights / dense.weights)
+    assert 0 < after.weight_sparsity < 1
+
+
+def test_residual_stream_is_one_group_and_classifier_is_never_pruned():
+    model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    producers = {g.name: sorted(r.name for r in g.producers()) for g in groups}
+    assert sorted(producers.values()) == sorted([
+        ["b1.0.0"], ["b2.0.0"], ["down.0.0"],
+        ["b1.1", "b2.1", "stem.0"],         # the first stream: three producers, one index set
+        ["down.1", "short.0"],              # the second stream, shortcut conv included
+    ])
+    assert groups.output_layers == (model.fc,)
+    assert all(not (r.module is model.fc and r.role == "out") for g in groups for r in g.layers)
+    assert groups.baseline["channels"] == 8 + 12 + 12 + 16 + 16
+
+
+def test_ignored_layers_keep_their_outputs():
+    model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x, ignored_layers=[model.b1[0][0]])
+    assert "b1.0.0" not in groups.names
+    with pytest.raises(ValueError, match="submodules of the model"):
+        ChannelGroups(model, x, ignored_layers=[nn.Linear(2, 2)])
+
+
+def test_concat_and_flatten_linear_mapping():
+    model, x = ConcatNet(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    b = groups["b.0"]
+    mix_in = next(r for r in b.layers if r.name == "mix.0" and r.role == "in")
+    assert sorted(mix_in.idxs.tolist()) == list(range(6, 16))     # second half of the concatenation
+    mix = groups["mix.0"]
+    fc_in = next(r for r in mix.layers if r.name == "fc" and r.role == "in")
+    assert fc_in.multiplicity == 4                                 # one channel = 2×2 flattened features
+
+
+def test_per_channel_costs_match_hand_counts():
+    groups = ChannelGroups(MLP(), torch.randn(2, 20))
+    first, second = groups["net.0"], groups["net.2"]
+    assert (first.width, second.width) == (32, 24)
+    assert first.params_per_channel == 20 + 1 + 24    # its row and bias, and a column of the next layer
+    assert first.macs_per_channel == 20 + 24
+    assert second.params_per_channel == 32 + 1 + 5
+    assert second.macs_per_channel == 32 + 5
+
+
+def test_depthwise_cost_counts_the_kernel_once():
+    groups = ChannelGroups(DepthwiseNet(), torch.randn(2, 3, 8, 8))
+    stem = groups["stem.0"]
+    # stem conv 3·9·64 + dw1 9·64 + pw1 input column 24·64 per channel (8×8 positions everywhere)
+    assert stem.macs_per_channel == (27 + 9 + 24) * 64
+
+
+def test_bad_model_and_inputs_are_explained():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ChannelGroups("resnet", torch.randn(1, 3))
+    with pytest.raises(ValueError, match="could not be run on example_inputs"):
+        ChannelGroups(MLP(), torch.randn(2, 7))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ep.measure(None, torch.randn(1))

@@ -1,0 +1,83 @@
+"""save()/load(): safetensors + JSON structure, replayed on a fresh original; no pickle on the load path."""
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import earlyprune as ep
+from nets import ARCHITECTURES, MLP, ResidualNet, randomize_
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_round_trip_gives_identical_outputs(arch, tmp_path):
+    builder, shape = ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    model, x = randomize_(builder()), torch.randn(*shape)
+    ep.prune(model, x, 0.5, steps=3)
+    path = ep.save(model, tmp_path / "model.safetensors")
+    fresh = ep.load(path, builder())
+    model.eval(), fresh.eval()
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    for (n1, t1), (n2, t2) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert n1 == n2 and torch.equal(t1, t2)
+    assert not list(tmp_path.glob(".*.tmp"))          # the atomic write left no temporary file
+
+
+def test_unpruned_model_round_trips(tmp_path):
+    model = MLP()
+    ep.save(model, tmp_path / "m.safetensors", metadata={"note": "dense"})
+    fresh = ep.load(tmp_path / "m.safetensors", MLP())
+    x = torch.randn(3, 20)
+    torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_a_loaded_model_can_be_pruned_further_and_saved_again(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    model = randomize_(ResidualNet())
+    ep.prune(model, x, 0.3)
+    ep.save(model, tmp_path / "a.safetensors")
+    again = ep.load(tmp_path / "a.safetensors", ResidualNet())
+    ep.prune(again, x, 0.6)
+    ep.save(again, tmp_path / "b.safetensors")
+    final = ep.load(tmp_path / "b.safetensors", ResidualNet())
+    again.eval(), final.eval()
+    torch.testing.assert_close(final(x), again(x), rtol=0, atol=0)
+
+
+def test_load_never_unpickles(tmp_path, monkeypatch):
+    model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
+    ep.prune(model, x, 0.5)
+    ep.save(model, tmp_path / "m.safetensors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling on the load path")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    ep.load(tmp_path / "m.safetensors", ResidualNet())
+
+
+def test_a_file_from_another_architecture_is_refused(tmp_path):
+    model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
+    ep.prune(model, x, 0.5)
+    ep.save(model, tmp_path / "m.safetensors")
+    with pytest.raises(ep.StructureMismatchError, match="different architecture"):
+        ep.load(tmp_path / "m.safetensors", MLP())
+    with pytest.raises(ep.StructureMismatchError, match="different architecture"):
+        ep.load(tmp_path / "m.safetensors", model)   # already pruned: not the original
+
+
+def test_foreign_and_broken_files_are_refused(tmp_path):
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ep.StructureMismatchError, match="no earlyprune structure"):
+        ep.load(tmp_path / "plain.safetensors", MLP())
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ep.StructureMismatchError, match="not a readable safetensors file"):
+        ep.load(tmp_path / "junk.safetensors", MLP())
+    with pytest.raises(FileNotFoundError):
+        ep.load(tmp_path / "missing.safetensors", MLP())
+    with pytest.raises(ValueError, match="metadata"):
+        ep.save(MLP(), tmp_path / "x.safetensors", metadata={"earlyprune.structure": "x"})
