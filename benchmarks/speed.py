@@ -17,7 +17,7 @@ times, the median of its flanking dense step times, ``speedup = dense median / p
 check, the median and IQR of the per-round paired ratios. Every model and mode gets warm-up steps first.
 Rounds continue until ``--rounds`` are done or ``--budget-s`` is spent (at least ``--min-rounds``).
 
-    python benchmarks/speed.py [--rounds 8] [--steps 2] [--budget-s 780] [--out benchmarks/results/speed.json]
+    python benchmarks/speed.py [--rounds 12] [--steps 1] [--budget-s 840] [--out benchmarks/results/speed.json]
 """
 
 from __future__ import annotations
@@ -123,11 +123,11 @@ def q(xs, p):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=8, help="maximum interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=12, help="maximum interleaved rounds")
     ap.add_argument("--min-rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=2, help="timed training steps per block")
+    ap.add_argument("--steps", type=int, default=1, help="timed training steps per block")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode before timing")
-    ap.add_argument("--budget-s", type=float, default=780.0, help="stop starting new rounds after this many s")
+    ap.add_argument("--budget-s", type=float, default=840.0, help="stop starting new rounds after this many s")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     ap.add_argument("--round-to", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--no-channels-last", action="store_true")
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     raw: dict[str, dict[str, list[dict]]] = {m[0]: {n: [] for n in m[3]} for m in modes}
     dense_raw: dict[str, list[list[float]]] = {m[0]: [] for m in modes}
     rounds_done = 0
+    round_load = []
     t_loop = time.perf_counter()
     while rounds_done < args.rounds:
         elapsed = time.perf_counter() - t_start
@@ -200,6 +201,7 @@ def main(argv=None) -> int:
                 raw[label][n].append({"pruned": p, "dense_before": prev, "dense_after": nxt})
                 prev = nxt
         rounds_done += 1
+        round_load.append(os.getloadavg()[0])
         med = statistics.median(t for blk in dense_raw["fp32"] for t in blk)
         print(f"round {rounds_done} done at {time.perf_counter() - t_start:.0f}s "
               f"(dense fp32 median so far {med * 1e3:.0f} ms, load {os.getloadavg()[0]:.2f})", flush=True)
@@ -257,6 +259,7 @@ def main(argv=None) -> int:
                      "warmup_steps": args.warmup, "rounds": rounds_done, "seed": 0,
                      "schedule": "per mode and round: D P1 D P2 ... Pn D (blocks of steps_per_block steps)"},
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "loadavg_1min_after_each_round": round_load,
         "wall_s": time.perf_counter() - t_start,
         "dense": {"macs": d_stats.macs, "params": d_stats.params, "widths": widths(dense), "modes": dense_modes},
         "prune_warnings": {v["name"]: v["warnings"] for v in variants if v["warnings"]},

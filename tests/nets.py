@@ -67,6 +67,20 @@ class DepthwiseNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class GroupedNet(nn.Module):
+    """A grouped (non-depthwise) convolution: channels must leave every convolution group alike."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.grouped = cbr(8, 16, groups=4)
+        self.head = cbr(16, 12)
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.grouped(self.stem(x))).mean((2, 3)))
+
+
 class MLP(nn.Module):
     def __init__(self, d_in: int = 20, num_classes: int = 5) -> None:
         super().__init__()
@@ -82,6 +96,7 @@ ARCHITECTURES = {
     "residual": (ResidualNet, (4, 3, 8, 8)),
     "concat": (ConcatNet, (4, 3, 8, 8)),
     "depthwise": (DepthwiseNet, (4, 3, 8, 8)),
+    "grouped": (GroupedNet, (4, 3, 8, 8)),
     "mlp": (MLP, (4, 20)),
 }
 

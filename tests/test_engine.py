@@ -43,7 +43,7 @@ def test_pruned_equals_masked_dense(arch, ratio):
     assert groups.widths() == plan.structure
 
 
-@pytest.mark.parametrize("arch", ["residual", "concat", "depthwise"])
+@pytest.mark.parametrize("arch", ["residual", "concat", "depthwise", "grouped"])
 def test_repeated_pruning_keeps_function(arch):
     """Iterative pruning: three removals on the same model, each checked against its masked twin."""
     model, x = build(arch, seed=1)
@@ -77,7 +77,7 @@ def train_step(model, opt, x, y):
 
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("arch", ["residual", "concat", "depthwise", "mlp"])
+@pytest.mark.parametrize("arch", ["residual", "concat", "depthwise", "grouped", "mlp"])
 def test_optimizer_step_after_pruning_equals_masked_dense(arch, opt_name):
     model, x = build(arch)
     y = torch.randint(0, 5, (x.shape[0],))

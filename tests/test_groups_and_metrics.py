@@ -94,6 +94,20 @@ def test_depthwise_cost_counts_the_kernel_once():
     assert stem.macs_per_channel == (27 + 9 + 24) * 64
 
 
+def test_grouped_convolution_channels_come_in_units_of_its_groups():
+    from nets import GroupedNet
+
+    groups = ChannelGroups(GroupedNet(), torch.randn(2, 3, 8, 8))
+    assert groups["stem.0"].ch_groups == 4 and groups["grouped.0"].ch_groups == 4
+    assert groups["head.0"].ch_groups == 1
+    plan = ep.select(groups, {g.name: torch.rand(g.width) for g in groups}, 0.5)
+    for name in ("stem.0", "grouped.0"):
+        width = groups[name].width
+        removed = plan.remove.get(name, [])
+        positions = {i % (width // 4) for i in removed}
+        assert len(removed) == 4 * len(positions)           # a position leaves every group at once
+
+
 def test_bad_model_and_inputs_are_explained():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ChannelGroups("resnet", torch.randn(1, 3))

@@ -14,6 +14,7 @@ any layer, so no group contains them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -50,6 +51,9 @@ class ChannelGroup:
     width: int
     macs_per_channel: float = 0.0
     params_per_channel: float = 0.0
+    #: channels are removed in units of ``ch_groups``: position j of every convolution group at once, which
+    #: grouped (non-depthwise) convolutions need to keep equal group sizes; 1 for ordinary layers
+    ch_groups: int = 1
     _root: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
     _root_fn: Any = field(repr=False, default=None)
 
@@ -185,6 +189,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
                                          torch.as_tensor(list(item.root_idxs), dtype=torch.long))
             group.layers = tuple(refs.values())
             group.width = width
+            group.ch_groups = _channel_groups(group)
         self.cost = CostModel(self)
         for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
             group.macs_per_channel = float(macs)
@@ -202,6 +207,28 @@ class ChannelGroups(Sequence[ChannelGroup]):
             lines.append(f"{g.name:<32} {g.width:>6} {len(g.layers):>6} {g.macs_per_channel:>12.0f} "
                          f"{g.params_per_channel:>10.0f}")
         return "\n".join(lines)
+
+
+def _channel_groups(group: ChannelGroup) -> int:
+    """Units in which ``group`` can lose channels (see :attr:`ChannelGroup.ch_groups`).
+
+    A grouped convolution with ``g`` groups keeps working only if every group loses the same positions, so its
+    coupled channels are removed ``g`` at a time: channel ``j + b·width/g`` for every block ``b``. When several
+    grouped layers couple (lcm of their groups) or the channels reach a grouped layer through a permutation or
+    concatenation, no symmetric removal exists and the whole group is one unit (never pruned).
+    """
+    units = 1
+    for ref in group.layers:
+        m = ref.module
+        if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1:
+            continue
+        if m.groups == m.in_channels == m.out_channels:  # depthwise: channel-wise, any subset works
+            continue
+        size = m.out_channels if ref.role == "out" else m.in_channels
+        if size != group.width or ref.multiplicity != 1 or not torch.equal(ref.idxs, ref.root_idxs):
+            return group.width
+        units = math.lcm(units, m.groups)
+    return units if group.width % units == 0 else group.width
 
 
 def _has_params(obj: Any) -> bool:

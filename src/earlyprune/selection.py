@@ -76,6 +76,8 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     validate_target(amount, target, min_channels, round_to)
     names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
+    unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
+    step = np.array([math.lcm(round_to, int(u)) for u in unit], dtype=np.int64)  # granularity of kept widths
     per_group_order: list[np.ndarray] = []
     cand_scores, cand_groups = [], []
     min_keep = np.empty(len(widths), dtype=np.int64)
@@ -87,12 +89,14 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
         if not torch.isfinite(s).all():
             raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
-        order = torch.argsort(s, stable=True).numpy()
+        # a unit is position j of every block of width/ch_groups channels; it scores the mean of its channels
+        unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)
+        order = torch.argsort(unit_scores, stable=True).numpy()
         per_group_order.append(order)
-        keep = min(g.width, math.ceil(min_channels / round_to) * round_to)
+        keep = min(g.width, math.ceil(min_channels / step[g.index]) * step[g.index])
         min_keep[g.index] = keep
-        n_cand = g.width - keep
-        cand_scores.append(s.numpy()[order[:n_cand]])
+        n_cand = (g.width - keep) // g.ch_groups
+        cand_scores.append(unit_scores.numpy()[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
     all_scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0)
     all_groups = np.concatenate(cand_groups) if cand_groups else np.zeros(0, dtype=np.int64)
@@ -100,11 +104,11 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     ranked_groups = all_groups[ranking]
 
     def removed_for(n: int) -> np.ndarray:
-        removed = np.bincount(ranked_groups[:n], minlength=len(widths))
+        removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
         if round_to > 1:
             kept = widths - removed
-            rounded = np.round(kept / round_to).astype(np.int64) * round_to
-            rounded = np.where(widths < round_to, widths, rounded)
+            rounded = np.round(kept / step).astype(np.int64) * step
+            rounded = np.where(widths < step, widths, rounded)
             kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
             removed = widths - kept
         return removed
@@ -129,8 +133,12 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         else:
             lo = mid + 1
     removed = removed_for(lo)
-    remove = {names[i]: sorted(int(c) for c in per_group_order[i][: removed[i]])
-              for i in range(len(names)) if removed[i] > 0}
+    remove = {}
+    for i, g in enumerate(groups):
+        if removed[i] > 0:
+            positions = per_group_order[i][: removed[i] // g.ch_groups]
+            block = g.width // g.ch_groups
+            remove[names[i]] = sorted(int(p) + b * block for p in positions for b in range(g.ch_groups))
     kept = (widths - removed).tolist()
     return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
                 macs=cost.macs(removed), params=cost.params(removed))
