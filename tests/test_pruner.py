@@ -165,3 +165,84 @@ def test_the_optimizer_must_be_given():
 def test_registries_list_what_ships():
     assert "magnitude" in ep.CRITERIA.names()
     assert {"epoch", "never"} <= set(POLICIES.names())
+
+
+class WeightTimesGrad(ep.Criterion):
+    """|Σ w·∂L/∂w| over each producer's filter: a minimal gradient criterion for the interface tests."""
+
+    uses_gradients = True
+
+    def compute(self, groups, batch=None):
+        out = {}
+        for g in groups:
+            total = torch.zeros(g.width)
+            for ref in g.producers():
+                w = ref.module.weight
+                total += g.gather(ref, (w * w.grad).flatten(1).sum(1).abs().detach())
+            out[g.name] = total
+        return out
+
+
+class OwnPasses(WeightTimesGrad):
+    """Runs its own forward/backward on the batch it is given."""
+
+    uses_gradients = False
+    needs_batches = True
+
+    def compute(self, groups, batch=None):
+        groups.model.zero_grad()
+        batch.loss(groups.model).backward()
+        scores = super().compute(groups)
+        groups.model.zero_grad()
+        return scores
+
+
+def test_prune_scores_gradient_criteria_on_given_batches():
+    x, y = blobs(64)
+    model = MLP()
+    result = ep.prune(model, x[:8], 0.5, criterion=WeightTimesGrad(), batches=[(x[:32], y[:32]), (x[32:], y[32:])],
+                      loss_fn=nn.functional.cross_entropy)
+    assert sum(result.structure) <= 28
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="scores from training data"):
+        ep.prune(MLP(), x[:8], 0.5, criterion=WeightTimesGrad())
+    with pytest.raises(ValueError, match="needs loss_fn"):
+        ep.prune(MLP(), x[:8], 0.5, criterion=WeightTimesGrad(), batches=[(x, y)])
+    with pytest.raises(ValueError, match=r"\(inputs, targets\) pairs"):
+        ep.prune(MLP(), x[:8], 0.5, criterion=WeightTimesGrad(), batches=[x], loss_fn=nn.functional.cross_entropy)
+
+
+def test_criteria_with_their_own_passes_get_the_batch_from_step():
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = blobs()
+    with pytest.raises(ValueError, match="pass loss_fn="):
+        ep.EarlyPruner(model, x[:32], 0.5, criterion=OwnPasses(), policy="epoch:1", optimizer=opt)
+    pruner = ep.EarlyPruner(model, x[:32], 0.5, criterion=OwnPasses(), policy="epoch:1", optimizer=opt, steps=2,
+                            loss_fn=nn.functional.cross_entropy)
+    with pytest.raises(ValueError, match=r"call pruner.step\(inputs, targets\)"):
+        pruner.step()
+    for _ in range(2):
+        for idx in torch.arange(len(y)).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            pruner.step(x[idx], y[idx])
+        pruner.epoch_end()
+    assert pruner.done and len(pruner.events) == 2
+
+
+def test_a_policy_can_confine_pruning_to_the_first_batches():
+    class FirstBatches(Policy):
+        pruning_batches = 2
+
+        def start(self):
+            return True
+
+        def update(self, report):
+            return False
+
+    pruner, model, opt, x, y = make(policy=FirstBatches(), steps=2)
+    run(pruner, model, opt, x, y, epochs=1)
+    assert [e["batch"] for e in pruner.events] == [1, 2]
+    assert pruner.history[0]["phase"] == "pruning" and pruner.done

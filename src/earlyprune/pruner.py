@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from .criteria import CRITERIA, Criterion
+from .criteria import CRITERIA, Batch, Criterion
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
@@ -65,6 +65,8 @@ class EarlyPruner:
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to multiples of this.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
+        loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
+            (then call ``pruner.step(inputs, targets)``); ignored otherwise.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -72,7 +74,8 @@ class EarlyPruner:
                  optimizer: torch.optim.Optimizer | None = _REQUIRED,  # type: ignore[assignment]
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int = 1,
-                 ignored_layers: Iterable[nn.Module] | None = None) -> None:
+                 ignored_layers: Iterable[nn.Module] | None = None,
+                 loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         validate_target(ratio, target, min_channels, round_to)
@@ -87,7 +90,12 @@ class EarlyPruner:
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
         self.criterion: Criterion = CRITERIA.build(criterion)
         self.policy: Policy = POLICIES.build(policy)
-        if self.policy.start() and steps_per_epoch is None:
+        if self.criterion.needs_batches and loss_fn is None:
+            raise ValueError(f"criterion {self.criterion.name!r} scores batches with passes of its own: pass "
+                             f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+        if self.policy.start() and steps_per_epoch is None and self.policy.pruning_batches is None:
             raise ValueError(f"policy {self.policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
         self.model = model
@@ -99,6 +107,7 @@ class EarlyPruner:
         self.min_channels = min_channels
         self.round_to = round_to
         self.optimizer = optimizer
+        self.loss_fn = loss_fn
         self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
@@ -120,20 +129,33 @@ class EarlyPruner:
             self._begin_pruning()
 
     # -- the two calls of the training loop -----------------------------------------------------------------
-    def step(self) -> None:
-        """Call once per training batch, after ``optimizer.step()`` (gradients still in place)."""
+    def step(self, inputs: Any = None, targets: Any = None) -> None:
+        """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
+
+        Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
+        ``pruner.step(inputs, targets)``.
+        """
+        batch = None
+        if self.criterion.needs_batches:
+            if inputs is None:
+                raise ValueError(f"criterion {self.criterion.name!r} needs the batch: call pruner.step(inputs, "
+                                 f"targets)")
+            batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
         self.batch += 1
         if self.phase == "dense":
             if self.policy.needs_scores:
-                self.criterion.observe(self.groups)
+                self.criterion.observe(self.groups, batch)
         elif self.phase == "pruning":
-            self.criterion.observe(self.groups)
+            self.criterion.observe(self.groups, batch)
             while self._next_step < self.steps and self.batch >= self._schedule[self._next_step]:
                 self._prune_step()
+            if self._next_step == self.steps:
+                self._finish_pruning()
 
     def epoch_end(self) -> None:
         """Call once at the end of every epoch."""
-        entry: dict[str, Any] = {"epoch": self.epoch, "phase": self.phase}
+        entry: dict[str, Any] = {"epoch": self.epoch,
+                                 "phase": "pruning" if self.prune_epoch == self.epoch else self.phase}
         if self.phase == "dense":
             scores = self.criterion.scores(self.groups) if self.policy.needs_scores else None
             report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio)
@@ -145,8 +167,7 @@ class EarlyPruner:
         elif self.phase == "pruning":
             while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
                 self._prune_step()
-            self.phase = "sparse"
-            self.criterion.detach()
+            self._finish_pruning()
         entry.update(self.groups.totals())
         entry["structure"] = self.groups.widths()
         self.history.append(entry)
@@ -193,8 +214,12 @@ class EarlyPruner:
             self.criterion.detach()
 
     # -- internals ------------------------------------------------------------------------------------------
+    def _finish_pruning(self) -> None:
+        self.phase = "sparse"
+        self.criterion.detach()
+
     def _begin_pruning(self) -> None:
-        n_batches = self.steps_per_epoch or self._batches_seen_last_epoch
+        n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
         if not n_batches:
             raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
                                "pass steps_per_epoch=len(train_loader)")

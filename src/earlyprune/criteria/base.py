@@ -3,7 +3,8 @@
 A criterion is one small class registered by name in :data:`CRITERIA`. The pruner calls
 
 * :meth:`Criterion.observe` once per training batch while it collects evidence (after ``backward`` and the
-  optimizer step, so ``.grad`` is still populated for gradient criteria);
+  optimizer step, so ``.grad`` is still populated for gradient criteria); criteria that run passes of their
+  own (double backpropagation, say) set ``needs_batches`` and receive the batch as a :class:`Batch`;
 * :meth:`Criterion.scores` when it needs a ranking — the mean of the observed batch scores (PaT Algorithm 1:
   "average importance over multiple minibatches"), or the instantaneous value when nothing was observed;
 * :meth:`Criterion.reset` after every removal and at every epoch end.
@@ -14,12 +15,27 @@ A new criterion implements :meth:`compute` (and, if it needs hooks such as per-c
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
+from torch import nn
 
 from ..groups import ChannelGroups
+from ..metrics import call_model
 from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch and the loss to score it with (for criteria that run their own passes)."""
+
+    inputs: Any
+    targets: Any
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        return self.loss_fn(call_model(model, self.inputs), self.targets)
 
 
 class Criterion:
@@ -28,6 +44,8 @@ class Criterion:
     name: ClassVar[str] = "criterion"
     #: whether :meth:`compute` reads gradients (then observe() must run between backward and zero_grad)
     uses_gradients: ClassVar[bool] = False
+    #: whether :meth:`compute` needs the batch (``Batch``) to run forward/backward passes of its own
+    needs_batches: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
@@ -38,8 +56,10 @@ class Criterion:
         raise ValueError(f"criterion {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
 
     # -- to implement ----------------------------------------------------------------------------------------
-    def compute(self, groups: ChannelGroups) -> dict[str, torch.Tensor]:
-        """Scores of the current model for the current batch: ``{group name: tensor of shape (width,)}``."""
+    def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
+        """Scores of the current model for the current batch: ``{group name: tensor of shape (width,)}``.
+
+        ``batch`` is given when :attr:`needs_batches` is set (and may be given otherwise)."""
         raise NotImplementedError
 
     def attach(self, groups: ChannelGroups) -> None:
@@ -52,29 +72,35 @@ class Criterion:
     def reset(self) -> None:
         self._sums, self._count = {}, 0
 
-    @torch.no_grad()
-    def observe(self, groups: ChannelGroups) -> None:
+    def observe(self, groups: ChannelGroups, batch: Batch | None = None) -> None:
         """Add this batch's scores to the running mean."""
-        batch = self.compute(groups)
-        if self._sums and any(self._sums[k].shape != v.shape for k, v in batch.items() if k in self._sums):
-            self.reset()  # the model was pruned by someone else since the last reset: start over
-        for name, value in batch.items():
-            value = value.detach().float()
-            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
+        if self.needs_batches and batch is None:
+            raise ValueError(f"criterion {self.name!r} scores batches itself: pass the batch (pruner.step(inputs, "
+                             f"targets) with loss_fn= at construction, or prune(..., batches=, loss_fn=))")
+        scores = self.compute(groups, batch)
+        with torch.no_grad():
+            if self._sums and any(self._sums[k].shape != v.shape for k, v in scores.items() if k in self._sums):
+                self.reset()  # the model was pruned by someone else since the last reset: start over
+            for name, value in scores.items():
+                value = value.detach().float().cpu()
+                self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
         self._count += 1
 
     @property
     def observations(self) -> int:
         return self._count
 
-    @torch.no_grad()
     def scores(self, groups: ChannelGroups) -> dict[str, torch.Tensor]:
-        """Mean score per channel over the batches observed since the last reset (or the current value)."""
+        """Mean score per channel over the batches observed since the last reset (or the current value, for
+        criteria that can score without data)."""
         fresh = self._count > 0 and all(
             g.name in self._sums and self._sums[g.name].numel() == g.width for g in groups)
-        if not fresh:
-            return {k: v.detach().float() for k, v in self.compute(groups).items()}
-        return {name: total / self._count for name, total in self._sums.items()}
+        if fresh:
+            return {name: total / self._count for name, total in self._sums.items()}
+        if self.needs_batches or self.uses_gradients:
+            raise RuntimeError(f"criterion {self.name!r} has observed no batch since the model last changed; "
+                               f"it scores from training batches, so observe at least one first")
+        return {k: v.detach().float().cpu() for k, v in self.compute(groups).items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"sums": {k: v.cpu() for k, v in self._sums.items()}, "count": self._count}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..groups import ChannelGroups
-from .base import CRITERIA, Criterion
+from .base import CRITERIA, Batch, Criterion
 
 
 def filter_norms(module: nn.Module) -> torch.Tensor:
@@ -36,7 +36,7 @@ class Magnitude(Criterion):
     (next layer's kernels) are not filters in Eq. 2 and are not counted.
     """
 
-    def compute(self, groups: ChannelGroups) -> dict[str, torch.Tensor]:
+    def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         out = {}
         for g in groups:
             producers = g.producers()

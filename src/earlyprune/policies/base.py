@@ -42,6 +42,9 @@ class Policy:
     name: ClassVar[str] = "policy"
     #: whether the pruner must accumulate criterion scores during dense epochs for this policy
     needs_scores: ClassVar[bool] = False
+    #: spread the pruning steps over this many batches from the start of the pruning epoch (None: the whole
+    #: epoch). A policy that prunes before training (3SP, CroP) sets a few batches.
+    pruning_batches: int | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Policy":
