@@ -115,3 +115,33 @@ def test_bad_model_and_inputs_are_explained():
         ChannelGroups(MLP(), torch.randn(2, 7))
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ep.measure(None, torch.randn(1))
+
+
+class AuxHead(nn.Module):
+    """An auxiliary head used only in training (as in GoogLeNet): invisible to an eval-mode trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 4)
+        self.aux = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.body(x).mean((2, 3))
+        return (self.head(h), self.aux(h)) if self.training else self.head(h)
+
+
+def test_layers_the_trace_cannot_see_are_named_in_a_warning():
+    with pytest.warns(UserWarning, match="not reached when tracing.*aux"):
+        ChannelGroups(AuxHead(), torch.randn(2, 3, 8, 8))
+
+
+def test_an_untraceable_model_gets_a_clear_error(monkeypatch):
+    import torch_pruning as tp
+
+    def broken(self, *args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(tp.DependencyGraph, "get_all_groups", broken)
+    with pytest.raises(ValueError, match="torch-pruning could not trace the channel dependencies of MLP"):
+        ChannelGroups(MLP(), torch.randn(2, 20))

@@ -8,31 +8,9 @@ from torch import nn
 
 import earlyprune as ep
 from earlyprune.policies import POLICIES, EpochReport, Policy
+from loops import blobs
+from loops import train as run
 from nets import MLP, ResidualNet
-
-
-def blobs(n=256, d=20, classes=5, seed=0):
-    """A learnable problem: Gaussian clusters around random class centres."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, d, generator=g) * 2
-    y = torch.randint(0, classes, (n,), generator=g)
-    return centres[y] + torch.randn(n, d, generator=g), y
-
-
-def run(pruner, model, opt, x, y, epochs, batch=32):
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for idx in torch.arange(len(y)).split(batch):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            pruner.step()
-            total += loss.item()
-        pruner.epoch_end()
-        losses.append(total)
-    return losses
 
 
 def make(policy="epoch:2", ratio=0.5, steps=4, **kw):

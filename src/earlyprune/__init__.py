@@ -6,6 +6,8 @@ Public API:
 * :func:`prune` — one-shot (or few-step) pruning outside a training loop;
 * :func:`save` / :func:`load` — safetensors weights + the pruned structure, no pickle;
 * :func:`measure` — parameters, MACs, node and weight sparsity;
+* :func:`structure_similarity` / :func:`early_pruning_indicator` — PaT's Ψ (Eq. 5) and EPI (Eq. 6) on your own
+  structure vectors;
 * :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when.
 """
 
@@ -17,11 +19,12 @@ from .oneshot import PruneResult, prune
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .selection import Plan, select
+from .signals import early_pruning_indicator, structure_similarity
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CRITERIA", "POLICIES", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
-    "ModelStats", "Plan", "Policy", "PruneResult", "StructureMismatchError", "load", "measure", "prune", "save",
-    "select",
+    "ModelStats", "Plan", "Policy", "PruneResult", "StructureMismatchError", "early_pruning_indicator", "load",
+    "measure", "prune", "save", "select", "structure_similarity",
 ]

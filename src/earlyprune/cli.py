@@ -7,6 +7,8 @@ import logging
 import sys
 
 from . import __version__
+from .training.commands import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
+                                run_models, run_train)
 
 
 def _ratio(text: str) -> float:
@@ -45,17 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~1 minute)",
-                          description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense for a few "
-                                      "epochs, prune during one epoch, train the smaller model on; then print "
-                                      "what pruning gained.")
+                          description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
+                                      "policy triggers (epi if available, else epoch:4), prune during one epoch, "
+                                      "train the smaller model on; then print what pruning gained. Runs the "
+                                      "trainer of `earlyprune train`.")
     demo.add_argument("--epochs", type=_positive, default=12, help="training epochs (default 12)")
     demo.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of channels to remove (default 0.5)")
-    demo.add_argument("--prune-epoch", type=_non_negative, default=4, help="epoch that prunes (default 4)")
+    demo.add_argument("--prune-epoch", type=_non_negative, default=None,
+                      help="prune during this epoch (the epoch:K policy) instead of the default policy")
+    demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi if available, else epoch:4)")
+    demo.add_argument("--out-dir", default=None, help="also write the run directory under this folder (default: "
+                                                      "keep everything in memory)")
     demo.add_argument("--criterion", default="magnitude", help="importance criterion (default magnitude)")
     demo.add_argument("--steps", type=_positive, default=4, help="pruning steps within the epoch (default 4)")
     demo.add_argument("--width", type=_positive, default=64, help="channels of the first layer (default 64)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_train_parser(sub)
+    add_models_parser(sub)
+    add_info_parser(sub)
     return parser
 
 
@@ -65,11 +75,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {args.criterion!r}; choose one of {', '.join(CRITERIA.names())}")
-    if args.prune_epoch >= args.epochs:
+    if args.prune_epoch is not None and args.policy is not None:
+        raise ValueError("--prune-epoch K is the policy epoch:K; pass --prune-epoch or --policy, not both")
+    if args.prune_epoch is not None and args.prune_epoch >= args.epochs:
         raise ValueError(f"--prune-epoch ({args.prune_epoch}) must be below --epochs ({args.epochs}) so the pruned "
                          f"model trains on")
-    result = run_demo(epochs=args.epochs, ratio=args.ratio, prune_epoch=args.prune_epoch, criterion=args.criterion,
-                      steps=args.steps, width=args.width, seed=args.seed,
+    policy = f"epoch:{args.prune_epoch}" if args.prune_epoch is not None else args.policy
+    result = run_demo(epochs=args.epochs, ratio=args.ratio, policy=policy, criterion=args.criterion,
+                      steps=args.steps, width=args.width, seed=args.seed, out_dir=args.out_dir,
                       log=(lambda _msg: None) if args.quiet else print)
     print(summary(result))
     return 0
@@ -82,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    commands = {"demo": _demo, "train": run_train, "models": run_models, "info": run_info}
     try:
-        return {"demo": _demo}[args.command](args)
-    except (ValueError, TypeError) as exc:
-        print(f"earlyprune {args.command}: error: {exc}", file=sys.stderr)
+        return commands[args.command](args)
+    except (ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
+        message = " ".join(str(exc).split())
+        print(f"earlyprune {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

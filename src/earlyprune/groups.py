@@ -15,6 +15,7 @@ any layer, so no group contains them.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -113,13 +114,23 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self.profile = profile_layers(model, example_inputs)
         self.output_layers = tuple(self.profile.output_layers)
         self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
-        self.graph = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
-        model.train(was_training)
+        try:
+            with torch.enable_grad():  # the tracer follows autograd, also when called under no_grad()
+                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
+                tp_groups = list(self.graph.get_all_groups(ignored_layers=list(self.ignored_layers)))
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's own failures, re-raised with context
+            raise ValueError(
+                f"torch-pruning could not trace the channel dependencies of {type(model).__name__} "
+                f"({type(exc).__name__}: {exc}); this architecture is not supported as is — pass the offending "
+                f"blocks as ignored_layers= or prune a variant without them") from exc
+        finally:
+            model.train(was_training)
+        _warn_untraced(model, self.graph)
         self.record = structure.attach(model, self.graph, example_inputs)
 
         self._groups: list[ChannelGroup] = []
         order = {m: i for i, m in enumerate(model.modules())}
-        for tp_group in self.graph.get_all_groups(ignored_layers=list(self.ignored_layers)):
+        for tp_group in tp_groups:
             root = tp_group[0].dep.target.module
             # named after its first producing layer in definition order: predictable, independent of tracing
             producers = [item.dep.target.module for item in tp_group
@@ -207,6 +218,18 @@ class ChannelGroups(Sequence[ChannelGroup]):
             lines.append(f"{g.name:<32} {g.width:>6} {len(g.layers):>6} {g.macs_per_channel:>12.0f} "
                          f"{g.params_per_channel:>10.0f}")
         return "\n".join(lines)
+
+
+def _warn_untraced(model: nn.Module, graph: Any) -> None:
+    """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
+    auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
+    missing = [name for name, m in model.named_modules()
+               if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in graph.module2node]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}. If they run in "
+                      f"training (auxiliary heads), their inputs will not be pruned with their producers: disable "
+                      f"them (e.g. aux_logits=False) or keep their producers with ignored_layers=", stacklevel=3)
 
 
 def _channel_groups(group: ChannelGroup) -> int:

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch_pruning as tp
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
@@ -114,6 +113,6 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     if final != doc["final"]:
         raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    missing, unexpected = load_model(model, str(path), strict=True)
+    load_model(model, str(path), strict=True)  # shapes and names were checked above
     structure.adopt(model, doc["original"], doc["example_inputs"], history)
     return model

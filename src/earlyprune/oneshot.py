@@ -1,19 +1,22 @@
-"""One-shot pruning outside a training loop: score, select, remove — once or in a few rescored steps."""
+"""Pruning outside a training loop — before training (3SP, CroP-S, CroPit, SNAP-it) or of a trained model: score,
+select, remove, once or in a few rescored steps; optionally rescale or re-initialise what is left (3SP §3.1)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from .criteria import CRITERIA, Batch, Criterion
+from .criteria import Batch, Criterion
+from .criteria.modifiers import with_modifiers
 from .engine import PruningEngine
 from .groups import ChannelGroups
-from .metrics import ModelStats, measure
+from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .pruner import check_steps
-from .selection import iterative_amounts, select, validate_target
+from .selection import SCHEDULES, select, step_amounts, validate_target
 
 
 @dataclass(frozen=True)
@@ -32,34 +35,63 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
           ignored_layers: Iterable[nn.Module] | None = None,
           optimizer: torch.optim.Optimizer | None = None,
           batches: Iterable[tuple[Any, Any]] | None = None,
-          loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> PruneResult:
+          loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+          compute_aware: float | None = None, latency_aware: bool = False, schedule: str = "auto",
+          rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False) -> PruneResult:
     """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters, see ``target``).
+
+    Pruning before training: 3SP is ``criterion="snip"`` with one batch (``compute_aware=λ`` for 3SP + CA,
+    ``rescale=True`` / ``reinit=True`` for its initialisation options); CroP-S is ``criterion="crop"``; CroPit /
+    SNAP-it are ``crop`` / ``snip`` with ``steps > 1`` (rescored after every step, ``"halving"`` schedule).
 
     Args:
         model: the network, pruned in place.
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
         ratio: fraction of the original ``target`` quantity to remove, in [0, 1).
-        criterion: a criterion name or instance.
+        criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
         target: ``"channels"``, ``"flops"`` or ``"params"``.
-        steps: rescore and remove in this many exponentially scheduled steps (1 = one shot).
+        steps: rescore and remove in this many steps (1 = one shot).
         min_channels, round_to, ignored_layers: as for :class:`~earlyprune.EarlyPruner`.
         optimizer: if given, its param groups and state follow the removal.
         batches: ``(inputs, targets)`` training batches to score with (data-driven criteria); every step rescores
             on all of them (for gradient criteria, a forward/backward each; ``.grad`` is left cleared). Not
-            needed by criteria that score from the weights alone (``magnitude``).
+            needed by criteria that score from the weights alone (``magnitude``, ``l1``, ``bn_scale``, ``random``).
         loss_fn: ``loss_fn(outputs, targets)`` for scoring on ``batches``.
+        compute_aware: Laplace smoothing λ ≥ 0 of 3SP's compute-aware scores (None: off); see
+            :class:`~earlyprune.criteria.ComputeAware`.
+        latency_aware: penalise scores by the measured latency a channel's removal saves (PaT §4.3); see
+            :class:`~earlyprune.criteria.LatencyAware`.
+        schedule: cumulative fractions of the steps: ``"halving"`` (CroPit / SNAP-it, ``ρ − (ρ − 0.5)·0.5^i``),
+            ``"exponential"`` (PaT Algorithm 1), or ``"auto"`` — halving for criteria that score batches with
+            passes of their own (``snip``, ``crop``, ``grasp``: pruning before training), exponential otherwise.
+        rescale: multiply every convolution / linear weight by ``√(original fan-out / pruned fan-out)`` after
+            pruning (3SP: restores the He-initialisation variance; fan-out = ``C_out/groups·K²``).
+        reinit: re-initialise the pruned model: True calls every layer's ``reset_parameters()`` (PyTorch's
+            default initialisation); a callable ``reinit(model)`` applies your own scheme (as SNIP does).
     """
     validate_target(ratio, target, min_channels, round_to)
     check_steps(steps, None)
-    crit = CRITERIA.build(criterion)
+    crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
+    if schedule != "auto" and schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be 'auto' or one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "auto":
+        schedule = "halving" if crit.needs_batches else "exponential"
+    if not isinstance(rescale, bool):
+        raise TypeError(f"rescale must be True or False, got {rescale!r}")
+    if not (isinstance(reinit, bool) or callable(reinit)):
+        raise TypeError(f"reinit must be True, False or a callable reinit(model), got {reinit!r}")
+    if rescale and reinit is not False:
+        raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
+                         "replaces them")
     batch_list = _batches(batches, loss_fn, crit)
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
     before = measure(model, example_inputs)
+    fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
     engine = PruningEngine(groups)
     removed = []
     crit.attach(groups)
     try:
-        for amount in iterative_amounts(float(ratio), steps):
+        for amount in step_amounts(float(ratio), steps, schedule):
             for batch in batch_list:
                 if crit.uses_gradients:  # gradient criteria read .grad: give them this batch's
                     model.zero_grad(set_to_none=True)
@@ -73,9 +105,34 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             crit.reset()
     finally:
         crit.detach()
+    if rescale:
+        rescale_(fan_out)
+    elif reinit is True:
+        for m in model.modules():
+            if callable(getattr(m, "reset_parameters", None)) and any(True for _ in m.parameters(recurse=False)):
+                m.reset_parameters()
+    elif callable(reinit):
+        reinit(model)
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
                        removed=removed)
+
+
+def _fan_out(m: nn.Module) -> int:
+    """Outputs each input unit connects to: ``C_out/groups·K^d`` for a convolution, ``out_features`` for linear."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels // m.groups * math.prod(m.kernel_size)
+    return m.out_features
+
+
+def rescale_(original_fan_out: dict[nn.Module, int]) -> None:
+    """3SP's rescaled initialisation: multiply each layer's weight by ``√(original fan-out / pruned fan-out)``,
+    recovering the variance of He et al.'s (fan-out) initialisation after channels were removed."""
+    with torch.no_grad():
+        for m, before in original_fan_out.items():
+            now = _fan_out(m)
+            if now != before and now > 0:
+                m.weight.mul_(math.sqrt(before / now))
 
 
 def _batches(batches: Iterable[tuple[Any, Any]] | None, loss_fn: Any, crit: Criterion) -> list[Batch]:

@@ -8,20 +8,24 @@ between steps), then sparse training to the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from .criteria import CRITERIA, Batch, Criterion
+from .criteria import Batch, Criterion
+from .criteria.modifiers import with_modifiers
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
-from .selection import iterative_amounts, select, validate_target
+from .selection import select, step_amounts, validate_target
+from .signals import SignalRecorder
 
 log = logging.getLogger("earlyprune")
 
@@ -67,6 +71,14 @@ class EarlyPruner:
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
         loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
             (then call ``pruner.step(inputs, targets)``); ignored otherwise.
+        record_signals: record every when-to-prune signal of :mod:`earlyprune.signals` in ``history`` at the end
+            of each dense epoch (EPI at 10 %–90 %, weight change, Early-Bird distance, rank correlations); the
+            criterion is then accumulated over the dense epochs' batches (unless it runs passes of its own) and
+            ``θ_0`` is kept in host memory. False computes only what the policy needs.
+        compute_aware: Laplace smoothing λ ≥ 0 of 3SP's compute-aware scores (score / normalised MACs per
+            channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
+        latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
+            §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -75,7 +87,9 @@ class EarlyPruner:
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int = 1,
                  ignored_layers: Iterable[nn.Module] | None = None,
-                 loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> None:
+                 loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+                 record_signals: bool = True,
+                 compute_aware: float | None = None, latency_aware: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         validate_target(ratio, target, min_channels, round_to)
@@ -88,16 +102,25 @@ class EarlyPruner:
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        self.criterion: Criterion = CRITERIA.build(criterion)
+        # the modifiers wrap the criterion; everything downstream sees one Criterion
+        self.criterion: Criterion = with_modifiers(criterion, compute_aware=compute_aware,
+                                                   latency_aware=latency_aware)
         self.policy: Policy = POLICIES.build(policy)
         if self.criterion.needs_batches and loss_fn is None:
             raise ValueError(f"criterion {self.criterion.name!r} scores batches with passes of its own: pass "
                              f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+        if not isinstance(record_signals, bool):
+            raise TypeError(f"record_signals must be True or False, got {type(record_signals).__name__}")
         if self.policy.start() and steps_per_epoch is None and self.policy.pruning_batches is None:
             raise ValueError(f"policy {self.policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
+        if (self.policy.pruning_batches is not None and steps > self.policy.pruning_batches
+                and (self.criterion.needs_batches or self.criterion.uses_gradients)):
+            raise ValueError(f"policy {self.policy!r} prunes within {self.policy.pruning_batches} batch(es) but steps="
+                             f"{steps}: criterion {self.criterion.name!r} rescores on fresh batches before every step, "
+                             f"so steps must be ≤ {self.policy.pruning_batches}")
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -111,9 +134,17 @@ class EarlyPruner:
         self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+        self.policy.validate(self.groups, self.criterion)
         self.engine = PruningEngine(self.groups)
         self.dense_stats: ModelStats = measure(model, example_inputs)
         self.criterion.attach(self.groups)
+        self.record_signals = record_signals
+        self.signals = SignalRecorder()
+        self.signals.start(self.groups, ratio=self.ratio, target=target, min_channels=min_channels,
+                           round_to=round_to, needs=None if record_signals else self.policy.needs_signals)
+        # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
+        # signals — unless that costs passes of the criterion's own (needs_batches)
+        self._accumulate = self.policy.needs_scores or (record_signals and not self.criterion.needs_batches)
 
         self.epoch = 0
         self.batch = 0
@@ -121,7 +152,9 @@ class EarlyPruner:
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        self._amounts = iterative_amounts(self.ratio, steps)
+        # cumulative fractions per step: PaT's exponential schedule, unless the policy names another (``before``
+        # prunes before training with CroPit / SNAP-it's halving schedule)
+        self._amounts = step_amounts(self.ratio, steps, getattr(self.policy, "schedule", "exponential"))
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
@@ -143,7 +176,7 @@ class EarlyPruner:
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
         self.batch += 1
         if self.phase == "dense":
-            if self.policy.needs_scores:
+            if self._accumulate:
                 self.criterion.observe(self.groups, batch)
         elif self.phase == "pruning":
             self.criterion.observe(self.groups, batch)
@@ -157,17 +190,33 @@ class EarlyPruner:
         entry: dict[str, Any] = {"epoch": self.epoch,
                                  "phase": "pruning" if self.prune_epoch == self.epoch else self.phase}
         if self.phase == "dense":
-            scores = self.criterion.scores(self.groups) if self.policy.needs_scores else None
-            report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio)
+            scores = self._epoch_scores()
+            signals = self.signals.epoch_end(scores)
+            report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio,
+                                 structure=signals.structure, weight_change=signals.weight_change,
+                                 bn_mask=signals.bn_mask, criterion_family=getattr(self.criterion, "family",
+                                                                                   "magnitude"),
+                                 signals=signals.record)
+            self.policy.last_decision = None
             trigger = bool(self.policy.update(report))
+            decision = self.policy.last_decision
             self.criterion.reset()
             entry["trigger"] = trigger
+            entry["trigger_reason"] = (decision.reason if decision is not None else None) if trigger else None
+            entry["policy_signal"] = _json_float(self.policy.signal())
+            entry.update(signals.record)
             if trigger:
-                log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
-        elif self.phase == "pruning":
-            while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
-                self._prune_step()
-            self._finish_pruning()
+                if decision is not None and decision.reason == "cap":
+                    log.warning("%s", decision.message)
+                else:
+                    log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
+        else:
+            if self.phase == "pruning":
+                while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
+                    self._prune_step()
+                self._finish_pruning()
+            entry.update({"trigger": False, "trigger_reason": None, "policy_signal": None})
+            entry.update(self.signals.empty())
         entry.update(self.groups.totals())
         entry["structure"] = self.groups.widths()
         self.history.append(entry)
@@ -187,6 +236,17 @@ class EarlyPruner:
         """Kept channels per group (the structure vector), in group order."""
         return self.groups.widths()
 
+    def history_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
+        """``history`` (one record per epoch: phase, trigger, signals, structure, size) and ``events`` as JSON,
+        written to ``path`` if given; returns the text."""
+        text = json.dumps({"ratio": self.ratio, "target": self.target, "criterion": self.criterion.name,
+                           "policy": repr(self.policy), "prune_epoch": self.prune_epoch,
+                           "group_names": self.groups.names, "history": self.history, "events": self.events},
+                          indent=indent, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
     def stats(self) -> ModelStats:
         """Parameters, MACs and sparsities of the model now, relative to the dense model."""
         return measure(self.model, self.example_inputs, baseline=self.dense_stats)
@@ -198,7 +258,8 @@ class EarlyPruner:
                 "next_step": self._next_step, "schedule": list(self._schedule),
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
-                "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict()}
+                "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
+                "signals": self.signals.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("phase") not in PHASES:
@@ -210,6 +271,10 @@ class EarlyPruner:
         self.history, self.events = list(state["history"]), list(state["events"])
         self.policy.load_state_dict(state["policy"])
         self.criterion.load_state_dict(state["criterion"])
+        if "signals" in state:
+            self.signals.load_state_dict(state["signals"])
+        else:  # a state from before signals were recorded: θ_0 and the previous epochs are unknown
+            self.signals.stop()
         if self.phase == "sparse":
             self.criterion.detach()
 
@@ -218,6 +283,15 @@ class EarlyPruner:
         self.phase = "sparse"
         self.criterion.detach()
 
+    def _epoch_scores(self) -> dict[str, torch.Tensor] | None:
+        """The dense epoch's averaged criterion scores, if the policy needs them or they were accumulated."""
+        if self.policy.needs_scores:
+            return self.criterion.scores(self.groups)
+        if not self._accumulate or (self.criterion.observations == 0
+                                    and (self.criterion.uses_gradients or self.criterion.needs_batches)):
+            return None
+        return self.criterion.scores(self.groups)
+
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
         if not n_batches:
@@ -225,6 +299,7 @@ class EarlyPruner:
                                "pass steps_per_epoch=len(train_loader)")
         self.phase = "pruning"
         self.prune_epoch = self.epoch
+        self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs
         self._schedule = [math.ceil((i + 1) * n_batches / self.steps) for i in range(self.steps)]
         self._next_step = 0
         self.criterion.reset()
@@ -248,3 +323,7 @@ class EarlyPruner:
     def __repr__(self) -> str:
         return (f"EarlyPruner(ratio={self.ratio}, target={self.target!r}, criterion={self.criterion!r}, "
                 f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")
+
+
+def _json_float(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None

@@ -153,3 +153,27 @@ def iterative_amounts(amount: float, steps: int) -> list[float]:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     return [1.0 - (1.0 - amount) ** (i / steps) for i in range(1, steps)] + [float(amount)]
+
+
+def halving_amounts(amount: float, steps: int) -> list[float]:
+    """Cumulative removal fractions of CroPit / SNAP-it (iterative pruning before training): step ``i`` removes
+    up to ``ρ − (ρ − 0.5)·0.5^i`` (``i = 0 … S−2``), the last step ``ρ`` itself — 50 % first, then half of what is
+    left to the target at every rescoring. Meant for high targets; for ``ρ ≤ 0.5`` every step is capped at
+    ``ρ`` (one shot, then nothing left to remove)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    rho = float(amount)
+    return [min(rho, rho - (rho - 0.5) * 0.5 ** i) for i in range(steps - 1)] + [rho]
+
+
+#: cumulative step schedules by name: "exponential" — PaT Algorithm 1 / FORCE, what EarlyPruner uses in a pruning
+#: epoch during training; "halving" — CroPit / SNAP-it, iterative pruning before training (prune(), ``before``)
+SCHEDULES = {"exponential": iterative_amounts, "halving": halving_amounts}
+
+
+def step_amounts(amount: float, steps: int, schedule: str = "exponential") -> list[float]:
+    """Cumulative removal fractions for ``steps`` pruning steps under the named ``schedule`` (see
+    :data:`SCHEDULES`)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule](amount, steps)

@@ -42,6 +42,9 @@ class Criterion:
     """Base class of importance criteria."""
 
     name: ClassVar[str] = "criterion"
+    #: "magnitude" (scores from the weights) or "gradient" (scores from gradients of the loss); policies pick
+    #: defaults by it (e.g. EPI's τ = 0.983 for magnitude, 0.944 for gradient criteria)
+    family: ClassVar[str] = "magnitude"
     #: whether :meth:`compute` reads gradients (then observe() must run between backward and zero_grad)
     uses_gradients: ClassVar[bool] = False
     #: whether :meth:`compute` needs the batch (``Batch``) to run forward/backward passes of its own
@@ -61,6 +64,12 @@ class Criterion:
 
         ``batch`` is given when :attr:`needs_batches` is set (and may be given otherwise)."""
         raise NotImplementedError
+
+    def finalize(self, mean: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Turn the mean of the per-batch :meth:`compute` values into scores (identity by default; gradient
+        criteria accumulate signed values and take the absolute value here, so that noise cancels over
+        batches before the magnitude is taken)."""
+        return mean
 
     def attach(self, groups: ChannelGroups) -> None:
         """Install whatever hooks the criterion needs on ``groups.model`` (none by default)."""
@@ -82,7 +91,7 @@ class Criterion:
             if self._sums and any(self._sums[k].shape != v.shape for k, v in scores.items() if k in self._sums):
                 self.reset()  # the model was pruned by someone else since the last reset: start over
             for name, value in scores.items():
-                value = value.detach().float().cpu()
+                value = value.detach().float()  # stays on its device: no host sync per batch
                 self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
         self._count += 1
 
@@ -96,11 +105,11 @@ class Criterion:
         fresh = self._count > 0 and all(
             g.name in self._sums and self._sums[g.name].numel() == g.width for g in groups)
         if fresh:
-            return {name: total / self._count for name, total in self._sums.items()}
+            return self.finalize({name: (total / self._count).cpu() for name, total in self._sums.items()})
         if self.needs_batches or self.uses_gradients:
             raise RuntimeError(f"criterion {self.name!r} has observed no batch since the model last changed; "
                                f"it scores from training batches, so observe at least one first")
-        return {k: v.detach().float().cpu() for k, v in self.compute(groups).items()}
+        return self.finalize({k: v.detach().float().cpu() for k, v in self.compute(groups).items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"sums": {k: v.cpu() for k, v in self._sums.items()}, "count": self._count}
@@ -114,3 +123,31 @@ class Criterion:
 
 
 CRITERIA: Registry[Criterion] = Registry("criterion", Criterion)
+
+
+class GatedCriterion(Criterion):
+    """Base of criteria that score through per-channel gates (:mod:`.gates`): keeps one
+    :class:`~earlyprune.criteria.gates.Gates` for the groups it is attached to."""
+
+    needs_batches = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gates: Any = None
+
+    def attach(self, groups: ChannelGroups) -> None:
+        from .gates import Gates
+        self._gates = Gates(groups)
+
+    def detach(self) -> None:
+        if self._gates is not None:
+            self._gates.close()
+        self._gates = None
+
+    def gates_for(self, groups: ChannelGroups) -> Any:
+        """The attached gates, or fresh ones when scoring groups it was not attached to."""
+        from .gates import Gates
+        if self._gates is not None and self._gates.groups is groups:
+            return self._gates
+        return Gates(groups)
+

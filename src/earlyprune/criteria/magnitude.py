@@ -36,6 +36,8 @@ class Magnitude(Criterion):
     (next layer's kernels) are not filters in Eq. 2 and are not counted.
     """
 
+    family = "magnitude"
+
     def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         out = {}
         for g in groups:

@@ -56,4 +56,5 @@ class CifarResNet(nn.Module):
 
 
 for _depth in (20, 32, 44, 56, 110):
-    register_model(f"resnet{_depth}")(lambda num_classes=10, _d=_depth, **kw: CifarResNet(_d, num_classes, **kw))
+    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (He et al. 2016, 16/32/64 channels; kwargs: width=16)")(
+        lambda num_classes=10, _d=_depth, **kw: CifarResNet(_d, num_classes, **kw))

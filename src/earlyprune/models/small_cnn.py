@@ -24,4 +24,4 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-register_model("small_cnn")(SmallCNN)
+register_model("small_cnn", "small CNN, conv-bn-relu x3 (the demo model; kwargs: width=32)")(SmallCNN)

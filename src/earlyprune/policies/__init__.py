@@ -1,6 +1,11 @@
 """When-to-prune policies, one module each, all in the :data:`POLICIES` registry."""
 
-from .base import POLICIES, EpochReport, Policy
-from .schedules import FixedEpoch, Never
+from .base import POLICIES, Decision, EpochReport, Policy, SignalPolicy
+from .before import Before
+from .earlybird import EarlyBird
+from .earlycrop import EarlyCroP
+from .epi import EPI
+from .schedules import FixedEpoch, Init, Never, RandomEpoch
 
-__all__ = ["POLICIES", "EpochReport", "FixedEpoch", "Never", "Policy"]
+__all__ = ["EPI", "POLICIES", "Before", "Decision", "EarlyBird", "EarlyCroP", "EpochReport", "FixedEpoch", "Init",
+           "Never", "Policy", "RandomEpoch", "SignalPolicy"]

@@ -9,13 +9,19 @@ The pruner asks the policy
   epoch be the pruning epoch?
 
 ``update`` is the only method that may change the policy's state; every query is free of side effects, and
-:meth:`state_dict` / :meth:`load_state_dict` let a resumed run decide identically.
+:meth:`state_dict` / :meth:`load_state_dict` let a resumed run decide identically. Policies built on
+:meth:`Policy.evaluate` make this structural: ``evaluate`` computes the decision *and the next state* without
+touching the policy, ``update`` commits it.
+
+:class:`SignalPolicy` is the base of the policies that watch a signal (EPI, EarlyCroP, Early-Bird): a rule, plus a
+cap on dense epochs at which they prune anyway — said in the log (a warning) and in ``pruner.history``
+(``trigger_reason = "cap"``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -26,37 +32,90 @@ from ..registry import Registry
 
 @dataclass
 class EpochReport:
-    """What the pruner hands a policy at the end of a dense epoch."""
+    """What the pruner hands a policy at the end of a dense epoch.
+
+    The signals are computed once per epoch by :class:`~earlyprune.signals.SignalRecorder` from what the pruner
+    already has (no extra pass over the data); a field is None when it was neither asked for
+    (:attr:`Policy.needs_signals`) nor recorded.
+    """
 
     epoch: int                                   #: the epoch that just ended (0-based)
     model: nn.Module
     groups: ChannelGroups
-    scores: dict[str, torch.Tensor] | None = None  #: epoch-averaged criterion scores, if the policy asked
+    scores: dict[str, torch.Tensor] | None = None  #: epoch-averaged criterion scores, if accumulated
     ratio: float = 0.0                           #: the pruning target of the run
     extra: dict[str, Any] = field(default_factory=dict)
+    #: PaT's N_t: kept channels per group of the sub-network the global ranking of ``scores`` selects at ``ratio``
+    structure: list[int] | None = None
+    #: EarlyCroP's Δ_t = ‖θ_t − θ_0‖², θ_0 being the parameters when the pruner was built
+    weight_change: float | None = None
+    #: Early-Bird's mask: |γ| of all BatchNorm layers above one global quantile at ``ratio`` (True = kept)
+    bn_mask: torch.Tensor | None = None
+    #: the criterion's family, ``"magnitude"`` or ``"gradient"`` (EPI's default τ depends on it)
+    criterion_family: str = "magnitude"
+    #: every signal recorded this epoch (the JSON-ready record that goes into ``pruner.history``)
+    signals: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's answer for one epoch, computed without side effects by :meth:`Policy.evaluate`."""
+
+    trigger: bool                    #: prune in the next epoch?
+    reason: str | None = None        #: "signal", "cap" or "schedule" when ``trigger``
+    signal: float | None = None      #: the value the rule looked at (EPI_t, the weight-change score, …)
+    message: str = ""                #: what the log says
+    state: dict[str, Any] | None = field(default=None, repr=False, compare=False)  #: the state to commit
 
 
 class Policy:
-    """Base class of when-to-prune policies."""
+    """Base class of when-to-prune policies.
+
+    A policy implements :meth:`evaluate` (pure: the decision and the state after it) or, minimally,
+    :meth:`update`.
+    """
 
     name: ClassVar[str] = "policy"
     #: whether the pruner must accumulate criterion scores during dense epochs for this policy
     needs_scores: ClassVar[bool] = False
+    #: the per-epoch signals the policy reads from its report even when signal recording is off
+    #: (``"structure"``, ``"weight_change"``, ``"bn_mask"``; see :mod:`earlyprune.signals`)
+    needs_signals: ClassVar[frozenset[str]] = frozenset()
     #: spread the pruning steps over this many batches from the start of the pruning epoch (None: the whole
     #: epoch). A policy that prunes before training (3SP, CroP) sets a few batches.
     pruning_batches: int | None = None
+    #: the decision of the last :meth:`update` (None before the first, or for policies that override update)
+    last_decision: Decision | None = None
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Policy":
         raise ValueError(f"policy {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
 
+    def validate(self, groups: ChannelGroups, criterion: Any) -> None:
+        """Raise a clear error if the policy cannot work with this model or criterion (called by
+        :class:`~earlyprune.EarlyPruner` at construction, before any training)."""
+
     def start(self) -> bool:
         """Prune during epoch 0?"""
         return False
 
+    def evaluate(self, report: EpochReport) -> Decision:
+        """The decision for ``report`` and the state after it — without changing the policy (asking twice gives
+        the same answer)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither evaluate() nor update()")
+
     def update(self, report: EpochReport) -> bool:
-        """Called after each dense epoch; True makes epoch ``report.epoch + 1`` the pruning epoch."""
-        raise NotImplementedError
+        """Called after each dense epoch; True makes epoch ``report.epoch + 1`` the pruning epoch. Commits the
+        state :meth:`evaluate` computed."""
+        decision = self.evaluate(report)
+        if decision.state is not None:
+            self.load_state_dict(decision.state)
+        self.last_decision = decision
+        return decision.trigger
+
+    def signal(self) -> float | None:
+        """The latest value of the signal the policy watches (None if it watches none, or before any)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -69,3 +128,80 @@ class Policy:
 
 
 POLICIES: Registry[Policy] = Registry("policy", Policy)
+
+
+def optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def parse_options(spec: str, arg: str, types: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """``"tau=0.95,r=3"`` → ``{"tau": 0.95, "r": 3}``, with a clear error naming the spec and the known options."""
+    options: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            raise ValueError(f"policy '{spec}:{arg}': expected comma-separated key=value options among "
+                             f"{', '.join(types)}, got {part!r}")
+        try:
+            options[key] = types[key](value.strip())
+        except ValueError:
+            raise ValueError(f"policy '{spec}:{arg}': bad value {value.strip()!r} for {key}") from None
+    return options
+
+
+def check_cap(cap: Any) -> int | None:
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"cap must be a whole number ≥ 1 (the latest pruning epoch) or None, got {cap!r}")
+    return cap
+
+
+class SignalPolicy(Policy):
+    """A policy that watches a per-epoch signal and fires by a rule — or at the cap on dense epochs.
+
+    Subclasses implement :meth:`_advance` (pure: signal, rule fired?, next own state) and :meth:`_own_state` /
+    :meth:`_load_own_state`.
+
+    Args:
+        cap: the latest pruning epoch: if the rule has not fired after ``cap`` dense epochs (epochs
+            ``0 … cap−1``), epoch ``cap`` prunes, with a warning in the log and ``trigger_reason = "cap"`` in the
+            history. None: no cap (the run may stay dense). The default, 30, is PaT's "pre-defined" epoch —
+            the last one it found not to cost accuracy in the 90-epoch ImageNet recipe (Table 1) — and the
+            upper end of its random baseline; shorter recipes should lower it.
+    """
+
+    DEFAULT_CAP: ClassVar[int] = 30
+
+    def __init__(self, cap: int | None = DEFAULT_CAP) -> None:
+        self.cap = check_cap(cap)
+        self._signal: float | None = None
+
+    def _advance(self, report: EpochReport) -> tuple[float | None, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _own_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_own_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def evaluate(self, report: EpochReport) -> Decision:
+        signal, fired, own = self._advance(report)
+        state = {"signal": signal, **own}
+        if fired:
+            return Decision(True, "signal", signal, f"{self!r} fires (signal {signal:.4g}): epoch "
+                                                    f"{report.epoch + 1} prunes", state)
+        if self.cap is not None and report.epoch + 1 >= self.cap:
+            return Decision(True, "cap", signal, f"{self!r} did not fire within its cap of {self.cap} dense "
+                                                 f"epochs: pruning at the cap, epoch {report.epoch + 1}", state)
+        return Decision(False, None, signal, "", state)
+
+    def signal(self) -> float | None:
+        return self._signal
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"signal": self._signal, **self._own_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._signal = None if state.get("signal") is None else float(state["signal"])
+        self._load_own_state(state)

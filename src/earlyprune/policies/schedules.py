@@ -1,10 +1,12 @@
-"""Policies with a fixed answer: a pre-defined epoch, or never."""
+"""Policies with a fixed answer: a pre-defined epoch, epoch 0, a seeded random epoch, or never."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import POLICIES, EpochReport, Policy
+import torch
+
+from .base import POLICIES, Decision, EpochReport, Policy
 
 
 @POLICIES.register("epoch")
@@ -27,16 +29,84 @@ class FixedEpoch(Policy):
     def start(self) -> bool:
         return self.epoch == 0
 
-    def update(self, report: EpochReport) -> bool:
-        return report.epoch + 1 == self.epoch
+    def evaluate(self, report: EpochReport) -> Decision:
+        if report.epoch + 1 == self.epoch:
+            return Decision(True, "schedule", message=f"{self!r}: epoch {self.epoch} prunes")
+        return Decision(False)
 
     def __repr__(self) -> str:
         return f"FixedEpoch({self.epoch})"
+
+
+@POLICIES.register("init")
+class Init(FixedEpoch):
+    """``init`` — PaT's "Init" baseline: iterative pruning during epoch 0, i.e. from the initial weights (with
+    the run's criterion; PaT uses a structural FORCE / iterative SNIP). Needs ``steps_per_epoch``."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    @classmethod
+    def from_spec(cls, arg: str, **kwargs: Any) -> "Init":
+        raise ValueError(f"policy 'init' takes no ':' argument, got 'init:{arg}'")
+
+    def __repr__(self) -> str:
+        return "Init()"
+
+
+@POLICIES.register("random")
+class RandomEpoch(FixedEpoch):
+    """``random:A-B`` — prune during an epoch drawn uniformly from ``[A, B]`` (both included); plain ``random`` is
+    PaT's random baseline, ``random:0-30``. ``random:A-B,seed=S`` draws with its own generator; without a seed the draw
+    uses torch's global generator at construction (so ``torch.manual_seed`` makes it reproducible). The drawn
+    epoch is part of :meth:`state_dict`, so a resumed run prunes when the original would have."""
+
+    def __init__(self, low: int = 0, high: int = 30, seed: int | None = None) -> None:
+        for name, value in (("A", low), ("B", high)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"random:A-B needs whole numbers 0 ≤ A ≤ B, got {name}={value!r}")
+        if low > high:
+            raise ValueError(f"random:A-B needs A ≤ B, got random:{low}-{high}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.low, self.high, self.seed = low, high, seed
+        super().__init__(int(torch.randint(low, high + 1, (1,), generator=generator)))
+
+    @classmethod
+    def from_spec(cls, arg: str, **kwargs: Any) -> "RandomEpoch":
+        span, _, rest = arg.partition(",")
+        low, dash, high = span.partition("-")
+        seed = kwargs.pop("seed", None)
+        rest = rest.strip()
+        try:
+            if not dash:
+                raise ValueError
+            if rest:
+                key, eq, value = rest.partition("=")
+                if key.strip() != "seed" or not eq:
+                    raise ValueError
+                seed = int(value)
+            return cls(int(low), int(high), seed=seed, **kwargs)
+        except ValueError as exc:
+            detail = f": {exc}" if str(exc) else ""
+            raise ValueError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole numbers "
+                             f"0 ≤ A ≤ B, got 'random:{arg}'{detail}") from None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+
+    def __repr__(self) -> str:
+        seed = f", seed={self.seed}" if self.seed is not None else ""
+        return f"RandomEpoch({self.low}-{self.high}{seed}: epoch {self.epoch})"
 
 
 @POLICIES.register("never")
 class Never(Policy):
     """``never`` — train dense to the end (the reference run; signals are still recorded)."""
 
-    def update(self, report: EpochReport) -> bool:
-        return False
+    def evaluate(self, report: EpochReport) -> Decision:
+        return Decision(False)

@@ -1,0 +1,255 @@
+"""A per-layer latency table measured on the current device (for PaT §4.3 latency-aware pruning).
+
+For every channel group, the layers it touches (convolutions, linear layers, normalisation layers) are rebuilt
+standalone at a few widths of the group — the group's dimension narrowed, every other dimension and the traced
+input shape kept — and timed forward + backward (training latency) on the device and dtype of the model. The
+group's latency at width ``w`` is the sum over its layers; what one of its channels costs is the least-squares
+slope of that curve over the measured widths (clipped at 0).
+
+Measurements are cached per layer signature (``repr`` of the layer, input shape, dtype, device, pass) in the
+process — identical layers (every block of a ResNet stage) and later pruning steps reuse them — and optionally in
+a JSON file (``cache_path``) across runs. Real latency is not proportional to MACs: widths that do not suit the
+hardware's tiles run as slowly as wider ones, which the table sees because it times the actual widths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..groups import ChannelGroup, ChannelGroups
+from ..metrics import CHANNEL_LAYERS, call_model
+from .gates import channel_dim, is_norm
+
+#: process-wide cache: layer signature → seconds
+_CACHE: dict[str, float] = {}
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+def _variant(m: nn.Module, c_in: int, c_out: int) -> nn.Module | None:
+    """A fresh layer like ``m`` with ``c_in`` input and ``c_out`` output channels (None if not buildable)."""
+    bias = getattr(m, "bias", None) is not None
+    if isinstance(m, nn.modules.conv._ConvNd):
+        groups = c_out if _is_depthwise(m) else m.groups
+        if _is_depthwise(m):
+            c_in = c_out
+        if c_in % groups or c_out % groups:
+            return None
+        if isinstance(m, nn.modules.conv._ConvTransposeNd):
+            return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.output_padding, groups, bias,
+                           m.dilation, m.padding_mode)
+        return type(m)(c_in, c_out, m.kernel_size, m.stride, m.padding, m.dilation, groups, bias, m.padding_mode)
+    if isinstance(m, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=bias)
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return type(m)(c_out, eps=m.eps, momentum=m.momentum, affine=m.affine)
+    if isinstance(m, nn.GroupNorm):
+        return nn.GroupNorm(m.num_groups, c_out, m.eps, m.affine) if c_out % m.num_groups == 0 else None
+    if isinstance(m, nn.LayerNorm):
+        return nn.LayerNorm(c_out, m.eps, m.elementwise_affine)
+    return None
+
+
+def _channels(m: nn.Module) -> tuple[int, int]:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.in_channels, m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    if isinstance(m, nn.modules.batchnorm._NormBase):
+        return m.num_features, m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels, m.num_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[0], m.normalized_shape[0]
+    raise TypeError(type(m).__name__)
+
+
+def _timed(m: nn.Module) -> bool:
+    return isinstance(m, CHANNEL_LAYERS) or (isinstance(m, nn.Module) and is_norm(m))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class LatencyTable:
+    """Latency of each channel group's layers as a function of the group's width, measured on this device.
+
+    Args:
+        fractions: widths to time, as fractions of each group's current width (rounded to its removal unit).
+        repeats: timed runs per layer and width (the median is kept); ``warmup`` untimed runs before them.
+        backward: time forward + backward (training) instead of forward only.
+        batch_size: the batch size to time at (the first dimension of every input); None keeps the traced
+            example inputs' — pass the training batch size when the example batch is smaller.
+        cache_path: optional JSON file that keeps measurements across runs (read once, rewritten on change).
+        timer: ``timer(fn) -> seconds`` to replace the clock (tests).
+    """
+
+    def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
+                 backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
+                 timer: Callable[[Callable[[], Any]], float] | None = None) -> None:
+        if not fractions or any(not (0.0 < float(f) <= 1.0) for f in fractions):
+            raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
+        for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.fractions = tuple(sorted({float(f) for f in fractions} | {1.0}, reverse=True))
+        self.repeats, self.warmup, self.backward = repeats, warmup, bool(backward)
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        self._timer = timer
+        self._file_loaded = False
+        self.measured = 0   #: layer timings taken by this table (cache misses)
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def table(self, groups: ChannelGroups) -> dict[str, list[tuple[int, float]]]:
+        """``{group: [(width, seconds of the group's layers), …]}`` at the configured fractions of each width."""
+        self._load()
+        shapes = _input_shapes(groups)
+        out = {}
+        dirty = self.measured
+        for g in groups:
+            out[g.name] = [(w, self.group_latency(groups, g, w, shapes)) for w in self.widths(g)]
+        if self.measured != dirty:
+            self._save()
+        return out
+
+    def savings(self, groups: ChannelGroups) -> dict[str, float]:
+        """Seconds saved per removed channel of each group: the least-squares slope of latency over width, ≥ 0."""
+        result = {}
+        for name, points in self.table(groups).items():
+            if len(points) < 2:
+                result[name] = 0.0
+                continue
+            w = np.array([p[0] for p in points], dtype=np.float64)
+            t = np.array([p[1] for p in points], dtype=np.float64)
+            slope = float(((w - w.mean()) * (t - t.mean())).sum() / ((w - w.mean()) ** 2).sum())
+            result[name] = max(slope, 0.0)
+        return result
+
+    def widths(self, group: ChannelGroup) -> list[int]:
+        unit = max(group.ch_groups, 1)
+        widths = {max(unit, int(round(group.width * f / unit)) * unit) for f in self.fractions}
+        return sorted((w for w in widths if w <= group.width), reverse=True)
+
+    def group_latency(self, groups: ChannelGroups, group: ChannelGroup, width: int,
+                      shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> float:
+        """Seconds for one forward (+ backward) of the group's layers with the group narrowed to ``width``."""
+        shapes = shapes if shapes is not None else _input_shapes(groups)
+        removed = group.width - width
+        change: dict[int, list[Any]] = {}   # id → [module, input channels removed, output channels removed]
+        for ref in group.layers:
+            m = ref.module
+            if not _timed(m) or m not in shapes:
+                continue
+            entry = change.setdefault(id(m), [m, 0, 0])
+            if _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
+                entry[1] = entry[2] = max(entry[2], removed * ref.multiplicity)
+            elif ref.role == "out":
+                entry[2] += removed * ref.multiplicity
+            else:
+                entry[1] += removed * ref.multiplicity
+        total = 0.0
+        for m, d_in, d_out in change.values():
+            c_in, c_out = _channels(m)
+            total += self._layer_time(m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
+        return total
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+        layer = _variant(m, c_in, c_out)
+        if layer is None:
+            return 0.0
+        ref_param = next(m.parameters(), None)
+        device = ref_param.device if ref_param is not None else torch.device("cpu")
+        dtype = ref_param.dtype if ref_param is not None else torch.float32
+        shape = list(in_shape)
+        shape[channel_dim(m)] = c_in
+        if self.batch_size is not None and len(shape) > 1:
+            shape[0] = self.batch_size
+        key = f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
+        if key in _CACHE:
+            return _CACHE[key]
+        layer = layer.to(device=device, dtype=dtype).train()
+        x = torch.randn(shape, device=device, dtype=dtype, requires_grad=self.backward)
+
+        def run() -> None:
+            y = layer(x)
+            if self.backward:
+                y.backward(torch.ones_like(y))
+
+        if self._timer is not None:
+            seconds = float(self._timer(run))
+        else:
+            for _ in range(self.warmup):
+                run()
+            times = []
+            for _ in range(self.repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                run()
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            seconds = statistics.median(times)
+        _CACHE[key] = seconds
+        self.measured += 1
+        return seconds
+
+    def _load(self) -> None:
+        if self._file_loaded or self.cache_path is None:
+            return
+        self._file_loaded = True
+        if self.cache_path.exists():
+            data = json.loads(self.cache_path.read_text())
+            _CACHE.update({k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+
+    def _save(self) -> None:
+        if self.cache_path is not None:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            self.cache_path.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
+
+    def __repr__(self) -> str:
+        return (f"LatencyTable(fractions={self.fractions}, repeats={self.repeats}, backward={self.backward}, "
+                f"batch_size={self.batch_size})")
+
+
+def _input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
+    """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
+    model = groups.model
+    modules = {ref.module for g in groups for ref in g.layers if _timed(ref.module)}
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+    handles = []
+    for m in modules:
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            if inputs and isinstance(inputs[0], torch.Tensor) and mod not in shapes:
+                shapes[mod] = tuple(inputs[0].shape)
+        handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            call_model(model.eval(), groups.example_inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def clear_cache() -> None:
+    """Forget every in-process measurement."""
+    _CACHE.clear()

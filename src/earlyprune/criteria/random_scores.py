@@ -1,0 +1,48 @@
+"""Random scores — the Uniform / Random-S baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..groups import ChannelGroups
+from .base import CRITERIA, Batch, Criterion
+
+
+@CRITERIA.register("random")
+class Random(Criterion):
+    """Seeded uniform scores ``U(0, 1)`` per channel: the global ranking then removes a uniformly random set of
+    channels — 3SP's "Uniform" baseline (every channel equally likely, so each layer loses the same fraction in
+    expectation) and EarlyCroP's Random-S. ``"random:SEED"`` sets the seed (default 0); each call draws anew
+    from the criterion's own generator, so a run is reproducible and independent of the global RNG."""
+
+    family = "magnitude"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_spec(cls, arg: str, **kwargs: Any) -> "Random":
+        try:
+            return cls(int(arg), **kwargs)
+        except ValueError:
+            raise ValueError(f"criterion 'random:SEED' needs an integer seed, got 'random:{arg}'") from None
+
+    def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
+        return {g.name: torch.rand(g.width, generator=self._generator) for g in groups}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        return f"Random(seed={self.seed})"

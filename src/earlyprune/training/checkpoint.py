@@ -1,0 +1,125 @@
+"""Checkpoints that continue a run exactly, written atomically, without pickle.
+
+A checkpoint is a directory ``checkpoints/epoch-NNNN/`` in the run directory with
+
+* ``model.safetensors`` — the model in its current (possibly pruned) shape, written by :func:`earlyprune.save`:
+  weights plus the pruned structure, rebuilt on resume from the original architecture by :func:`earlyprune.load`;
+* ``state.json`` + ``state.safetensors`` — optimizer, LR scheduler, gradient scaler, pruner (and policy), data
+  order and RNG states, encoded by :mod:`.statecodec` (JSON with references to tensors).
+
+The directory is complete before ``checkpoint.json`` — the pointer a resume reads — is replaced to name it
+(``os.replace`` is atomic), so a run killed at any moment keeps the previous checkpoint. Older checkpoint
+directories are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..io import StructureMismatchError, load, save
+from . import statecodec
+
+FORMAT = "earlyprune.checkpoint"
+VERSION = 1
+POINTER = "checkpoint.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated or from an incompatible version."""
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> Path:
+    """Store the state after ``epoch`` epochs (1-based count) and point ``checkpoint.json`` at it."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{epoch:04d}"
+    tmp = root / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while writing
+    tmp.mkdir()
+    save(model, tmp / "model.safetensors")
+    doc, tensors = statecodec.encode(state)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    write_json_atomic(tmp / "state.json", {"format": FORMAT, "version": VERSION, "epoch": epoch, "state": doc})
+    final = root / name
+    if final.exists():  # written by a killed run but never pointed to: not a checkpoint anyone relies on
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json_atomic(run_dir / POINTER, {"format": FORMAT, "version": VERSION, "epoch": epoch,
+                                          "path": f"checkpoints/{name}"})
+    for old in root.iterdir():
+        if old.name != name and old.name.startswith("epoch-"):
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_pointer(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / POINTER
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no {POINTER}: it is not a run directory written by `earlyprune train` "
+                              f"(or was stopped before its first epoch ended); start a new run instead")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); the run cannot be resumed") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise CheckpointError(f"{path} is format {doc.get('format')!r} version {doc.get('version')!r}, this "
+                              f"earlyprune reads {FORMAT!r} version {VERSION}; resume it with the earlyprune that "
+                              f"wrote it")
+    return doc
+
+
+def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Module, dict[str, Any]]:
+    """``(epochs done, model, state)``: the model is ``fresh_model`` (the original architecture) pruned to the
+    stored structure with the stored weights."""
+    pointer = read_pointer(run_dir)
+    directory = run_dir / pointer["path"]
+    try:
+        model = load(directory / "model.safetensors", fresh_model)
+        doc = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(directory / "state.safetensors"))
+    except StructureMismatchError as exc:
+        raise CheckpointError(f"the checkpoint in {directory} cannot be loaded: {exc}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointError(f"the checkpoint in {directory} is damaged ({type(exc).__name__}: {exc}); "
+                              f"the run cannot be resumed from it") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION or doc.get("epoch") != pointer["epoch"]:
+        raise CheckpointError(f"{directory}/state.json does not match {POINTER}; the checkpoint is damaged")
+    return int(pointer["epoch"]), model, statecodec.decode(doc["state"], tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states a training step may draw from (torch CPU and CUDA, Python's ``random``)."""
+    import random
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

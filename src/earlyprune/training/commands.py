@@ -1,0 +1,191 @@
+"""The ``earlyprune train``, ``models`` and ``info`` subcommands (the parser lives in :mod:`earlyprune.cli`).
+
+``train``'s flags are generated from :class:`~earlyprune.training.config.TrainConfig`, so every option of a
+run is a flag and a ``--config`` key, with one help text. Flags default to "not given" so that the precedence
+defaults < ``--config`` file < flags can be applied, and so that a resumed run knows which options were asked
+to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig, load_config_file
+
+GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
+                "run": "run directory and output"}
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # a bare string
+    return key.strip(), value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1) — the fraction to remove — got {value}")
+    return value
+
+
+def _whole(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number ≥ {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model with early pruning; writes runs/<name>/",
+                       description="Train a model with early pruning: dense until the policy triggers, one epoch "
+                                   "that prunes, then the smaller model to the end. Writes config.json, "
+                                   "metrics.jsonl, summary.json, model.safetensors + structure.json and a checkpoint "
+                                   "after every epoch to OUT_DIR/NAME.")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (keys as below, e.g. "
+                                                    "batch_size: 256); flags override it")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                                                       "(only run options such as --progress may change)")
+    groups = {key: p.add_argument_group(title) for key, title in GROUP_TITLES.items()}
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = "" if default in (None, {}) else f" (default: {default})"
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"] + shown}
+        group = groups[meta["group"]]
+        if f.name in ("model_args", "pruner_args"):
+            group.add_argument(flag.removesuffix("s"), dest=f.name, action="append", type=_key_value,
+                               metavar="KEY=VALUE", **kw)
+            continue
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if f.name == "milestones":
+            group.add_argument(flag, nargs="+", type=_whole(1), metavar="EPOCH", **kw)
+            continue
+        if f.name == "ratio":
+            kw["type"] = _ratio
+        elif "int" in f.type:
+            kw["type"] = _whole(int(meta.get("min", -10**9)))
+        elif "float" in f.type:
+            kw["type"] = _number
+        if "choices" in meta:
+            kw["choices"] = meta["choices"]
+        group.add_argument(flag, **kw)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    for key in ("model_args", "pruner_args"):
+        if key in values:
+            values[key] = dict(values[key])
+    return values
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    flags = _overrides(args)
+    if args.resume is not None:
+        if args.config is not None:
+            raise ValueError("--config starts a new run; --resume continues a stored one: pass only one of them")
+        result = train(resume=args.resume, overrides=flags)
+    else:
+        values = load_config_file(args.config) if args.config is not None else {}
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+        for key in ("model_args", "pruner_args"):
+            if isinstance(values.get(key), dict) and key in flags:
+                flags[key] = {**values[key], **flags[key]}
+        config = TrainConfig.from_dict({**values, **flags}, source=args.config or "flags")
+        result = train(config)
+    from .summary import format_summary
+
+    if result.run_dir is not None:
+        print(format_summary(result.summary, title=f"\n{result.run_dir}"))
+    return 0
+
+
+def add_models_parser(sub: Any) -> None:
+    sub.add_parser("models", help="list the models `earlyprune train --model` accepts",
+                   description="List the registered models, and whether tv:<name> (torchvision) and timm:<name> "
+                               "(timm) models are available.")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from ..models import DESCRIPTIONS, MODELS
+
+    width = max(len(n) for n in MODELS) + 2
+    for name in sorted(MODELS, key=lambda n: (n.rstrip("0123456789"), len(n), n)):
+        print(f"{name:<{width}}{DESCRIPTIONS.get(name, '')}")
+    for prefix, package in (("tv", "torchvision"), ("timm", "timm")):
+        found = importlib.util.find_spec(package) is not None
+        state = "available" if found else f"needs `pip install {package}`"
+        print(f"{prefix + ':<name>':<{width}}any {package} classification model, built without weights ({state})")
+    return 0
+
+
+def add_info_parser(sub: Any) -> None:
+    p = sub.add_parser("info", help="print the summary of a run directory",
+                       description="Print what a training run gained (summary.json), or how far an unfinished run "
+                                   "got.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `earlyprune train`, e.g. runs/<name>")
+    p.add_argument("--json", action="store_true", help="print summary.json as is")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from . import rundir
+    from .summary import epoch_seconds, format_summary
+
+    run_dir = Path(args.run_dir)
+    cfg = rundir.read_config(run_dir)
+    summary = rundir.read_summary(run_dir)
+    rows = rundir.read_metrics(run_dir)
+    if args.json:
+        print(json.dumps(summary if summary is not None else {"complete": False, "epochs": len(rows)}, indent=1))
+        return 0
+    print(f"{run_dir}: {cfg.model} on {cfg.dataset}, criterion {cfg.criterion}, policy {cfg.policy}, "
+          f"ratio {cfg.ratio} of {cfg.target}, {cfg.epochs} epochs, {cfg.precision}")
+    if summary is not None and summary.get("epochs") == len(rows):
+        print(format_summary(summary))
+        return 0
+    print(f"incomplete: {len(rows)} of {cfg.epochs} epochs done; continue with `earlyprune train --resume {run_dir}`")
+    for r in rows[-5:]:
+        print(f"  epoch {r['epoch'] + 1:3d} {r['phase']:<7} test acc {r['test_accuracy']:6.2%}  "
+              f"{epoch_seconds(r):6.1f}s  params {r['params']:,}")
+    return 0
+
+
+def interrupted(args: argparse.Namespace) -> int:
+    print(f"\nearlyprune {args.command}: interrupted; the last completed epoch's checkpoint is kept "
+          f"(continue with `earlyprune train --resume <run dir>`)", file=sys.stderr)
+    return 130

@@ -1,0 +1,78 @@
+"""An image-classification dataset held as uint8 tensors, the one shape every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+class DataError(ValueError):
+    """A dataset is missing, truncated, corrupt or laid out differently than expected."""
+
+
+@dataclass
+class ImageData:
+    """Train and test images as uint8 ``(N, C, H, W)`` tensors with int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]          #: per-channel mean of the pixel values in [0, 1]
+    std: tuple[float, ...]
+    augment: str = "none"            #: the augmentation "auto" means for this dataset
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise DataError(f"{self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} "
+                                f"{tuple(x.shape)}")
+            if len(x) != len(y) or len(x) == 0:
+                raise DataError(f"{self.name}: {split} split has {len(x)} images and {len(y)} labels")
+            if int(y.min()) < 0 or int(y.max()) >= len(self.classes):
+                raise DataError(f"{self.name}: {split} labels must lie in [0, {len(self.classes)})")
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(f"{self.name}: train images are {tuple(self.train_x.shape[1:])} but test images "
+                            f"{tuple(self.test_x.shape[1:])}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, n: int, seed: int = 0) -> "ImageData":
+        """The same dataset with a random ``n`` of the training images (fixed by ``seed``)."""
+        if n >= len(self.train_y):
+            return self
+        keep = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
+
+    def describe(self) -> str:
+        c, h, w = self.image_shape
+        return (f"{self.name}: {len(self.train_y):,} train / {len(self.test_y):,} test images, {c}x{h}x{w}, "
+                f"{self.num_classes} classes")
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images, as fractions of 255."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    sums = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for chunk in flat.split(1 << 22, dim=1):  # bounded float64 copies for large datasets
+        c = chunk.double()
+        sums += c.sum(1)
+        squares += (c * c).sum(1)
+    n = flat.shape[1]
+    mean = sums / n
+    std = (squares / n - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple((mean / 255).tolist()), tuple((std / 255).clamp_min(1e-3).tolist())

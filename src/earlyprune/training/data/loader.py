@@ -1,0 +1,95 @@
+"""Batches from uint8 tensors: shuffled, augmented and normalised in a few vectorised ops per batch.
+
+No worker processes and no per-image Python: the whole dataset is one uint8 tensor (on the training device
+when that is a GPU), a batch is one index, and the standard CIFAR augmentation — zero-pad 4, random 32×32 crop,
+random horizontal flip — is two ``gather`` calls and one ``where`` on the batch. The random draws come from the
+loader's own CPU generator, so the order and augmentation of every epoch are reproducible and resumable
+(:meth:`state_dict`) on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+PAD = 4
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """Pad ``x`` (B, C, H, W) by ``pad`` zeros, crop a random H×W window per image, flip half horizontally."""
+    b, c, h, w = x.shape
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
+    x = padded.gather(2, rows)
+    cols = ox[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flipped window reads its columns backwards
+    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+class BatchLoader:
+    """Iterate ``(inputs, targets)`` batches of normalised float images.
+
+    Args:
+        x: uint8 images (N, C, H, W), on the device the batches should be on.
+        y: int64 labels (N,), same device.
+        batch_size: images per batch; a final batch of a single image is dropped (BatchNorm cannot train on it).
+        mean, std: per-channel normalisation, as fractions of 255.
+        augment: apply pad-crop-flip to training batches.
+        shuffle: a new random order every epoch.
+        seed: seeds the loader's generator (order and augmentation).
+        channels_last: return batches in channels_last memory format.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], *, augment: bool = False, shuffle: bool = False, seed: int = 0,
+                 channels_last: bool = False) -> None:
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.augment, self.shuffle = augment, shuffle
+        self.channels_last = channels_last
+        self.generator = torch.Generator().manual_seed(seed)
+        c = x.shape[1]
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {c}-channel images")
+        # (x/255 - mean)/std as one subtract and one multiply on the raw 0-255 values
+        self._shift = (torch.tensor(mean) * 255).view(1, c, 1, 1).to(x.device)
+        self._scale = (1.0 / (torch.tensor(std) * 255)).view(1, c, 1, 1).to(x.device)
+        n = len(y)
+        self._batches = n // batch_size + (1 if n % batch_size > 1 or (n < batch_size) else 0)
+
+    def __len__(self) -> int:
+        return self._batches
+
+    @property
+    def num_images(self) -> int:
+        """Images per epoch (a dropped single-image tail excluded)."""
+        return min(len(self.y), self._batches * self.batch_size)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.float().sub_(self._shift).mul_(self._scale)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order[: self.num_images].to(self.x.device)
+        for idx in order.split(self.batch_size):
+            x = self.x[idx]
+            if self.augment:
+                x = random_crop_flip(x, self.generator)
+            yield self.normalise(x), self.y[idx]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

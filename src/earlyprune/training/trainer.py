@@ -1,0 +1,333 @@
+"""The training loop of ``earlyprune train``: a client of :class:`~earlyprune.EarlyPruner` like any user's loop.
+
+Per batch: forward (under autocast), loss, backward (through the gradient scaler), optimizer step, LR-schedule
+step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evaluation, one ``metrics.jsonl``
+line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
+from the configuration; the trainer never looks at which criterion or policy runs.
+
+Exact resumption (CPU): the checkpoint after an epoch holds everything that the next epoch reads — model
+(current shape), optimizer, scheduler, scaler, pruner (and policy) state, the data loader's generator and the
+global RNG states — and a resumed run rebuilds every object in the same order before restoring them, so
+continuing gives bit-identical weights and metrics.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import save, structure_json
+from ..metrics import ModelStats, measure
+from ..models import create_model
+from ..pruner import EarlyPruner
+from . import rundir
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
+from .config import TrainConfig
+from .data import BatchLoader, ImageData, load_dataset
+from .optim import build_optimizer, build_scheduler
+from .precision import Precision, resolve_device
+from .progress import Progress
+from .summary import build_summary, epoch_seconds
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path | None
+    config: TrainConfig
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    model: nn.Module
+    pruner: EarlyPruner
+    dense_stats: ModelStats
+    final_stats: ModelStats
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give per-parameter optimizer state its parameter's memory layout (after pruning or loading), so that the
+    element-wise updates run the same kernels however the state was produced."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None, channels_last: bool) -> None:
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # parameters keep their identity (set .data)
+        if optimizer is not None:
+            _match_state_layout(optimizer)
+
+
+def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
+    try:
+        return create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+    except TypeError as exc:
+        raise ValueError(f"model {cfg.model!r} does not accept these arguments ({exc}); check --model-arg") from None
+
+
+def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  steps_per_epoch: int, loss_fn: nn.Module) -> EarlyPruner:
+    reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
+                "loss_fn", "ratio"}
+    clash = sorted(reserved & set(cfg.pruner_args))
+    if clash:
+        raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
+    try:
+        return EarlyPruner(model, example, cfg.ratio, criterion=cfg.criterion, policy=cfg.policy,
+                           optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
+                           min_channels=cfg.min_channels, round_to=cfg.round_to, loss_fn=loss_fn, **cfg.pruner_args)
+    except TypeError as exc:
+        if cfg.pruner_args and "unexpected keyword" in str(exc):
+            raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
+        raise
+
+
+def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``loader``."""
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=precision.device)
+    correct = torch.zeros((), dtype=torch.long, device=precision.device)
+    n = 0
+    with torch.no_grad(), precision.autocast():
+        for x, y in loader:
+            out = model(x).float()
+            loss += F.cross_entropy(out, y, reduction="sum").double()
+            correct += (out.argmax(1) == y).sum()
+            n += len(y)
+    model.train()
+    return loss.item() / n, correct.item() / n
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "CUDA allocated"}
+    # ru_maxrss is in KiB on Linux: the whole process's peak, dataset included
+    return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
+
+
+def _prepare_config(config: TrainConfig | None, resume: str | Path | None,
+                    overrides: dict[str, Any] | None) -> tuple[TrainConfig, Path | None]:
+    if resume is None:
+        if config is None:
+            config = TrainConfig(**(overrides or {}))
+        return config.validate().resolved(), None
+    run_dir = Path(resume).expanduser()
+    stored = rundir.read_config(run_dir)
+    return rundir.merge_resume(stored, overrides or {}, run_dir).validate(), run_dir
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, write: bool = True,
+          log: Callable[[str], None] = print) -> RunResult:
+    """Train with early pruning; write the run directory (unless ``write`` is False) and return the result.
+
+    Args:
+        config: the run's configuration (ignored when resuming).
+        resume: a run directory to continue from its latest checkpoint; ``overrides`` may change only the
+            runtime options (:data:`~earlyprune.training.config.RUNTIME_FIELDS`).
+        overrides: option values given explicitly (the CLI's flags); with ``config=None`` and no ``resume`` they
+            are the configuration.
+        write: False keeps everything in memory (no run directory, no checkpoints).
+        log: where progress lines go.
+    """
+    cfg, run_dir = _prepare_config(config, resume, overrides)
+    progress = Progress(cfg.progress, log=log)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    precision = Precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False  # reproducible kernel choice
+        torch.cuda.reset_peak_memory_stats(device)
+
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, cache=cfg.data_cache,
+                        image_size=cfg.image_size, seed=cfg.seed, log=progress.log)
+    if cfg.train_subset is not None:
+        data = data.subset(cfg.train_subset, seed=cfg.seed)
+    augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
+    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
+                               seed=cfg.seed, channels_last=cfg.channels_last)
+    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
+                              channels_last=cfg.channels_last)
+
+    # the original architecture, built and measured on the CPU; a resumed run replays its pruned structure on it
+    model = build_model(cfg, data)
+    cpu_example = train_loader.normalise(data.train_x[:2]).contiguous()
+    dense_stats = measure(model, cpu_example)
+    start_epoch, state = 0, None
+    if run_dir is not None:
+        start_epoch, model, state = load_checkpoint(run_dir, model)
+    model.to(device)
+    model.train()
+    example = train_loader.normalise(train_x[:2])
+
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    pruner = _build_pruner(cfg, model, example, optimizer, len(train_loader), loss_fn)
+    _set_memory_format(model, optimizer, cfg.channels_last)
+
+    rows: list[dict[str, Any]] = []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            precision.scaler.load_state_dict(state["scaler"])
+        pruner.load_state_dict(state["pruner"])
+        train_loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+        _match_state_layout(optimizer)
+        rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start_epoch]
+        if len(rows) != start_epoch:
+            raise ValueError(f"{run_dir}/metrics.jsonl holds {len(rows)} of the {start_epoch} epochs its checkpoint "
+                             f"has; the run directory is damaged")
+        rundir.write_metrics(run_dir, rows)  # drop lines of an epoch that never reached its checkpoint
+        progress.log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs} (phase {pruner.phase})"
+                     if start_epoch < cfg.epochs else f"{run_dir} is already complete ({cfg.epochs} epochs)")
+    elif write:
+        run_dir = rundir.create_run_dir(cfg)
+        rundir.write_config(run_dir, cfg)
+
+    if start_epoch == 0:
+        progress.log(f"{data.describe()}; {cfg.model}: {dense_stats.params:,} parameters, {dense_stats.macs:,} MACs; "
+                     f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
+                     + (f"; run directory {run_dir}" if run_dir else ""))
+    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        row = _train_epoch(epoch, cfg, model, optimizer, scheduler, precision, pruner, loss_fn, train_loader,
+                           progress, device)
+        t0 = time.perf_counter()
+        row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader, precision)
+        row["eval_seconds"] = time.perf_counter() - t0
+        stats = measure(model, example, baseline=dense_stats)
+        row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
+                   weight_sparsity=stats.weight_sparsity)
+        rows.append(row)
+        if run_dir is not None and write:
+            rundir.append_metrics(run_dir, row)
+            _checkpoint(run_dir, epoch + 1, model, cfg, optimizer, scheduler, precision, pruner, train_loader)
+        progress.end_epoch(_epoch_line(row, cfg.epochs))
+
+    final_stats = measure(model, example, baseline=dense_stats)
+    summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=dense_stats,
+                            final=final_stats, peak_memory=_peak_memory(device), model_bytes=None)
+    if run_dir is not None and write:
+        if summary["complete"]:
+            _write_model(run_dir, model, cfg.channels_last)
+            summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
+        rundir.write_summary(run_dir, summary)
+        if not summary["complete"]:
+            progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
+                         f"`earlyprune train --resume {run_dir}`")
+    return RunResult(run_dir, cfg, rows, summary, model, pruner, dense_stats, final_stats)
+
+
+def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
+                 loader: BatchLoader, progress: Progress, device: torch.device) -> dict[str, Any]:
+    phase = "pruning" if pruner.phase == "pruning" else pruner.phase
+    scaler = precision.scaler
+    model.train()
+    progress.start_epoch(epoch, cfg.epochs, len(loader), phase)
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen, shown = 0, 0
+    events_before = len(pruner.events)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        optimizer.zero_grad(set_to_none=True)
+        with precision.autocast():
+            out = model(x)
+            loss = loss_fn(out, y)
+        scaler.scale(loss).backward()
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)  # criteria that read gradients see true values
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        n_events = len(pruner.events)
+        pruner.step(x, y)
+        if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
+            _set_memory_format(model, optimizer, cfg.channels_last)
+        loss_sum += loss.detach().double() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if progress.mode == "bar" and (i + 1 - shown >= 10 or i + 1 == len(loader)):
+            elapsed = time.perf_counter() - t0
+            progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
+            shown = i + 1
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    n_events = len(pruner.events)
+    pruner.epoch_end()
+    if len(pruner.events) != n_events:
+        _set_memory_format(model, optimizer, cfg.channels_last)
+    _sync(device)
+    pruner_seconds = time.perf_counter() - t1
+    entry = pruner.history[-1] if pruner.history else {}
+    return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
+            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
+            "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    pruned = f"  pruned {len(row['events'])} steps" if row["events"] else ""
+    return (f"epoch {row['epoch'] + 1:3d}/{epochs} {row['phase']:<7} loss {row['train_loss']:.3f} "
+            f"train acc {row['train_accuracy']:6.2%} test acc {row['test_accuracy']:6.2%} "
+            f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
+            f"{pruned}")
+
+
+def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, cfg: TrainConfig, optimizer: Any, scheduler: Any,
+                precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
+             "rng": rng_state()}
+    with _contiguous(model, cfg.channels_last):
+        save_checkpoint(run_dir, epochs_done, model, state)
+
+
+def _write_model(run_dir: Path, model: nn.Module, channels_last: bool) -> None:
+    with _contiguous(model, channels_last):
+        save(model, run_dir / rundir.MODEL)
+    write_json_atomic(run_dir / rundir.STRUCTURE, structure_json(model))
+
+
+class _contiguous:
+    """safetensors stores contiguous tensors only: switch a channels_last model for the duration of a save."""
+
+    def __init__(self, model: nn.Module, active: bool) -> None:
+        self.model, self.active = model, active
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.model.to(memory_format=torch.contiguous_format)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            self.model.to(memory_format=torch.channels_last)
