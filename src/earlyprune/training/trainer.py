@@ -226,7 +226,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         rows.append(row)
         if run_dir is not None and write:
             rundir.append_metrics(run_dir, row)
-            _checkpoint(run_dir, epoch + 1, model, cfg, optimizer, scheduler, precision, pruner, train_loader)
+            _checkpoint(run_dir, epoch + 1, model, optimizer, scheduler, precision, pruner, train_loader)
         progress.end_epoch(_epoch_line(row, cfg.epochs))
 
     final_stats = measure(model, example, baseline=dense_stats)
@@ -234,7 +234,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
                             final=final_stats, peak_memory=_peak_memory(device), model_bytes=None)
     if run_dir is not None and write:
         if summary["complete"]:
-            _write_model(run_dir, model, cfg.channels_last)
+            _write_model(run_dir, model)
             summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
@@ -303,31 +303,14 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
             f"{pruned}")
 
 
-def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, cfg: TrainConfig, optimizer: Any, scheduler: Any,
+def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: Any, scheduler: Any,
                 precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
              "rng": rng_state()}
-    with _contiguous(model, cfg.channels_last):
-        save_checkpoint(run_dir, epochs_done, model, state)
+    save_checkpoint(run_dir, epochs_done, model, state)
 
 
-def _write_model(run_dir: Path, model: nn.Module, channels_last: bool) -> None:
-    with _contiguous(model, channels_last):
-        save(model, run_dir / rundir.MODEL)
+def _write_model(run_dir: Path, model: nn.Module) -> None:
+    save(model, run_dir / rundir.MODEL)
     write_json_atomic(run_dir / rundir.STRUCTURE, structure_json(model))
-
-
-class _contiguous:
-    """safetensors stores contiguous tensors only: switch a channels_last model for the duration of a save."""
-
-    def __init__(self, model: nn.Module, active: bool) -> None:
-        self.model, self.active = model, active
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.model.to(memory_format=torch.contiguous_format)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.active:
-            self.model.to(memory_format=torch.channels_last)
