@@ -7,38 +7,9 @@ import logging
 import sys
 
 from . import __version__
+from .argtypes import ratio, whole
 from .training.commands import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
                                 run_models, run_train)
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1) — the fraction of channels to remove — got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "policy triggers (epi if available, else epoch:4), prune during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "
                                       "trainer of `earlyprune train`.")
-    demo.add_argument("--epochs", type=_positive, default=12, help="training epochs (default 12)")
-    demo.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of channels to remove (default 0.5)")
-    demo.add_argument("--prune-epoch", type=_non_negative, default=None,
+    demo.add_argument("--epochs", type=whole(1), default=12, help="training epochs (default 12)")
+    demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of channels to remove (default 0.5)")
+    demo.add_argument("--prune-epoch", type=whole(0), default=None,
                       help="prune during this epoch (the epoch:K policy) instead of the default policy")
     demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi if available, else epoch:4)")
     demo.add_argument("--out-dir", default=None, help="also write the run directory under this folder (default: "
                                                       "keep everything in memory)")
     demo.add_argument("--criterion", default="magnitude", help="importance criterion (default magnitude)")
-    demo.add_argument("--steps", type=_positive, default=4, help="pruning steps within the epoch (default 4)")
-    demo.add_argument("--width", type=_positive, default=64, help="channels of the first layer (default 64)")
+    demo.add_argument("--steps", type=whole(1), default=4, help="pruning steps within the epoch (default 4)")
+    demo.add_argument("--width", type=whole(1), default=64, help="channels of the first layer (default 64)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     add_train_parser(sub)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_model
+from .init import kaiming_init_
 
 # (output channels, stride) of the 13 depthwise-separable blocks, as in the paper
 _PLAN = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -38,9 +39,7 @@ class MobileNetV1(nn.Module):
         layers.append(nn.AdaptiveAvgPool2d(1))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c_in, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init_(self)
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))

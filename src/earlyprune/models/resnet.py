@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_model
+from .init import kaiming_init_
 
 
 class BasicBlock(nn.Module):
@@ -75,9 +76,7 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init_(self)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))

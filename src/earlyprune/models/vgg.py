@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register_model
+from .init import kaiming_init_
 
 _CONFIGS = {
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
@@ -35,9 +36,7 @@ class VGG(nn.Module):
         layers.append(nn.AdaptiveAvgPool2d(1))  # 1×1 already for 32×32 inputs; other sizes still work
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c_in, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init_(self)
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))

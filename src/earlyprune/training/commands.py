@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import number, ratio, whole
 from .config import TrainConfig, load_config_file
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
@@ -30,35 +31,6 @@ def _key_value(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw  # a bare string
     return key.strip(), value
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1) — the fraction to remove — got {value}")
-    return value
-
-
-def _whole(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number ≥ {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def add_train_parser(sub: Any) -> None:
@@ -88,14 +60,14 @@ def add_train_parser(sub: Any) -> None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
         if f.name == "milestones":
-            group.add_argument(flag, nargs="+", type=_whole(1), metavar="EPOCH", **kw)
+            group.add_argument(flag, nargs="+", type=whole(1), metavar="EPOCH", **kw)
             continue
         if f.name == "ratio":
-            kw["type"] = _ratio
+            kw["type"] = ratio
         elif "int" in f.type:
-            kw["type"] = _whole(int(meta.get("min", -10**9)))
+            kw["type"] = whole(int(meta.get("min", -10**9)))
         elif "float" in f.type:
-            kw["type"] = _number
+            kw["type"] = number
         if "choices" in meta:
             kw["choices"] = meta["choices"]
         group.add_argument(flag, **kw)
