@@ -135,18 +135,8 @@ def check_gate_removal(groups: ChannelGroups, batch: Batch, actual: np.ndarray, 
     with torch.no_grad(), preserve_norm_stats(model):
         base = float(batch.loss(model))
         for c in range(min(n, g.width)):
-            saved = []
-            for ref in g.layers:
-                if ref.role != "out":
-                    continue
-                idx = ref.idxs[ref.root_idxs == c]
-                for p in (ref.module.weight, getattr(ref.module, "bias", None)):
-                    if p is not None:
-                        saved.append((p, idx, p[idx].clone()))
-                        p[idx] = 0
-            worst = max(worst, abs((float(batch.loss(model)) - base) - actual[c]))
-            for p, idx, value in saved:
-                p[idx] = value
+            with g.masked([c]):
+                worst = max(worst, abs((float(batch.loss(model)) - base) - actual[c]))
     return worst
 
 

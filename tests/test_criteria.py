@@ -166,18 +166,8 @@ def trained_cnn():
         actual = []
         for group in groups:
             for c in range(group.width):
-                saved = []
-                for ref in group.layers:
-                    if ref.role != "out":
-                        continue
-                    idx = ref.idxs[ref.root_idxs == c]
-                    for p in (ref.module.weight, getattr(ref.module, "bias", None)):
-                        if p is not None:
-                            saved.append((p, idx, p[idx].clone()))
-                            p[idx] = 0
-                actual.append(float(batch.loss(model)) - base)
-                for p, idx, value in saved:
-                    p[idx] = value
+                with group.masked([c]):
+                    actual.append(float(batch.loss(model)) - base)
     return model, groups, batch, torch.tensor(actual)
 
 

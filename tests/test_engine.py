@@ -1,6 +1,7 @@
 """The engine removes channels physically: a pruned model equals the masked dense one, and so do its
 optimizer steps."""
 
+import contextlib
 import copy
 
 import pytest
@@ -170,3 +171,21 @@ def test_optimizer_type_is_checked():
     groups = ChannelGroups(model, x)
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         PruningEngine(groups).apply(select(groups, random_scores(groups), 0.5), optimizer="sgd")
+
+
+def test_masked_channels_compute_like_removed_ones_and_are_restored():
+    model, x = build("residual")
+    groups = ChannelGroups(model, x)
+    plan = select(groups, random_scores(groups), 0.4)
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    twin = copy.deepcopy(model)
+    twin_groups = ChannelGroups(twin, x)
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        for name, idxs in plan.remove.items():
+            stack.enter_context(twin_groups[name].masked(idxs))
+        masked_out = twin(x)
+        PruningEngine(groups).apply(plan)
+        torch.testing.assert_close(model(x), masked_out, rtol=1e-5, atol=1e-5)
+    for n, p in twin.named_parameters():
+        assert torch.equal(p, before[n]), n   # restored on exit

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -65,6 +66,29 @@ class ChannelGroup:
         out = torch.zeros(self.width, dtype=values.dtype, device=device)
         out.index_add_(0, ref.root_idxs.to(device), values[ref.idxs.to(device)])
         return out / ref.multiplicity
+
+    @contextmanager
+    def masked(self, channels: Sequence[int]) -> Iterator[None]:
+        """Temporarily zero the output side of ``channels`` — filters, biases and norm γ/β of every layer whose
+        output they are — so the network computes as if they were removed (the masked dense model);
+        restored on exit. Used to measure a channel's actual effect on the loss (3SP Figure 2)."""
+        gone = torch.as_tensor(list(channels), dtype=torch.long)
+        saved = []
+        with torch.no_grad():
+            try:
+                for ref in self.layers:
+                    if ref.role != "out" or isinstance(ref.module, nn.Parameter):
+                        continue
+                    idx = ref.idxs[torch.isin(ref.root_idxs, gone)]
+                    for p in (getattr(ref.module, "weight", None), getattr(ref.module, "bias", None)):
+                        if isinstance(p, torch.Tensor):
+                            idx_d = idx.to(p.device)
+                            saved.append((p, idx_d, p[idx_d].clone()))
+                            p[idx_d] = 0
+                yield
+            finally:
+                for p, idx, value in reversed(saved):
+                    p[idx] = value
 
     def producers(self) -> list[LayerRef]:
         """Convolution / linear layers whose *output* channels are the group's channels (PaT's filters)."""
