@@ -8,6 +8,8 @@ import sys
 
 from . import __version__
 from .argtypes import ratio, whole
+from .experiments.commands import add_compare_parser, add_sweep_parser, run_compare, run_sweep
+from .reports.commands import add_report_parser, run_report
 from .training.commands import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
                                 run_models, run_train)
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_models_parser(sub)
     add_info_parser(sub)
+    add_sweep_parser(sub)
+    add_compare_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    commands = {"demo": _demo, "train": run_train, "models": run_models, "info": run_info}
+    commands = {"demo": _demo, "train": run_train, "models": run_models, "info": run_info, "sweep": run_sweep,
+                "compare": run_compare, "report": run_report}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace

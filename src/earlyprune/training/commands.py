@@ -43,9 +43,17 @@ def add_train_parser(sub: Any) -> None:
                                                     "batch_size: 256); flags override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
                                                        "(only run options such as --progress may change)")
+    add_config_arguments(p)
+
+
+def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+    """One flag per :class:`TrainConfig` field (except ``exclude``), grouped, defaulting to "not given" — shared
+    by ``train`` and the commands that run trainings (``sweep``, ``compare``)."""
     groups = {key: p.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     defaults = TrainConfig()
     for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
         meta = f.metadata
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -82,22 +90,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The configuration of ``--config FILE`` (if given) with the flags applied on top (not yet validated)."""
+    flags = _overrides(args)
+    values = load_config_file(args.config) if getattr(args, "config", None) is not None else {}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    for key in ("model_args", "pruner_args"):
+        if isinstance(values.get(key), dict) and key in flags:
+            flags[key] = {**values[key], **flags[key]}
+    return TrainConfig.from_dict({**values, **flags}, source=getattr(args, "config", None) or "flags")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
-    flags = _overrides(args)
     if args.resume is not None:
         if args.config is not None:
             raise ValueError("--config starts a new run; --resume continues a stored one: pass only one of them")
-        result = train(resume=args.resume, overrides=flags)
+        result = train(resume=args.resume, overrides=_overrides(args))
     else:
-        values = load_config_file(args.config) if args.config is not None else {}
-        values = {k.replace("-", "_"): v for k, v in values.items()}
-        for key in ("model_args", "pruner_args"):
-            if isinstance(values.get(key), dict) and key in flags:
-                flags[key] = {**values[key], **flags[key]}
-        config = TrainConfig.from_dict({**values, **flags}, source=args.config or "flags")
-        result = train(config)
+        result = train(config_from_args(args))
     from .summary import format_summary
 
     if result.run_dir is not None:
