@@ -145,3 +145,39 @@ def test_an_untraceable_model_gets_a_clear_error(monkeypatch):
     monkeypatch.setattr(tp.DependencyGraph, "get_all_groups", broken)
     with pytest.raises(ValueError, match="torch-pruning could not trace the channel dependencies of MLP"):
         ChannelGroups(MLP(), torch.randn(2, 20))
+
+
+class TinyAttention(nn.Module):
+    """A residual stream through multi-head attention: its width must stay a multiple of the heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 12)
+        self.attn = nn.MultiheadAttention(12, num_heads=4, batch_first=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.fc(h.mean(1))
+
+
+def test_attention_keeps_whole_heads_and_is_not_reported_untraced():
+    import warnings as _warnings
+
+    x = torch.randn(2, 5, 6)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")                 # out_proj is used through its parent: no warning
+        model = TinyAttention()
+        groups = ChannelGroups(model, x)
+    stream = groups["embed"]
+    assert stream.width_multiple == 4
+    for ratio in (0.3, 0.5, 0.9):
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            plan = ep.select(groups, {g.name: torch.rand(g.width) for g in groups}, ratio)
+        assert plan.structure[stream.index] % 4 == 0 and plan.structure[stream.index] >= 4
+        assert bool(caught) == (ratio == 0.9)          # 90 % would leave less than one whole head: said so
+    fresh = TinyAttention()
+    ep.prune(fresh, x, 0.5)
+    assert fresh.attn.embed_dim % 4 == 0 and fresh(x).shape == (2, 3)

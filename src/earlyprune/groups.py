@@ -56,6 +56,8 @@ class ChannelGroup:
     #: channels are removed in units of ``ch_groups``: position j of every convolution group at once, which
     #: grouped (non-depthwise) convolutions need to keep equal group sizes; 1 for ordinary layers
     ch_groups: int = 1
+    #: the kept width must be a multiple of this (``num_heads`` of an ``nn.MultiheadAttention`` on the channels)
+    width_multiple: int = 1
     _root: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
     _root_fn: Any = field(repr=False, default=None)
 
@@ -225,6 +227,8 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.layers = tuple(refs.values())
             group.width = width
             group.ch_groups = _channel_groups(group)
+            group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
+                                                 if isinstance(ref.module, nn.MultiheadAttention)))
         self.cost = CostModel(self)
         for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
             group.macs_per_channel = float(macs)
@@ -247,8 +251,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
 def _warn_untraced(model: nn.Module, graph: Any) -> None:
     """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
     auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
+    # submodules of traced layers are handled by their parent (MultiheadAttention uses out_proj's weight directly)
+    covered = {sub for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
     missing = [name for name, m in model.named_modules()
-               if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in graph.module2node]
+               if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in covered]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}. If they run in "

@@ -11,7 +11,8 @@ are removed until the target is met:
 
 Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2), and
 with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
-widths; a group narrower than ``r`` is left alone).
+widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
+``num_heads`` the same way.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
     unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
-    step = np.array([math.lcm(round_to, int(u)) for u in unit], dtype=np.int64)  # granularity of kept widths
+    # granularity of kept widths: round_to, whole units, and what the layers require (attention heads)
+    step = np.array([math.lcm(round_to, g.ch_groups, g.width_multiple) for g in groups], dtype=np.int64)
     per_group_order: list[np.ndarray] = []
     cand_scores, cand_groups = [], []
     min_keep = np.empty(len(widths), dtype=np.int64)
@@ -105,7 +107,7 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
 
     def removed_for(n: int) -> np.ndarray:
         removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
-        if round_to > 1:
+        if (step > unit).any():
             kept = widths - removed
             rounded = np.round(kept / step).astype(np.int64) * step
             rounded = np.where(widths < step, widths, rounded)
