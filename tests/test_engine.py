@@ -189,3 +189,22 @@ def test_masked_channels_compute_like_removed_ones_and_are_restored():
         torch.testing.assert_close(model(x), masked_out, rtol=1e-5, atol=1e-5)
     for n, p in twin.named_parameters():
         assert torch.equal(p, before[n]), n   # restored on exit
+
+
+class FixedWidth(nn.Module):
+    """A forward that hard-codes a width (as torchvision's ViT does with hidden_dim)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.a(x).reshape(-1, 8))
+
+
+def test_a_model_that_stops_running_after_pruning_is_reported_clearly():
+    model, x = FixedWidth(), torch.randn(2, 4)
+    groups = ChannelGroups(model, x)
+    with pytest.raises(RuntimeError, match="no longer runs on example_inputs.*ignored_layers"):
+        PruningEngine(groups).apply(select(groups, random_scores(groups), 0.5))

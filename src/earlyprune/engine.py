@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .groups import ChannelGroups
+from .metrics import call_model
 from .optimizer_state import StateSurgery
 from .selection import Plan
 
@@ -51,7 +52,25 @@ class PruningEngine:
             removed[name] = sorted(set(idxs))
         if removed:
             self.groups.refresh()
+            self._check_runs(removed)
         return removed
+
+    def _check_runs(self, removed: dict[str, list[int]]) -> None:
+        """One forward on the example inputs: a model whose code hard-codes a width fails here, with the cause
+        named, instead of later inside the user's loop."""
+        model = self.groups.model
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                call_model(model.eval(), self.groups.example_inputs)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise RuntimeError(
+                f"after pruning groups {', '.join(removed)} the model no longer runs on example_inputs "
+                f"({type(exc).__name__}: {exc}). Its forward probably uses a width fixed at construction (e.g. "
+                f"torchvision ViT's hidden_dim): keep those channels with ignored_layers=[<their producing layer>]"
+            ) from exc
+        finally:
+            model.train(was_training)
 
     def _locate(self, target: Any, param: nn.Parameter) -> Callable[[], nn.Parameter]:
         if isinstance(target, nn.Parameter):  # a bare parameter: torch-pruning re-registers it under its name
