@@ -64,8 +64,10 @@ class PruningEngine:
             with torch.no_grad():
                 call_model(model.eval(), self.groups.example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
+            names = list(removed)
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise RuntimeError(
-                f"after pruning groups {', '.join(removed)} the model no longer runs on example_inputs "
+                f"after pruning groups {shown} the model no longer runs on example_inputs "
                 f"({type(exc).__name__}: {exc}). Its forward probably uses a width fixed at construction (e.g. "
                 f"torchvision ViT's hidden_dim): keep those channels with ignored_layers=[<their producing layer>]"
             ) from exc
