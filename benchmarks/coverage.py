@@ -21,6 +21,7 @@ from importlib.metadata import version as _version
 import datetime as _dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -127,6 +128,7 @@ def run_one(name: str) -> dict:
         rec["error"] = _first_line(exc)
         rec["traceback_tail"] = traceback.format_exc().strip().splitlines()[-6:]
     rec["seconds"] = round(time.perf_counter() - t0, 2)
+    rec["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return rec
 
 

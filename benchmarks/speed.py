@@ -4,29 +4,35 @@ One training step = forward + cross-entropy + backward + SGD-momentum step, batc
 train mode, ``torch.set_num_threads(2)``. Variants:
 
 * earlyprune one-shot ``ep.prune(model, x, ratio, criterion="magnitude", round_to=r)`` on a freshly built model
-  (seed 0), ratios 0.3 / 0.5 / 0.7, ``round_to`` 1 / 4 / 8 / 16 (``ratio`` = fraction of *channels* removed);
+  (seed 0); default: ratios 0.3 / 0.5 / 0.7 with ``round_to`` 1, 8 and 16, plus 4 at ratio 0.5
+  (``ratio`` = fraction of *channels* removed), and ``target="flops"`` at 0.75 (about the MACs reduction of the
+  torch-pruning reference) with ``round_to`` 1 and 8; see ``--variants``;
 * the reference: torch-pruning's ``MetaPruner`` one-shot at ``pruning_ratio=0.5`` (uniform per layer, L2 magnitude,
   ``global_pruning=False``, ``ignored_layers=[model.fc]``);
 * precisions fp32 and bf16 autocast (``torch.autocast("cpu", dtype=torch.bfloat16)``);
-* channels_last memory format (dense and a subset of the pruned models), against a channels_last dense model.
+* channels_last memory format (``--cl-variants``), against a channels_last dense model.
 
 Timing is interleaved in one process: for every precision/format mode and every round, the blocks run
 ``D P1 D P2 D ... Pn D`` (D = dense, Pi = pruned variant i; a block = ``--steps`` timed training steps), so every
-pruned block is flanked by two dense blocks measured seconds apart. Per variant we report the median of its step
-times, the median of its flanking dense step times, ``speedup = dense median / pruned median`` and, as a noise
-check, the median and IQR of the per-round paired ratios. Every model and mode gets warm-up steps first.
+pruned block is flanked by two dense blocks measured within a second or so. Per round, the paired ratio is
+``median(flanking dense steps) / median(pruned steps)``; the reported ``speedup`` is the **median of the paired
+ratios over the rounds** (with their IQR), ``fraction_of_ideal = speedup / (dense MACs / pruned MACs)``. Also kept:
+the pooled medians of all dense and pruned step times (and their ratio) and the ratio of the minimum step times —
+on a shared machine, rounds where other processes compete run up to ~10x slower, which the paired ratio absorbs
+and the pooled medians do not. Every model and mode gets warm-up steps first.
 Rounds continue until ``--rounds`` are done or ``--budget-s`` is spent (at least ``--min-rounds``).
 
-    python benchmarks/speed.py [--rounds 12] [--steps 1] [--budget-s 840] [--out benchmarks/results/speed.json]
+    python benchmarks/speed.py [--rounds 40] [--steps 1] [--budget-s 840] [--variants 0.5:1,0.5:8] [--out benchmarks/results/speed.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
+import hashlib
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -66,26 +72,27 @@ def widths(model: nn.Module) -> dict:
 
 def summarise(w: dict) -> str:
     inner = w["inner"]
-    return "streams " + "/".join(map(str, w["streams"])) + " | inner " + "/".join(
+    return "streams " + "/".join(map(str, w["streams"])) + "; inner " + "/".join(
         ",".join(map(str, inner[i:i + 3])) for i in range(0, len(inner), 3))
 
 
-def build_variants(example: torch.Tensor, ratios, round_tos) -> list[dict]:
+def build_variants(example: torch.Tensor, specs: list[tuple[float, int, str]]) -> list[dict]:
     variants = []
-    for ratio in ratios:
-        for r in round_tos:
-            m = fresh_model()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                ep.prune(m, example, ratio, criterion="magnitude", round_to=r)
-            variants.append({"name": f"ep r={ratio} round_to={r}", "kind": "earlyprune", "ratio": ratio,
-                             "round_to": r, "model": m,
-                             "warnings": [str(w.message) for w in caught]})
+    for ratio, r, target in specs:
+        m = fresh_model()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ep.prune(m, example, ratio, criterion="magnitude", round_to=r, target=target)
+        suffix = "" if target == "channels" else f" target={target}"
+        variants.append({"name": f"ep r={ratio} round_to={r}{suffix}", "kind": "earlyprune", "ratio": ratio,
+                         "round_to": r, "target": target, "model": m,
+                         "warnings": [str(w.message) for w in caught]})
     m = fresh_model()
     pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=2),
                                   pruning_ratio=0.5, ignored_layers=[m.fc], global_pruning=False)
     pruner.step()
     variants.append({"name": "tp MetaPruner 0.5", "kind": "torch-pruning", "ratio": 0.5, "round_to": None,
+                     "target": "channels (uniform per layer)",
                      "model": m, "warnings": []})
     return variants
 
@@ -121,16 +128,40 @@ def q(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def src_digest() -> str:
+    """SHA-256 over earlyprune's source files (the package is developed in place; this pins what was measured)."""
+    root = Path(ep.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def markdown(out: dict) -> str:
+    """A Markdown table of the results (as pasted into benchmarks/README.md)."""
+    lines = ["| mode | variant | MACs ratio (ideal) | params ratio | dense ms | pruned ms | speedup "
+             "[IQR] | of ideal | speedup of mins | kept widths |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in out["results"]:
+        lo, hi = r["speedup_iqr"]
+        lines.append(f"| {r['mode']} | {r['variant']} | {r['macs_ratio']:.2f} | {r['params_ratio']:.2f} "
+                     f"| {r['dense_ms']:.0f} | {r['pruned_ms']:.0f} | {r['speedup']:.2f} [{lo:.2f}, {hi:.2f}] "
+                     f"| {r['fraction_of_ideal']:.0%} | {r['speedup_of_mins']:.2f} | {r['widths_summary']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=12, help="maximum interleaved rounds")
+    ap.add_argument("--rounds", type=int, default=40, help="maximum interleaved rounds")
     ap.add_argument("--min-rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1, help="timed training steps per block")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model and mode before timing")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per model and mode before timing")
     ap.add_argument("--budget-s", type=float, default=840.0, help="stop starting new rounds after this many s")
-    ap.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    ap.add_argument("--round-to", type=int, nargs="+", default=[1, 4, 8, 16])
-    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--variants", default="0.3:1,0.3:8,0.3:16,0.5:1,0.5:4,0.5:8,0.5:16,0.7:1,0.7:8,0.7:16,0.75:1:flops,0.75:8:flops",
+                    help="earlyprune variants as ratio:round_to[:target],... (target defaults to channels; the "
+                         "torch-pruning reference is always added)")
+    ap.add_argument("--cl-variants", default="0.5:1,0.5:8,tp",
+                    help="variants also timed in channels_last (vs a channels_last dense model); '' for none")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/speed.json")
     args = ap.parse_args(argv)
@@ -144,7 +175,9 @@ def main(argv=None) -> int:
 
     dense = fresh_model()
     d_stats = ep.measure(dense, example)
-    variants = build_variants(example, args.ratios, args.round_to)
+    specs = [(float(p[0]), int(p[1]), p[2] if len(p) > 2 else "channels")
+             for p in (t.split(":") for t in args.variants.split(",") if t)]
+    variants = build_variants(example, specs)
     for v in variants:
         s = ep.measure(v["model"], example)
         v["macs"], v["params"] = s.macs, s.params
@@ -152,14 +185,15 @@ def main(argv=None) -> int:
         v["widths"] = widths(v["model"])
         with torch.no_grad():
             assert v["model"].eval()(x[:4]).shape == (4, 10)
-        print(f"built {v['name']:<28} MACs x{v['macs_ratio']:.2f} params x{v['params_ratio']:.2f}  "
+        print(f"built {v['name']:<36} MACs x{v['macs_ratio']:.2f} params x{v['params_ratio']:.2f}  "
               f"{summarise(v['widths'])}", flush=True)
 
     # modes: (label, bf16, channels_last, variant names in the mode)
-    cl_subset = {"ep r=0.5 round_to=1", "ep r=0.5 round_to=8", "tp MetaPruner 0.5"}
+    cl_subset = {"tp MetaPruner 0.5" if t == "tp" else "ep r={} round_to={}".format(float(t.split(":")[0]),
+                 int(t.split(":")[1])) for t in args.cl_variants.split(",") if t}
     modes = [("fp32", False, False, [v["name"] for v in variants]),
              ("bf16", True, False, [v["name"] for v in variants])]
-    if not args.no_channels_last:
+    if cl_subset:
         sub = [v["name"] for v in variants if v["name"] in cl_subset]
         modes += [("fp32+cl", False, True, sub), ("bf16+cl", True, True, sub)]
 
@@ -217,32 +251,35 @@ def main(argv=None) -> int:
             paired = [statistics.median(r["dense_before"] + r["dense_after"]) / statistics.median(r["pruned"])
                       for r in rows]
             p_med, d_med = statistics.median(p_times), statistics.median(d_times)
-            speedup = d_med / p_med
+            speedup = statistics.median(paired)  # robust to rounds where other processes slowed the machine
             results.append({
                 "variant": n, "mode": label, "bf16": bf, "channels_last": cl, "kind": v["kind"],
-                "ratio": v["ratio"], "round_to": v["round_to"],
+                "ratio": v["ratio"], "round_to": v["round_to"], "target": v["target"],
                 "macs": v["macs"], "params": v["params"],
                 "macs_ratio": v["macs_ratio"], "params_ratio": v["params_ratio"],
                 "dense_ms": d_med * 1e3, "pruned_ms": p_med * 1e3, "speedup": speedup,
                 "fraction_of_ideal": speedup / v["macs_ratio"],
-                "paired_speedup_median": statistics.median(paired),
-                "paired_speedup_iqr": [q(paired, 0.25), q(paired, 0.75)],
+                "speedup_of_pooled_medians": d_med / p_med,
+                "speedup_iqr": [q(paired, 0.25), q(paired, 0.75)],
                 "pruned_min_ms": min(p_times) * 1e3, "dense_min_ms": min(d_times) * 1e3,
+                "speedup_of_mins": min(d_times) / min(p_times),
+                "fraction_of_ideal_of_mins": min(d_times) / min(p_times) / v["macs_ratio"],
                 "raw_round_medians_ms": [{"pruned": statistics.median(r["pruned"]) * 1e3,
                                           "dense_flank": statistics.median(r["dense_before"] + r["dense_after"]) * 1e3}
                                          for r in rows],
                 "widths": v["widths"], "widths_summary": summarise(v["widths"]),
             })
         print(f"\n== {label}: dense median {statistics.median(d_all) * 1e3:.0f} ms over {len(d_all)} steps")
-        print(f"{'variant':<26} {'MACs x':>6} {'par x':>6} {'dense':>7} {'pruned':>7} {'speedup':>7} "
-              f"{'paired [IQR]':>18} {'of ideal':>8}")
+        print(f"{'variant':<36} {'MACs x':>6} {'par x':>6} {'dense':>7} {'pruned':>7} {'speedup':>7} "
+              f"{'[IQR]':>13} {'pooled':>6} {'of ideal':>8} {'min-spd':>7} {'of ideal':>8}")
         for r in results:
             if r["mode"] != label:
                 continue
-            lo, hi = r["paired_speedup_iqr"]
-            print(f"{r['variant']:<26} {r['macs_ratio']:>6.2f} {r['params_ratio']:>6.2f} {r['dense_ms']:>7.0f} "
-                  f"{r['pruned_ms']:>7.0f} {r['speedup']:>7.2f} {r['paired_speedup_median']:>6.2f} "
-                  f"[{lo:.2f},{hi:.2f}] {r['fraction_of_ideal']:>7.0%}")
+            lo, hi = r["speedup_iqr"]
+            print(f"{r['variant']:<36} {r['macs_ratio']:>6.2f} {r['params_ratio']:>6.2f} {r['dense_ms']:>7.0f} "
+                  f"{r['pruned_ms']:>7.0f} {r['speedup']:>7.2f} "
+                  f"[{lo:.2f},{hi:.2f}] {r['speedup_of_pooled_medians']:>6.2f} {r['fraction_of_ideal']:>7.0%} {r['speedup_of_mins']:>7.2f} "
+                  f"{r['fraction_of_ideal_of_mins']:>7.0%}")
 
     dense_modes = {}
     for label, bf, cl, names in modes:
@@ -253,7 +290,8 @@ def main(argv=None) -> int:
         "benchmark": "speed", "date": DATE, "machine": MACHINE,
         "torch": torch.__version__, "torch_pruning": _version("torch-pruning"), "earlyprune": ep.__version__,
         "python": sys.version.split()[0], "threads": torch.get_num_threads(),
-        "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+        "earlyprune_src_sha256": src_digest(),
+        "command": "python " + shlex.join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
         "settings": {"batch": BATCH, "input": [3, 32, 32], "model": "resnet20 (CIFAR, 16/32/64)",
                      "optimizer": "SGD(lr=1e-3, momentum=0.9, weight_decay=5e-4)", "steps_per_block": args.steps,
                      "warmup_steps": args.warmup, "rounds": rounds_done, "seed": 0,
@@ -265,6 +303,7 @@ def main(argv=None) -> int:
         "prune_warnings": {v["name"]: v["warnings"] for v in variants if v["warnings"]},
         "results": results,
     }
+    print("\n" + markdown(out))
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
