@@ -26,7 +26,7 @@ from torch import nn
 
 from . import structure
 from .cost import CostModel
-from .metrics import CHANNEL_LAYERS, call_model, profile_layers
+from .metrics import CHANNEL_LAYERS, profile_layers
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,16 +128,13 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self.example_inputs = example_inputs
         self._module_names = {m: n for n, m in model.named_modules()}
         was_training = model.training
-        try:
-            call_model(model.eval(), example_inputs)  # a clear error here beats one from inside the tracer
+        try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
+            self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
             raise ValueError(
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc
-        finally:
-            model.train(was_training)
-        self.profile = profile_layers(model, example_inputs)
         self.output_layers = tuple(self.profile.output_layers)
         self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
         try:
