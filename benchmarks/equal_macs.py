@@ -42,7 +42,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The runs: one dense reference, then every (criterion, ratio) pair."""
     common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs),
               "--precision", "bf16", "--channels-last", "--threads", str(args.threads), "--seed", str(args.seed),
-              "--device", "cpu", "--progress", "log", "--out-dir", str(args.out_dir)]
+              "--device", "cpu", "--progress", "log", "--out-dir", str(args.out_dir),
+              "--round-to", "1"]  # the committed results prune single channels (the trainer's default is auto)
     if args.train_subset:
         common += ["--train-subset", str(args.train_subset)]
     runs = [{"name": "dense", "criterion": None, "compute_aware": None, "ratio": None,

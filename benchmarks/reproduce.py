@@ -43,7 +43,7 @@ from earlyprune.experiments.plan import make_spec
 from earlyprune.experiments.runner import run_all
 from earlyprune.reports import Run, load_comparison, load_run
 from earlyprune.reports.comparison import Comparison
-from earlyprune.reports.tables import markdown_table, pct
+from earlyprune.reports.tables import markdown_table, oracle_table, pct, policy_table, summary_table
 from earlyprune.training import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -66,23 +66,23 @@ def profiles(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     if args.profile == "smoke":
         base = TrainConfig(model="small_cnn", model_args={"width": 4}, dataset="synthetic:64", image_size=8,
-                           epochs=2, batch_size=16, steps=2, progress="none", device=device)
+                           epochs=2, batch_size=16, steps=2, progress="none", device=device, round_to=1)
         return dict(base=base, oracle=[0, 1], repeats=2, isolate=False,
                     policies=["init", "epoch:1", "random:0-1", "epi:r=1,cap=1", "earlycrop:cap=1",
                               "earlybird:cap=1", "before@snip"],
                     three_sp={"epi": "epi:r=1,cap=1", "lambda": 0.05}, latency_reps=3)
     if args.profile == "quick":
-        data = prepare_subset(Path(args.data), args.root / "data", train_per_class=200, test_per_class=100)
-        base = TrainConfig(model=args.model or "resnet20", dataset=f"folder:{data}", epochs=8, batch_size=64,
+        data = prepare_subset(Path(args.data), args.root / "data", train_per_class=400, test_per_class=200)
+        base = TrainConfig(model=args.model or "resnet20", dataset=f"folder:{data}", epochs=10, batch_size=64,
                            lr=0.05, precision="bf16", channels_last=True, device=device, threads=args.threads,
-                           progress="log")
-        return dict(base=base, oracle=[0, 1, 2, 3], repeats=3, isolate=True,
-                    policies=["init", "epoch:3", "random:0-3", "epi:r=2,cap=3", "earlycrop:cap=3",
-                              "earlybird:cap=3", "before@snip"],
-                    three_sp={"epi": "epi:r=2,cap=3", "lambda": 0.05}, latency_reps=50)
+                           progress="log", round_to=1)
+        return dict(base=base, oracle=[0, 1, 2, 3, 4], repeats=3, isolate=True,
+                    policies=["init", "epoch:4", "random:0-4", "epi:r=2,cap=4", "earlycrop:cap=4",
+                              "earlybird:cap=4", "before@snip"],
+                    three_sp={"epi": "epi:r=2,cap=4", "lambda": 0.05}, latency_reps=50)
     base = TrainConfig(model=args.model or "resnet56", dataset=f"folder:{args.data}", epochs=90, batch_size=128,
                        lr=0.1, precision="bf16", channels_last=True, device=device, threads=args.threads,
-                       progress="log")
+                       progress="log", round_to=1)
     return dict(base=base, oracle=[0, 1, 2, 4, 8, 12, 16, 20, 30], repeats=10, isolate=True,
                 policies=["init", "epoch:30", "random:0-30", "epi", "earlycrop", "earlybird", "before@snip",
                           "before@crop"],
@@ -190,7 +190,30 @@ def comparison_results(c: Comparison) -> dict[str, Any]:
                for crit in c.criteria}
     return {"dense_top1": c.dense_accuracy(), "dense_train_seconds": c.dense_seconds(), "avg_gap_points": avg_gap,
             "oracle": {f"{crit}@{r:g}": c.oracle(crit, r) for crit in c.criteria for r in c.ratios},
-            "cells": cells, "missing": [f"{p}: {why}" for p, why in c.problems()]}
+            "cells": cells, "missing": [f"{p}: {why}" for p, why in c.problems()],
+            "tables": {"summary": summary_table(c), "speed": speed_table(c),
+                       "policy": {crit: policy_table(c, crit) for crit in c.criteria},
+                       "oracle": {crit: oracle_table(c, crit) for crit in c.criteria}}}
+
+
+def speed_table(c: Comparison) -> str:
+    """Training-time speedup over the dense run per policy and ratio (mean over the criteria and repeats), with
+    the MACs-ideal speedup and the fraction of the ideal time saving achieved: (1 − 1/s) / (1 − 1/s_ideal)."""
+    rows = []
+    kinds = [("oracle grid (all epochs)", lambda crit, r: c.oracle_points(crit, r))] + [
+        (label, (lambda lb: lambda crit, r: [x for x in [c.find("policy", lb, crit, r)] if x is not None])(label))
+        for label in c.labels]
+    for name, cells_of in kinds:
+        row = [name]
+        for ratio in c.ratios:
+            cells = [x for crit in c.criteria for x in cells_of(crit, ratio)]
+            actual = _avg(x.mean(c.speedup) for x in cells)
+            ideal = _avg(x.mean(lambda r: r.ideal_speedup) for x in cells)
+            frac = (1 - 1 / actual) / (1 - 1 / ideal) if actual and ideal and ideal > 1 else None
+            row.append("–" if actual is None else f"{actual:.2f}x / {ideal:.2f}x"
+                       + ("" if frac is None else f" ({frac:.0%})"))
+        rows.append(row)
+    return markdown_table(["policy"] + [f"{100 * r:g}% of channels" for r in c.ratios], rows)
 
 
 def _avg(values: Any) -> float | None:
@@ -224,6 +247,11 @@ def reproduction_md(results: dict[str, dict[str, Any]]) -> str:
         parts += [f"**Claim** — {CLAIMS['epi_gap']}; {CLAIMS['baselines']}.",
                   "Measured: average gap to the oracle in points (lower is better):",
                   markdown_table(["criterion"] + labels, rows)]
+        tables = comp.get("tables") or {}
+        for crit, table in (tables.get("policy") or {}).items():
+            parts += [f"Top-1 per policy, `{crit}` (prune epoch in brackets; PaT Tables 4/5 layout):", table]
+        for crit, table in (tables.get("oracle") or {}).items():
+            parts += [f"Oracle grid, `{crit}`: final top-1 by pruning epoch (best in bold):", table]
         speed_rows = []
         for cell in comp["cells"]:
             if cell["kind"] == "policy" and cell["policy"].startswith("epi") and cell["top1"] is not None:
@@ -239,6 +267,9 @@ def reproduction_md(results: dict[str, dict[str, Any]]) -> str:
                   f"fraction of the ideal time saving achieved:",
                   markdown_table(["criterion", "ratio", "top-1", "prune epoch", "speedup", "MACs-ideal",
                                   "of ideal"], speed_rows)]
+        if tables.get("speed"):
+            parts += ["Every policy: measured speedup over dense / MACs-ideal speedup (fraction of the ideal time "
+                      "saving), mean over both criteria:", tables["speed"]]
         sp_rows = [[r["method"], "–" if r["macs_removed"] is None else f"{r['macs_removed']:.0%}", pct(r["top1"]),
                     _fmt(r["dense_epoch_seconds"], ".1f"), _fmt(r["sparse_epoch_seconds"], ".1f"),
                     _fmt(r["latency_ms_batch1_cpu"], ".2f"), _fmt((r["model_bytes"] or 0) / 1024 or None, ",.0f"),

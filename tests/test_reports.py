@@ -151,3 +151,11 @@ def test_markdown_table_checks_alignment():
     assert tables.markdown_table(["a", "b"], [[1, None]]) == "| a | b |\n|---|---:|\n| 1 |  |"
     with pytest.raises(ValueError, match="one letter per column"):
         tables.markdown_table(["a", "b"], [], align="l")
+
+
+def test_automatic_comes_from_the_policy_class():
+    from earlyprune.reports.comparison import is_automatic
+
+    assert [is_automatic(p) for p in ("epi", "earlycrop:cap=3", "earlybird", "init", "before@snip")] == [True] * 5
+    assert [is_automatic(p) for p in ("epoch:3", "random:0-3", "never")] == [False] * 3
+    assert is_automatic("sometimes") is None

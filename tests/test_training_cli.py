@@ -33,6 +33,9 @@ def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
     assert summary["complete"] and summary["prune_epoch"] == 1 and summary["model_bytes"] > 0
     assert 0 < summary["macs"]["reduction"] < 1 and summary["node_sparsity"] > 0.3 and summary["speedup"] > 0
     assert summary["peak_memory"]["bytes"] > 0 and summary["dense_equivalent_seconds"] > 0
+    # --round-to defaults to auto: measured at the first pruning step, recorded, used by every step
+    assert config["round_to"] == "auto" and summary["round_to"]["value"] >= 1 and summary["round_to"]["seconds"]
+    assert {e["round_to"] for e in rows[1]["events"]} == {summary["round_to"]["value"]}
 
     model = ep.load(run / "model.safetensors", create_model("small_cnn", width=8, in_channels=3))
     assert sum(p.numel() for p in model.parameters()) == summary["params"]["final"]
@@ -107,6 +110,8 @@ def test_bad_train_inputs_are_one_line_errors(tmp_path, extra, message, capsys):
     (["train", "--ratio", "0"], "ratio must be in (0, 1)"),
     (["train", "--epochs", "0"], "whole number ≥ 1"),
     (["train", "--optimizer", "lion"], "invalid choice: 'lion'"),
+    (["train", "--round-to", "fast"], "whole number ≥ 1 or auto"),
+    (["train", "--round-to", "0"], "whole number ≥ 1 or auto"),
 ])
 def test_bad_flags_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -8,7 +8,8 @@ Public API:
 * :func:`measure` — parameters, MACs, node and weight sparsity;
 * :func:`structure_similarity` / :func:`early_pruning_indicator` — PaT's Ψ (Eq. 5) and EPI (Eq. 6) on your own
   structure vectors;
-* :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when.
+* :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when;
+* :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here.
 """
 
 from .criteria import CRITERIA, Criterion
@@ -18,13 +19,14 @@ from .metrics import ModelStats, measure
 from .oneshot import PruneResult, prune
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
+from .rounding import AutoRoundTo, RoundToChoice
 from .selection import Plan, select
 from .signals import early_pruning_indicator, structure_similarity
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CRITERIA", "POLICIES", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
-    "ModelStats", "Plan", "Policy", "PruneResult", "StructureMismatchError", "early_pruning_indicator", "load",
+    "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
+    "ModelStats", "Plan", "Policy", "PruneResult", "RoundToChoice", "StructureMismatchError", "early_pruning_indicator", "load",
     "measure", "prune", "save", "select", "structure_similarity",
 ]

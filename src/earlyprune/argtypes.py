@@ -33,6 +33,19 @@ def whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_or_auto(text: str) -> int | str:
+    """``auto`` or a whole number ≥ 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or auto, got {value}")
+    return value
+
+
 def number(text: str) -> float:
     try:
         return float(text)

@@ -12,10 +12,12 @@ from torch import nn
 
 from .criteria import Batch, Criterion
 from .criteria.modifiers import with_modifiers
+from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .pruner import check_steps
+from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import SCHEDULES, select, step_amounts, validate_target
 
 
@@ -28,10 +30,13 @@ class PruneResult:
     structure: list[int]                     #: kept channels per group
     group_names: list[str]
     removed: list[dict[str, list[int]]] = field(default_factory=list)  #: per step: group → removed indices
+    round_to: int = 1                        #: the multiple kept widths were rounded to
+    round_to_choice: RoundToChoice | None = None  #: what ``round_to="auto"`` measured
 
 
 def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion = "magnitude",
-          target: str = "channels", steps: int = 1, min_channels: int = 1, round_to: int = 1,
+          target: str = "channels", steps: int = 1, min_channels: int = 1,
+          round_to: int | str | AutoRoundTo = 1,
           ignored_layers: Iterable[nn.Module] | None = None,
           optimizer: torch.optim.Optimizer | None = None,
           batches: Iterable[tuple[Any, Any]] | None = None,
@@ -51,7 +56,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
         target: ``"channels"``, ``"flops"`` or ``"params"``.
         steps: rescore and remove in this many steps (1 = one shot).
-        min_channels, round_to, ignored_layers: as for :class:`~earlyprune.EarlyPruner`.
+        min_channels, round_to, ignored_layers: as for :class:`~earlyprune.EarlyPruner` (``round_to="auto"``
+            measures at the first step, at the batch size of ``batches``; the choice is in the result).
         optimizer: if given, its param groups and state follow the removal.
         batches: ``(inputs, targets)`` training batches to score with (data-driven criteria); every step rescores
             on all of them (for gradient criteria, a forward/backward each; ``.grad`` is left cleared). Not
@@ -69,7 +75,9 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         reinit: re-initialise the pruned model: True calls every layer's ``reset_parameters()`` (PyTorch's
             default initialisation); a callable ``reinit(model)`` applies your own scheme (as SNIP does).
     """
-    validate_target(ratio, target, min_channels, round_to)
+    check_unwrapped(model)
+    rounding = check_round_to(round_to)
+    validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
     check_steps(steps, None)
     crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
     if schedule != "auto" and schedule not in SCHEDULES:
@@ -84,6 +92,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
                          "replaces them")
     batch_list = _batches(batches, loss_fn, crit)
+    choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
     before = measure(model, example_inputs)
     fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
@@ -99,8 +108,13 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
                 crit.observe(groups, batch)
             if crit.uses_gradients:
                 model.zero_grad(set_to_none=True)
-            plan = select(groups, crit.scores(groups), amount, target=target, min_channels=min_channels,
-                          round_to=round_to)
+            scores = average_scores(crit.scores(groups))
+            if isinstance(rounding, AutoRoundTo):
+                choice = broadcast_object(rounding.choose(
+                    groups, scores, float(ratio), target=target, min_channels=min_channels,
+                    batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None))
+                rounding = choice.value
+            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding)
             removed.append(engine.apply(plan, optimizer))
             crit.reset()
     finally:
@@ -115,7 +129,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         reinit(model)
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
-                       removed=removed)
+                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice)
 
 
 def _fan_out(m: nn.Module) -> int:

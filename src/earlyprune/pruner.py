@@ -20,10 +20,12 @@ from torch import nn
 
 from .criteria import Batch, Criterion
 from .criteria.modifiers import with_modifiers
+from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
+from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import select, step_amounts, validate_target
 from .signals import SignalRecorder
 
@@ -67,7 +69,10 @@ class EarlyPruner:
         steps_per_epoch: batches per epoch; learned from the first epoch when None (then required only if the
             policy prunes during epoch 0).
         min_channels: channels every group keeps at least.
-        round_to: kept widths are rounded to multiples of this.
+        round_to: kept widths are rounded to multiples of this; ``"auto"`` (or an
+            :class:`~earlyprune.rounding.AutoRoundTo`) measures which multiple makes the pruned layers fastest on
+            this device at the first pruning step (see :mod:`earlyprune.rounding`; the choice is in
+            ``round_to_choice``). Signals recorded before that use 1.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
         loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
             (then call ``pruner.step(inputs, targets)``); ignored otherwise.
@@ -85,14 +90,16 @@ class EarlyPruner:
                  criterion: str | Criterion = "magnitude", policy: str | Policy = "epoch:1",
                  optimizer: torch.optim.Optimizer | None = _REQUIRED,  # type: ignore[assignment]
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
-                 min_channels: int = 1, round_to: int = 1,
+                 min_channels: int = 1, round_to: int | str | AutoRoundTo = 1,
                  ignored_layers: Iterable[nn.Module] | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
                  compute_aware: float | None = None, latency_aware: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        validate_target(ratio, target, min_channels, round_to)
+        check_unwrapped(model)
+        rounding = check_round_to(round_to)
+        validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
         if ratio == 0:
             raise ValueError("ratio must be in (0, 1): a ratio of 0 prunes nothing — use policy='never' for a "
                              "dense run")
@@ -128,7 +135,10 @@ class EarlyPruner:
         self.steps = steps
         self.steps_per_epoch = steps_per_epoch
         self.min_channels = min_channels
-        self.round_to = round_to
+        #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
+        self.round_to: int | AutoRoundTo = rounding
+        self.round_to_choice: RoundToChoice | None = None
+        self._batch_size: int | None = None
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
@@ -141,7 +151,8 @@ class EarlyPruner:
         self.record_signals = record_signals
         self.signals = SignalRecorder()
         self.signals.start(self.groups, ratio=self.ratio, target=target, min_channels=min_channels,
-                           round_to=round_to, needs=None if record_signals else self.policy.needs_signals)
+                           round_to=rounding if isinstance(rounding, int) else 1,
+                           needs=None if record_signals else self.policy.needs_signals)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
         self._accumulate = self.policy.needs_scores or (record_signals and not self.criterion.needs_batches)
@@ -162,12 +173,16 @@ class EarlyPruner:
             self._begin_pruning()
 
     # -- the two calls of the training loop -----------------------------------------------------------------
-    def step(self, inputs: Any = None, targets: Any = None) -> None:
+    def step(self, inputs: Any = None, targets: Any = None) -> bool:
         """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
 
         Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
-        ``pruner.step(inputs, targets)``.
+        ``pruner.step(inputs, targets)``. Returns True when this call removed channels (rebuild a DDP wrapper
+        or a compiled model then).
         """
+        if inputs is not None and self._batch_size is None:
+            self._batch_size = batch_size_of(inputs)
+        events = len(self.events)
         batch = None
         if self.criterion.needs_batches:
             if inputs is None:
@@ -184,6 +199,7 @@ class EarlyPruner:
                 self._prune_step()
             if self._next_step == self.steps:
                 self._finish_pruning()
+        return len(self.events) != events
 
     def epoch_end(self) -> None:
         """Call once at the end of every epoch."""
@@ -241,6 +257,8 @@ class EarlyPruner:
         written to ``path`` if given; returns the text."""
         text = json.dumps({"ratio": self.ratio, "target": self.target, "criterion": self.criterion.name,
                            "policy": repr(self.policy), "prune_epoch": self.prune_epoch,
+                           "round_to": (self.round_to_choice.to_dict() if self.round_to_choice is not None
+                                        else self.round_to if isinstance(self.round_to, int) else "auto"),
                            "group_names": self.groups.names, "history": self.history, "events": self.events},
                           indent=indent, allow_nan=False)
         if path is not None:
@@ -259,7 +277,8 @@ class EarlyPruner:
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
-                "signals": self.signals.state_dict()}
+                "signals": self.signals.state_dict(),
+                "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("phase") not in PHASES:
@@ -275,6 +294,9 @@ class EarlyPruner:
             self.signals.load_state_dict(state["signals"])
         else:  # a state from before signals were recorded: θ_0 and the previous epochs are unknown
             self.signals.stop()
+        if state.get("round_to_choice") is not None:  # "auto" measured before the checkpoint: keep its choice
+            self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
+            self.round_to = self.round_to_choice.value
         if self.phase == "sparse":
             self.criterion.detach()
 
@@ -286,11 +308,25 @@ class EarlyPruner:
     def _epoch_scores(self) -> dict[str, torch.Tensor] | None:
         """The dense epoch's averaged criterion scores, if the policy needs them or they were accumulated."""
         if self.policy.needs_scores:
-            return self.criterion.scores(self.groups)
+            return self._scores()
         if not self._accumulate or (self.criterion.observations == 0
                                     and (self.criterion.uses_gradients or self.criterion.needs_batches)):
             return None
-        return self.criterion.scores(self.groups)
+        return self._scores()
+
+    def _scores(self) -> dict[str, torch.Tensor]:
+        """The criterion's scores, averaged over the ranks under torch.distributed (identical decisions)."""
+        return average_scores(self.criterion.scores(self.groups))
+
+    def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
+        if isinstance(self.round_to, AutoRoundTo):
+            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,
+                                          min_channels=self.min_channels, batch_size=self._batch_size)
+            self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
+            self.round_to = self.round_to_choice.value
+            log.info("round_to='auto': %d (predicted layer seconds per candidate: %s)", self.round_to,
+                     ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
+        return self.round_to
 
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
@@ -306,16 +342,16 @@ class EarlyPruner:
 
     def _prune_step(self) -> None:
         t0 = time.perf_counter()
-        scores = self.criterion.scores(self.groups)
+        scores = self._scores()
         amount = self._amounts[self._next_step]
         plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                      round_to=self.round_to)
+                      round_to=self._resolve_round_to(scores))
         removed = self.engine.apply(plan, self.optimizer)
         self.criterion.reset()
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
                  "removed": sum(len(v) for v in removed.values()), "seconds": time.perf_counter() - t0,
-                 **self.groups.totals()}
+                 "round_to": self.round_to, **self.groups.totals()}
         self.events.append(event)
         log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",
                  self._next_step, self.steps, self.epoch, self.batch, event["removed"], event["channels"])

@@ -95,11 +95,15 @@ class LatencyTable:
             example inputs' — pass the training batch size when the example batch is smaller.
         cache_path: optional JSON file that keeps measurements across runs (read once, rewritten on change).
         timer: ``timer(fn) -> seconds`` to replace the clock (tests).
+        autocast: time under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``), as mixed-precision
+            training runs; None times in the parameters' dtype.
+        channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
     """
 
     def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
                  backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
-                 timer: Callable[[Callable[[], Any]], float] | None = None) -> None:
+                 timer: Callable[[Callable[[], Any]], float] | None = None, autocast: torch.dtype | None = None,
+                 channels_last: bool = False) -> None:
         if not fractions or any(not (0.0 < float(f) <= 1.0) for f in fractions):
             raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
         for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
@@ -108,7 +112,10 @@ class LatencyTable:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if autocast is not None and not isinstance(autocast, torch.dtype):
+            raise TypeError(f"autocast must be a torch.dtype (e.g. torch.bfloat16) or None, got {autocast!r}")
         self.batch_size = batch_size
+        self.autocast, self.channels_last = autocast, bool(channels_last)
         self.fractions = tuple(sorted({float(f) for f in fractions} | {1.0}, reverse=True))
         self.repeats, self.warmup, self.backward = repeats, warmup, bool(backward)
         self.cache_path = Path(cache_path) if cache_path is not None else None
@@ -120,7 +127,7 @@ class LatencyTable:
     def table(self, groups: ChannelGroups) -> dict[str, list[tuple[int, float]]]:
         """``{group: [(width, seconds of the group's layers), …]}`` at the configured fractions of each width."""
         self._load()
-        shapes = _input_shapes(groups)
+        shapes = input_shapes(groups)
         out = {}
         dirty = self.measured
         for g in groups:
@@ -150,29 +157,33 @@ class LatencyTable:
     def group_latency(self, groups: ChannelGroups, group: ChannelGroup, width: int,
                       shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> float:
         """Seconds for one forward (+ backward) of the group's layers with the group narrowed to ``width``."""
-        shapes = shapes if shapes is not None else _input_shapes(groups)
-        removed = group.width - width
-        change: dict[int, list[Any]] = {}   # id → [module, input channels removed, output channels removed]
-        for ref in group.layers:
-            m = ref.module
-            if not _timed(m) or m not in shapes:
-                continue
-            entry = change.setdefault(id(m), [m, 0, 0])
-            if _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
-                entry[1] = entry[2] = max(entry[2], removed * ref.multiplicity)
-            elif ref.role == "out":
-                entry[2] += removed * ref.multiplicity
-            else:
-                entry[1] += removed * ref.multiplicity
+        shapes = shapes if shapes is not None else input_shapes(groups)
+        return self._total(_narrowed([(group, group.width - width)], shapes), shapes)
+
+    def structure_latency(self, groups: ChannelGroups, removed: dict[str, int],
+                          shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> float:
+        """Seconds for one forward (+ backward) of **every** timed layer of the model with each group narrowed by
+        ``removed[group name]`` channels (missing names: 0) — the predicted layer time of a pruned structure."""
+        self._load()
+        shapes = shapes if shapes is not None else input_shapes(groups)
+        dirty = self.measured
+        total = self._total(_narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes), shapes)
+        if self.measured != dirty:
+            self._save()
+        return total
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _total(self, change: dict[int, list[Any]], shapes: dict[nn.Module, tuple[int, ...]]) -> float:
         total = 0.0
         for m, d_in, d_out in change.values():
             c_in, c_out = _channels(m)
             total += self._layer_time(m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
         return total
 
-    # -- internals ----------------------------------------------------------------------------------------------
     def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
-        layer = _variant(m, c_in, c_out)
+        # the timing must not move the training's random streams (layer init, inputs): fork them
+        with torch.random.fork_rng(devices=[]):
+            layer = _variant(m, c_in, c_out)
         if layer is None:
             return 0.0
         ref_param = next(m.parameters(), None)
@@ -182,14 +193,31 @@ class LatencyTable:
         shape[channel_dim(m)] = c_in
         if self.batch_size is not None and len(shape) > 1:
             shape[0] = self.batch_size
-        key = f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
+        cl = self.channels_last and len(shape) == 4
+        key = (f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
+               f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}")
         if key in _CACHE:
             return _CACHE[key]
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            seconds = self._measure(layer, shape, device, dtype, cl)
+        _CACHE[key] = seconds
+        self.measured += 1
+        return seconds
+
+    def _measure(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
+                 cl: bool) -> float:
         layer = layer.to(device=device, dtype=dtype).train()
-        x = torch.randn(shape, device=device, dtype=dtype, requires_grad=self.backward)
+        x = torch.randn(shape, device=device, dtype=dtype)
+        if cl:
+            layer = layer.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(self.backward)
 
         def run() -> None:
-            y = layer(x)
+            with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                y = layer(x)
             if self.backward:
                 y.backward(torch.ones_like(y))
 
@@ -206,8 +234,6 @@ class LatencyTable:
                 _sync(device)
                 times.append(time.perf_counter() - t0)
             seconds = statistics.median(times)
-        _CACHE[key] = seconds
-        self.measured += 1
         return seconds
 
     def _load(self) -> None:
@@ -225,10 +251,35 @@ class LatencyTable:
 
     def __repr__(self) -> str:
         return (f"LatencyTable(fractions={self.fractions}, repeats={self.repeats}, backward={self.backward}, "
-                f"batch_size={self.batch_size})")
+                f"batch_size={self.batch_size}, autocast={self.autocast}, channels_last={self.channels_last})")
 
 
-def _input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
+def _narrowed(removals: list[tuple[ChannelGroup, int]], shapes: dict[nn.Module, tuple[int, ...]]
+              ) -> dict[int, list[Any]]:
+    """``id(layer) → [layer, input channels removed, output channels removed]`` for the timed layers the groups
+    touch, each group narrowed by its count (a layer consuming several groups loses the sum)."""
+    change: dict[int, list[Any]] = {}
+    for group, removed in removals:
+        local: dict[int, list[Any]] = {}
+        for ref in group.layers:
+            m = ref.module
+            if not _timed(m) or m not in shapes:
+                continue
+            entry = local.setdefault(id(m), [m, 0, 0])
+            if _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
+                entry[1] = entry[2] = max(entry[2], removed * ref.multiplicity)
+            elif ref.role == "out":
+                entry[2] += removed * ref.multiplicity
+            else:
+                entry[1] += removed * ref.multiplicity
+        for key, (m, d_in, d_out) in local.items():
+            entry = change.setdefault(key, [m, 0, 0])
+            entry[1] += d_in
+            entry[2] += d_out
+    return change
+
+
+def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
     """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
     model = groups.model
     modules = {ref.module for g in groups for ref in g.layers if _timed(ref.module)}

@@ -76,6 +76,10 @@ class Policy:
     """
 
     name: ClassVar[str] = "policy"
+    #: whether the policy picks its pruning epoch by itself (PaT's "automatic" row in the comparison tables):
+    #: True for signal-driven policies and for those whose epoch is fixed by definition (init, before); False for
+    #: an epoch chosen by hand or a random baseline
+    automatic: ClassVar[bool] = False
     #: whether the pruner must accumulate criterion scores during dense epochs for this policy
     needs_scores: ClassVar[bool] = False
     #: the per-epoch signals the policy reads from its report even when signal recording is off
@@ -171,6 +175,7 @@ class SignalPolicy(Policy):
     """
 
     DEFAULT_CAP: ClassVar[int] = 30
+    automatic = True
 
     def __init__(self, cap: int | None = DEFAULT_CAP) -> None:
         self.cap = check_cap(cap)

@@ -25,6 +25,7 @@ class Before(Policy):
 
     #: the step schedule the pruner uses with this policy (see :data:`earlyprune.selection.SCHEDULES`)
     schedule = "halving"
+    automatic = True
 
     def __init__(self, batches: int = 1) -> None:
         if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:

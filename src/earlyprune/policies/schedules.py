@@ -43,6 +43,8 @@ class Init(FixedEpoch):
     """``init`` — PaT's "Init" baseline: iterative pruning during epoch 0, i.e. from the initial weights (with
     the run's criterion; PaT uses a structural FORCE / iterative SNIP). Needs ``steps_per_epoch``."""
 
+    automatic = True
+
     def __init__(self) -> None:
         super().__init__(0)
 

@@ -23,16 +23,16 @@ FORMAT, VERSION = "earlyprune-compare", 1
 
 
 def is_automatic(policy: str) -> bool | None:
-    """Whether a policy picks its pruning epoch by itself (PaT's "automatic" row): the signal-driven policies
-    (``epi``, ``earlycrop``, ``earlybird``, …) and ``init`` / ``before``, whose epoch is fixed by definition —
-    not ``epoch:K`` (chosen by hand), ``random`` (a baseline) or the oracle. None for an unknown policy."""
+    """Whether a policy picks its pruning epoch by itself (PaT's "automatic" row): the registered class's
+    :attr:`~earlyprune.Policy.automatic` — True for the signal-driven policies (``epi``, ``earlycrop``,
+    ``earlybird``, …) and ``init`` / ``before``, whose epoch is fixed by definition; False for ``epoch:K`` (chosen
+    by hand) and ``random`` (a baseline). None for an unknown policy."""
     from ..policies import POLICIES
-    from ..policies.base import SignalPolicy
 
     name = policy.partition(":")[0].partition("@")[0].strip()
     if name not in POLICIES:
         return None
-    return name in ("init", "before") or issubclass(POLICIES.get(name), SignalPolicy)
+    return bool(POLICIES.get(name).automatic)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

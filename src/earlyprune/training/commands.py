@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import number, ratio, whole
+from ..argtypes import number, ratio, whole, whole_or_auto
 from .config import TrainConfig, load_config_file
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
@@ -72,6 +72,8 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
             continue
         if f.name == "ratio":
             kw["type"] = ratio
+        elif f.name == "round_to":
+            kw["type"] = whole_or_auto
         elif "int" in f.type:
             kw["type"] = whole(int(meta.get("min", -10**9)))
         elif "float" in f.type:

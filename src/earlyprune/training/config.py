@@ -95,7 +95,9 @@ class TrainConfig:
     target: str = field(default="channels", metadata=_meta("what --ratio counts", "pruning", choices=TARGETS))
     steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", min=1))
     min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", min=1))
-    round_to: int = field(default=1, metadata=_meta("round kept widths to multiples of this", "pruning", min=1))
+    round_to: int | str = field(default="auto", metadata=_meta(
+        "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
+        "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning"))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning"))
     # -- run ---------------------------------------------------------------------------------------------------
@@ -139,6 +141,9 @@ class TrainConfig:
                 raise ValueError(f"{flag} must be ≥ {meta['min']}, got {value!r}")
             if meta.get("positive") and not value > 0:
                 raise ValueError(f"{flag} must be > 0, got {value!r}")
+        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                        or self.round_to < 1):
+            raise ValueError(f"--round-to must be a whole number ≥ 1 or auto, got {self.round_to!r}")
         if not 0.0 < float(self.ratio) < 1.0:
             raise ValueError(f"--ratio must be in (0, 1) — the fraction of {self.target} to remove — got {self.ratio}")
         if not self.label_smoothing < 1.0:

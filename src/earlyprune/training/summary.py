@@ -89,6 +89,12 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         f"{'training time':28}{_secs(summary['train_seconds'])} (dense-equivalent "
         f"{_secs(summary['dense_equivalent_seconds'])}, speedup {'n/a' if speed is None else f'{speed:.2f}x'})",
     ]
+    rt = summary.get("round_to")
+    if isinstance(rt, dict):
+        lines.append(f"{'widths rounded to':28}multiples of {rt['value']} (auto; predicted layer ms per multiple: "
+                     + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in rt.get("seconds", {}).items()) + ")")
+    elif isinstance(rt, int):
+        lines.append(f"{'widths rounded to':28}multiples of {rt}")
     if mem.get("bytes"):
         lines.append(f"{'peak memory':28}{mem['bytes'] / 2**20:,.0f} MiB ({mem.get('kind', '')})")
     if summary.get("model_bytes"):

@@ -27,7 +27,9 @@ from torch import nn
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
+from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
+from ..rounding import AutoRoundTo
 from . import rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
 from .config import TrainConfig
@@ -83,16 +85,21 @@ def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module) -> EarlyPruner:
+                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None
+                  ) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
                 "loss_fn", "ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
+    round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
+    if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
+        round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
+                                                  autocast=precision_dtype, channels_last=cfg.channels_last))
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=cfg.criterion, policy=cfg.policy,
                            optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=cfg.min_channels, round_to=cfg.round_to, loss_fn=loss_fn, **cfg.pruner_args)
+                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn, **cfg.pruner_args)
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -185,7 +192,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    pruner = _build_pruner(cfg, model, example, optimizer, len(train_loader), loss_fn)
+    pruner = _build_pruner(cfg, model, example, optimizer, len(train_loader), loss_fn, precision.dtype)
     _set_memory_format(model, optimizer, cfg.channels_last)
 
     rows: list[dict[str, Any]] = []
@@ -232,6 +239,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     final_stats = measure(model, example, baseline=dense_stats)
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=dense_stats,
                             final=final_stats, peak_memory=_peak_memory(device), model_bytes=None)
+    summary["round_to"] = (pruner.round_to_choice.to_dict() if pruner.round_to_choice is not None
+                           else pruner.round_to if isinstance(pruner.round_to, int) else "auto (not pruned yet)")
     if run_dir is not None and write:
         if summary["complete"]:
             _write_model(run_dir, model)
