@@ -147,3 +147,16 @@ def test_external_models_name_the_missing_package():
         assert create_model("tv:resnet18", num_classes=7).fc.out_features == 7
     with pytest.raises(ValueError, match="tv:<name> or timm:<name>"):
         create_model("hub:x")
+
+
+def test_the_random_criterion_follows_the_run_seed(tmp_path):
+    from earlyprune.training import TrainConfig, train
+
+    def structure(seed, criterion="random"):
+        cfg = TrainConfig(model="small_cnn", model_args={"width": 8}, dataset="synthetic:64", epochs=1,
+                          batch_size=32, policy="init", criterion=criterion, seed=seed, progress="none",
+                          round_to=1)
+        return train(cfg, write=False).pruner.structure()
+
+    assert structure(1) != structure(2)                      # --seed changes the random ranking …
+    assert structure(1, "random:5") == structure(2, "random:5")  # … unless the criterion names its own seed

@@ -96,8 +96,10 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
     if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=cfg.channels_last))
+    # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
+    criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     try:
-        return EarlyPruner(model, example, cfg.ratio, criterion=cfg.criterion, policy=cfg.policy,
+        return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
                            optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
                            min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn, **cfg.pruner_args)
     except TypeError as exc:
