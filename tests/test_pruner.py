@@ -114,6 +114,17 @@ def test_state_dict_round_trip_decides_identically():
         twin.load_state_dict({"epoch": 1})
 
 
+def test_a_pruner_resumed_on_the_pruned_model_reports_against_the_original():
+    pruner, model, opt, x, y = make(policy="epoch:1")
+    run(pruner, model, opt, x, y, epochs=3)
+    state = copy.deepcopy(pruner.state_dict())
+    resumed = ep.EarlyPruner(model, x[:32], 0.5, policy="epoch:1", optimizer=opt, steps=4)  # already pruned
+    assert resumed.dense_stats.params == pruner.stats().params      # measured on what it was given …
+    resumed.load_state_dict(state)
+    assert resumed.dense_stats == pruner.dense_stats                  # … until the state restores the original
+    assert resumed.stats() == pruner.stats() and resumed.stats().node_sparsity > 0.4
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     ({"ratio": 0.0}, ValueError, "ratio must be in"),
     ({"ratio": 1.2}, ValueError, "ratio must be a number"),

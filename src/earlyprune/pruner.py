@@ -277,7 +277,7 @@ class EarlyPruner:
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
-                "signals": self.signals.state_dict(),
+                "signals": self.signals.state_dict(), "dense_stats": self.dense_stats.to_dict(),
                 "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -294,6 +294,8 @@ class EarlyPruner:
             self.signals.load_state_dict(state["signals"])
         else:  # a state from before signals were recorded: θ_0 and the previous epochs are unknown
             self.signals.stop()
+        if state.get("dense_stats") is not None:  # after a resume the model given may already be pruned
+            self.dense_stats = ModelStats(**state["dense_stats"])
         if state.get("round_to_choice") is not None:  # "auto" measured before the checkpoint: keep its choice
             self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
             self.round_to = self.round_to_choice.value
