@@ -96,8 +96,14 @@ def _integer_epochs(ax: Any) -> None:
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
+
+
+def _legend_below(ax: Any, entries: dict[str, Any] | None = None) -> None:
+    """The legend under the axes: lines and markers fill every corner of these plots, so inside it hides data."""
+    args = (list(entries.values()), list(entries.keys())) if entries is not None else ()
+    ax.legend(*args, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
 
 
 def _policy_markers(comparison: Comparison) -> dict[str, str]:
@@ -144,7 +150,7 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
         ax.set_ylabel("final top-1 accuracy (%)")
         ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        _legend_below(ax)
     return _save(fig, path)
 
 
@@ -174,7 +180,7 @@ def epi_curves(comparisons: Sequence[Comparison], path: Path) -> Path | None:
         ax.set_ylabel("EPI (structure stability)")
         ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _legend_below(ax)
     return _save(fig, path)
 
 
@@ -216,7 +222,7 @@ def accuracy_vs_time(comparisons: Sequence[Comparison], path: Path) -> Path | No
         ax.grid(alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+        _legend_below(ax, unique)
     return _save(fig, path)
 
 
@@ -249,7 +255,7 @@ def epi_vs_rank_correlation(comparisons: Sequence[Comparison], path: Path) -> Pa
         ax.set_ylabel("similarity to previous epoch(s)")
         ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _legend_below(ax)
     return _save(fig, path)
 
 
