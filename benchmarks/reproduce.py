@@ -226,12 +226,12 @@ def _avg(values: Any) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def machine() -> dict[str, Any]:
+def machine(threads: int | None) -> dict[str, Any]:
     import torch_pruning
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torch_pruning": getattr(torch_pruning, "__version__", "?"), "cpu": platform.processor() or
-            platform.machine(), "threads": torch.get_num_threads(),
+            platform.machine(), "threads_per_run": threads or torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -284,8 +284,20 @@ def reproduction_md(results: dict[str, dict[str, Any]]) -> str:
                                   "batch-1 CPU latency (ms)", "model (KiB)", "pruning time (s)"], sp_rows)]
         if comp["missing"]:
             parts.append("Missing or unfinished runs: " + "; ".join(comp["missing"]))
-        parts.append(f"Tables and figures of every run: `earlyprune report {res['root']}`.")
+        figures = HERE / "results" / f"reproduction_{profile}"
+        parts.append(f"Tables and figures of every run: `earlyprune report {res['root']}`"
+                     + (f" (committed: [`results/reproduction_{profile}/`](results/reproduction_{profile}/report.md))."
+                        if figures.is_dir() else "."))
     return "\n\n".join(parts) + "\n"
+
+
+def write_markdown() -> Path:
+    """REPRODUCTION.md from every committed ``results/reproduction_<profile>.json`` plus the notes."""
+    done = {pr: json.loads((HERE / "results" / f"reproduction_{pr}.json").read_text()) for pr in ("quick", "full")
+            if (HERE / "results" / f"reproduction_{pr}.json").is_file()}
+    path = HERE / "REPRODUCTION.md"
+    path.write_text(with_notes(reproduction_md(done), HERE / "reproduction_notes.md"), encoding="utf-8")
+    return path
 
 
 def with_notes(markdown: str, notes: Path) -> str:
@@ -312,7 +324,12 @@ def main() -> int:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default results/reproduction_<profile>"
                                                           ".json; smoke: under --root)")
+    p.add_argument("--markdown-only", action="store_true", help="rewrite REPRODUCTION.md from the committed "
+                                                               "results JSON and reproduction_notes.md; run nothing")
     args = p.parse_args()
+    if args.markdown_only:
+        write_markdown()
+        return 0
     args.root = args.root or HERE / "runs" / args.profile
     settings = profiles(args)
     base: TrainConfig = settings["base"]
@@ -328,8 +345,12 @@ def main() -> int:
         return 0
     run_all([s for _, s in specs], isolate=settings["isolate"])
     comparison = load_comparison(args.root / "compare")
-    results = {"profile": args.profile, "date": date.today().isoformat(), "machine": machine(),
-               "wall_seconds": time.time() - t0, "root": str(args.root / "compare"),
+    runs = [r for c in comparison.cells for r in c.complete_runs] + [load_run(s.path) for _, s in specs]
+    results = {"profile": args.profile, "date": date.today().isoformat(), "machine": machine(args.threads),
+               "wall_seconds": time.time() - t0,  # of this invocation (a rerun skips finished runs)
+               "run_seconds": sum((r.train_seconds or 0) + ((r.summary or {}).get("eval_seconds") or 0)
+                                  for r in {r.path: r for r in runs}.values()),
+               "root": str(args.root / "compare"),
                "config": json.loads(json.dumps(base.resolved().to_dict())),
                "comparison": comparison_results(comparison),
                "three_sp": three_sp_rows(specs, settings["latency_reps"])}
@@ -337,13 +358,11 @@ def main() -> int:
                        else HERE / "results" / f"reproduction_{args.profile}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    md_path = args.root / "REPRODUCTION.md" if args.profile == "smoke" else HERE / "REPRODUCTION.md"
-    done = {pr: json.loads((HERE / "results" / f"reproduction_{pr}.json").read_text()) for pr in ("quick", "full")
-            if (HERE / "results" / f"reproduction_{pr}.json").is_file()} if args.profile != "smoke" else \
-        {"smoke": results}
-    text = reproduction_md(done)
-    md_path.write_text(text if args.profile == "smoke" else with_notes(text, HERE / "reproduction_notes.md"),
-                       encoding="utf-8")
+    if args.profile == "smoke":
+        md_path = args.root / "REPRODUCTION.md"
+        md_path.write_text(reproduction_md({"smoke": results}), encoding="utf-8")
+    else:
+        md_path = write_markdown()
     print(f"results: {out}\nsummary: {md_path}")
     return 0
 
