@@ -100,10 +100,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _legend_below(ax: Any, entries: dict[str, Any] | None = None) -> None:
-    """The legend under the axes: lines and markers fill every corner of these plots, so inside it hides data."""
-    args = (list(entries.values()), list(entries.keys())) if entries is not None else ()
-    ax.legend(*args, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+def _finish(ax: Any, title: str, xlabel: str, ylabel: str, *, integer_x: bool = False) -> None:
+    """Labels, title, grid, and the legend (one entry per label) under the axes: lines and markers fill every
+    corner of these plots, so a legend inside hides data."""
+    ax.set_xlabel(xlabel)
+    if integer_x:
+        _integer_epochs(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(list(unique.values()), list(unique.keys()), fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
 
 
 def _policy_markers(comparison: Comparison) -> dict[str, str]:
@@ -145,12 +154,9 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
         dense = comparison.dense_accuracy()
         if dense is not None:
             ax.axhline(100 * dense, color="0.3", ls="--", lw=1, label=f"dense {100 * dense:.2f}%")
-        ax.set_xlabel("epoch at which pruning starts (policy markers slightly offset)")
-        _integer_epochs(ax)
-        ax.set_ylabel("final top-1 accuracy (%)")
-        ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
-        ax.grid(alpha=0.3)
-        _legend_below(ax)
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1),
+                "epoch at which pruning starts (policy markers slightly offset)", "final top-1 accuracy (%)",
+                integer_x=True)
     return _save(fig, path)
 
 
@@ -175,12 +181,8 @@ def epi_curves(comparisons: Sequence[Comparison], path: Path) -> Path | None:
         tau = epi_threshold(comparison, criterion)
         if tau is not None:
             ax.axhline(tau, color="black", ls="--", lw=1.2, label=f"τ = {tau:g}")
-        ax.set_xlabel("epoch")
-        _integer_epochs(ax)
-        ax.set_ylabel("EPI (structure stability)")
-        ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
-        ax.grid(alpha=0.3)
-        _legend_below(ax)
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1), "epoch", "EPI (structure stability)",
+                integer_x=True)
     return _save(fig, path)
 
 
@@ -216,13 +218,8 @@ def accuracy_vs_time(comparisons: Sequence[Comparison], path: Path) -> Path | No
                 for r in cell.complete_runs:
                     ax.plot(r.train_seconds, 100 * r.final_accuracy, "*", color="black", ms=14, ls="none",
                             label="dense")
-        ax.set_xlabel("training time (s, evaluation excluded)  ← faster")
-        ax.set_ylabel("final top-1 accuracy (%)")
-        ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
-        ax.grid(alpha=0.3)
-        handles, names = ax.get_legend_handles_labels()
-        unique = dict(zip(names, handles))
-        _legend_below(ax, unique)
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1),
+                "training time (s, evaluation excluded)  ← faster", "final top-1 accuracy (%)")
     return _save(fig, path)
 
 
@@ -250,12 +247,8 @@ def epi_vs_rank_correlation(comparisons: Sequence[Comparison], path: Path) -> Pa
             if series:
                 xs, ys = zip(*series)
                 ax.plot(xs, ys, style, color="black", ms=4, label=name)
-        ax.set_xlabel("epoch")
-        _integer_epochs(ax)
-        ax.set_ylabel("similarity to previous epoch(s)")
-        ax.set_title(_title((comparison, criterion), len(comparisons) > 1))
-        ax.grid(alpha=0.3)
-        _legend_below(ax)
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1), "epoch",
+                "similarity to previous epoch(s)", integer_x=True)
     return _save(fig, path)
 
 
