@@ -248,6 +248,14 @@ class EarlyPruner:
         """True once the model has been pruned to its target."""
         return self.phase == "sparse"
 
+    @property
+    def round_to_record(self) -> dict[str, Any] | int | str:
+        """What kept widths are rounded to, for reports: the integer, what ``"auto"`` measured and chose, or
+        ``"auto (not measured yet)"`` before the first pruning step."""
+        if self.round_to_choice is not None:
+            return self.round_to_choice.to_dict()
+        return self.round_to if isinstance(self.round_to, int) else "auto (not measured yet)"
+
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order."""
         return self.groups.widths()
@@ -257,8 +265,7 @@ class EarlyPruner:
         written to ``path`` if given; returns the text."""
         text = json.dumps({"ratio": self.ratio, "target": self.target, "criterion": self.criterion.name,
                            "policy": repr(self.policy), "prune_epoch": self.prune_epoch,
-                           "round_to": (self.round_to_choice.to_dict() if self.round_to_choice is not None
-                                        else self.round_to if isinstance(self.round_to, int) else "auto"),
+                           "round_to": self.round_to_record,
                            "group_names": self.groups.names, "history": self.history, "events": self.events},
                           indent=indent, allow_nan=False)
         if path is not None:

@@ -18,8 +18,9 @@ import json
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -126,15 +127,9 @@ class LatencyTable:
     # -- public -------------------------------------------------------------------------------------------------
     def table(self, groups: ChannelGroups) -> dict[str, list[tuple[int, float]]]:
         """``{group: [(width, seconds of the group's layers), …]}`` at the configured fractions of each width."""
-        self._load()
         shapes = input_shapes(groups)
-        out = {}
-        dirty = self.measured
-        for g in groups:
-            out[g.name] = [(w, self.group_latency(groups, g, w, shapes)) for w in self.widths(g)]
-        if self.measured != dirty:
-            self._save()
-        return out
+        with self._file_cache():
+            return {g.name: [(w, self.group_latency(groups, g, w, shapes)) for w in self.widths(g)] for g in groups}
 
     def savings(self, groups: ChannelGroups) -> dict[str, float]:
         """Seconds saved per removed channel of each group: the least-squares slope of latency over width, ≥ 0."""
@@ -164,13 +159,9 @@ class LatencyTable:
                           shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> float:
         """Seconds for one forward (+ backward) of **every** timed layer of the model with each group narrowed by
         ``removed[group name]`` channels (missing names: 0) — the predicted layer time of a pruned structure."""
-        self._load()
         shapes = shapes if shapes is not None else input_shapes(groups)
-        dirty = self.measured
-        total = self._total(_narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes), shapes)
-        if self.measured != dirty:
-            self._save()
-        return total
+        with self._file_cache():
+            return self._total(_narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes), shapes)
 
     # -- internals ----------------------------------------------------------------------------------------------
     def _total(self, change: dict[int, list[Any]], shapes: dict[nn.Module, tuple[int, ...]]) -> float:
@@ -235,6 +226,15 @@ class LatencyTable:
                 times.append(time.perf_counter() - t0)
             seconds = statistics.median(times)
         return seconds
+
+    @contextmanager
+    def _file_cache(self) -> Iterator[None]:
+        """Read the cache file before a batch of timings; rewrite it after, if anything new was measured."""
+        self._load()
+        before = self.measured
+        yield
+        if self.measured != before:
+            self._save()
 
     def _load(self) -> None:
         if self._file_loaded or self.cache_path is None:

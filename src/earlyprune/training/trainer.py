@@ -241,8 +241,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     final_stats = measure(model, example, baseline=dense_stats)
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=dense_stats,
                             final=final_stats, peak_memory=_peak_memory(device), model_bytes=None)
-    summary["round_to"] = (pruner.round_to_choice.to_dict() if pruner.round_to_choice is not None
-                           else pruner.round_to if isinstance(pruner.round_to, int) else "auto (not pruned yet)")
+    summary["round_to"] = pruner.round_to_record
     if run_dir is not None and write:
         if summary["complete"]:
             _write_model(run_dir, model)
