@@ -9,7 +9,8 @@ Public API:
 * :func:`structure_similarity` / :func:`early_pruning_indicator` — PaT's Ψ (Eq. 5) and EPI (Eq. 6) on your own
   structure vectors;
 * :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when;
-* :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here.
+* :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here;
+* :class:`StepTime` / :func:`measure_step_time` — the measured step-time predictor of ``target="latency"``.
 """
 
 from .criteria import CRITERIA, Criterion
@@ -22,11 +23,13 @@ from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
 from .selection import Plan, select
 from .signals import early_pruning_indicator, structure_similarity
+from .steptime import StepTime, StepTimePredictor, measure_step_time
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
-    "ModelStats", "Plan", "Policy", "PruneResult", "RoundToChoice", "StructureMismatchError", "early_pruning_indicator", "load",
-    "measure", "prune", "save", "select", "structure_similarity",
+    "ModelStats", "Plan", "Policy", "PruneResult", "RoundToChoice", "StepTime", "StepTimePredictor", "StructureMismatchError",
+    "early_pruning_indicator", "load", "measure", "measure_step_time", "prune", "save", "select",
+    "structure_similarity",
 ]

@@ -169,6 +169,9 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self._by_name = {g.name: g for g in self._groups}
         self.refresh()
         self.baseline = self.totals()
+        #: each group's width when the groups were built (the reference of ``max_group_ratio``); a pruner
+        #: resumed on a pruned model restores the original ones
+        self.original_widths: dict[str, int] = {g.name: g.width for g in self._groups}
 
     # -- Sequence protocol -----------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -18,7 +18,8 @@ from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .pruner import check_steps
 from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import SCHEDULES, select, step_amounts, validate_target
+from .selection import MAX_GROUP_RATIO, SCHEDULES, select, step_amounts, validate_target
+from .steptime import StepTime, StepTimePredictor, check_step_time
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,19 @@ class PruneResult:
     removed: list[dict[str, list[int]]] = field(default_factory=list)  #: per step: group → removed indices
     round_to: int = 1                        #: the multiple kept widths were rounded to
     round_to_choice: RoundToChoice | None = None  #: what ``round_to="auto"`` measured
+    predictor: StepTimePredictor | None = None    #: the step-time predictor of ``target="latency"``
 
 
 def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion = "magnitude",
           target: str = "channels", steps: int = 1, min_channels: int = 1,
-          round_to: int | str | AutoRoundTo = 1,
+          round_to: int | str | AutoRoundTo = 1, max_group_ratio: float = MAX_GROUP_RATIO,
           ignored_layers: Iterable[nn.Module] | None = None,
           optimizer: torch.optim.Optimizer | None = None,
           batches: Iterable[tuple[Any, Any]] | None = None,
           loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
           compute_aware: float | None = None, latency_aware: bool = False, schedule: str = "auto",
-          rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False) -> PruneResult:
+          rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False,
+          step_time: StepTime | StepTimePredictor | None = None) -> PruneResult:
     """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters, see ``target``).
 
     Pruning before training: 3SP is ``criterion="snip"`` with one batch (``compute_aware=λ`` for 3SP + CA,
@@ -54,9 +57,10 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
         ratio: fraction of the original ``target`` quantity to remove, in [0, 1).
         criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
-        target: ``"channels"``, ``"flops"`` or ``"params"``.
+        target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (the measured training-step time at the
+            batch size of ``batches`` — or of ``example_inputs`` — see :class:`~earlyprune.EarlyPruner`).
         steps: rescore and remove in this many steps (1 = one shot).
-        min_channels, round_to, ignored_layers: as for :class:`~earlyprune.EarlyPruner` (``round_to="auto"``
+        min_channels, round_to, max_group_ratio, ignored_layers, step_time: as for :class:`~earlyprune.EarlyPruner` (``round_to="auto"``
             measures at the first step, at the batch size of ``batches``; the choice is in the result).
         optimizer: if given, its param groups and state follow the removal.
         batches: ``(inputs, targets)`` training batches to score with (data-driven criteria); every step rescores
@@ -77,7 +81,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     """
     check_unwrapped(model)
     rounding = check_round_to(round_to)
-    validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
+    validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1, max_group_ratio)
     check_steps(steps, None)
     crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
     if schedule != "auto" and schedule not in SCHEDULES:
@@ -92,6 +96,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
                          "replaces them")
     batch_list = _batches(batches, loss_fn, crit)
+    timing = check_step_time(step_time)
+    predictor = timing if isinstance(timing, StepTimePredictor) else None
     choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
     before = measure(model, example_inputs)
@@ -111,10 +117,17 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             scores = average_scores(crit.scores(groups))
             if isinstance(rounding, AutoRoundTo):
                 choice = broadcast_object(rounding.choose(
-                    groups, scores, float(ratio), target=target, min_channels=min_channels,
-                    batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None))
+                    groups, scores, float(ratio), target="flops" if target == "latency" else target,
+                    min_channels=min_channels,
+                    batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
+                    max_group_ratio=max_group_ratio))
                 rounding = choice.value
-            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding)
+            if target == "latency" and predictor is None:
+                predictor = broadcast_object(timing.measure(  # type: ignore[union-attr]
+                    groups, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
+                    align=rounding))
+            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding,
+                          max_group_ratio=max_group_ratio, predictor=predictor)
             removed.append(engine.apply(plan, optimizer))
             crit.reset()
     finally:
@@ -129,7 +142,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         reinit(model)
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
-                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice)
+                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice,
+                       predictor=predictor)
 
 
 def _fan_out(m: nn.Module) -> int:

@@ -26,8 +26,9 @@ from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import select, step_amounts, validate_target
+from .selection import MAX_GROUP_RATIO, select, step_amounts, validate_target
 from .signals import SignalRecorder
+from .steptime import StepTime, StepTimePredictor, check_step_time
 
 log = logging.getLogger("earlyprune")
 
@@ -64,7 +65,11 @@ class EarlyPruner:
         policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
         optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
-        target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
+        target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs), ``"params"`` or ``"latency"``:
+            the measured training-step time (forward + backward at the training batch size on this device),
+            predicted per structure by :mod:`earlyprune.steptime` and met by the greedy knapsack of
+            :mod:`earlyprune.timebudget` (importance per second saved). The predictor is measured once, at the
+            first epoch end or pruning step (seconds to a minute), and kept in ``state_dict()``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
         steps_per_epoch: batches per epoch; learned from the first epoch when None (then required only if the
             policy prunes during epoch 0).
@@ -84,6 +89,12 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        max_group_ratio: no group loses more than this fraction of its original channels (1.0: no limit). A
+            global ranking compares scores across layers whose scale differs (PaT Eq. 2 early in training is the
+            layer's initialisation scale), and would otherwise cut whole wide layers to ``min_channels``.
+        step_time: how ``target="latency"`` measures the step (:class:`~earlyprune.steptime.StepTime`: batch
+            size, autocast dtype, memory format, clock), or an already measured
+            :class:`~earlyprune.steptime.StepTimePredictor`.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -91,15 +102,17 @@ class EarlyPruner:
                  optimizer: torch.optim.Optimizer | None = _REQUIRED,  # type: ignore[assignment]
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int | str | AutoRoundTo = 1,
+                 max_group_ratio: float = MAX_GROUP_RATIO,
                  ignored_layers: Iterable[nn.Module] | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
-                 compute_aware: float | None = None, latency_aware: bool = False) -> None:
+                 compute_aware: float | None = None, latency_aware: bool = False,
+                 step_time: StepTime | StepTimePredictor | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_unwrapped(model)
         rounding = check_round_to(round_to)
-        validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
+        validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1, max_group_ratio)
         if ratio == 0:
             raise ValueError("ratio must be in (0, 1): a ratio of 0 prunes nothing — use policy='never' for a "
                              "dense run")
@@ -135,6 +148,11 @@ class EarlyPruner:
         self.steps = steps
         self.steps_per_epoch = steps_per_epoch
         self.min_channels = min_channels
+        self.max_group_ratio = float(max_group_ratio)
+        settings = check_step_time(step_time)
+        self.step_time: StepTime | None = settings if isinstance(settings, StepTime) else None
+        #: the step-time predictor of ``target="latency"`` (measured at first need)
+        self.predictor: StepTimePredictor | None = settings if isinstance(settings, StepTimePredictor) else None
         #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
         self.round_to: int | AutoRoundTo = rounding
         self.round_to_choice: RoundToChoice | None = None
@@ -152,6 +170,7 @@ class EarlyPruner:
         self.signals = SignalRecorder()
         self.signals.start(self.groups, ratio=self.ratio, target=target, min_channels=min_channels,
                            round_to=rounding if isinstance(rounding, int) else 1,
+                           max_group_ratio=self.max_group_ratio,
                            needs=None if record_signals else self.policy.needs_signals)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
@@ -207,6 +226,9 @@ class EarlyPruner:
                                  "phase": "pruning" if self.prune_epoch == self.epoch else self.phase}
         if self.phase == "dense":
             scores = self._epoch_scores()
+            if scores is not None and self.target == "latency" and self.signals.active:
+                self.signals.round_to = self._resolve_round_to(scores)
+                self.signals.predictor = self._ensure_predictor()
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
@@ -285,7 +307,9 @@ class EarlyPruner:
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
                 "signals": self.signals.state_dict(), "dense_stats": self.dense_stats.to_dict(),
-                "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None}
+                "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None,
+                "original_widths": dict(self.groups.original_widths),
+                "predictor": self.predictor.to_dict() if self.predictor is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("phase") not in PHASES:
@@ -306,6 +330,10 @@ class EarlyPruner:
         if state.get("round_to_choice") is not None:  # "auto" measured before the checkpoint: keep its choice
             self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
             self.round_to = self.round_to_choice.value
+        if state.get("original_widths"):   # max_group_ratio counts from the widths before any pruning
+            self.groups.original_widths = {k: int(v) for k, v in state["original_widths"].items()}
+        if state.get("predictor") is not None:
+            self.predictor = StepTimePredictor.from_dict(state["predictor"])
         if self.phase == "sparse":
             self.criterion.detach()
 
@@ -329,13 +357,29 @@ class EarlyPruner:
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
-            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,
-                                          min_channels=self.min_channels, batch_size=self._batch_size)
+            # the latency target needs the multiple before its predictor exists: plans of equal MACs stand in
+            choice = self.round_to.choose(self.groups, scores, self.ratio,
+                                          target="flops" if self.target == "latency" else self.target,
+                                          min_channels=self.min_channels, batch_size=self._batch_size,
+                                          max_group_ratio=self.max_group_ratio)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
             log.info("round_to='auto': %d (predicted layer seconds per candidate: %s)", self.round_to,
                      ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
         return self.round_to
+
+    def _ensure_predictor(self) -> StepTimePredictor:
+        """The step-time predictor, measured on the (still dense) model the first time it is needed."""
+        if self.predictor is None:
+            settings = self.step_time or StepTime()
+            align = self.round_to if isinstance(self.round_to, int) else 1
+            t0 = time.perf_counter()
+            self.predictor = broadcast_object(settings.measure(self.groups, batch_size=self._batch_size,
+                                                               align=align))  # rank 0's timings decide
+            log.info("target='latency': step-time predictor measured in %.1f s (dense step %.1f ms predicted, "
+                     "%.1f ms measured)", time.perf_counter() - t0, self.predictor.predict() * 1e3,
+                     (self.predictor.dense_seconds or 0) * 1e3)
+        return self.predictor
 
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
@@ -353,14 +397,19 @@ class EarlyPruner:
         t0 = time.perf_counter()
         scores = self._scores()
         amount = self._amounts[self._next_step]
+        round_to = self._resolve_round_to(scores)
+        predictor = self._ensure_predictor() if self.target == "latency" else None
         plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                      round_to=self._resolve_round_to(scores))
+                      round_to=round_to, max_group_ratio=self.max_group_ratio, predictor=predictor)
         removed = self.engine.apply(plan, self.optimizer)
         self.criterion.reset()
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
                  "removed": sum(len(v) for v in removed.values()), "seconds": time.perf_counter() - t0,
                  "round_to": self.round_to, **self.groups.totals()}
+        if predictor is not None:   # predicted step seconds of the structure left, and of the dense model
+            event["predicted_step_seconds"] = plan.seconds
+            event["predicted_dense_step_seconds"] = predictor.predict()
         self.events.append(event)
         log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",
                  self._next_step, self.steps, self.epoch, self.batch, event["removed"], event["channels"])

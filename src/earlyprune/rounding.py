@@ -90,7 +90,8 @@ class AutoRoundTo:
         return tuple(c for c in self.candidates if c == 1 or c <= self.max_fraction * median)
 
     def choose(self, groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-               target: str = "channels", min_channels: int = 1, batch_size: int | None = None) -> RoundToChoice:
+               target: str = "channels", min_channels: int = 1, batch_size: int | None = None,
+               max_group_ratio: float = 1.0) -> RoundToChoice:
         """Plan ``amount`` with every usable candidate, time each plan's layers, return the choice."""
         table = self.table
         restore = table.batch_size
@@ -103,7 +104,7 @@ class AutoRoundTo:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     plan: Plan = select(groups, scores, amount, target=target, min_channels=min_channels,
-                                        round_to=r)
+                                        round_to=r, max_group_ratio=max_group_ratio)
                 if caught and r != 1:  # this multiple cannot reach the target: not a candidate
                     continue
                 seconds[r] = table.structure_latency(groups, {k: len(v) for k, v in plan.remove.items()}, shapes)

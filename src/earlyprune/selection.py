@@ -7,10 +7,15 @@ are removed until the target is met:
   original model (PaT Eq. 1: ``|P| / |F| ≥ α``);
 * ``target="flops"`` / ``"params"`` — MACs (or parameters) are down by ``amount`` of the original's; the number
   of channels that achieves it is found by binary search over the ranking, with the exact cost model of
-  :mod:`earlyprune.cost`.
+  :mod:`earlyprune.cost`;
+* ``target="latency"`` — the predicted training-step time is down by ``amount`` of the measured dense step's:
+  channels are ranked by importance per second saved under a
+  :class:`~earlyprune.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.timebudget`).
 
-Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2), and
-with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
+Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
+least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
+differs per layer — e.g. PaT Eq. 2 at initialisation, which is the layer's init standard deviation — would
+otherwise cut whole wide layers to the absolute floor), and with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
 widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
 ``num_heads`` the same way.
 """
@@ -20,14 +25,20 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 
 from .groups import ChannelGroups
 
-TARGETS = ("channels", "flops", "params")
+if TYPE_CHECKING:
+    from .steptime import StepTimePredictor
+
+TARGETS = ("channels", "flops", "params", "latency")
+#: default per-group limit on the fraction of a group's original channels that may be removed
+#: (``benchmarks/README.md``, "Collapsed layers": 0.8 kept every tested model learning)
+MAX_GROUP_RATIO = 0.8
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Plan:
     channels: int          #: channels left (summed over groups)
     macs: float            #: MACs per example left (predicted by the cost model)
     params: float          #: parameters left (predicted)
+    seconds: float | None = None  #: predicted step seconds (``target="latency"`` only)
 
     @property
     def n_removed(self) -> int:
@@ -49,7 +61,8 @@ class Plan:
         return self.n_removed == 0
 
 
-def validate_target(amount: float, target: str, min_channels: int, round_to: int) -> None:
+def validate_target(amount: float, target: str, min_channels: int, round_to: int,
+                    max_group_ratio: float = MAX_GROUP_RATIO) -> None:
     """Raise a clear error for an unusable target (shared by every entry point)."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not (0.0 <= float(amount) < 1.0):
         raise ValueError(f"ratio must be a number in [0, 1) — the fraction to remove — got {amount!r}")
@@ -59,10 +72,30 @@ def validate_target(amount: float, target: str, min_channels: int, round_to: int
         raise ValueError(f"min_channels must be an integer ≥ 1 (no layer may collapse), got {min_channels!r}")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be an integer ≥ 1, got {round_to!r}")
+    if (isinstance(max_group_ratio, bool) or not isinstance(max_group_ratio, (int, float))
+            or not 0.0 < float(max_group_ratio) <= 1.0):
+        raise ValueError(f"max_group_ratio must be a number in (0, 1] — the largest fraction of any one group's "
+                         f"original channels that may be removed (1.0: no limit) — got {max_group_ratio!r}")
+
+
+def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: the granularity of kept widths (``round_to``, whole units, attention heads) and the fewest
+    channels it must keep (``min_channels`` and ``1 − max_group_ratio`` of its original width, rounded up to the
+    granularity, at most its current width)."""
+    step = np.array([math.lcm(round_to, g.ch_groups, g.width_multiple) for g in groups], dtype=np.int64)
+    floor = np.empty(len(groups), dtype=np.int64)
+    original = groups.original_widths
+    for g in groups:
+        relative = math.ceil((1.0 - float(max_group_ratio)) * original.get(g.name, g.width) - 1e-9)
+        need = max(min_channels, relative, 1)
+        floor[g.index] = min(g.width, math.ceil(need / step[g.index]) * step[g.index])
+    return step, floor
 
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-           target: str = "channels", min_channels: int = 1, round_to: int = 1) -> Plan:
+           target: str = "channels", min_channels: int = 1, round_to: int = 1,
+           max_group_ratio: float = MAX_GROUP_RATIO, predictor: "StepTimePredictor | None" = None) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
     Args:
@@ -70,35 +103,33 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         scores: per-group channel scores (higher = more important), one 1-D tensor per group name.
         amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
             counting what earlier plans already removed.
-        target: ``"channels"``, ``"flops"`` or ``"params"``.
+        target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (needs ``predictor``).
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to a multiple of this.
+        max_group_ratio: no group loses more than this fraction of its original channels.
+        predictor: the step-time model of ``target="latency"``
+            (:func:`~earlyprune.steptime.measure_step_time`).
     """
-    validate_target(amount, target, min_channels, round_to)
+    validate_target(amount, target, min_channels, round_to, max_group_ratio)
+    unit_orders = ranked_units(groups, scores)
+    if target == "latency":
+        from .timebudget import select_by_time
+
+        if predictor is None:
+            raise ValueError("target='latency' needs the step-time predictor: pass predictor="
+                             "earlyprune.steptime.measure_step_time(groups, batch_size=...)")
+        return select_by_time(groups, unit_orders, [amount], predictor, min_channels=min_channels,
+                              round_to=round_to, max_group_ratio=max_group_ratio)[0]
     names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
     unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
-    # granularity of kept widths: round_to, whole units, and what the layers require (attention heads)
-    step = np.array([math.lcm(round_to, g.ch_groups, g.width_multiple) for g in groups], dtype=np.int64)
-    per_group_order: list[np.ndarray] = []
+    step, min_keep = group_limits(groups, min_channels, round_to, max_group_ratio)
     cand_scores, cand_groups = [], []
-    min_keep = np.empty(len(widths), dtype=np.int64)
     for g in groups:
-        if g.name not in scores:
-            raise ValueError(f"scores are missing group {g.name!r}")
-        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
-        if s.dim() != 1 or s.numel() != g.width:
-            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
-        if not torch.isfinite(s).all():
-            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
-        # a unit is position j of every block of width/ch_groups channels; it scores the mean of its channels
-        unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)
-        order = torch.argsort(unit_scores, stable=True).numpy()
-        per_group_order.append(order)
-        keep = min(g.width, math.ceil(min_channels / step[g.index]) * step[g.index])
-        min_keep[g.index] = keep
+        unit_scores, order = unit_orders[g.index]
+        keep = min_keep[g.index]
         n_cand = (g.width - keep) // g.ch_groups
-        cand_scores.append(unit_scores.numpy()[order[:n_cand]])
+        cand_scores.append(unit_scores[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
     all_scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0)
     all_groups = np.concatenate(cand_groups) if cand_groups else np.zeros(0, dtype=np.int64)
@@ -125,8 +156,8 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     lo, hi = 0, len(ranked_groups)
     if measure(removed_for(hi)) > goal + 1e-6:
         warnings.warn(
-            f"cannot remove {amount:.1%} of the {target} with min_channels={min_channels}, round_to={round_to}: "
-            f"pruning as far as the constraints allow", stacklevel=2)
+            f"cannot remove {amount:.1%} of the {target} with min_channels={min_channels}, round_to={round_to}, "
+            f"max_group_ratio={max_group_ratio}: pruning as far as the constraints allow", stacklevel=2)
         lo = hi
     while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
         mid = (lo + hi) // 2
@@ -134,16 +165,39 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             hi = mid
         else:
             lo = mid + 1
-    removed = removed_for(lo)
+    return plan_for(groups, unit_orders, removed_for(lo))
+
+
+def ranked_units(groups: ChannelGroups, scores: Mapping[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group (validated): the score of each removable unit — position j of every block of
+    ``width / ch_groups`` channels, scoring the mean of its channels — and the units in ascending score order."""
+    out = []
+    for g in groups:
+        if g.name not in scores:
+            raise ValueError(f"scores are missing group {g.name!r}")
+        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
+        if s.dim() != 1 or s.numel() != g.width:
+            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+        if not torch.isfinite(s).all():
+            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
+        unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)
+        out.append((unit_scores.numpy(), torch.argsort(unit_scores, stable=True).numpy()))
+    return out
+
+
+def plan_for(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]], removed: np.ndarray) -> Plan:
+    """The plan removing ``removed[g]`` channels of each group: its lowest-scored units."""
+    names = groups.names
+    widths = np.array(groups.widths(), dtype=np.int64)
     remove = {}
     for i, g in enumerate(groups):
         if removed[i] > 0:
-            positions = per_group_order[i][: removed[i] // g.ch_groups]
+            positions = unit_orders[i][1][: removed[i] // g.ch_groups]
             block = g.width // g.ch_groups
             remove[names[i]] = sorted(int(p) + b * block for p in positions for b in range(g.ch_groups))
     kept = (widths - removed).tolist()
     return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
-                macs=cost.macs(removed), params=cost.params(removed))
+                macs=groups.cost.macs(removed), params=groups.cost.params(removed))
 
 
 def iterative_amounts(amount: float, steps: int) -> list[float]:

@@ -109,8 +109,8 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
 
 
 def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], ratios: Iterable[float], *,
-                          target: str = "channels", min_channels: int = 1, round_to: int = 1
-                          ) -> dict[float, list[int]]:
+                          target: str = "channels", min_channels: int = 1, round_to: int = 1,
+                          max_group_ratio: float = 1.0, predictor: Any = None) -> dict[float, list[int]]:
     """``N_t`` at each ratio: kept channels per group of the sub-network the global ranking of ``scores`` would
     select now (PaT: "the top k neurons by ranking the importance scores"), with the run's target and
     constraints. One ranking serves every ratio — no pass over the data."""
@@ -119,7 +119,8 @@ def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tens
         warnings.simplefilter("ignore")
         for ratio in ratios:
             out[ratio] = select(groups, scores, ratio, target=target, min_channels=min_channels,
-                                round_to=round_to).structure
+                                round_to=round_to, max_group_ratio=max_group_ratio,
+                                predictor=predictor).structure
     return out
 
 
@@ -350,13 +351,14 @@ class SignalRecorder:
         self._ranking: torch.Tensor | None = None
 
     def start(self, groups: ChannelGroups, *, ratio: float, target: str = "channels", min_channels: int = 1,
-              round_to: int = 1, needs: Iterable[str] | None = None) -> None:
+              round_to: int = 1, needs: Iterable[str] | None = None, max_group_ratio: float = 1.0,
+              predictor: Any = None) -> None:
         """Bind to a model before training and take ``θ_0``.
 
         ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
         ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
         """
-        validate_target(ratio, target, min_channels, round_to)
+        validate_target(ratio, target, min_channels, round_to, max_group_ratio)
         if needs is not None:
             needs = frozenset(needs)
             unknown = needs - SIGNALS
@@ -364,6 +366,10 @@ class SignalRecorder:
                 raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
         self.groups, self.needs = groups, needs
         self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
+        self.max_group_ratio = float(max_group_ratio)
+        #: the step-time predictor of ``target="latency"`` (set before the first epoch end; a callable returning
+        #: one is resolved then)
+        self.predictor = predictor
         self._reset_state()
         if self._wants("weight_change"):
             with torch.no_grad():
@@ -398,8 +404,10 @@ class SignalRecorder:
         out = EpochSignals(record)
         if scores is not None and (self._wants("structure")):
             ratios = self.curve_ratios or [self.ratio]
+            predictor = self.predictor() if callable(self.predictor) else self.predictor
             structures = subnetwork_structures(groups, scores, ratios, target=self.target,
-                                               min_channels=self.min_channels, round_to=self.round_to)
+                                               min_channels=self.min_channels, round_to=self.round_to,
+                                               max_group_ratio=self.max_group_ratio, predictor=predictor)
             out.structure = structures[self.ratio]
             record["subnetwork"] = list(out.structure)
             for ratio in self.curve_ratios:

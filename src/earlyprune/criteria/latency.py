@@ -85,6 +85,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = ("auto", "cpu", "wall")
+
+
+def clock_for(device: torch.device | str, clock: str = "auto") -> Callable[[], float]:
+    """The clock of a timing: ``"cpu"`` (CPU time of the process), ``"wall"`` (``perf_counter``) or ``"auto"``
+    — CPU time on a CPU device with one intra-op thread, wall time otherwise. CPU time does not count the time
+    other processes hold the cores, which on a shared machine inflates wall times of the same work 2–3×."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" or (clock == "auto" and torch.device(device).type == "cpu" and torch.get_num_threads() == 1):
+        return time.process_time
+    return time.perf_counter
+
+
 class LatencyTable:
     """Latency of each channel group's layers as a function of the group's width, measured on this device.
 
@@ -99,12 +113,16 @@ class LatencyTable:
         autocast: time under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``), as mixed-precision
             training runs; None times in the parameters' dtype.
         channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
+        clock: ``"wall"`` (default), ``"cpu"`` or ``"auto"`` (see :func:`clock_for`).
     """
 
     def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
                  backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
                  timer: Callable[[Callable[[], Any]], float] | None = None, autocast: torch.dtype | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, clock: str = "wall") -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+        self.clock = clock
         if not fractions or any(not (0.0 < float(f) <= 1.0) for f in fractions):
             raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
         for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
@@ -185,20 +203,22 @@ class LatencyTable:
         if self.batch_size is not None and len(shape) > 1:
             shape[0] = self.batch_size
         cl = self.channels_last and len(shape) == 4
+        now = clock_for(device, self.clock)
         key = (f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
-               f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}")
+               f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}"
+               f"{'|cpu-time' if now is time.process_time else ''}")
         if key in _CACHE:
             return _CACHE[key]
         cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            seconds = self._measure(layer, shape, device, dtype, cl)
+            seconds = self._measure(layer, shape, device, dtype, cl, now)
         _CACHE[key] = seconds
         self.measured += 1
         return seconds
 
     def _measure(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
-                 cl: bool) -> float:
+                 cl: bool, now: Callable[[], float] = time.perf_counter) -> float:
         layer = layer.to(device=device, dtype=dtype).train()
         x = torch.randn(shape, device=device, dtype=dtype)
         if cl:
@@ -220,10 +240,10 @@ class LatencyTable:
             times = []
             for _ in range(self.repeats):
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = now()
                 run()
                 _sync(device)
-                times.append(time.perf_counter() - t0)
+                times.append(now() - t0)
             seconds = statistics.median(times)
         return seconds
 
