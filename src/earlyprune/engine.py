@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .groups import ChannelGroups
-from .metrics import call_model
+from .batch import call_model
 from .optimizer_state import StateSurgery
 from .selection import Plan
 

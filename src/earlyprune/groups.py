@@ -226,7 +226,8 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.ch_groups = _channel_groups(group)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
-        self.cost = CostModel(self)
+        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
+                              sum(p.numel() for p in self.model.parameters()))
         for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
             group.macs_per_channel = float(macs)
             group.params_per_channel = float(params)

@@ -20,18 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
+
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                   nn.ConvTranspose3d, nn.Linear)
 
 
-def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """Run ``model`` on ``example_inputs``: a tensor, a tuple/list of positional arguments, or a dict of keywords."""
-    if isinstance(example_inputs, dict):
-        return model(**example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    return model(example_inputs)
+def is_depthwise(m: object) -> bool:
+    """A depthwise convolution: one filter per channel (``groups == in_channels == out_channels > 1``)."""
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:

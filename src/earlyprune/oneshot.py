@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion
+from .batch import Batch
+from .criteria import Criterion
 from .criteria.modifiers import with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine

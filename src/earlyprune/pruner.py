@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion
+from .batch import Batch
+from .criteria import Criterion
 from .criteria.modifiers import with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
@@ -27,7 +28,7 @@ from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import select, step_amounts, validate_target
-from .signals import SignalRecorder
+from .signals.recorder import SignalRecorder
 
 log = logging.getLogger("earlyprune")
 

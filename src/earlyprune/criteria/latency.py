@@ -26,24 +26,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..batch import call_model
 from ..groups import ChannelGroup, ChannelGroups
-from ..metrics import CHANNEL_LAYERS, call_model
+from ..metrics import CHANNEL_LAYERS, is_depthwise
 from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
 _CACHE: dict[str, float] = {}
 
 
-def _is_depthwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
-
-
 def _variant(m: nn.Module, c_in: int, c_out: int) -> nn.Module | None:
     """A fresh layer like ``m`` with ``c_in`` input and ``c_out`` output channels (None if not buildable)."""
     bias = getattr(m, "bias", None) is not None
     if isinstance(m, nn.modules.conv._ConvNd):
-        groups = c_out if _is_depthwise(m) else m.groups
-        if _is_depthwise(m):
+        groups = c_out if is_depthwise(m) else m.groups
+        if is_depthwise(m):
             c_in = c_out
         if c_in % groups or c_out % groups:
             return None
@@ -266,7 +263,7 @@ def _narrowed(removals: list[tuple[ChannelGroup, int]], shapes: dict[nn.Module, 
             if not _timed(m) or m not in shapes:
                 continue
             entry = local.setdefault(id(m), [m, 0, 0])
-            if _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
+            if is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
                 entry[1] = entry[2] = max(entry[2], removed * ref.multiplicity)
             elif ref.role == "out":
                 entry[2] += removed * ref.multiplicity

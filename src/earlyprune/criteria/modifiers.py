@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from .base import Criterion
 from .latency import LatencyTable
+from .registry import CRITERIA
 
 COSTS = ("removed", "filter")
 

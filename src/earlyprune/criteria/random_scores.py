@@ -6,8 +6,10 @@ from typing import Any
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from .base import Criterion
+from .registry import CRITERIA
 
 
 @CRITERIA.register("random")

@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from .base import Criterion
 from .gates import complete, gate_points, parameter_taylor
+from .registry import CRITERIA
 
 
 @CRITERIA.register("taylor")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..signals import mask_distance
+from ..signals.measures import mask_distance
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 

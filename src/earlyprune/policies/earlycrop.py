@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..signals import weight_change_score
+from ..signals.measures import weight_change_score
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
-from ..signals import early_pruning_indicator
+from ..signals.measures import early_pruning_indicator
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 #: Algorithm 2 compares EPI_t with the previous 5 values
