@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from numbers import Integral, Real
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from torch import nn
 from ..batch import call_model
 from ..groups import ChannelGroup, ChannelGroups
 from ..metrics import CHANNEL_LAYERS, is_depthwise
+from ..validation import BOOLEAN, Callable_, Each, InstanceOf, Interval, Rule, checked, rule
 from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
@@ -98,20 +101,23 @@ class LatencyTable:
         channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "fractions": rule(Each(Interval(Real, 0, 1, closed="right"))),
+        "repeats": rule(Interval(Integral, 1, None)),
+        "warmup": rule(Interval(Integral, 0, None)),
+        "backward": BOOLEAN,
+        "batch_size": rule(Interval(Integral, 0, None, closed="neither"), None),
+        "cache_path": rule(InstanceOf((str, os.PathLike), "a path"), None),
+        "timer": rule(Callable_("callable as timer(fn) -> seconds"), None),
+        "autocast": rule(InstanceOf(torch.dtype, "a torch.dtype (e.g. torch.bfloat16)"), None),
+        "channels_last": BOOLEAN,
+    }
+
+    @checked(RULES)
     def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
                  backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
                  timer: Callable[[Callable[[], Any]], float] | None = None, autocast: torch.dtype | None = None,
                  channels_last: bool = False) -> None:
-        if not fractions or any(not (0.0 < float(f) <= 1.0) for f in fractions):
-            raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
-        for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        if autocast is not None and not isinstance(autocast, torch.dtype):
-            raise TypeError(f"autocast must be a torch.dtype (e.g. torch.bfloat16) or None, got {autocast!r}")
         self.batch_size = batch_size
         self.autocast, self.channels_last = autocast, bool(channels_last)
         self.fractions = tuple(sorted({float(f) for f in fractions} | {1.0}, reverse=True))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from numbers import Integral
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,10 @@ from torch import nn
 
 from ..groups import ChannelGroups
 from ..selection import select
+from ..validation import AMOUNT, Interval, rule
 
+#: EPI's look-back r
+LOOKBACK = rule(Interval(Integral, 0, None, closed="neither"), hint="epochs to look back")
 
 # -- PaT: structure similarity and the Early Pruning Indicator ---------------------------------------------------
 def _structure(n: Any, name: str) -> np.ndarray:
@@ -82,8 +86,7 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
         ValueError: a bad ``r``, fewer than ``r + 1`` structures, or invalid structure vectors (see
             :func:`structure_similarity`).
     """
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
-        raise ValueError(f"r must be a positive integer (epochs to look back), got {r!r}")
+    LOOKBACK.check("r", r)
     if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
         raise ValueError(f"history must be a list of structure vectors, got {type(history).__name__}")
     if len(history) < r + 1:
@@ -155,8 +158,7 @@ def bn_mask(model: nn.Module, ratio: float) -> torch.Tensor | None:
     layer): the ``k = ⌊n·ratio⌋``-th smallest ``|γ|``, so the ``k`` smallest are masked (ties at the threshold
     too). Early-Bird's code thresholds at sorted position ``k`` instead, masking one channel more; we mask exactly
     the ratio. Returns a bool tensor (True = kept), or None when the model has no affine BatchNorm."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+    AMOUNT.check("ratio", ratio)
     gamma = batchnorm_scales(model)
     if gamma is None:
         return None

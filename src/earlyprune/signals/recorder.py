@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from numbers import Integral
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 
 from ..groups import ChannelGroups, scores_to_vector
 from ..selection import validate_target
-from .measures import (bn_mask, early_pruning_indicator, kendall_tau, mask_distance, spearman_rho,
+from ..validation import RATIO, Each, Interval, Rule, checked, rule
+from .measures import (LOOKBACK, bn_mask, early_pruning_indicator, kendall_tau, mask_distance, spearman_rho,
                        subnetwork_structures, weight_change_score, weight_distance)
 
 #: pruning ratios whose EPI curve is recorded every epoch (PaT Figure 6: 10 %–90 %)
@@ -71,16 +73,16 @@ class SignalRecorder:
         queue: Early-Bird's mask queue; the recorded distance is the largest to the ``queue − 1`` previous masks.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "ratios": rule(Each(RATIO.constraints[0], nonempty=False), hint="ratios of the recorded EPI curves"),
+        "r": LOOKBACK,
+        "queue": rule(Interval(Integral, 2, None), hint="Early-Bird masks compared"),
+    }
+
+    @checked(RULES)
     def __init__(self, ratios: Sequence[float] = DEFAULT_RATIOS, r: int = DEFAULT_WINDOW,
                  queue: int = DEFAULT_QUEUE) -> None:
         ratios = list(ratios)
-        for ratio in ratios:
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-                raise ValueError(f"signal ratios must be numbers in (0, 1), got {ratio!r}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"r must be a positive integer, got {r!r}")
-        if isinstance(queue, bool) or not isinstance(queue, int) or queue < 2:
-            raise ValueError(f"queue must be an integer ≥ 2, got {queue!r}")
         self.ratios = sorted(set(float(x) for x in ratios))
         self.r = r
         self.queue = queue
@@ -104,7 +106,7 @@ class SignalRecorder:
         ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
         ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
         """
-        validate_target(ratio, target, min_channels, round_to)
+        validate_target(ratio, target, min_channels, round_to, rule=RATIO)
         if needs is not None:
             needs = frozenset(needs)
             unknown = needs - SIGNALS
