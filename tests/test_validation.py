@@ -31,7 +31,8 @@ def test_one_message_shape_names_parameter_value_and_what_is_accepted():
     assert message(rule(Interval(Real, 0, 1, closed="right")), "eps", 2) == "eps must be a number in (0, 1], got 2"
     assert message(rule(Options(["a", "b"])), "mode", "c") == "mode must be one of 'a', 'b', got 'c'"
     assert message(rule(Boolean()), "flag", 1) == "flag must be True or False, got 1"
-    assert message(rule(Each(Interval(Integral, 1, None))), "c", (0,)) == "c must be a non-empty list, each an integer ≥ 1, got (0,)"
+    assert message(rule(Each(Interval(Integral, 1, None))), "c", (0,)) == \
+        "c must be a non-empty list, each an integer ≥ 1, got (0,)"
     assert message(ROUND_TO, "round_to", "fast").startswith("round_to must be an integer ≥ 1 or 'auto', got 'fast'")
     long = message(rule(Boolean()), "x", torch.zeros(1000))
     assert len(long) < 200 and "Tensor" in long                    # a large value given by mistake is cut short

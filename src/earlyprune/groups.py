@@ -27,6 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
+from .validation import MODEL, Rule, checked
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,10 +114,11 @@ class ChannelGroups(Sequence[ChannelGroup]):
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
+    RULES: dict[str, Rule] = {"model": MODEL}
+
+    @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
+from .validation import MODEL, InstanceOf, Rule, checked, rule
 
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -140,6 +141,14 @@ class ModelStats:
         return asdict(self)
 
 
+#: the arguments' rules of :func:`measure`
+MEASURE_RULES: dict[str, Rule] = {
+    "model": MODEL,
+    "baseline": rule(InstanceOf(ModelStats, "the ModelStats that measure() returned for the original model"), None),
+}
+
+
+@checked(MEASURE_RULES)
 def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None = None) -> ModelStats:
     """Parameters, MACs per example, weight count and node count of ``model``.
 
@@ -149,10 +158,6 @@ def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None =
         baseline: the stats of the original (dense) model; with it, ``node_sparsity`` and ``weight_sparsity``
             are filled in relative to it.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if baseline is not None and not isinstance(baseline, ModelStats):
-        raise TypeError("baseline must be the ModelStats that measure() returned for the original model")
     profile = profile_layers(model, example_inputs)
     params = sum(p.numel() for p in model.parameters())
     weights = sum(p.numel() for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "weight")

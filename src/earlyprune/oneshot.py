@@ -20,8 +20,8 @@ from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import SCHEDULES, select, step_amounts
-from .validation import (BOOLEAN, MIN_CHANNELS, RATIO, STEPS, TARGET, Boolean, Callable_, InstanceOf, Options, Rule,
-                         checked, rule)
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean, Callable_, InstanceOf, Options,
+                         Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class PruneResult:
 
 #: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
 PRUNE_RULES: dict[str, Rule] = {
-    "model": rule(InstanceOf(nn.Module, "a torch.nn.Module")),
+    "model": MODEL,
     "ratio": RATIO,
     "target": TARGET,
     "steps": STEPS,

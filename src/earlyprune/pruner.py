@@ -30,7 +30,7 @@ from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import select, step_amounts
 from .signals.recorder import SignalRecorder
-from .validation import (BOOLEAN, MIN_CHANNELS, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
                          check_args, rule)
 
 log = logging.getLogger("earlyprune")
@@ -84,7 +84,7 @@ class EarlyPruner:
 
     #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
-        "model": rule(InstanceOf(nn.Module, "a torch.nn.Module")),
+        "model": MODEL,
         "ratio": RATIO,
         "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
         "target": TARGET,

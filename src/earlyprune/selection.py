@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .groups import ChannelGroups
-from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, TARGETS, Rule, check_args
+from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
+from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
 #: the target's rules, shared by :func:`select` and every entry point that plans one
 TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE}

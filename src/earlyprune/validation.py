@@ -28,9 +28,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from torch import nn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -345,8 +348,12 @@ ROUND_TO = rule(Interval(Integral, 1, None), Options(["auto"]),
 STEPS = rule(Interval(Integral, 0, None, closed="neither"), hint="pruning steps within the pruning epoch")
 POSITIVE_INT = rule(Interval(Integral, 0, None, closed="neither"))
 BOOLEAN = rule(Boolean())
+#: a file path
+PATH = rule(InstanceOf((str, os.PathLike), "a path (str or os.PathLike)"))
+#: ``model=`` of every entry point
+MODEL = rule(InstanceOf(nn.Module, "a torch.nn.Module"))
 
 
 __all__ = ["AMOUNT", "BOOLEAN", "Boolean", "Callable_", "Constraint", "Each", "HasAttributes", "InstanceOf", "Interval",
-           "InvalidParameterError", "MIN_CHANNELS", "MULTIPLE", "Options", "POSITIVE_INT", "RATIO", "ROUND_TO", "Rule",
-           "STEPS", "TARGET", "TARGETS", "check_args", "checked", "rule"]
+           "InvalidParameterError", "MIN_CHANNELS", "MODEL", "MULTIPLE", "Options", "PATH", "POSITIVE_INT", "RATIO",
+           "ROUND_TO", "Rule", "STEPS", "TARGET", "TARGETS", "check_args", "checked", "rule"]

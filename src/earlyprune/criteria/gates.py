@@ -288,5 +288,5 @@ class GatedCriterion(Criterion):
         return Gates(groups)
 
 
-__all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view", "gate_gradients",
-           "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats"]
+__all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view",
+           "gate_gradients", "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats"]

@@ -10,14 +10,14 @@ learning rate and weight decay.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..validation import (BOOLEAN, MIN_CHANNELS, RATIO, ROUND_TO, STEPS, TARGET, TARGETS, Each, InstanceOf,
-                          Interval, Options, Rule, rule)
+from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
+                          Options, Rule, rule)
+from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
@@ -36,7 +36,6 @@ WHOLE_1 = rule(Interval(Integral, 1, None))
 POSITIVE = rule(Interval(Real, 0, None, closed="neither"))
 NON_NEGATIVE = rule(Interval(Real, 0, None))
 TEXT = rule(InstanceOf(str, "a text"))
-PATH = rule(InstanceOf((str, os.PathLike), "a path"))
 MAPPING = rule(InstanceOf(dict, "a mapping of argument names to values (KEY=VALUE)"))
 
 
