@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from numbers import Integral
 from typing import Any, Callable, ClassVar, Iterable
@@ -30,6 +29,7 @@ from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .selection import select, step_amounts
 from .signals.recorder import SignalRecorder
+from .timing import Stopwatch, device_of
 from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
                          check_args, rule)
 
@@ -371,16 +371,16 @@ class EarlyPruner:
         self.criterion.reset()
 
     def _prune_step(self) -> None:
-        t0 = time.perf_counter()
-        scores = self._scores()
-        amount = self._amounts[self._next_step]
-        plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                      round_to=self._resolve_round_to(scores))
-        removed = self.engine.apply(plan, self.optimizer)
-        self.criterion.reset()
+        with Stopwatch(device_of(self.model)) as clock:
+            scores = self._scores()
+            amount = self._amounts[self._next_step]
+            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                          round_to=self._resolve_round_to(scores))
+            removed = self.engine.apply(plan, self.optimizer)
+            self.criterion.reset()
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
-                 "removed": sum(len(v) for v in removed.values()), "seconds": time.perf_counter() - t0,
+                 "removed": sum(len(v) for v in removed.values()), "seconds": clock.seconds,
                  "round_to": self.round_to, **self.groups.totals()}
         self.events.append(event)
         log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from numbers import Integral, Real
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import timing
 from ..batch import call_model
 from ..groups import ChannelGroup, ChannelGroups
 from ..metrics import CHANNEL_LAYERS, is_depthwise
@@ -78,11 +77,6 @@ def _channels(m: nn.Module) -> tuple[int, int]:
 
 def _timed(m: nn.Module) -> bool:
     return isinstance(m, CHANNEL_LAYERS) or (isinstance(m, nn.Module) and is_norm(m))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class LatencyTable:
@@ -216,19 +210,8 @@ class LatencyTable:
                 y.backward(torch.ones_like(y))
 
         if self._timer is not None:
-            seconds = float(self._timer(run))
-        else:
-            for _ in range(self.warmup):
-                run()
-            times = []
-            for _ in range(self.repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                run()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-            seconds = statistics.median(times)
-        return seconds
+            return float(self._timer(run))
+        return timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device).seconds
 
     @contextmanager
     def _file_cache(self) -> Iterator[None]:
