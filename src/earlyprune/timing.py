@@ -95,6 +95,14 @@ def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int)
     return clock.seconds / number, clock.cpu_seconds / number
 
 
+def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1) -> float:
+    """Wall seconds per call of ``number`` back-to-back calls of ``fn`` (one sample, device synchronised) — for
+    benchmarks that interleave their own rounds; :func:`measure` adds the warm-up and the median."""
+    if number < 1:
+        raise ValueError(f"number must be ≥ 1 (calls per sample), got {number}")
+    return _once(fn, device, number)[0]
+
+
 def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 2, number: int = 1,
             device: torch.device | str | None = None, cpu: bool = False) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each (the device
@@ -169,4 +177,5 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Any, 
     return step
 
 
-__all__ = ["PairedRatio", "Stopwatch", "Timing", "device_of", "measure", "paired_ratio", "sync", "train_step"]
+__all__ = ["PairedRatio", "Stopwatch", "Timing", "device_of", "measure", "paired_ratio", "sync", "time_once",
+           "train_step"]
