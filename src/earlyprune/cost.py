@@ -59,7 +59,7 @@ class CostModel:
         dims_in = np.ones(n_mod)
         for j, m in enumerate(modules):
             if isinstance(m, nn.Parameter):
-                # torch-pruning internal: a bare parameter's node carries the dimension it is pruned along
+                # torch-pruning internal: a bare parameter's Node.pruning_dim (tests/test_torch_pruning_internals.py)
                 dims_out[j] = m.shape[graph.module2node[m].pruning_dim]
                 self.w_out[j] = m.numel()
                 continue

@@ -237,6 +237,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     def _name_of(self, obj: Any) -> str:
         if obj in self._module_names:
             return self._module_names[obj]
+        # torch-pruning internal: the graph's own names of bare parameters (tests/test_torch_pruning_internals.py)
         return self.graph._param_to_name.get(obj, repr(obj)) if isinstance(obj, nn.Parameter) else repr(obj)
 
     def describe(self) -> str:
@@ -252,6 +253,7 @@ def _warn_untraced(model: nn.Module, graph: Any) -> None:
     """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
     auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
     # submodules of traced layers are handled by their parent (MultiheadAttention uses out_proj's weight directly)
+    # torch-pruning internal: graph.module2node, its traced nodes (tests/test_torch_pruning_internals.py)
     covered = {sub for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
     missing = [name for name, m in model.named_modules()
                if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in covered]

@@ -69,6 +69,7 @@ def gate_points(groups: ChannelGroups, group: ChannelGroup) -> list[GatePoint]:
         if id(ref.module) in seen:
             continue
         seen.add(id(ref.module))
+        # torch-pruning internal: module2node and Node.outputs (tests/test_torch_pruning_internals.py)
         node = groups.graph.module2node.get(ref.module)
         consumers = [n.module for n in node.outputs] if node is not None else []
         if consumers and all(id(m) in norms for m in consumers):
