@@ -334,7 +334,7 @@ def checked(rules: Mapping[str, Rule]) -> Callable[[F], F]:
 #: the run's pruning target: the fraction of the original channels / MACs / parameters to remove. 0 is refused
 #: everywhere it is the run's ratio (it would prune nothing); ``select``'s per-step amount may be 0 (AMOUNT)
 RATIO = rule(Interval(Real, 0, 1, closed="neither",
-                      reasons={0: "a ratio of 0 removes nothing — a dense run is policy 'never'"}),
+                      reasons={0: "a ratio of 0 removes nothing (a dense run is policy 'never')"}),
              hint="the fraction of the target to remove")
 #: a cumulative fraction already removed, as :func:`earlyprune.selection.select` and the step schedules take it
 AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the target to remove")
