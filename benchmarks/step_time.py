@@ -31,7 +31,7 @@ import torch
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA
 from earlyprune.models import create_model
-from earlyprune.selection import select
+from earlyprune.targets import select
 from earlyprune.steptime import batched, pruned_copy, time_step, uniform_removal
 
 BATCH = 128

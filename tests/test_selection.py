@@ -77,6 +77,7 @@ def test_unreachable_target_warns_and_prunes_as_far_as_allowed(mlp_groups):
     ({"amount": -0.1}, "ratio must be a number in"),
     ({"amount": "half"}, "ratio must be a number in"),
     ({"amount": 0.5, "target": "time"}, "target must be one of"),
+    ({"amount": 0.5, "target": "latency"}, "planned with the step-time predictor"),
     ({"amount": 0.5, "min_channels": 0}, "min_channels"),
     ({"amount": 0.5, "round_to": 0}, "round_to"),
 ])

@@ -11,10 +11,11 @@ from nets import ARCHITECTURES, MLP, ResidualNet
 import earlyprune as ep
 from earlyprune import steptime
 from earlyprune.criteria import LatencyTable
-from earlyprune.criteria.latency import _channels, _is_depthwise, clear_cache
+from earlyprune.criteria.latency import _channels, clear_cache
+from earlyprune.metrics import is_depthwise as _is_depthwise
 from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
-from earlyprune.selection import select
+from earlyprune.targets import select
 from earlyprune.steptime import LayerCurve, Link, StepTimePredictor, layer_curves, measure_step_time
 from loops import blobs
 from loops import train as run

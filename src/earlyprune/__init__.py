@@ -21,8 +21,9 @@ from .oneshot import PruneResult, prune
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
-from .selection import Plan, select
-from .signals import early_pruning_indicator, structure_similarity
+from .selection import Plan
+from .targets import select
+from .signals.measures import early_pruning_indicator, structure_similarity
 from .steptime import StepTime, StepTimePredictor, measure_step_time
 
 __version__ = "0.1.0"

@@ -10,16 +10,20 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion
+from .batch import Batch
+from .criteria import Criterion
 from .criteria.modifiers import with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
-from .pruner import check_steps
-from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import MAX_GROUP_RATIO, SCHEDULES, select, step_amounts, validate_target
-from .steptime import StepTime, StepTimePredictor, check_step_time
+from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
+from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
+from .selection import MAX_GROUP_RATIO, SCHEDULES, step_amounts
+from .targets import select
+from .steptime import StepTime, StepTimePredictor
+from .validation import (BOOLEAN, GROUP_RATIO, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean, Callable_,
+                         InstanceOf, Options, Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,28 @@ class PruneResult:
     predictor: StepTimePredictor | None = None    #: the step-time predictor of ``target="latency"``
 
 
+#: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
+PRUNE_RULES: dict[str, Rule] = {
+    "model": MODEL,
+    "ratio": RATIO,
+    "target": TARGET,
+    "steps": STEPS,
+    "min_channels": MIN_CHANNELS,
+    "round_to": ROUND_TO_RULE,
+    "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+    "loss_fn": rule(Callable_("callable as loss_fn(outputs, targets)"), None),
+    "compute_aware": COMPUTE_AWARE,
+    "latency_aware": LATENCY_AWARE,
+    "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
+    "rescale": BOOLEAN,
+    "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
+    "max_group_ratio": GROUP_RATIO,
+    "step_time": rule(InstanceOf((StepTime, StepTimePredictor),
+                                 "an earlyprune.StepTime (how to measure) or a measured StepTimePredictor"), None),
+}
+
+
+@checked(PRUNE_RULES)
 def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion = "magnitude",
           target: str = "channels", steps: int = 1, min_channels: int = 1,
           round_to: int | str | AutoRoundTo = 1, max_group_ratio: float = MAX_GROUP_RATIO,
@@ -55,7 +81,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     Args:
         model: the network, pruned in place.
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
-        ratio: fraction of the original ``target`` quantity to remove, in [0, 1).
+        ratio: fraction of the original ``target`` quantity to remove, in (0, 1).
         criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
         target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (the measured training-step time at the
             batch size of ``batches`` — or of ``example_inputs`` — see :class:`~earlyprune.EarlyPruner`).
@@ -81,23 +107,14 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     """
     check_unwrapped(model)
     rounding = check_round_to(round_to)
-    validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1, max_group_ratio)
-    check_steps(steps, None)
+    predictor = step_time if isinstance(step_time, StepTimePredictor) else None
     crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
-    if schedule != "auto" and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be 'auto' or one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "auto":
         schedule = "halving" if crit.needs_batches else "exponential"
-    if not isinstance(rescale, bool):
-        raise TypeError(f"rescale must be True or False, got {rescale!r}")
-    if not (isinstance(reinit, bool) or callable(reinit)):
-        raise TypeError(f"reinit must be True, False or a callable reinit(model), got {reinit!r}")
     if rescale and reinit is not False:
         raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
                          "replaces them")
     batch_list = _batches(batches, loss_fn, crit)
-    timing = check_step_time(step_time)
-    predictor = timing if isinstance(timing, StepTimePredictor) else None
     choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
     before = measure(model, example_inputs)
@@ -118,14 +135,12 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             if isinstance(rounding, AutoRoundTo):
                 choice = broadcast_object(rounding.choose(
                     groups, scores, float(ratio), target="flops" if target == "latency" else target,
-                    min_channels=min_channels,
-                    batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
+                    min_channels=min_channels, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
                     max_group_ratio=max_group_ratio))
                 rounding = choice.value
-            if target == "latency" and predictor is None:
-                predictor = broadcast_object(timing.measure(  # type: ignore[union-attr]
-                    groups, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
-                    align=rounding))
+            if target == "latency" and predictor is None:   # measured on the dense model, at the batches' size
+                predictor = broadcast_object((step_time or StepTime()).measure(
+                    groups, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None, align=rounding))
             plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding,
                           max_group_ratio=max_group_ratio, predictor=predictor)
             removed.append(engine.apply(plan, optimizer))

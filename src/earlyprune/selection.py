@@ -10,7 +10,8 @@ are removed until the target is met:
   :mod:`earlyprune.cost`;
 * ``target="latency"`` — the predicted training-step time is down by ``amount`` of the measured dense step's:
   channels are ranked by importance per second saved under a
-  :class:`~earlyprune.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.timebudget`).
+  :class:`~earlyprune.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.timebudget`;
+  :func:`earlyprune.targets.select` plans every target).
 
 Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
 least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
@@ -25,20 +26,20 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from .groups import ChannelGroups
+from .validation import AMOUNT, GROUP_RATIO, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
+from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
-if TYPE_CHECKING:
-    from .steptime import StepTimePredictor
-
-TARGETS = ("channels", "flops", "params", "latency")
 #: default per-group limit on the fraction of a group's original channels that may be removed
 #: (``benchmarks/README.md``, "Collapsed layers": 0.8 kept every tested model learning)
 MAX_GROUP_RATIO = 0.8
+#: the target's rules, shared by :func:`select` and every entry point that plans one
+TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE, "max_group_ratio": GROUP_RATIO}
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,13 @@ class Plan:
 
 
 def validate_target(amount: float, target: str, min_channels: int, round_to: int,
-                    max_group_ratio: float = MAX_GROUP_RATIO) -> None:
-    """Raise a clear error for an unusable target (shared by every entry point)."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not (0.0 <= float(amount) < 1.0):
-        raise ValueError(f"ratio must be a number in [0, 1) — the fraction to remove — got {amount!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels must be an integer ≥ 1 (no layer may collapse), got {min_channels!r}")
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be an integer ≥ 1, got {round_to!r}")
-    if (isinstance(max_group_ratio, bool) or not isinstance(max_group_ratio, (int, float))
-            or not 0.0 < float(max_group_ratio) <= 1.0):
-        raise ValueError(f"max_group_ratio must be a number in (0, 1] — the largest fraction of any one group's "
-                         f"original channels that may be removed (1.0: no limit) — got {max_group_ratio!r}")
+                    max_group_ratio: float = MAX_GROUP_RATIO, *, rule: Rule = AMOUNT) -> None:
+    """Raise a clear error for an unusable target (shared by every entry point): ``amount`` checked by ``rule``
+    (:data:`~earlyprune.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.validation.RATIO`, (0, 1),
+    for a run's ratio) under the name ``ratio``."""
+    rule.check("ratio", amount)
+    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
+                              "max_group_ratio": max_group_ratio})
 
 
 def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
@@ -95,7 +89,7 @@ def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_gr
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
            target: str = "channels", min_channels: int = 1, round_to: int = 1,
-           max_group_ratio: float = MAX_GROUP_RATIO, predictor: "StepTimePredictor | None" = None) -> Plan:
+           max_group_ratio: float = MAX_GROUP_RATIO) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
     Args:
@@ -103,23 +97,17 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         scores: per-group channel scores (higher = more important), one 1-D tensor per group name.
         amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
             counting what earlier plans already removed.
-        target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (needs ``predictor``).
+        target: ``"channels"``, ``"flops"`` or ``"params"`` (``"latency"`` is planned by
+            :func:`earlyprune.targets.select`, which needs the step-time predictor).
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to a multiple of this.
         max_group_ratio: no group loses more than this fraction of its original channels.
-        predictor: the step-time model of ``target="latency"``
-            (:func:`~earlyprune.steptime.measure_step_time`).
     """
     validate_target(amount, target, min_channels, round_to, max_group_ratio)
-    unit_orders = ranked_units(groups, scores)
     if target == "latency":
-        from .timebudget import select_by_time
-
-        if predictor is None:
-            raise ValueError("target='latency' needs the step-time predictor: pass predictor="
-                             "earlyprune.steptime.measure_step_time(groups, batch_size=...)")
-        return select_by_time(groups, unit_orders, [amount], predictor, min_channels=min_channels,
-                              round_to=round_to, max_group_ratio=max_group_ratio)[0]
+        raise ValueError("target='latency' is planned with the step-time predictor: use earlyprune.select(..., "
+                         "target='latency', predictor=earlyprune.measure_step_time(groups, batch_size=...))")
+    unit_orders = ranked_units(groups, scores)
     names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
     unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
@@ -206,8 +194,7 @@ def iterative_amounts(amount: float, steps: int) -> list[float]:
     The exponential scheduler of FORCE: what remains decays geometrically, ``remaining_i = (1 − α)^(i/S)``, so
     early steps remove more and later ones refine. Returns ``[1 − remaining_i for i in 1..S]``; the last is α.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    STEPS.check("steps", steps)
     return [1.0 - (1.0 - amount) ** (i / steps) for i in range(1, steps)] + [float(amount)]
 
 
@@ -216,8 +203,7 @@ def halving_amounts(amount: float, steps: int) -> list[float]:
     up to ``ρ − (ρ − 0.5)·0.5^i`` (``i = 0 … S−2``), the last step ``ρ`` itself — 50 % first, then half of what is
     left to the target at every rescoring. Meant for high targets; for ``ρ ≤ 0.5`` every step is capped at
     ``ρ`` (one shot, then nothing left to remove)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    STEPS.check("steps", steps)
     rho = float(amount)
     return [min(rho, rho - (rho - 0.5) * 0.5 ** i) for i in range(steps - 1)] + [rho]
 

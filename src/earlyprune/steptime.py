@@ -37,30 +37,30 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
-import time
 import warnings
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .criteria.latency import CLOCKS, LatencyTable, _channels, _is_depthwise, _timed, clock_for
+from . import timing
+from .batch import call_model
+from .criteria.latency import LatencyTable, _channels, _timed
 from .groups import ChannelGroups
-from .metrics import CHANNEL_LAYERS, _flat_tensors, call_model
+from .metrics import CHANNEL_LAYERS, _flat_tensors, is_depthwise
+from .validation import Boolean, InstanceOf, Interval, Options, Rule, check_args, rule
 
 #: fractions of a dimension's original width timed for the layer curves of wide layers
 GRID = (1.0, 0.75, 0.5, 0.25, 0.125)
 #: a dimension of at most this many multiples of the alignment is timed at every multiple (narrow layers, where
 #: one step of the vector width changes the time most)
 DENSE_GRID = 8
-
-
-def clock_name(device: torch.device | str, clock: str = "auto") -> str:
-    return "cpu" if clock_for(device, clock) is time.process_time else "wall"
 
 
 # -- layer curves ---------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def structure_links(groups: ChannelGroups) -> tuple[list[nn.Module], list[list[L
             if id(m) not in index:
                 index[id(m)] = len(layers)
                 layers.append(m)
-            tied = _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS)
+            tied = is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS)
             role = "tied" if tied else ref.role
             key = (index[id(m)], role)
             if key in mine:
@@ -354,7 +354,7 @@ def layer_curves(groups: ChannelGroups, table: LatencyTable, align: int = 8
     with table._file_cache():
         for l, m in enumerate(layers):
             c_in, c_out = _channels(m)
-            tied = _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS)
+            tied = is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS)
             if m not in shapes:   # not reached by the traced forward: nothing to time
                 curves.append(LayerCurve(_name(groups, m), [c_in], [c_out], [[0.0]], tied, 1))
                 continue
@@ -390,12 +390,11 @@ def batched(inputs: Any, batch_size: int) -> Any:
 
 def time_step(model: nn.Module, inputs: Any, *, autocast: torch.dtype | None = None, repeats: int = 5,
               warmup: int = 2, clock: str = "auto") -> float:
-    """Median seconds of one forward + backward of ``model`` on ``inputs`` (loss: the mean of every output
-    tensor), on ``model``'s device, in train mode. Gradients are left in ``.grad``: time a copy."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    now = clock_for(device, clock)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Median seconds (on :func:`earlyprune.timing.clock`'s clock) of one forward + backward of ``model`` on
+    ``inputs`` (loss: the mean of every floating output), on ``model``'s device, in train mode. Gradients are left
+    in ``.grad``: time a copy."""
+    device = timing.device_of(model)
+    cpu = timing.clock(device, clock) == "cpu"
 
     def run() -> None:
         model.zero_grad(set_to_none=True)
@@ -406,16 +405,7 @@ def time_step(model: nn.Module, inputs: Any, *, autocast: torch.dtype | None = N
 
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for _ in range(warmup):
-            run()
-        times = []
-        for _ in range(repeats):
-            sync()
-            t0 = now()
-            run()
-            sync()
-            times.append(now() - t0)
-    return statistics.median(times)
+        return timing.seconds(timing.measure(run, repeats=repeats, warmup=warmup, device=device, cpu=cpu), cpu)
 
 
 def uniform_removal(groups: ChannelGroups, fraction: float, align: int = 8) -> dict[str, int]:
@@ -468,15 +458,15 @@ def measure_step_time(groups: ChannelGroups, *, batch_size: int | None = None, a
             ``ρ₁``); None fits ``ρ₀`` alone from the dense step.
         table: the layer timer (default: forward + backward, ``repeats`` runs, same clock).
         repeats: timed runs per measurement (median kept).
-        clock: ``"auto"``, ``"cpu"`` or ``"wall"`` (see :func:`clock_for`).
+        clock: ``"auto"``, ``"cpu"`` or ``"wall"`` (see :func:`earlyprune.timing.clock`).
     """
     model = groups.model
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = timing.device_of(model)
     if table is None:
         table = LatencyTable(repeats=repeats, warmup=2, batch_size=batch_size, autocast=autocast,
                              channels_last=channels_last, clock=clock)
-    t0 = time.perf_counter()
+    watch = timing.Stopwatch()
+    watch.__enter__()
     curves, links = layer_curves(groups, table, align)
     predictor = StepTimePredictor(groups.names, groups.widths(), curves, links)
     inputs = batched(groups.example_inputs, batch_size) if batch_size else groups.example_inputs
@@ -502,15 +492,18 @@ def measure_step_time(groups: ChannelGroups, *, batch_size: int | None = None, a
     dense = points[0][1]
     predictor.fit_rest(points)
     predictor.dense_seconds = dense
-    from .rounding import batch_size_of
-
-    predictor.info = {"batch_size": batch_size or batch_size_of(groups.example_inputs), "autocast": str(autocast) if autocast else None,
+    predictor.info = {"batch_size": batch_size or _batch_size_of(groups.example_inputs), "autocast": str(autocast) if autocast else None,
                       "channels_last": bool(channels_last), "align": align, "device": device.type,
-                      "clock": clock_name(device, clock), "calibration": calibration,
+                      "clock": timing.clock(device, clock), "calibration": calibration,
                       "measured": [float(s) for _, s in points],
                       "predicted": [predictor.predict(r) for r, _ in points],
-                      "layer_timings": table.measured, "seconds_spent": time.perf_counter() - t0}
+                      "layer_timings": table.measured, "seconds_spent": watch.elapsed()}
     return predictor
+
+
+def _batch_size_of(inputs: Any) -> int | None:
+    tensors = [t for t in _flat_tensors(inputs) if t.dim()]
+    return int(tensors[0].shape[0]) if tensors else None
 
 
 def _to_format(inputs: Any, channels_last: bool) -> Any:
@@ -550,19 +543,19 @@ class StepTime:
     clock: str = "auto"
     cache_path: str | None = None
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "batch_size": rule(Interval(Integral, 0, None, closed="neither"), None),
+        "autocast": rule(InstanceOf(torch.dtype, "a torch.dtype (e.g. torch.bfloat16)"), None),
+        "channels_last": rule(Boolean(), None),
+        "calibration": rule(Interval(Real, 0, 1, closed="neither"), None,
+                            hint="the fraction of every group removed in the calibration copy"),
+        "repeats": rule(Interval(Integral, 1, None)),
+        "clock": rule(Options(timing.CLOCKS)),
+        "cache_path": rule(InstanceOf((str, os.PathLike), "a path"), None),
+    }
+
     def __post_init__(self) -> None:
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
-        if self.autocast is not None and not isinstance(self.autocast, torch.dtype):
-            raise TypeError(f"autocast must be a torch.dtype (e.g. torch.bfloat16) or None, got {self.autocast!r}")
-        if self.calibration is not None and not (isinstance(self.calibration, (int, float))
-                                                 and 0 < float(self.calibration) < 1):
-            raise ValueError(f"calibration must be a fraction in (0, 1) or None, got {self.calibration!r}")
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
-        if self.clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        check_args(self.RULES, {f: getattr(self, f) for f in self.RULES})
 
     def measure(self, groups: ChannelGroups, *, batch_size: int | None = None, align: int = 8
                 ) -> StepTimePredictor:
@@ -586,13 +579,3 @@ def _first_4d(inputs: Any) -> torch.Tensor | None:
         if t.dim() == 4:
             return t
     return None
-
-
-def check_step_time(value: Any) -> "StepTime | StepTimePredictor":
-    """``step_time=`` as given → a :class:`StepTime` (None: the defaults) or a measured predictor."""
-    if value is None:
-        return StepTime()
-    if isinstance(value, (StepTime, StepTimePredictor)):
-        return value
-    raise TypeError(f"step_time must be an earlyprune.StepTime (how to measure), a StepTimePredictor (already "
-                    f"measured) or None, got {type(value).__name__}")
