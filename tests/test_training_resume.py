@@ -12,13 +12,13 @@ from earlyprune.training import statecodec
 from earlyprune.training.checkpoint import load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds"}
+TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "gain", "compile"}  # measured times
 
 
 def _base(out, *extra):
     return ["train", "--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "4",
             "--batch-size", "32", "--steps", "2", "--out-dir", str(out), "--progress", "none", "--warmup-epochs", "1",
-            *extra]
+            "--precision", "fp32", *(() if "--channels-last" in extra else ("--channels-last", "off")), *extra]
 
 
 def _untimed(obj):

@@ -302,6 +302,15 @@ class EarlyPruner:
             return self.round_to_choice.to_dict()
         return self.round_to if isinstance(self.round_to, int) else "auto (not measured yet)"
 
+    def retarget(self, ratio: float) -> None:
+        """Change ``ratio`` before the first channel is removed — e.g. to fit a time budget once the policy has
+        said when pruning starts (``earlyprune train --time-budget``)."""
+        if self.events or self.phase == "sparse":
+            raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
+        RATIO.check("ratio", ratio)
+        self.ratio = float(ratio)
+        self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
+
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order."""
         return self.groups.widths()
@@ -332,7 +341,7 @@ class EarlyPruner:
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
                 "signals": self.signals.state_dict(), "dense_stats": self.dense_stats.to_dict(),
                 "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None,
-                "original_widths": dict(self.groups.original_widths),
+                "original_widths": dict(self.groups.original_widths), "ratio": self.ratio,
                 "predictor": self.predictor.to_dict() if self.predictor is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -354,6 +363,9 @@ class EarlyPruner:
         if state.get("round_to_choice") is not None:  # "auto" measured before the checkpoint: keep its choice
             self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
             self.round_to = self.round_to_choice.value
+        if state.get("ratio") is not None and float(state["ratio"]) != self.ratio:   # retargeted before the checkpoint
+            self.ratio = float(state["ratio"])
+            self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
         if state.get("original_widths"):   # max_group_ratio counts from the widths before any pruning
             self.groups.original_widths = {k: int(v) for k, v in state["original_widths"].items()}
         if state.get("predictor") is not None:

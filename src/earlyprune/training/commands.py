@@ -68,6 +68,8 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
+        if "bare" in meta:                  # e.g. --channels-last alone means "on"
+            kw.update(nargs="?", const=meta["bare"])
         flag_rule = field_rule(f)   # the field's rule (earlyprune.validation) gives the flag's parser
         first = flag_rule.constraints[0]
         if isinstance(first, Options) and len(flag_rule.constraints) == 1:

@@ -15,13 +15,14 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
-                          Options, Rule, rule)
+from ..validation import (BOOLEAN, GROUP_RATIO, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Boolean, Each,
+                          InstanceOf, Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
 AUGMENTS = ("auto", "standard", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS = ("auto", "bar", "log", "none")
@@ -39,10 +40,10 @@ TEXT = rule(InstanceOf(str, "a text"))
 MAPPING = rule(InstanceOf(dict, "a mapping of argument names to values (KEY=VALUE)"))
 
 
-def _meta(help: str, group: str, rule: Rule = TEXT) -> dict[str, Any]:
+def _meta(help: str, group: str, rule: Rule = TEXT, **extra: Any) -> dict[str, Any]:
     """A field's flag help, its ``--help`` group and its :class:`~earlyprune.validation.Rule` (None is accepted
-    as well where the field's type allows it)."""
-    return {"help": help, "group": group, "rule": rule}
+    as well where the field's type allows it); ``bare=VALUE``: the flag given without a value means VALUE."""
+    return {"help": help, "group": group, "rule": rule, **extra}
 
 
 def field_rule(f: Field) -> Rule:
@@ -98,10 +99,17 @@ class TrainConfig:
     gamma: float = field(default=0.1, metadata=_meta("LR factor of the step schedule", "optimisation", POSITIVE))
     label_smoothing: float = field(default=0.0, metadata=_meta("label smoothing in [0, 1)", "optimisation",
                                                                rule(Interval(Real, 0, 1, closed="left"))))
-    precision: str = field(default="fp32", metadata=_meta(
-        "fp32, bf16 (autocast; CPU and CUDA) or fp16 (CUDA, with a gradient scaler)", "optimisation",
-        rule(Options(PRECISIONS))))
-    channels_last: bool = field(default=False, metadata=_meta("channels_last memory format", "optimisation", BOOLEAN))
+    precision: str = field(default="auto", metadata=_meta(
+        "fp32, bf16 (autocast; CPU and CUDA), fp16 (CUDA, with a gradient scaler) or auto: bf16 / fp16 only where a "
+        "few training steps measured at the start of the run are faster than fp32 on this device (recorded in "
+        "speed.json and summary.json)", "optimisation", rule(Options(PRECISIONS))))
+    channels_last: str | bool = field(default="auto", metadata=_meta(
+        "channels_last memory format: on, off, or auto (on where measured faster, with the precision)",
+        "optimisation", rule(Options(SWITCHES), Boolean()), bare="on"))
+    compile: str = field(default="auto", metadata=_meta(
+        "torch.compile the pruned model once the pruning epoch is over: off, on, or auto (only when the remaining "
+        "training is long enough to pay back a compile, kept only if measured faster; recorded in summary.json)",
+        "optimisation", rule(Options(SWITCHES))))
     device: str = field(default="auto", metadata=_meta("auto (cuda if available), cpu or cuda", "optimisation",
                                                        rule(Options(DEVICES))))
     seed: int = field(default=0, metadata=_meta("random seed (runs on CPU are deterministic)", "optimisation",
@@ -121,6 +129,12 @@ class TrainConfig:
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
         "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    max_group_ratio: float = field(default=0.8, metadata=_meta(
+        "largest fraction of any one group's channels that may be removed (1: no limit)", "pruning", GROUP_RATIO))
+    time_budget: float | None = field(default=None, metadata=_meta(
+        "the whole run should take this fraction of the dense run's time: when the policy triggers, --ratio is "
+        "replaced by the step-time fraction that fits (use with --target latency)", "pruning",
+        rule(Interval(Real, 0, 1, closed="neither"))))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------

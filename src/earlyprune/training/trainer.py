@@ -13,6 +13,8 @@ continuing gives bit-identical weights and metrics.
 
 from __future__ import annotations
 
+import copy
+import json
 import random
 import resource
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from ..models import create_model
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
+from ..steptime import StepTime
 from ..timing import Stopwatch
 from . import rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
@@ -37,7 +40,11 @@ from .data import BatchLoader, ImageData, load_dataset
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, resolve_device
 from .progress import Progress
+from .speed import (CompileDecision, SpeedSettings, budget_ratio, choose_settings, compile_decision, measure_gain,
+                    narrow_channels_last_crashes)
 from .summary import build_summary, epoch_seconds
+
+SPEED = "speed.json"
 
 
 @dataclass
@@ -80,23 +87,28 @@ def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None
-                  ) -> EarlyPruner:
+                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
+                  channels_last: bool = False, min_channels: int | None = None) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
-                "loss_fn", "ratio"}
+                "loss_fn", "ratio", "max_group_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
     if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
-                                                  autocast=precision_dtype, channels_last=cfg.channels_last))
+                                                  autocast=precision_dtype, channels_last=channels_last))
+    extra = dict(cfg.pruner_args)
+    if cfg.target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
+        extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
+                                               channels_last=channels_last))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
                            optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn, **cfg.pruner_args)
+                           min_channels=min_channels or cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
+                           max_group_ratio=cfg.max_group_ratio, **extra)
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -159,6 +171,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     elif write:
         run.run_dir = rundir.create_run_dir(cfg)
         rundir.write_config(run.run_dir, cfg)
+    if run.writing and run.speed is not None:
+        write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
     _loop(run)
     return _finish(run)
 
@@ -186,6 +200,14 @@ class _Run:
     pruner: EarlyPruner = None  # type: ignore[assignment]
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    speed: SpeedSettings | None = None           #: what --precision / --channels-last resolved to
+    channels_last: bool = False
+    min_channels: int = 1                         #: --min-channels, raised where narrow widths crash the device
+    forward: nn.Module | None = None              #: the module training steps call (compiled after pruning)
+    dense_copy: nn.Module | None = None           #: the dense model, kept during the pruning epoch to time the gain
+    gain: dict[str, Any] | None = None
+    compiled: CompileDecision | None = None
+    budget: dict[str, Any] | None = None
 
     @property
     def writing(self) -> bool:
@@ -197,7 +219,7 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    precision = Precision(cfg.precision, device)
+    precision = Precision("fp32", device)   # "auto" is resolved by _build, on the model
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if device.type == "cuda":
@@ -212,9 +234,8 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
     test_x, test_y = data.test_x.to(device), data.test_y.to(device)
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, channels_last=cfg.channels_last)
-    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
-                              channels_last=cfg.channels_last)
+                               seed=cfg.seed)
+    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std)
     return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader)
 
 
@@ -231,15 +252,58 @@ def _build(run: _Run) -> dict[str, Any] | None:
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
     run.model = model.to(run.device)
     run.model.train()
+    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    _resolve_speed(run)
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
     run.optimizer = build_optimizer(run.model.parameters(), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
-    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype)
-    _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+                               run.precision.dtype, run.channels_last, run.min_channels)
+    _set_memory_format(run.model, run.optimizer, run.channels_last)
+    run.forward = run.model
+    if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
+        _fit_budget(run)
     return state
+
+
+def _resolve_speed(run: _Run) -> None:
+    """--precision / --channels-last: as given, as recorded by the run (resume), or measured now ("auto"); and the
+    smallest width the device survives in channels_last."""
+    cfg = run.cfg
+    stored = run.run_dir / SPEED if run.run_dir is not None else None
+    if stored is not None and stored.exists():
+        run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
+    elif cfg.precision == "auto" or cfg.channels_last == "auto":
+        n = min(cfg.batch_size, len(run.train_loader.x))
+        x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
+        run.speed = choose_settings(run.model, x, y, run.loss_fn, run.device, cfg.precision, cfg.channels_last)
+        times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
+        run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
+                         f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
+    else:
+        run.speed = SpeedSettings(cfg.precision, cfg.channels_last in (True, "on"))
+    run.precision = Precision(run.speed.precision, run.device)
+    run.channels_last = run.speed.channels_last
+    run.train_loader.channels_last = run.test_loader.channels_last = run.channels_last
+    run.min_channels = cfg.min_channels
+    if run.channels_last and run.device.type == "cpu" and cfg.min_channels < 8 and narrow_channels_last_crashes():
+        run.min_channels = 8
+        run.progress.log("channels_last convolutions with 2-6 input channels crash this CPU's oneDNN backward "
+                         "(checked in a subprocess): every group keeps at least 8 channels")
+
+
+def _fit_budget(run: _Run) -> None:
+    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit."""
+    cfg, pruner = run.cfg, run.pruner
+    if cfg.time_budget is None or pruner.events:
+        return
+    dense_epochs = pruner.prune_epoch or 0
+    ratio = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs)
+    pruner.retarget(ratio)
+    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target}
+    run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
+                     f"pruning: ratio {ratio:.3f} of the {cfg.target}")
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
@@ -272,6 +336,8 @@ def _loop(run: _Run) -> None:
                          f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
                          + (f"; run directory {run.run_dir}" if run.run_dir else ""))
     end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start_epoch + cfg.stop_after)
+    if run.pruner.done and run.start_epoch < cfg.epochs:   # resumed after the pruning epoch
+        _compile(run, run.start_epoch)
     for epoch in range(run.start_epoch, end_epoch):
         row = _epoch(run, epoch)
         run.rows.append(row)
@@ -284,16 +350,83 @@ def _loop(run: _Run) -> None:
 
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
+    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size; after the
+    pruning epoch, what it gained per step."""
+    if run.pruner.phase == "pruning" and not run.pruner.events:   # keep the dense model to time the gain against
+        run.dense_copy = copy.deepcopy(run.model)
     row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device)
+                       run.loss_fn, run.train_loader, run.progress, run.device, run.channels_last,
+                       run.forward or run.model)
+    if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
+        _fit_budget(run)   # the policy has just triggered
     with Stopwatch(run.device) as clock:
         row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
     row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
+    if run.dense_copy is not None and run.pruner.done:
+        row["gain"] = _gain(run, stats)
+        run.dense_copy = None
+        _compile(run, epoch + 1)
+        if run.compiled is not None:
+            row["compile"] = run.compiled.to_dict()
     return row
+
+
+def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""
+    n = min(run.cfg.batch_size, len(run.train_loader.x))
+    return run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
+
+
+def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
+    """Time a few steps of the pruned model beside the dense copy; predicted vs measured; warn if not faster."""
+    import numpy as np
+
+    pruner = run.pruner
+    predicted = None
+    if pruner.predictor is not None:
+        p = pruner.predictor
+        removed = np.array(p.widths) - np.array(pruner.groups.widths())
+        predicted = (p.predict(), p.predict(removed))
+    x, y = _batch(run)
+    gain = measure_gain(run.dense_copy, run.model, x, y, run.loss_fn, run.precision.dtype,  # type: ignore[arg-type]
+                        dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
+                        target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
+                        widths=pruner.groups.widths())
+    run.gain = gain
+    line = (f"pruned model: {gain['measured_speedup']:.2f}x faster per training step than dense (measured, "
+            f"{gain['clock']} time); MACs-ideal {gain['macs_ideal_speedup']:.2f}x")
+    if predicted is not None:
+        line += f"; predicted {gain['predicted_speedup']:.2f}x"
+    run.progress.log(line)
+    if gain["reasons"]:
+        import warnings
+
+        message = ("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
+        warnings.warn(message, stacklevel=2)
+        run.progress.log("warning: " + message)
+    return gain
+
+
+def _compile(run: _Run, next_epoch: int) -> None:
+    """--compile, once the pruning epoch is over (never during it: the shapes change at every pruning step)."""
+    if run.compiled is not None:
+        return
+    earlier = next((r["compile"] for r in run.rows if r.get("compile")), None)
+    if earlier is not None:   # decided before a resume: keep the decision, do not measure again
+        run.compiled = CompileDecision(**earlier)
+        run.forward = torch.compile(run.model) if run.compiled.compiled else run.model
+        return
+    x, y = _batch(run)
+    remaining = (run.cfg.epochs - next_epoch) * len(run.train_loader)
+    forward, run.compiled = compile_decision(run.cfg.compile, run.model, x, y, run.loss_fn, run.precision.dtype,
+                                             remaining)
+    run.forward = forward if forward is not None else run.model
+    if run.cfg.compile != "off":
+        run.progress.log(f"--compile {run.cfg.compile}: {'compiled' if run.compiled.compiled else 'eager'} "
+                         f"({run.compiled.reason})")
 
 
 def _finish(run: _Run) -> RunResult:
@@ -303,6 +436,14 @@ def _finish(run: _Run) -> RunResult:
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
                             final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None)
     summary["round_to"] = pruner.round_to_record
+    summary["speed_settings"] = run.speed.to_dict() if run.speed is not None else None
+    summary["min_channels"] = run.min_channels
+    summary["max_group_ratio"] = cfg.max_group_ratio
+    summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
+    summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
+                          else next((r["compile"] for r in rows if r.get("compile")), None))
+    summary["time_budget"] = run.budget
+    summary["ratio"] = pruner.ratio
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
@@ -318,7 +459,9 @@ def _finish(run: _Run) -> RunResult:
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device) -> dict[str, Any]:
+                 loader: BatchLoader, progress: Progress, device: torch.device, channels_last: bool = False,
+                 forward: nn.Module | None = None) -> dict[str, Any]:
+    forward = forward if forward is not None else model
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
     scaler = precision.scaler
     model.train()
@@ -332,7 +475,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out = model(x)
+                out = forward(x)
                 loss = loss_fn(out, y)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
@@ -343,7 +486,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             n_events = len(pruner.events)
             pruner.step(x, y)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
-                _set_memory_format(model, optimizer, cfg.channels_last)
+                _set_memory_format(model, optimizer, channels_last)
             loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -356,7 +499,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         n_events = len(pruner.events)
         pruner.epoch_end()
         if len(pruner.events) != n_events:
-            _set_memory_format(model, optimizer, cfg.channels_last)
+            _set_memory_format(model, optimizer, channels_last)
     pruner_seconds = pruner_clock.seconds
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
