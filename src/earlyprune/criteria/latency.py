@@ -235,12 +235,19 @@ class LatencyTable:
         self._file_loaded = True
         if self.cache_path.exists():
             data = json.loads(self.cache_path.read_text())
+            for key, value in _CACHE.items():   # this process's own measurements win
+                data[key] = value
             _CACHE.update({k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
     def _save(self) -> None:
-        if self.cache_path is not None:
+        if self.cache_path is not None:   # atomically: runs in parallel may share the file
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            self.cache_path.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
+            if self.cache_path.exists():  # keep what other processes measured meanwhile
+                self._file_loaded = False
+                self._load()
+            tmp = self.cache_path.with_name(f"{self.cache_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
+            tmp.replace(self.cache_path)
 
     def __repr__(self) -> str:
         return (f"LatencyTable(fractions={self.fractions}, repeats={self.repeats}, backward={self.backward}, "

@@ -149,11 +149,9 @@ def measure_gain(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.
     device = timing.device_of(pruned)
     pruned_copy = copy.deepcopy(pruned)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        t_dense, t_pruned, ratio_measured = paired_steps(step_seconds(dense, x, y, loss_fn, autocast),
-                                                         step_seconds(pruned_copy, x, y, loss_fn, autocast),
-                                                         device, rounds)
+        t_dense, t_pruned, speedup = paired_steps(step_seconds(dense, x, y, loss_fn, autocast),
+                                                  step_seconds(pruned_copy, x, y, loss_fn, autocast), device, rounds)
     del pruned_copy
-    speedup = 1.0 / ratio_measured
     ideal = dense_macs / pruned_macs if pruned_macs else None
     gain: dict[str, Any] = {"measured_dense_step_s": t_dense, "measured_pruned_step_s": t_pruned,
                             "measured_speedup": speedup, "macs_ideal_speedup": ideal,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import resource
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from .speed import (CompileDecision, SpeedSettings, budget_ratio, choose_setting
 from .summary import build_summary, epoch_seconds
 
 SPEED = "speed.json"
+#: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
+LATENCY_CACHE = "EARLYPRUNE_LATENCY_CACHE"
 
 
 @dataclass
@@ -97,11 +100,13 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
     if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
-                                                  autocast=precision_dtype, channels_last=channels_last))
+                                                  autocast=precision_dtype, channels_last=channels_last,
+                                                  cache_path=os.environ.get(LATENCY_CACHE)))
     extra = dict(cfg.pruner_args)
     if cfg.target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
         extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
-                                               channels_last=channels_last))
+                                               channels_last=channels_last,
+                                               cache_path=os.environ.get(LATENCY_CACHE)))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     try:
@@ -208,6 +213,7 @@ class _Run:
     gain: dict[str, Any] | None = None
     compiled: CompileDecision | None = None
     budget: dict[str, Any] | None = None
+    setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
 
     @property
     def writing(self) -> bool:
@@ -277,7 +283,9 @@ def _resolve_speed(run: _Run) -> None:
     elif cfg.precision == "auto" or cfg.channels_last == "auto":
         n = min(cfg.batch_size, len(run.train_loader.x))
         x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
-        run.speed = choose_settings(run.model, x, y, run.loss_fn, run.device, cfg.precision, cfg.channels_last)
+        with Stopwatch(run.device) as clock:
+            run.speed = choose_settings(run.model, x, y, run.loss_fn, run.device, cfg.precision, cfg.channels_last)
+        run.setup_seconds = (clock.seconds, clock.cpu_seconds)
         times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
         run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
                          f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
@@ -365,12 +373,15 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
-    if run.dense_copy is not None and run.pruner.done:
-        row["gain"] = _gain(run, stats)
-        run.dense_copy = None
-        _compile(run, epoch + 1)
-        if run.compiled is not None:
-            row["compile"] = run.compiled.to_dict()
+    with Stopwatch(run.device) as overhead:   # measured by this run for its user: counted in its time
+        if run.dense_copy is not None and run.pruner.done:
+            row["gain"] = _gain(run, stats)
+            run.dense_copy = None
+            _compile(run, epoch + 1)
+            if run.compiled is not None:
+                row["compile"] = run.compiled.to_dict()
+    row["overhead_seconds"] = overhead.seconds + (run.setup_seconds[0] if epoch == 0 else 0.0)
+    row["overhead_cpu_seconds"] = overhead.cpu_seconds + (run.setup_seconds[1] if epoch == 0 else 0.0)
     return row
 
 
@@ -494,7 +505,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                 progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen,
                                 seen / max(clock.elapsed(), 1e-9))
                 shown = i + 1
-    seconds = clock.seconds
+    seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
         pruner.epoch_end()
@@ -504,6 +515,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
+            "cpu_seconds": cpu_seconds, "pruner_cpu_seconds": pruner_clock.cpu_seconds,
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
             "pruner": entry, "events": list(pruner.events[events_before:])}
 
