@@ -137,3 +137,11 @@ def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path):
     # epoch:1 → 1 dense epoch + the pruning epoch; 4 sparse epochs share 0.8·6 − 2 = 2.8 dense epochs
     assert summary["time_budget"]["ratio"] == pytest.approx(1 - 2.8 / 4)
     assert summary["ratio"] == pytest.approx(1 - 2.8 / 4)
+
+
+def test_a_budget_that_cannot_be_met_prunes_as_far_as_allowed_and_warns(tmp_path):
+    with pytest.warns(UserWarning, match="cannot be met"):
+        assert main(_train(tmp_path, "--name", "late", "--epochs", "3", "--time-budget", "0.3", "--precision", "fp32",
+                           "--channels-last", "off")) == 0
+    summary = json.loads((tmp_path / "late" / "summary.json").read_text())
+    assert summary["time_budget"]["met"] is False and summary["ratio"] == 0.95

@@ -123,7 +123,9 @@ class TrainConfig:
         "when to prune, e.g. epi or epoch:K (default: epi if available, else epoch:<10%% of the epochs>); "
         "'never' trains dense", "pruning"))
     ratio: float = field(default=0.5, metadata=_meta("fraction of the target to remove, in (0, 1)", "pruning", RATIO))
-    target: str = field(default="channels", metadata=_meta("what --ratio counts", "pruning", TARGET))
+    target: str = field(default="latency", metadata=_meta(
+        "what --ratio counts: latency (the training-step time measured on this device; benchmarks/frontier.py), "
+        "channels (PaT's definition), flops or params", "pruning", TARGET))
     steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", STEPS))
     min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", MIN_CHANNELS))
     round_to: int | str = field(default="auto", metadata=_meta(

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import resource
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,8 @@ from .summary import build_summary, epoch_seconds
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
 LATENCY_CACHE = "EARLYPRUNE_LATENCY_CACHE"
+#: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
+MAX_BUDGET_RATIO = 0.95
 
 
 @dataclass
@@ -101,7 +104,7 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
     if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=channels_last,
-                                                  cache_path=os.environ.get(LATENCY_CACHE)))
+                                                  cache_path=os.environ.get(LATENCY_CACHE), clock="auto"))
     extra = dict(cfg.pruner_args)
     if cfg.target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
         extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
@@ -307,9 +310,15 @@ def _fit_budget(run: _Run) -> None:
     if cfg.time_budget is None or pruner.events:
         return
     dense_epochs = pruner.prune_epoch or 0
-    ratio = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs)
+    try:
+        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs), True
+    except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
+        ratio, met = MAX_BUDGET_RATIO, False
+        warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
+        run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
     pruner.retarget(ratio)
-    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target}
+    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
+                  "met": met}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
                      f"pruning: ratio {ratio:.3f} of the {cfg.target}")
 
@@ -413,8 +422,6 @@ def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
         line += f"; predicted {gain['predicted_speedup']:.2f}x"
     run.progress.log(line)
     if gain["reasons"]:
-        import warnings
-
         message = ("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
         warnings.warn(message, stacklevel=2)
         run.progress.log("warning: " + message)
