@@ -11,7 +11,7 @@ from nets import ARCHITECTURES, MLP, ResidualNet
 import earlyprune as ep
 from earlyprune import steptime
 from earlyprune.criteria import LatencyTable
-from earlyprune.criteria.latency import _channels, clear_cache
+from earlyprune.criteria.latency import _channels, _timed, clear_cache
 from earlyprune.metrics import is_depthwise as _is_depthwise
 from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
@@ -114,6 +114,28 @@ def test_measure_step_time_calibrates_on_the_dense_model_and_a_uniform_copy(monk
     assert predictor.dense_seconds == pytest.approx(predictor.info["measured"][0])
     assert predictor.info["predicted"] == pytest.approx(predictor.info["measured"], rel=0.2)
     assert model.stem[0].out_channels == 8                            # the model itself was not pruned
+
+
+def test_refining_on_the_planned_structure_makes_the_prediction_exact_there(monkeypatch):
+    from earlyprune.steptime import refine_step_time
+    model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    monkeypatch.setattr(LatencyTable, "_layer_time", fake_layer_time(bilinear_cost))
+
+    def truth(net, inputs, **kw):   # the "real" step: 1.7 × the layers + a constant (ρ₀, which 2 points miss)
+        return 3e-4 + 1.7 * sum(bilinear_cost(m, *_channels(m)) for m in net.modules() if _timed(m))
+    monkeypatch.setattr(steptime, "time_step", truth)
+    predictor = measure_step_time(groups, align=4, repeats=1)
+    plan = select(groups, {g.name: torch.rand(g.width) for g in groups}, 0.4, target="latency", predictor=predictor,
+                  max_group_ratio=1.0)
+    removed = np.array(predictor.widths) - np.array(plan.structure)
+    actual = truth(steptime.pruned_copy(model, x, dict(zip(predictor.names, removed.tolist()))), None)
+    before = predictor.predict(removed)
+    refine_step_time(predictor, groups, removed, repeats=1)
+    assert len(predictor.info["points"]) == 3
+    assert abs(before / actual - 1) > 1e-3                              # two points could not fit the constant
+    assert predictor.predict(removed) == pytest.approx(actual, rel=1e-6)   # three do
+    assert (predictor.alpha, predictor.rho0) == pytest.approx((1.7, 3e-4), rel=1e-6)
 
 
 # -- greedy selection under a time budget ---------------------------------------------------------------------

@@ -4,9 +4,11 @@ select, remove, once or in a few rescored steps; optionally rescale or re-initia
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,8 +141,16 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
                     max_group_ratio=max_group_ratio))
                 rounding = choice.value
             if target == "latency" and predictor is None:   # measured on the dense model, at the batches' size
-                predictor = broadcast_object((step_time or StepTime()).measure(
-                    groups, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None, align=rounding))
+                timing_settings = step_time or StepTime()
+                batch_size = batch_size_of(batch_list[0].inputs) if batch_list else None
+                predictor = timing_settings.measure(groups, batch_size=batch_size, align=rounding)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    final = select(groups, scores, float(ratio), target=target, min_channels=min_channels,
+                                   round_to=rounding, max_group_ratio=max_group_ratio, predictor=predictor)
+                timing_settings.refit(predictor, groups, np.array(predictor.widths) - np.array(final.structure),
+                                       batch_size=batch_size)
+                predictor = broadcast_object(predictor)
             plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding,
                           max_group_ratio=max_group_ratio, predictor=predictor)
             removed.append(engine.apply(plan, optimizer))

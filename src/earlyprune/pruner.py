@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from numbers import Integral
 from typing import Any, Callable, ClassVar, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -255,7 +257,7 @@ class EarlyPruner:
             scores = self._epoch_scores()
             if scores is not None and self.target == "latency" and self.signals.active:
                 self.signals.round_to = self._resolve_round_to(scores)
-                self.signals.predictor = self._ensure_predictor()
+                self.signals.predictor = self._ensure_predictor(scores)
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
@@ -404,14 +406,21 @@ class EarlyPruner:
                      ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
         return self.round_to
 
-    def _ensure_predictor(self) -> StepTimePredictor:
-        """The step-time predictor, measured on the (still dense) model the first time it is needed."""
+    def _ensure_predictor(self, scores: dict[str, torch.Tensor]) -> StepTimePredictor:
+        """The step-time predictor, measured on the (still dense) model the first time it is needed, and refined
+        on the structure the run's ratio would reach with these scores."""
         if self.predictor is None:
             settings = self.step_time or StepTime()
             align = self.round_to if isinstance(self.round_to, int) else 1
             with Stopwatch() as clock:
-                self.predictor = broadcast_object(settings.measure(self.groups, batch_size=self._batch_size,
-                                                                   align=align))  # rank 0's timings decide
+                predictor = settings.measure(self.groups, batch_size=self._batch_size, align=align)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")   # an unreachable ratio is reported when it is pruned
+                    plan = select(self.groups, scores, self.ratio, target="latency", min_channels=self.min_channels,
+                                  round_to=align, max_group_ratio=self.max_group_ratio, predictor=predictor)
+                settings.refit(predictor, self.groups,
+                                np.array(predictor.widths) - np.array(plan.structure), batch_size=self._batch_size)
+                self.predictor = broadcast_object(predictor)  # rank 0's timings decide
             log.info("target='latency': step-time predictor measured in %.1f s (dense step %.1f ms predicted, "
                      "%.1f ms measured)", clock.seconds, self.predictor.predict() * 1e3,
                      (self.predictor.dense_seconds or 0) * 1e3)
@@ -434,7 +443,7 @@ class EarlyPruner:
             scores = self._scores()
             amount = self._amounts[self._next_step]
             round_to = self._resolve_round_to(scores)
-            predictor = self._ensure_predictor() if self.target == "latency" else None
+            predictor = self._ensure_predictor(scores) if self.target == "latency" else None
             plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
                           round_to=round_to, max_group_ratio=self.max_group_ratio, predictor=predictor)
             removed = self.engine.apply(plan, self.optimizer)

@@ -472,23 +472,12 @@ def measure_step_time(groups: ChannelGroups, *, batch_size: int | None = None, a
     inputs = batched(groups.example_inputs, batch_size) if batch_size else groups.example_inputs
     inputs = _to_format(inputs, channels_last)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        nets = [copy.deepcopy(model)]
-        removals = [np.zeros(len(groups), dtype=np.int64)]
-        uniform = uniform_removal(groups, calibration, align) if calibration else {}
-        if uniform:
-            nets.append(pruned_copy(model, groups.example_inputs, uniform, groups.ignored_layers))
-            removals.append(predictor.vector(uniform))
-        if channels_last:
-            nets = [net.to(memory_format=torch.channels_last) for net in nets]
-        for net in nets:
-            time_step(net, inputs, autocast=autocast, repeats=1, warmup=1, clock=clock)
-        times: list[list[float]] = [[] for _ in nets]
-        for _ in range(repeats):   # interleaved: a drift of the machine affects both alike
-            for net, out in zip(nets, times):
-                out.append(time_step(net, inputs, autocast=autocast, repeats=1, warmup=0, clock=clock))
-        del nets
-    points = [(r, statistics.median(t)) for r, t in zip(removals, times)]
+    removals = [np.zeros(len(groups), dtype=np.int64)]
+    uniform = uniform_removal(groups, calibration, align) if calibration else {}
+    if uniform:
+        removals.append(predictor.vector(uniform))
+    medians, _ = _measure_structures(groups, predictor, removals, inputs, autocast, channels_last, repeats, clock)
+    points = list(zip(removals, medians))
     dense = points[0][1]
     predictor.fit_rest(points)
     predictor.dense_seconds = dense
@@ -497,8 +486,58 @@ def measure_step_time(groups: ChannelGroups, *, batch_size: int | None = None, a
                       "clock": timing.clock(device, clock), "calibration": calibration,
                       "measured": [float(s) for _, s in points],
                       "predicted": [predictor.predict(r) for r, _ in points],
+                      "points": [[[int(v) for v in r], float(t)] for r, t in points], "repeats": repeats,
                       "layer_timings": table.measured, "seconds_spent": watch.elapsed()}
     return predictor
+
+
+def _measure_structures(groups: ChannelGroups, predictor: StepTimePredictor, removals: Sequence[np.ndarray],
+                        inputs: Any, autocast: torch.dtype | None, channels_last: bool, repeats: int, clock: str
+                        ) -> tuple[list[float], list[float]]:
+    """Median step seconds of the model at each structure (``removals[0]`` must be the unpruned one), timed
+    interleaved round by round on copies, and the median paired ratio of each to the first."""
+    model = groups.model
+    device = timing.device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        nets = []
+        for removed in removals:
+            names = {n: int(r) for n, r in zip(predictor.names, removed) if r}
+            nets.append(pruned_copy(model, groups.example_inputs, names, groups.ignored_layers) if names
+                        else copy.deepcopy(model))
+        if channels_last:
+            nets = [net.to(memory_format=torch.channels_last) for net in nets]
+        for net in nets:
+            time_step(net, inputs, autocast=autocast, repeats=1, warmup=1, clock=clock)
+        times: list[list[float]] = [[] for _ in nets]
+        for _ in range(repeats):   # interleaved: a drift of the machine affects all alike
+            for net, out in zip(nets, times):
+                out.append(time_step(net, inputs, autocast=autocast, repeats=1, warmup=0, clock=clock))
+        del nets
+    medians = [statistics.median(t) for t in times]
+    ratios = [statistics.median(a / b for a, b in zip(t, times[0])) for t in times]
+    return medians, ratios
+
+
+def refine_step_time(predictor: StepTimePredictor, groups: ChannelGroups, removed: np.ndarray, *,
+                     batch_size: int | None = None, autocast: torch.dtype | None = None, channels_last: bool = False,
+                     repeats: int = 5, clock: str = "auto") -> None:
+    """Measure the structure a plan is about to reach (``removed`` channels per group, from the original widths,
+    on a pruned copy of the still-unpruned ``groups.model``) beside the dense model and refit ``α, ρ₁, ρ₀`` to all
+    the measured structures — so that the prediction is calibrated where the selection needs it most."""
+    removed = predictor.vector(removed)
+    if not removed.any() or any(np.array_equal(removed, np.array(r)) for r, _ in predictor.info.get("points", [])):
+        return
+    inputs = batched(groups.example_inputs, batch_size) if batch_size else groups.example_inputs
+    inputs = _to_format(inputs, channels_last)
+    _, ratios = _measure_structures(groups, predictor, [np.zeros_like(removed), removed], inputs, autocast,
+                                    channels_last, repeats, clock)
+    points = [(np.array(r, dtype=np.int64), float(t)) for r, t in predictor.info.get("points", [])]
+    dense = predictor.dense_seconds if predictor.dense_seconds else predictor.predict()
+    points.append((removed, dense * ratios[1]))   # paired with the dense model, on the dense run's scale
+    predictor.fit_rest(points)
+    predictor.info["points"] = [[[int(v) for v in r], float(t)] for r, t in points]
+    predictor.info["measured"] = [float(t) for _, t in points]
+    predictor.info["predicted"] = [predictor.predict(r) for r, _ in points]
 
 
 def _batch_size_of(inputs: Any) -> int | None:
@@ -533,6 +572,8 @@ class StepTime:
         repeats: timed runs per measurement.
         clock: ``"auto"``, ``"cpu"`` or ``"wall"``.
         cache_path: JSON file keeping the layer timings across runs.
+        refine: also measure the structure the first plan reaches and refit the predictor to it
+            (:func:`refine_step_time`).
     """
 
     batch_size: int | None = None
@@ -542,6 +583,7 @@ class StepTime:
     repeats: int = 5
     clock: str = "auto"
     cache_path: str | None = None
+    refine: bool = True
 
     RULES: ClassVar[dict[str, Rule]] = {
         "batch_size": rule(Interval(Integral, 0, None, closed="neither"), None),
@@ -552,20 +594,32 @@ class StepTime:
         "repeats": rule(Interval(Integral, 1, None)),
         "clock": rule(Options(timing.CLOCKS)),
         "cache_path": rule(InstanceOf((str, os.PathLike), "a path"), None),
+        "refine": rule(Boolean()),
     }
 
     def __post_init__(self) -> None:
         check_args(self.RULES, {f: getattr(self, f) for f in self.RULES})
 
+    def _channels_last(self, groups: ChannelGroups) -> bool:
+        if self.channels_last is not None:
+            return self.channels_last
+        first = _first_4d(groups.example_inputs)
+        return bool(first is not None and first.is_contiguous(memory_format=torch.channels_last)
+                    and not first.is_contiguous())
+
+    def refit(self, predictor: StepTimePredictor, groups: ChannelGroups, removed: np.ndarray, *,
+              batch_size: int | None = None) -> None:
+        """:func:`refine_step_time` with these settings (nothing if ``refine`` is off)."""
+        if self.refine:
+            refine_step_time(predictor, groups, removed, batch_size=self.batch_size or batch_size,
+                             autocast=self.autocast, channels_last=self._channels_last(groups),
+                             repeats=self.repeats, clock=self.clock)
+
     def measure(self, groups: ChannelGroups, *, batch_size: int | None = None, align: int = 8
                 ) -> StepTimePredictor:
         """The predictor of ``groups.model`` (``batch_size``: the one seen in training, used when
         :attr:`batch_size` is None)."""
-        channels_last = self.channels_last
-        if channels_last is None:
-            first = _first_4d(groups.example_inputs)
-            channels_last = bool(first is not None and first.is_contiguous(memory_format=torch.channels_last)
-                                 and not first.is_contiguous())
+        channels_last = self._channels_last(groups)
         table = LatencyTable(repeats=self.repeats, warmup=2, batch_size=self.batch_size or batch_size,
                              autocast=self.autocast, channels_last=channels_last, clock=self.clock,
                              cache_path=self.cache_path)

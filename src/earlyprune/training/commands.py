@@ -157,8 +157,11 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary if summary is not None else {"complete": False, "epochs": len(rows)}, indent=1))
         return 0
+    ratio = (summary or {}).get("ratio") or cfg.ratio   # --time-budget replaces the ratio when pruning starts
+    budget = f" (time budget {cfg.time_budget:.0%})" if getattr(cfg, "time_budget", None) else ""
+    precision = ((summary or {}).get("speed_settings") or {}).get("precision") or cfg.precision
     print(f"{run_dir}: {cfg.model} on {cfg.dataset}, criterion {cfg.criterion}, policy {cfg.policy}, "
-          f"ratio {cfg.ratio} of {cfg.target}, {cfg.epochs} epochs, {cfg.precision}")
+          f"ratio {ratio:g} of {cfg.target}{budget}, {cfg.epochs} epochs, {precision}")
     if summary is not None and summary.get("epochs") == len(rows):
         print(format_summary(summary))
         return 0
