@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -74,6 +74,11 @@ class EarlyPruner:
             this device at the first pruning step (see :mod:`earlyprune.rounding`; the choice is in
             ``round_to_choice``). Signals recorded before that use 1.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
+        num_heads: ``{layer: heads}`` for the query / key / value projections of attention blocks: their groups
+            lose whole heads (see :class:`~earlyprune.groups.ChannelGroups`).
+        head_ratio: fraction of the attention heads to remove, ranked apart from the other channels (which lose
+            ``ratio``); None ranks heads and channels together under ``ratio``. Needs ``num_heads`` and
+            ``target="channels"``; the schedule and signals scale it with ``ratio``.
         loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
             (then call ``pruner.step(inputs, targets)``); ignored otherwise.
         record_signals: record every when-to-prune signal of :mod:`earlyprune.signals` in ``history`` at the end
@@ -92,6 +97,7 @@ class EarlyPruner:
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int | str | AutoRoundTo = 1,
                  ignored_layers: Iterable[nn.Module] | None = None,
+                 num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
                  compute_aware: float | None = None, latency_aware: bool = False) -> None:
@@ -141,9 +147,11 @@ class EarlyPruner:
         self._batch_size: int | None = None
         self.optimizer = optimizer
         self.loss_fn = loss_fn
-        self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+        self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers, num_heads=num_heads)
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+        if head_ratio is not None:
+            self.groups.part_ratios = _head_scale(self.groups, head_ratio, ratio, target)
         self.policy.validate(self.groups, self.criterion)
         self.engine = PruningEngine(self.groups)
         self.dense_stats: ModelStats = measure(model, example_inputs)
@@ -368,6 +376,19 @@ class EarlyPruner:
     def __repr__(self) -> str:
         return (f"EarlyPruner(ratio={self.ratio}, target={self.target!r}, criterion={self.criterion!r}, "
                 f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")
+
+
+def _head_scale(groups: ChannelGroups, head_ratio: float, ratio: float, target: str) -> dict[str, float]:
+    """``part_ratios`` giving the head groups ``head_ratio`` when the others get ``ratio``."""
+    if isinstance(head_ratio, bool) or not isinstance(head_ratio, (int, float)) or not 0 <= head_ratio < 1:
+        raise ValueError(f"head_ratio must be a number in [0, 1) — the fraction of attention heads to remove — "
+                         f"got {head_ratio!r}")
+    if target != "channels":
+        raise ValueError(f"head_ratio counts heads: use target='channels' with it, not {target!r}")
+    if not any(g.part == "heads" for g in groups):
+        raise ValueError("head_ratio= needs attention-head groups: declare the query/key/value projections with "
+                         "num_heads={layer: heads}")
+    return {"heads": float(head_ratio) / float(ratio)}
 
 
 def _json_float(value: float | None) -> float | None:
