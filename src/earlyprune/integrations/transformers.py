@@ -17,17 +17,19 @@ attention heads (query / key / value / output projection together) and MLP inter
 stream kept. It accumulates the criterion after every optimizer step and asks the policy at every epoch end, as
 :class:`~earlyprune.EarlyPruner` does in a hand-written loop: same criteria, same policies.
 
-Saving: ``save_pretrained`` writes the pruned weights and the *original* ``config.json`` (a BERT config cannot
-describe per-layer head counts or MLP widths), so :func:`save_pruned` adds ``earlyprune_structure.json`` — the
-removal history on the original architecture — and :func:`load_pruned` builds the original from the config,
-replays the history (:func:`earlyprune.io.replay`) and loads the weights. The callback writes the same file into
-every checkpoint the ``Trainer`` saves, so ``load_pruned(".../checkpoint-500", cls)`` works too. A plain
-``from_pretrained`` on a pruned directory fails on the shape mismatch instead of loading wrong weights.
+Saving: a transformers config cannot describe a pruned model (one head count and one MLP width for all layers),
+and ``save_pretrained`` renames weights on the way out (transformers 5 converts e.g. ViT's ``q_proj`` back to the
+legacy ``attention.query`` keys), so a pruned model is saved with earlyprune's own format inside the usual
+directory: :func:`save_pruned` writes ``config.json`` (the *original* architecture) and
+``earlyprune_model.safetensors`` (:func:`earlyprune.save`: weights under the module's own names plus the removal
+history, no pickle); :func:`load_pruned` builds the original from the config, replays the history and loads the
+weights. The callback writes that file into every checkpoint the ``Trainer`` saves as well, so
+``load_pruned(".../checkpoint-500", cls)`` works too. Resuming a ``Trainer`` run from a checkpoint taken after the
+pruning event is not supported (the ``Trainer`` loads the weights into the dense model before any callback runs).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -45,7 +47,7 @@ from .blocks import TransformerBlocks, find_blocks
 _tf = require("transformers", "transformers", "earlyprune.integrations.transformers")
 require("accelerate", "transformers", "the Hugging Face Trainer")
 
-STRUCTURE_FILE = "earlyprune_structure.json"
+WEIGHTS_FILE = "earlyprune_model.safetensors"
 _LABEL_KEYS = ("labels", "label", "label_ids")
 
 
@@ -127,60 +129,42 @@ class EarlyPruningCallback(_tf.TrainerCallback):
             return
         checkpoint = Path(args.output_dir) / f"{_tf.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if checkpoint.is_dir():
-            _write_structure(model, checkpoint)
+            io.save(model, checkpoint / WEIGHTS_FILE)
 
 
-def save_pruned(model: nn.Module, directory: str | os.PathLike, **save_pretrained_args: Any) -> Path:
-    """``model.save_pretrained(directory)`` plus ``earlyprune_structure.json``, the pruned structure that
-    :func:`load_pruned` replays on the original architecture described by ``config.json``."""
+def save_pruned(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` (the original architecture, as ``save_pretrained`` would) and
+    ``earlyprune_model.safetensors`` (:func:`earlyprune.save`: the weights plus the pruned structure) to
+    ``directory``; :func:`load_pruned` reads them back."""
     directory = Path(directory)
-    model.save_pretrained(directory, **save_pretrained_args)
-    _write_structure(model, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(directory)
+    io.save(model, directory / WEIGHTS_FILE)
     return directory
 
 
 def load_pruned(directory: str | os.PathLike, model_class: Any, example_inputs: Any = None) -> nn.Module:
     """Build ``model_class`` from ``directory/config.json`` (the original architecture), replay the pruned
-    structure of ``earlyprune_structure.json`` on it and load the saved weights; returns the model in eval mode.
+    structure stored with the weights on it and load them (:func:`earlyprune.load`); returns the model in eval
+    mode.
 
     Args:
-        directory: written by :func:`save_pruned` or a Trainer checkpoint of a run with the callback.
+        directory: written by :func:`save_pruned`, or a checkpoint the ``Trainer`` saved in a run with the callback.
         model_class: the ``transformers`` model class trained (e.g. ``BertForSequenceClassification``).
-        example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the record.
+        example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the file.
     """
     directory = Path(directory)
-    record = directory / STRUCTURE_FILE
-    if not record.is_file():
-        raise FileNotFoundError(f"{record} not found: save the model with earlyprune.integrations.transformers."
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: save a pruned model with earlyprune.integrations.transformers."
                                 f"save_pruned() (a model never pruned loads with {model_class.__name__}."
                                 f"from_pretrained)")
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: save with safe_serialization (the default) in one shard "
-                                f"(max_shard_size larger than the model)")
-    config = model_class.config_class.from_pretrained(directory)
-    model = model_class(config)
-    io.replay(model, json.loads(record.read_text()), example_inputs, source=str(record))
-    from safetensors.torch import load_file
-
-    state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = _tied_names(model)
-    missing = [k for k in missing if k not in tied]  # save_pretrained drops weights tied to another one
-    if missing or unexpected:
-        raise io.StructureMismatchError(f"{weights} does not match {model_class.__name__} after replaying the "
-                                        f"structure (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model = model_class(model_class.config_class.from_pretrained(directory))
+    io.load(weights, model, example_inputs)
     return model.eval()
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-def _write_structure(model: nn.Module, directory: Path) -> None:
-    text = json.dumps(io.structure_json(model))
-    tmp = directory / f".{STRUCTURE_FILE}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, directory / STRUCTURE_FILE)
-
-
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` wrapper (its state is the inner one's)."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -202,11 +186,3 @@ def _example_batch(loader: Any) -> dict[str, torch.Tensor]:
     if not inputs:
         raise ValueError("the collated batch holds no input tensors: pass example_inputs= to EarlyPruningCallback")
     return inputs
-
-
-def _tied_names(model: nn.Module) -> set[str]:
-    """Names of parameters that share their tensor with another parameter (tied embeddings)."""
-    by_tensor: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        by_tensor.setdefault(id(p), []).append(name)
-    return {n for names in by_tensor.values() if len(names) > 1 for n in names}
