@@ -21,7 +21,7 @@ from torch import nn
 from .criteria import Batch, Criterion
 from .criteria.modifiers import with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
-from .engine import PruningEngine
+from .engine import PruningEngine, check_optimizers
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
@@ -62,7 +62,7 @@ class EarlyPruner:
         ratio: fraction of the original ``target`` quantity to remove, in (0, 1) (PaT's α).
         criterion: a :data:`~earlyprune.criteria.CRITERIA` name or a :class:`~earlyprune.criteria.Criterion`.
         policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
-        optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
+        optimizer: the optimizer training ``model`` (or a list of them); param groups and state follow every removal. Required:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
         target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
@@ -113,8 +113,7 @@ class EarlyPruner:
         if optimizer is _REQUIRED:
             raise TypeError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must follow the "
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        check_optimizers(optimizer)
         # the modifiers wrap the criterion; everything downstream sees one Criterion
         self.criterion: Criterion = with_modifiers(criterion, compute_aware=compute_aware,
                                                    latency_aware=latency_aware)
