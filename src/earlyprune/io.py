@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch_pruning as tp
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
@@ -118,9 +119,12 @@ def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *,
         if inputs is None:
             raise ValueError(f"{source} does not describe its example inputs: pass example_inputs=")
         was_training = model.training
-        graph = tp.DependencyGraph().build_dependency(model, inputs, verbose=False)
-        graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
-        model.train(was_training)
+        try:  # traced in eval mode (BatchNorm statistics untouched), through autograd even under no_grad()
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(model.eval(), inputs, verbose=False)
+            graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
+        finally:
+            model.train(was_training)
     final = structure.signature(model)
     if final != doc["final"]:
         raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
