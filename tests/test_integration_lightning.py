@@ -42,8 +42,12 @@ class LitNet(L.LightningModule):
     def on_train_epoch_start(self):
         self.losses = []
 
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
     def on_train_epoch_end(self):
-        self.epoch_losses = getattr(self, "epoch_losses", []) + [sum(self.losses) / len(self.losses)]
+        if getattr(self, "losses", None):  # (a run resumed at an epoch's end trains no batch of it)
+            self.epoch_losses = getattr(self, "epoch_losses", []) + [sum(self.losses) / len(self.losses)]
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
@@ -57,18 +61,21 @@ def loader(shuffle: bool = False, rank_differs: bool = False) -> torch.utils.dat
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=shuffle)
 
 
-def _trainer(tmp_path, epochs, callback, precision="32-true", **kw):
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", callbacks=[callback], precision=precision, logger=False,
+def _trainer(tmp_path, epochs, callback, precision="32-true", extra=(), **kw):
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", callbacks=[callback, *extra], precision=precision,
+                     logger=False,
                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                      deterministic=True, **kw)
 
 
-def _fit(tmp_path, epochs=4, precision="32-true", ckpt_path=None, model=None, **kw):
+def _fit(tmp_path, epochs=4, precision="32-true", ckpt_path=None, model=None, validate=False, **kw):
     L.seed_everything(0)
     callback = EarlyPruning(0.5, policy="epoch:1", steps=2, min_channels=4)
-    trainer = _trainer(tmp_path, epochs, callback, precision, **kw)
+    # with validation, checkpoints are written at validation end — before the callback's epoch end
+    extra = [L.callbacks.ModelCheckpoint(save_on_train_epoch_end=False)] if validate else []
+    trainer = _trainer(tmp_path, epochs, callback, precision, extra=extra, **kw)
     model = model or LitNet()
-    trainer.fit(model, loader(), ckpt_path=ckpt_path)
+    trainer.fit(model, loader(), val_dataloaders=loader() if validate else None, ckpt_path=ckpt_path)
     return trainer, callback, model
 
 
@@ -86,12 +93,14 @@ def test_prunes_mid_training_and_keeps_learning(tmp_path, precision):
     assert losses[4] < losses[3] < losses[2] < losses[0]          # still learning after the pruning epoch
 
 
-@pytest.mark.parametrize("stop_after", [1, 3])                    # before / after the pruning event (epoch 1)
-def test_resume_before_and_after_the_pruning_event_ends_the_same(tmp_path, stop_after):
-    _, reference, ref_model = _fit(tmp_path / "full", epochs=4)
-    first, _, _ = _fit(tmp_path / "part", epochs=stop_after)
+# before / after the pruning event (epoch 1); with validation, Lightning saves at validation end, before the
+# callback's epoch end: the resumed callback finishes that epoch
+@pytest.mark.parametrize("stop_after, validate", [(1, False), (3, False), (1, True)])
+def test_resume_before_and_after_the_pruning_event_ends_the_same(tmp_path, stop_after, validate):
+    _, reference, ref_model = _fit(tmp_path / "full", epochs=4, validate=validate)
+    first, _, _ = _fit(tmp_path / "part", epochs=stop_after, validate=validate)
     ckpt = first.checkpoint_callback.best_model_path
-    _, resumed, model = _fit(tmp_path / "part", epochs=4, ckpt_path=ckpt)
+    _, resumed, model = _fit(tmp_path / "part", epochs=4, ckpt_path=ckpt, validate=validate)
     assert resumed.pruner.structure() == reference.pruner.structure()
     assert [h["phase"] for h in resumed.pruner.history] == ["dense", "pruning", "sparse", "sparse"]
     for (name, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
@@ -143,3 +152,47 @@ def test_missing_lightning_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "earlyprune.integrations.lightning", raising=False)
     with pytest.raises(ImportError, match=r'pip install "earlyprune\[lightning\]"'):
         importlib.import_module("earlyprune.integrations.lightning")
+
+
+class TwoOptimizerNet(LitNet):
+    """Manual optimization with one optimizer per half of the network (as GANs do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt_a, opt_b = self.optimizers()
+        loss = F.cross_entropy(self(x), y)
+        self.losses.append(loss.item())
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+
+    def configure_optimizers(self):
+        first = list(self.net[:3].parameters())
+        rest = [p for p in self.parameters() if all(p is not q for q in first)]
+        return torch.optim.SGD(first, lr=0.05, momentum=0.9), torch.optim.Adam(rest, lr=1e-3)
+
+
+def test_every_optimizer_follows_and_accumulation_steps_count(tmp_path):
+    L.seed_everything(0)
+    callback = EarlyPruning(0.5, policy="epoch:1", steps=2, min_channels=4)
+    trainer = _trainer(tmp_path, 3, callback)
+    model = TwoOptimizerNet()
+    trainer.fit(model, loader())
+    sgd, adam = trainer.optimizers
+    assert {id(p) for o in (sgd, adam) for g in o.param_groups for p in g["params"]} == \
+        {id(p) for p in model.parameters()}
+    assert all(p.shape == sgd.state[p]["momentum_buffer"].shape for p in sgd.param_groups[0]["params"])
+    assert all(p.shape == adam.state[p]["exp_avg"].shape for p in adam.param_groups[0]["params"])
+    assert model.net[0].out_channels == sgd.param_groups[0]["params"][0].shape[0] < 16
+
+    L.seed_everything(0)
+    callback = EarlyPruning(0.5, policy="epoch:1", steps=2, min_channels=4)
+    trainer = _trainer(tmp_path / "acc", 3, callback, accumulate_grad_batches=2)
+    trainer.fit(LitNet(), loader())                               # 4 batches per epoch = 2 optimizer steps
+    assert [e["batch"] for e in callback.pruner.events] == [1, 2]

@@ -34,7 +34,6 @@ itself replays the structure before the state dict is loaded.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -47,8 +46,6 @@ from ..pruner import EarlyPruner
 from ._optional import require
 
 L = require("lightning.pytorch", "lightning", "earlyprune.integrations.lightning")
-
-log = logging.getLogger("earlyprune")
 
 #: key of the checkpoint entry holding the pruned structure
 CHECKPOINT_KEY = "earlyprune"
@@ -140,12 +137,9 @@ class EarlyPruning(L.Callback):
         self.pruner = EarlyPruner(target, inputs, self.ratio, optimizer=list(trainer.optimizers),
                                   steps_per_epoch=steps_per_epoch, ignored_layers=ignored, **self.pruner_args)
         if self._pending and self._pending.get("pruner"):
+            # a checkpoint written at validation end, before this callback's epoch end, needs nothing more:
+            # Lightning resumes such a run at that epoch's end and calls on_train_epoch_end then
             self.pruner.load_state_dict(self._pending["pruner"])
-            # a checkpoint taken after the epoch's last batch but before this callback's epoch end (Lightning
-            # saves at validation end, which comes first): finish that epoch as the uninterrupted run did
-            while self.pruner.epoch < trainer.current_epoch:
-                if self._finish(self.pruner.epoch_end, trainer, pl_module):
-                    log.info("earlyprune: finished the checkpoint's epoch %d on resume", self.pruner.epoch - 1)
         self._pending = None
         self._global_step = trainer.global_step
 
