@@ -73,7 +73,7 @@ def test_head_ratio_ranks_heads_apart_from_channels():
     assert all(p is q for p, q in zip(opt.param_groups[0]["params"], model.parameters()))
 
 
-@pytest.mark.parametrize("bad, match", [({"num_heads": 3}, "dividing its 16"), ({"num_heads": "x"}, "map layers"),
+@pytest.mark.parametrize("bad, match", [({"num_heads": 3}, "dividing its 16"), ({"num_heads": "x"}, "num_heads must be a mapping"),
                                         ({"head_ratio": 1.5}, r"head_ratio must be a number in \[0, 1\)"),
                                         ({"head_ratio": 0.2, "num_heads": None}, "needs attention-head groups")])
 def test_bad_head_arguments_are_refused_with_the_fix(bad, match):

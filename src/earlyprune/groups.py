@@ -27,6 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
+from .validation import MODEL, InstanceOf, Rule, checked, rule
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,11 +139,13 @@ class ChannelGroups(Sequence[ChannelGroup]):
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
+    RULES: dict[str, Rule] = {"model": MODEL,
+                              "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None)}
+
+    @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None,
                  num_heads: Mapping[nn.Module, int] | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
@@ -258,7 +261,8 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
             group.head_dim = self._group_head_dim(group)
-        self.cost = CostModel(self)
+        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
+                              sum(p.numel() for p in self.model.parameters()))
         for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
             group.macs_per_channel = float(macs)
             group.params_per_channel = float(params)
@@ -278,6 +282,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     def _name_of(self, obj: Any) -> str:
         if obj in self._module_names:
             return self._module_names[obj]
+        # torch-pruning internal: the graph's own names of bare parameters (tests/test_torch_pruning_internals.py)
         return self.graph._param_to_name.get(obj, repr(obj)) if isinstance(obj, nn.Parameter) else repr(obj)
 
     def describe(self) -> str:
@@ -293,6 +298,7 @@ def _warn_untraced(model: nn.Module, graph: Any) -> None:
     """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
     auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
     # submodules of traced layers are handled by their parent (MultiheadAttention uses out_proj's weight directly)
+    # torch-pruning internal: graph.module2node, its traced nodes (tests/test_torch_pruning_internals.py)
     covered = {sub for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
     missing = [name for name, m in model.named_modules()
                if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in covered]
@@ -327,9 +333,6 @@ def _channel_groups(group: ChannelGroup) -> int:
 
 def _head_dims(num_heads: Mapping[nn.Module, int], known: set[nn.Module]) -> dict[nn.Module, int]:
     """Channels per head of each layer declared in ``num_heads`` (fixed: pruning removes whole heads)."""
-    if not isinstance(num_heads, Mapping):
-        raise TypeError(f"num_heads must map layers to their head count, e.g. {{attn.query: 12}}; got "
-                        f"{type(num_heads).__name__}")
     dims = {}
     for layer, heads in num_heads.items():
         if not isinstance(layer, nn.Module) or layer not in known:
