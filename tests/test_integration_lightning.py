@@ -68,9 +68,9 @@ def _trainer(tmp_path, epochs, callback, precision="32-true", extra=(), **kw):
                      deterministic=True, **kw)
 
 
-def _fit(tmp_path, epochs=4, precision="32-true", ckpt_path=None, model=None, validate=False, **kw):
+def _fit(tmp_path, epochs=4, precision="32-true", ckpt_path=None, model=None, validate=False, module=None, **kw):
     L.seed_everything(0)
-    callback = EarlyPruning(0.5, policy="epoch:1", steps=2, min_channels=4)
+    callback = EarlyPruning(0.5, policy="epoch:1", steps=2, min_channels=4, module=module)
     # with validation, checkpoints are written at validation end — before the callback's epoch end
     extra = [L.callbacks.ModelCheckpoint(save_on_train_epoch_end=False)] if validate else []
     trainer = _trainer(tmp_path, epochs, callback, precision, extra=extra, **kw)
@@ -108,7 +108,8 @@ def test_resume_before_and_after_the_pruning_event_ends_the_same(tmp_path, stop_
 
 
 def test_a_pruned_checkpoint_loads_with_identical_outputs(tmp_path):
-    trainer, _, model = _fit(tmp_path, epochs=3)
+    trainer, callback, model = _fit(tmp_path, epochs=3, module="net")          # prune the submodule
+    assert callback.pruner.groups.names[0].startswith("0")                     # names relative to model.net
     ckpt = trainer.checkpoint_callback.best_model_path
     x = next(iter(loader()))[0]
     with torch.no_grad():

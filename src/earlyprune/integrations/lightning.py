@@ -34,6 +34,7 @@ itself replays the structure before the state dict is loaded.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -133,7 +134,9 @@ class EarlyPruning(L.Callback):
             inputs = _example_inputs(trainer.train_dataloader)
         inputs = _to(inputs, next(target.parameters()).device)
         ignored = list(self.ignored_layers(pl_module)) if self.ignored_layers is not None else None
-        steps_per_epoch = max(int(trainer.num_training_batches // max(trainer.accumulate_grad_batches, 1)), 1)
+        batches = trainer.num_training_batches  # inf for an iterable dataset: learned from the first epoch
+        steps_per_epoch = (max(int(batches) // max(trainer.accumulate_grad_batches, 1), 1)
+                           if math.isfinite(batches) else None)
         self.pruner = EarlyPruner(target, inputs, self.ratio, optimizer=list(trainer.optimizers),
                                   steps_per_epoch=steps_per_epoch, ignored_layers=ignored, **self.pruner_args)
         if self._pending and self._pending.get("pruner"):
