@@ -16,7 +16,6 @@ import argparse
 import copy
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import earlyprune as ep
 from earlyprune.integrations.blocks import find_blocks
+from earlyprune.timing import paired_ratio
 
 DATE = "2026-11-30"
 CONFIGS = {  # name: (hidden, layers, heads, intermediate, sequence length, batch)
@@ -37,13 +37,6 @@ def _step(model, opt, x, y):
     opt.zero_grad(set_to_none=True)
     model(input_ids=x, labels=y).loss.backward()
     opt.step()
-
-
-def _time(model, opt, x, y, n):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        _step(model, opt, x, y)
-    return (time.perf_counter() - t0) / n
 
 
 def measure(name, spec, rounds, mlp_ratio, head_ratio):
@@ -64,23 +57,16 @@ def measure(name, spec, rounds, mlp_ratio, head_ratio):
     stats = pruner.stats()
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (dense, pruned)]
     n = 20 if hidden < 64 else 2
-    for m, o in zip((dense, pruned), opts):
-        _time(m, o, x, y, n)  # warm-up
-    ratios, times = [], {"dense": [], "pruned": []}
-    for _ in range(rounds):
-        td = _time(dense, opts[0], x, y, n)
-        tp = _time(pruned, opts[1], x, y, n)
-        times["dense"].append(td)
-        times["pruned"].append(tp)
-        ratios.append(td / tp)
-    q = statistics.quantiles(ratios, n=4)
+    # earlyprune.timing: interleaved rounds (order alternating), median of the per-round ratios dense / pruned
+    result = paired_ratio(lambda: _step(dense, opts[0], x, y), lambda: _step(pruned, opts[1], x, y),
+                          rounds=rounds, warmup=n, number=n)
     heads_left = [layer.attention.self.query.out_features // (hidden // heads) for layer in pruned.bert.encoder.layer]
     return {"config": name, "hidden": hidden, "layers": layers, "heads": heads, "intermediate": inter,
             "sequence": length, "batch": batch, "heads_left": heads_left,
             "mlp_left": [layer.intermediate.dense.out_features for layer in pruned.bert.encoder.layer],
             "params_left": stats.params / pruner.dense_stats.params, "macs_left": stats.macs / pruner.dense_stats.macs,
-            "dense_ms": 1e3 * statistics.median(times["dense"]), "pruned_ms": 1e3 * statistics.median(times["pruned"]),
-            "speedup_median": statistics.median(ratios), "speedup_iqr": [q[0], q[2]], "rounds": rounds,
+            "dense_ms": 1e3 * result.a_seconds, "pruned_ms": 1e3 * result.b_seconds,
+            "speedup_median": result.ratio, "speedup_iqr": list(result.iqr), "rounds": rounds,
             "steps_per_round": n}
 
 
