@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 DATE = "2026-11-30"
@@ -31,6 +30,7 @@ DATE = "2026-11-30"
 def worker(out: str, images: int, batch: int) -> None:
     """One rank of a launch: train, time the score all-reduce, rank 0 writes the rows."""
     import earlyprune.pruner as pruner_module
+    from earlyprune.timing import Stopwatch
     from earlyprune.training.config import TrainConfig
     from earlyprune.training.trainer import train
 
@@ -38,12 +38,11 @@ def worker(out: str, images: int, batch: int) -> None:
     reduce = pruner_module.average_scores
 
     def timed(scores):
-        t0 = time.perf_counter()
-        try:
-            return reduce(scores)
-        finally:
-            spent["seconds"] += time.perf_counter() - t0
-            spent["calls"] += 1
+        with Stopwatch() as clock:
+            result = reduce(scores)
+        spent["seconds"] += clock.seconds
+        spent["calls"] += 1
+        return result
 
     pruner_module.average_scores = timed
     cfg = TrainConfig(model="resnet20", dataset=f"synthetic:{images}", image_size=32, epochs=3, batch_size=batch,
