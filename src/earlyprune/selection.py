@@ -15,10 +15,11 @@ are removed until the target is met:
 
 Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
 least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
-differs per layer — e.g. PaT Eq. 2 at initialisation, which is the layer's init standard deviation — would
-otherwise cut whole wide layers to the absolute floor), and with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
+differs per layer — e.g. PaT Eq. 2 early in training, which is the layer's initialisation scale — would otherwise
+cut whole wide layers to the absolute floor), and with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
 widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
-``num_heads`` the same way.
+``num_heads`` the same way. Channels that must go together — position ``j`` of every group of a grouped
+convolution, or all channels of one attention head — are ranked and removed as one unit (their mean score).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .validation import AMOUNT, GROUP_RATIO, MIN_CHANNELS, MULTIPLE, STEPS, TARG
 from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
 #: default per-group limit on the fraction of a group's original channels that may be removed
-#: (``benchmarks/README.md``, "Collapsed layers": 0.8 kept every tested model learning)
+#: (``benchmarks/README.md``, "Collapsed layers and the group limit")
 MAX_GROUP_RATIO = 0.8
 #: the target's rules, shared by :func:`select` and every entry point that plans one
 TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE, "max_group_ratio": GROUP_RATIO}
@@ -77,7 +78,7 @@ def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_gr
     """Per group: the granularity of kept widths (``round_to``, whole units, attention heads) and the fewest
     channels it must keep (``min_channels`` and ``1 − max_group_ratio`` of its original width, rounded up to the
     granularity, at most its current width)."""
-    step = np.array([math.lcm(round_to, g.ch_groups, g.width_multiple) for g in groups], dtype=np.int64)
+    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
     floor = np.empty(len(groups), dtype=np.int64)
     original = groups.original_widths
     for g in groups:
@@ -85,6 +86,38 @@ def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_gr
         need = max(min_channels, relative, 1)
         floor[g.index] = min(g.width, math.ceil(need / step[g.index]) * step[g.index])
     return step, floor
+
+
+def ranked_units(groups: ChannelGroups, scores: Mapping[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group (validated): the score of each removable unit — position ``j`` of every convolution group, or one
+    attention head, scoring the mean of its channels — and the units in ascending score order."""
+    out = []
+    for g in groups:
+        if g.name not in scores:
+            raise ValueError(f"scores are missing group {g.name!r}")
+        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
+        if s.dim() != 1 or s.numel() != g.width:
+            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+        if not torch.isfinite(s).all():
+            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
+        unit_scores = s[g.units()].mean(1)
+        out.append((unit_scores.numpy(), torch.argsort(unit_scores, stable=True).numpy()))
+    return out
+
+
+def plan_for(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]], removed: np.ndarray) -> Plan:
+    """The plan removing ``removed[g]`` channels of each group: its lowest-scored units."""
+    names = groups.names
+    widths = np.array(groups.widths(), dtype=np.int64)
+    remove = {}
+    for i, g in enumerate(groups):
+        if removed[i] > 0:
+            positions = unit_orders[i][1][: removed[i] // g.unit_size]
+            units = g.units()
+            remove[names[i]] = sorted(units[torch.as_tensor(positions, dtype=torch.long)].reshape(-1).tolist())
+    kept = (widths - removed).tolist()
+    return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
+                macs=groups.cost.macs(removed), params=groups.cost.params(removed))
 
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
@@ -108,84 +141,74 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         raise ValueError("target='latency' is planned with the step-time predictor: use earlyprune.select(..., "
                          "target='latency', predictor=earlyprune.measure_step_time(groups, batch_size=...))")
     unit_orders = ranked_units(groups, scores)
-    names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
-    unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
+    unit = np.array([g.unit_size for g in groups], dtype=np.int64)   # channels per removable unit
     step, min_keep = group_limits(groups, min_channels, round_to, max_group_ratio)
     cand_scores, cand_groups = [], []
     for g in groups:
         unit_scores, order = unit_orders[g.index]
-        keep = min_keep[g.index]
-        n_cand = (g.width - keep) // g.ch_groups
+        n_cand = (g.width - min_keep[g.index]) // g.unit_size
         cand_scores.append(unit_scores[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
-    all_scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0)
-    all_groups = np.concatenate(cand_groups) if cand_groups else np.zeros(0, dtype=np.int64)
-    ranking = np.argsort(all_scores, kind="stable")
-    ranked_groups = all_groups[ranking]
-
-    def removed_for(n: int) -> np.ndarray:
-        removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
-        if (step > unit).any():
-            kept = widths - removed
-            rounded = np.round(kept / step).astype(np.int64) * step
-            rounded = np.where(widths < step, widths, rounded)
-            kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
-            removed = widths - kept
-        return removed
-
     cost = groups.cost
-    measure = {
-        "channels": lambda r: float((widths - r).sum()),
-        "flops": cost.macs,
-        "params": cost.params,
-    }[target]
-    goal = (1.0 - float(amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
-    lo, hi = 0, len(ranked_groups)
-    if measure(removed_for(hi)) > goal + 1e-6:
-        warnings.warn(
-            f"cannot remove {amount:.1%} of the {target} with min_channels={min_channels}, round_to={round_to}, "
-            f"max_group_ratio={max_group_ratio}: pruning as far as the constraints allow", stacklevel=2)
-        lo = hi
-    while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
-        mid = (lo + hi) // 2
-        if measure(removed_for(mid)) <= goal + 1e-6:
-            hi = mid
+    removed = np.zeros(len(widths), dtype=np.int64)
+    for members, part_amount in _budgets(groups, amount, target):
+        chosen = np.isin(np.arange(len(widths)), members)
+        part_scores = [c for c, g in zip(cand_scores, groups) if chosen[g.index]]
+        part_groups = [c for c, g in zip(cand_groups, groups) if chosen[g.index]]
+        all_scores = np.concatenate(part_scores) if part_scores else np.zeros(0)
+        all_groups = np.concatenate(part_groups) if part_groups else np.zeros(0, dtype=np.int64)
+        ranked_groups = all_groups[np.argsort(all_scores, kind="stable")]
+
+        def removed_for(n: int) -> np.ndarray:
+            removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
+            if (step > unit).any():
+                kept = widths - removed
+                rounded = np.round(kept / step).astype(np.int64) * step
+                rounded = np.where(widths < step, widths, rounded)
+                kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
+                removed = np.where(chosen, widths - kept, 0)
+            return removed
+
+        if len(members) < len(widths):  # one part of a per-part budget: channels of its groups
+            baseline = float(np.asarray(groups.baseline_widths)[chosen].sum())
+            measure = lambda r: float((widths - r)[chosen].sum())  # noqa: E731
+            goal = (1.0 - part_amount) * baseline
         else:
-            lo = mid + 1
-    return plan_for(groups, unit_orders, removed_for(lo))
+            measure = {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs,
+                       "params": cost.params}[target]
+            goal = (1.0 - float(part_amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
+        lo, hi = 0, len(ranked_groups)
+        if measure(removed_for(hi)) > goal + 1e-6:
+            warnings.warn(
+                f"cannot remove {part_amount:.1%} of the {target} with min_channels={min_channels}, "
+                f"round_to={round_to}, max_group_ratio={max_group_ratio}: pruning as far as the constraints allow",
+                stacklevel=2)
+            lo = hi
+        while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
+            mid = (lo + hi) // 2
+            if measure(removed_for(mid)) <= goal + 1e-6:
+                hi = mid
+            else:
+                lo = mid + 1
+        removed += removed_for(lo)
+    return plan_for(groups, unit_orders, removed)
 
 
-def ranked_units(groups: ChannelGroups, scores: Mapping[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per group (validated): the score of each removable unit — position j of every block of
-    ``width / ch_groups`` channels, scoring the mean of its channels — and the units in ascending score order."""
-    out = []
+def _budgets(groups: ChannelGroups, amount: float, target: str) -> list[tuple[np.ndarray, float]]:
+    """The groups ranked together and the fraction each such set loses: all groups and ``amount``, or — when
+    :attr:`~earlyprune.groups.ChannelGroups.part_ratios` scales a part (attention heads) — one set per part,
+    each losing ``amount × scale`` of its own original channels."""
+    everything = np.arange(len(groups))
+    if not groups.part_ratios:
+        return [(everything, amount)]
+    if target != "channels":
+        raise ValueError(f"per-part ratios (e.g. a head ratio) count channels: use target='channels', not {target!r}")
+    parts: dict[str, list[int]] = {}
     for g in groups:
-        if g.name not in scores:
-            raise ValueError(f"scores are missing group {g.name!r}")
-        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
-        if s.dim() != 1 or s.numel() != g.width:
-            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
-        if not torch.isfinite(s).all():
-            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
-        unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)
-        out.append((unit_scores.numpy(), torch.argsort(unit_scores, stable=True).numpy()))
-    return out
-
-
-def plan_for(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]], removed: np.ndarray) -> Plan:
-    """The plan removing ``removed[g]`` channels of each group: its lowest-scored units."""
-    names = groups.names
-    widths = np.array(groups.widths(), dtype=np.int64)
-    remove = {}
-    for i, g in enumerate(groups):
-        if removed[i] > 0:
-            positions = unit_orders[i][1][: removed[i] // g.ch_groups]
-            block = g.width // g.ch_groups
-            remove[names[i]] = sorted(int(p) + b * block for p in positions for b in range(g.ch_groups))
-    kept = (widths - removed).tolist()
-    return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
-                macs=groups.cost.macs(removed), params=groups.cost.params(removed))
+        parts.setdefault(g.part, []).append(g.index)
+    # a part scaled past 1 (head_ratio > ratio at a small signal ratio) prunes as far as its constraints allow
+    return [(np.array(members), min(amount * groups.part_ratios.get(part, 1.0), 1.0)) for part, members in parts.items()]
 
 
 def iterative_amounts(amount: float, steps: int) -> list[float]:

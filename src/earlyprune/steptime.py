@@ -349,7 +349,7 @@ def layer_curves(groups: ChannelGroups, table: LatencyTable, align: int = 8
     units = {l: 1 for l in range(len(layers))}
     for g, group_links in zip(groups, links):
         for link in group_links:
-            units[link.layer] = math.lcm(units[link.layer], g.ch_groups * link.multiplicity)
+            units[link.layer] = math.lcm(units[link.layer], g.unit_size * link.multiplicity)
     curves = []
     with table._file_cache():
         for l, m in enumerate(layers):
@@ -413,7 +413,7 @@ def uniform_removal(groups: ChannelGroups, fraction: float, align: int = 8) -> d
     and to the group's removal unit; groups narrower than that are left alone)."""
     out = {}
     for g in groups:
-        step = math.lcm(align, g.ch_groups, g.width_multiple)
+        step = math.lcm(align, g.unit_size, g.width_multiple)
         if g.width <= step:
             continue
         keep = max(step, int(round(g.width * (1 - fraction) / step)) * step)

@@ -61,7 +61,7 @@ def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np
     before = check_predictor(groups, predictor)
     widths = np.array(groups.widths(), dtype=np.int64)
     step, floor = group_limits(groups, min_channels, round_to, max_group_ratio)
-    unit = np.array([g.ch_groups for g in groups], dtype=np.int64)
+    unit = np.array([g.unit_size for g in groups], dtype=np.int64)
     # importance of removing the first k channels of a group (its lowest-scored units), k in whole units
     lost = [np.concatenate([[0.0], np.cumsum(scores[order]) * u]) for (scores, order), u in zip(unit_orders, unit)]
 
