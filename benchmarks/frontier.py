@@ -175,36 +175,36 @@ def closest(measured: dict[str, float], budget: float) -> str:
 def plan(profile: str, calibration: dict[str, Any]) -> list[dict[str, Any]]:
     prof = PROFILES[profile]
     runs = []
-    for model, spec in prof["models"].items():
+    for seed, (model, spec) in [(s, item) for s in prof["seeds"] for item in prof["models"].items()]:
         data = f"folder:{subset_zip(spec['train'], prof['test'])}"
-        for seed in prof["seeds"]:
-            base = {**COMMON, "model": model, "dataset": data, "epochs": spec["epochs"], "seed": seed}
-            runs.append({"id": f"{model}-s{seed}-dense", "model": model, "seed": seed, "method": "dense",
-                         "budget": 1.0, "config": {**base, "policy": "never"}})
-            for b in prof["budgets"]:
-                tag = f"{model}-s{seed}-b{int(b * 100)}"
-                cal = calibration.get(model)
-                width = closest(cal["narrow"], b) if cal else None
-                tp_ratio = closest(cal["tp"], b) if cal else None
-                configs = {
-                    "dense-short": {**base, "policy": "never", "epochs": max(1, round(b * spec["epochs"]))},
-                    "narrow": {**base, "policy": "never",
-                               "model_args": {WIDTHS[model][0]: (int(width) if WIDTHS[model][0] == "width"
-                                                                 else float(width))} if width else {}},
-                    "tp-uniform": {**base, "model": "frontier_tp", "policy": "never",
-                                   "model_args": {"base": model, "ratio": float(tp_ratio or 0.5)}},
-                    "3sp": {**base, "policy": "before:1", "criterion": "snip", "target": "flops", "ratio": 1 - b,
-                            "steps": 1},
-                    "3sp-ca": {**base, "policy": "before:1", "criterion": "snip", "target": "flops", "ratio": 1 - b,
-                               "steps": 1, "pruner_args": {"compute_aware": 0.05}},
-                    "epi-channels": {**base, "policy": "epi", "target": "channels", "time_budget": b},
-                    "epi-time": {**base, "policy": "epi", "target": "latency", "time_budget": b},
-                    "init-time": {**base, "policy": "init", "target": "latency", "time_budget": b},
-                }
-                for method in METHODS:
-                    runs.append({"id": f"{tag}-{method}", "model": model, "seed": seed, "method": method, "budget": b,
-                                 "config": configs[method],
-                                 "knob": {"narrow": width, "tp-uniform": tp_ratio}.get(method)})
+        # seed-major: every model's first seed is done before any second seed starts
+        base = {**COMMON, "model": model, "dataset": data, "epochs": spec["epochs"], "seed": seed}
+        runs.append({"id": f"{model}-s{seed}-dense", "model": model, "seed": seed, "method": "dense",
+                     "budget": 1.0, "config": {**base, "policy": "never"}})
+        for b in prof["budgets"]:
+            tag = f"{model}-s{seed}-b{int(b * 100)}"
+            cal = calibration.get(model)
+            width = closest(cal["narrow"], b) if cal else None
+            tp_ratio = closest(cal["tp"], b) if cal else None
+            configs = {
+                "dense-short": {**base, "policy": "never", "epochs": max(1, round(b * spec["epochs"]))},
+                "narrow": {**base, "policy": "never",
+                           "model_args": {WIDTHS[model][0]: (int(width) if WIDTHS[model][0] == "width"
+                                                             else float(width))} if width else {}},
+                "tp-uniform": {**base, "model": "frontier_tp", "policy": "never",
+                               "model_args": {"base": model, "ratio": float(tp_ratio or 0.5)}},
+                "3sp": {**base, "policy": "before:1", "criterion": "snip", "target": "flops", "ratio": 1 - b,
+                        "steps": 1},
+                "3sp-ca": {**base, "policy": "before:1", "criterion": "snip", "target": "flops", "ratio": 1 - b,
+                           "steps": 1, "pruner_args": {"compute_aware": 0.05}},
+                "epi-channels": {**base, "policy": "epi", "target": "channels", "time_budget": b},
+                "epi-time": {**base, "policy": "epi", "target": "latency", "time_budget": b},
+                "init-time": {**base, "policy": "init", "target": "latency", "time_budget": b},
+            }
+            for method in METHODS:
+                runs.append({"id": f"{tag}-{method}", "model": model, "seed": seed, "method": method, "budget": b,
+                             "config": configs[method],
+                             "knob": {"narrow": width, "tp-uniform": tp_ratio}.get(method)})
     return runs
 
 

@@ -2,7 +2,7 @@
 
 The predicted forward + backward time of the model with ``r_g`` channels removed from every group ``g`` is
 
-    T̂(r) = α · Σ_l t_l(c_in,l(r), c_out,l(r))  +  ρ₁ · A(r) / A(0)  (+ ρ₀)
+    T̂(r) = α · Σ_l t_l(c_in,l(r), c_out,l(r))  +  ρ₀   (+ ρ₁ · A(r) / A(0), not fitted by default)
 
 * ``t_l`` — layer ``l`` (convolution, linear or normalisation layer of a group) timed **standalone**, forward +
   backward, by a :class:`~earlyprune.criteria.LatencyTable` on a grid of its input × output widths (a prunable
@@ -15,15 +15,17 @@ The predicted forward + backward time of the model with ``r_g`` channels removed
   (the layers' roles in :class:`~earlyprune.groups.ChannelGroup`);
 * ``α`` — standalone layers do not run exactly as inside the model (memory allocation and page faults, caches,
   the input gradient of the first layer), so their sum is scaled;
-* ``ρ₁·A(r)/A(0)`` — the rest of the step, which no table row times: activations, residual adds, pooling, the loss,
-  autograd's own work. Element-wise work scales with the activations, so ``A(r)`` counts the elements the timed
-  layers write (``Σ_l c_out,l·positions_l``).
+* ``ρ₀`` — the rest of the step that does not shrink with the widths: one dispatch per operator (hundreds per
+  step), the loss, autograd's own bookkeeping — on a CPU in bf16 a CIFAR ResNet-56 at a third of its width still
+  takes 43 % of the dense step;
+* ``ρ₁·A(r)/A(0)`` — optional: element-wise work that scales with the activations the layers write
+  (``A(r) = Σ_l c_out,l·positions_l``).
 
-``α`` and ``ρ₁`` are fitted so that ``T̂`` equals two **measured** steps of the real model, interleaved: the dense
-one and a calibration structure (every group narrowed uniformly by ``calibration`` of its width, on a pruned copy).
-Of the forms tried on CIFAR ResNet-20 (``layers + constant``, ``layers + constant + activations``, ``α·layers +
-constant``, ``α·layers``, ``α·layers + activations``), the last predicted unseen structures best
-(``benchmarks/README.md``, "Step-time predictor"). With three or more measurements a constant ``ρ₀`` is fitted too.
+The coefficients are fitted (:meth:`StepTimePredictor.fit_rest`, least squares, all ≥ 0) to **measured** steps of
+the real model, interleaved: the dense one, a calibration structure (every group narrowed uniformly by
+``calibration`` of its width, on a pruned copy) and — :func:`refine_step_time`, which the pruner calls with its
+first plan — the structure the run is about to reach. Of the forms compared on CIFAR ResNet-20/56
+(``benchmarks/README.md``, "Step-time predictor"), ``α·layers + ρ₀`` predicted unseen structures best.
 
 The clock: on a CPU with one intra-op thread, the **CPU time of the process** (immune to other processes sharing
 the cores, which on a shared machine inflate wall times 2–3×; see ``benchmarks/README.md``); otherwise wall time
@@ -56,6 +58,12 @@ from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, _flat_tensors, is_depthwise
 from .validation import Boolean, InstanceOf, Interval, Options, Rule, check_args, rule
 
+#: the coefficients of ``T̂`` (in the order of :meth:`StepTimePredictor.fit_rest`'s columns), and those fitted by
+#: default: on CIFAR ResNet-20/56 in fp32 and bf16 + channels_last, ``α·Σt + ρ₀`` fitted to the dense step and the
+#: uniform half predicted unseen structures best (median error of the speedup 5 %, 88 % within ±10 %; with the
+#: activation term 6–8 % and 64–78 %: ``benchmarks/README.md``, "Step-time predictor")
+FIT_TERMS = ("alpha", "rho1", "rho0")
+FIT = ("alpha", "rho0")
 #: fractions of a dimension's original width timed for the layer curves of wide layers
 GRID = (1.0, 0.75, 0.5, 0.25, 0.125)
 #: a dimension of at most this many multiples of the alignment is timed at every multiple (narrow layers, where
@@ -135,7 +143,7 @@ class StepTimePredictor:
         curves: one :class:`LayerCurve` per timed layer, at its original widths ``(in_widths[-1],
             out_widths[-1])``.
         links: per group, how its channels narrow the curves.
-        rho0, rho1: the rest of the step: constant, and the part that scales with the activations.
+        rho0, rho1: the rest of the step: constant, and (optional) the part that scales with the activations.
         alpha: the scale of the standalone layer times.
         dense_seconds: the measured step of the original model (the reference of ``target="latency"``).
         info: what was measured (batch size, clock, calibration…), for reports.
@@ -236,17 +244,20 @@ class StepTimePredictor:
     def predicted_dense(self) -> float:
         return self.predict()
 
-    def fit_rest(self, measured: Sequence[tuple[np.ndarray, float]]) -> None:
-        """Fit ``α, ρ₁`` (and ``ρ₀`` from three measurements on) to measured steps ``[(removed, seconds), …]`` by
-        least squares, all ≥ 0; one measurement fits ``α`` alone. A fit that would need a negative coefficient
-        (timing noise) drops that term."""
+    def fit_rest(self, measured: Sequence[tuple[np.ndarray, float]], terms: Sequence[str] = FIT) -> None:
+        """Fit the coefficients named in ``terms`` (``"alpha"``, ``"rho1"``, ``"rho0"``; the others are 0) to measured
+        steps ``[(removed, seconds), …]`` by least squares, all ≥ 0; one measurement fits ``α`` alone. A fit that
+        would need a negative coefficient (timing noise) drops that term."""
         rows, rhs = [], []
         for removed, seconds in measured:
             layer_s, acts = self._partial(self.vector(removed), range(len(self.curves)))
             rows.append((layer_s, acts / self._a0, 1.0))
             rhs.append(seconds)
         a, b = np.array(rows), np.array(rhs)
-        terms = [0, 1, 2][:min(len(rows) + (1 if len(rows) >= 3 else 0), 3)] if len(rows) >= 2 else [0]
+        unknown = set(terms) - set(FIT_TERMS)
+        if unknown:
+            raise ValueError(f"terms must be among {', '.join(FIT_TERMS)}, got {sorted(unknown)}")
+        terms = [FIT_TERMS.index(t) for t in terms][:len(rows)] if len(rows) >= 2 else [0]
         while True:
             coef = np.zeros(3)
             if terms:
@@ -522,7 +533,7 @@ def refine_step_time(predictor: StepTimePredictor, groups: ChannelGroups, remove
                      batch_size: int | None = None, autocast: torch.dtype | None = None, channels_last: bool = False,
                      repeats: int = 5, clock: str = "auto") -> None:
     """Measure the structure a plan is about to reach (``removed`` channels per group, from the original widths,
-    on a pruned copy of the still-unpruned ``groups.model``) beside the dense model and refit ``α, ρ₁, ρ₀`` to all
+    on a pruned copy of the still-unpruned ``groups.model``) beside the dense model and refit the coefficients to all
     the measured structures — so that the prediction is calibrated where the selection needs it most."""
     removed = predictor.vector(removed)
     if not removed.any() or any(np.array_equal(removed, np.array(r)) for r, _ in predictor.info.get("points", [])):
