@@ -123,6 +123,35 @@ def run_setting(name: str, mode: str, align: int, rounds: int) -> dict:
             "rho1": predictor.rho1, "alpha": predictor.alpha, "variants": rows}
 
 
+CALIBRATION = ("dense", "uniform 0.5")
+
+
+def markdown(data: dict) -> str:
+    """Per setting: the speedup over dense predicted vs measured (median paired ratio) of every structure."""
+    settings = data["settings"]
+    names = list(next(iter(settings.values()))["variants"])[1:]
+    lines = ["| model | mode | dense step (measured / predicted) | " + " | ".join(names) + " |",
+             "|---|---|---:|" + "---:|" * len(names)]
+    for s in settings.values():
+        v = s["variants"]
+        cells = []
+        for k in names:
+            paired = statistics.median(t / d for t, d in zip(v[k]["measured_all_s"], v["dense"]["measured_all_s"]))
+            predicted = v[k]["predicted_s"] / v["dense"]["predicted_s"]
+            mark = "*" if k in CALIBRATION else ""
+            cells.append(f"{1 / paired:.2f}× / {1 / predicted:.2f}× ({v[k]['ratio_error']:+.0%}){mark}")
+        lines.append(f"| {s['model']} | {s['mode']} | {1e3 * v['dense']['measured_s']:.0f} / "
+                     f"{1e3 * v['dense']['predicted_s']:.0f} ms | " + " | ".join(cells) + " |")
+    errors = np.array([abs(v["ratio_error"]) for s in settings.values() for k, v in s["variants"].items()
+                       if k not in CALIBRATION])
+    steps = np.array([abs(v["error"]) for s in settings.values() for k, v in s["variants"].items()])
+    lines += ["", f"Unseen structures ({len(errors)}): speedup error median {np.median(errors):.1%}, "
+                  f"{np.mean(errors <= 0.10):.0%} within ±10 %, max {errors.max():.0%}. Step time (all "
+                  f"{len(steps)}, dense included): median {np.median(steps):.1%}, {np.mean(steps <= 0.10):.0%} "
+                  f"within ±10 %."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "vgg16", "vgg19", "mobilenet_v1"])
@@ -130,7 +159,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aligns", nargs="+", type=int, default=[8, 16])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/step_time.json")
+    parser.add_argument("--markdown", action="store_true", help="print the results as Markdown tables and stop")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
     torch.set_num_threads(1)
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {
