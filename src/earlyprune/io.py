@@ -4,6 +4,10 @@
 pruned structure — the original architecture's shapes and torch-pruning's removal history
 (:mod:`earlyprune.structure`). :func:`load` builds nothing from the file: it replays the history on the model
 *you* built (the original architecture), checks every shape, then loads the tensors. Nothing unpickles.
+
+Weights masked by unstructured pruning (:mod:`earlyprune.unstructured`) are stored sparse — the kept values
+and the mask, in CSR or as a bit mask, whichever is smaller per tensor (:mod:`earlyprune.unstructured.sparse_io`)
+— and :func:`load` puts the same masks back on, so a saved sparse model is restored exactly and trains on.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch_pruning as tp
+import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from . import structure
+from .unstructured import sparse_io
+from .unstructured.masks import MaskedWeights, mask_of, masked_counts, plain_state_dict
 
 _KEY = "earlyprune.structure"
 
@@ -33,7 +40,11 @@ def structure_json(model: nn.Module, example_inputs: Any = None) -> dict[str, An
     if record is None:  # never pruned by earlyprune: the original is the model itself
         record = structure.StructureRecord(original=structure.signature(model),
                                            inputs=structure.input_spec(example_inputs))
-    return record.to_json(model)
+    doc = record.to_json(model)
+    counts = masked_counts(model)
+    if counts:  # weight-level pruning on top of (or instead of) removed channels
+        doc["masks"] = {name: {"kept": kept, "entries": entries} for name, (kept, entries) in counts.items()}
+    return doc
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
@@ -51,9 +62,30 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
             raise ValueError(f"metadata must map str to str and may not use {_KEY!r}")
         header[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp), metadata=header)
+    counts = masked_counts(model)
+    if counts:
+        tensors, masks_meta = _sparse_tensors(model, set(counts))
+        header[sparse_io.MASKS_KEY] = json.dumps(masks_meta)
+        save_file(tensors, str(tmp), metadata=header)
+    else:
+        save_model(model, str(tmp), metadata=header)
     os.replace(tmp, path)
     return path
+
+
+def _sparse_tensors(model: nn.Module, masked: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a masked model's file: dense entries copied as they are, masked weights encoded sparse."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, value in plain_state_dict(model).items():
+        if name in masked:
+            module_name, _, attr = name.rpartition(".")
+            mask = mask_of(model.get_submodule(module_name) if module_name else model, attr)
+            parts, meta[name] = sparse_io.encode(name, value, mask.mask)  # type: ignore[union-attr]
+            tensors.update(parts)
+        else:  # copies: safetensors refuses tensors that share memory (tied weights)
+            tensors[name] = value.detach().cpu().clone()
+    return tensors, meta
 
 
 def read_structure(path: str | os.PathLike) -> dict[str, Any]:
@@ -95,7 +127,7 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     doc = read_structure(path)
     current = structure.signature(model)
-    if current != doc["original"]:
+    if not _same(current, doc["original"]):
         hint = _diff(doc["original"], current)
         raise StructureMismatchError(
             f"{path} was saved from a different architecture than the model given ({hint}); build the same "
@@ -110,9 +142,46 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
         model.train(was_training)
     final = structure.signature(model)
-    if final != doc["final"]:
+    if not _same(final, doc["final"]):
         raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    load_model(model, str(path), strict=True)  # shapes and names were checked above
+    masks = _read_masks(path)
+    if masks is None:
+        load_model(model, str(path), strict=True)  # shapes and names were checked above
+    else:
+        _load_sparse(path, model, masks)
     structure.adopt(model, doc["original"], doc["example_inputs"], history)
     return model
+
+
+def _read_masks(path: Path | str) -> dict[str, Any] | None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta[sparse_io.MASKS_KEY]) if sparse_io.MASKS_KEY in meta else None
+
+
+def _load_sparse(path: Path | str, model: nn.Module, masks: dict[str, Any]) -> None:
+    """Load a file with sparse-encoded masked weights: dense values into the plain model, then the masks on."""
+    with safe_open(str(path), framework="pt") as f:
+        stored = {key: f.get_tensor(key) for key in f.keys()}
+    state: dict[str, torch.Tensor] = {}
+    keep: dict[str, torch.Tensor] = {}
+    components = set()
+    for name, meta in masks.items():
+        try:
+            state[name], keep[name] = sparse_io.decode(name, stored, meta)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise StructureMismatchError(f"{path}: masked weight {name!r} cannot be decoded ({exc})") from None
+        components.update(sparse_io.component_names(name, meta))
+    state.update({k: v for k, v in stored.items() if k not in components})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise StructureMismatchError(f"{path} does not match the model: missing {list(missing)[:3]}, unexpected "
+                                     f"{list(unexpected)[:3]}")
+    MaskedWeights(model).apply(keep)
+
+
+def _same(a: list, b: list) -> bool:
+    """Two signatures name the same tensors with the same shapes (order aside: a weight mask moves its tensor
+    behind the module's other entries in the state dict)."""
+    return {n: s for n, s in a} == {n: s for n, s in b} and len(a) == len(b)

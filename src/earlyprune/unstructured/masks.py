@@ -1,0 +1,361 @@
+"""Binary masks on single weights, through PyTorch's own ``torch.nn.utils.parametrize``.
+
+Every prunable weight tensor gets a :class:`WeightMask` parametrization: ``module.weight`` becomes
+``where(mask, original, 0)``, computed on access from the original :class:`~torch.nn.Parameter` (which the
+optimizer keeps holding: parametrize re-registers *the same* Parameter object as
+``module.parametrizations.weight.original``).
+
+Why ``parametrize`` and not ``torch.nn.utils.prune`` (both keep the Parameter object):
+
+* ``torch.where`` instead of ``prune``'s ``weight_orig * weight_mask``: the gradient of a pruned entry is exactly
+  0 even when the upstream gradient is ``inf`` / ``NaN`` (``0·inf = NaN``), and a ``NaN`` that reached a pruned
+  raw entry can never leak into the effective weight (``NaN·0 = NaN`` under ``prune``);
+* ``right_inverse``: assigning ``module.weight = w`` (rewinding a lottery ticket, loading) writes through the mask;
+  ``prune`` recomputes ``weight`` in a forward pre-hook, so an assignment is silently overwritten and a read between
+  an update and the next forward is stale;
+* it works on any tensor attribute, including ``nn.LSTM``'s ``weight_hh_l0`` and ``nn.MultiheadAttention``'s
+  ``in_proj_weight`` (tested).
+
+Pruned weights stay **exactly zero** through training: the effective weight is zero by construction; when a mask
+is applied, :meth:`MaskedWeights.apply` also zeroes the raw entries and every per-parameter optimizer state
+tensor shaped like the weight (SGD momentum, Adam moments, RMSprop / Adagrad accumulators), so with a zero
+gradient (``where``'s backward) SGD with momentum, Nesterov and weight decay, Adam, AdamW (decoupled decay),
+RMSprop and Adagrad leave the raw entries at zero as well (tested over many steps).
+
+This module is a leaf: it imports only torch (``metrics`` and ``structure`` read masks through it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+#: modules whose ``weight`` is prunable at weight level
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                 nn.Linear)
+
+
+class WeightMask(nn.Module):
+    """The parametrization ``W = where(mask, W_orig, 0)`` (a boolean ``mask`` buffer, True = kept)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask, original, torch.zeros((), dtype=original.dtype, device=original.device))
+
+    def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        """``module.weight = value`` stores ``value`` with the pruned entries zeroed."""
+        return self.forward(value)
+
+
+def mask_of(module: nn.Module, attr: str) -> WeightMask | None:
+    """The :class:`WeightMask` on ``module.<attr>``, or None."""
+    if not parametrize.is_parametrized(module, attr):
+        return None
+    for p in module.parametrizations[attr]:  # type: ignore[index]
+        if isinstance(p, WeightMask):
+            return p
+    return None
+
+
+def plain_name(name: str) -> str:
+    """``"conv.parametrizations.weight.original"`` → ``"conv.weight"``: the name a tensor has without
+    parametrizations (other names are returned unchanged)."""
+    if ".parametrizations." not in f".{name}":
+        return name
+    head, _, rest = f".{name}".partition(".parametrizations.")
+    attr = rest.split(".", 1)[0]
+    return f"{head}.{attr}".lstrip(".")
+
+
+def is_parametrization_entry(name: str) -> bool:
+    """True for state-dict entries that belong to a parametrization (its buffers, e.g. the mask), not to the
+    parametrized tensor itself."""
+    if ".parametrizations." not in f".{name}":
+        return False
+    rest = f".{name}".partition(".parametrizations.")[2]
+    parts = rest.split(".")
+    return not (len(parts) == 2 and parts[1] == "original")
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as the model would have it without parametrizations: parametrized tensors under
+    their own names (``conv.weight``), holding the *effective* (masked) values; mask buffers left out."""
+    values = {}
+    for name, tensor in model.state_dict().items():
+        if is_parametrization_entry(name):
+            continue
+        plain = plain_name(name)
+        if plain != name:  # the raw original: read the effective value instead
+            module_name, _, attr = plain.rpartition(".")
+            tensor = getattr(model.get_submodule(module_name), attr).detach()
+        values[plain] = tensor
+    return values
+
+
+def parameters_in_plain_order(model: nn.Module, order: Sequence[str] | None = None) -> list[nn.Parameter]:
+    """The model's parameters in the order the unmasked model lists them.
+
+    Parametrize moves a masked weight behind its module's other parameters (``conv.bias`` before
+    ``conv.parametrizations.weight.original``), which changes the order of ``model.parameters()`` and so the
+    meaning of an optimizer state dict saved before the masks existed. Build optimizers from this list to keep
+    it. ``order``: the plain names in their original order (e.g. the original structure signature); without it,
+    each module's masked tensors are put back before its other parameters (where ``weight`` normally is).
+    """
+    named = [(plain_name(n), p) for n, p in model.named_parameters()]
+    if order is not None:
+        position = {n: i for i, n in enumerate(order)}
+        return [p for _, p in sorted(named, key=lambda item: position.get(item[0], len(position)))]
+    out: list[nn.Parameter] = []
+    for module_name, module in model.named_modules():
+        masked = [module.parametrizations[a].original for a in getattr(module, "parametrizations", {})]  # type: ignore[index]
+        own = list(module._parameters.values())
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # its ``original`` is listed with the module it parametrizes
+        out.extend(p for p in masked + own if p is not None)
+    return out
+
+
+@dataclass(eq=False)
+class WeightTensor:
+    """One prunable weight tensor: ``module.<attr>``, known to the rest of the package as ``name``."""
+
+    name: str
+    module: nn.Module
+    attr: str
+    #: entries of the tensor (the criterion base class calls a unit's size its ``width``)
+    width: int
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The boolean mask (True = kept), or None while no mask is attached."""
+        m = mask_of(self.module, self.attr)
+        return None if m is None else m.mask
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The effective (masked) weight."""
+        return getattr(self.module, self.attr)
+
+    @property
+    def parameter(self) -> nn.Parameter:
+        """The Parameter the optimizer holds (the raw original once a mask is attached)."""
+        if parametrize.is_parametrized(self.module, self.attr):
+            return self.module.parametrizations[self.attr].original  # type: ignore[index,return-value]
+        return getattr(self.module, self.attr)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.parameter.shape
+
+    @property
+    def kept(self) -> int:
+        mask = self.mask
+        return self.width if mask is None else int(mask.sum())
+
+
+def prunable_weights(model: nn.Module, ignored_layers: Iterable[nn.Module] = ()) -> list[tuple[str, nn.Module, str]]:
+    """``(name, module, attr)`` of every weight tensor that unstructured pruning masks.
+
+    Convolution (also transposed) and linear weights, the weight matrices of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
+    and ``nn.MultiheadAttention``'s input projection (its output projection is a linear layer). Not masked: biases,
+    normalisation layers, embeddings, modules in ``ignored_layers`` (and their submodules), and tensors shared by
+    several modules (tied weights: masking one use would untie them; a warning names them).
+    """
+    ignored = {id(m) for layer in ignored_layers for m in layer.modules()}
+    found: list[tuple[str, nn.Module, str]] = []
+    for module_name, module in model.named_modules():
+        if id(module) in ignored or isinstance(module, parametrize.ParametrizationList):
+            continue
+        attrs: list[str] = []
+        if isinstance(module, WEIGHT_LAYERS):
+            attrs = ["weight"]
+        elif isinstance(module, nn.RNNBase):
+            attrs = [n for n in module._flat_weights_names if n.startswith("weight_")]
+        elif isinstance(module, nn.MultiheadAttention):
+            attrs = (["in_proj_weight"] if module.in_proj_weight is not None or mask_of(module, "in_proj_weight")
+                     else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
+        for attr in attrs:
+            if getattr(module, attr, None) is None:
+                continue
+            found.append((f"{module_name}.{attr}".lstrip("."), module, attr))
+    # a Parameter reachable from two places (tied weights) cannot be masked in one of them only
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    shared = sorted(name for name, module, attr in found if uses.get(id(_raw(module, attr)), 0) > 1)
+    if shared:
+        warnings.warn(f"weights shared by several modules are not masked (tied weights): {shared[:5]}",
+                      stacklevel=3)
+    return [item for item in found if item[0] not in shared]
+
+
+def _raw(module: nn.Module, attr: str) -> torch.Tensor:
+    if parametrize.is_parametrized(module, attr):
+        return module.parametrizations[attr].original  # type: ignore[index,return-value]
+    return getattr(module, attr)
+
+
+class MaskedWeights(Sequence[WeightTensor]):
+    """The prunable weight tensors of a model and their masks — the weight-level counterpart of
+    :class:`~earlyprune.groups.ChannelGroups`: one unit per tensor, ``widths()`` its kept entries.
+
+    Nothing is attached until :meth:`apply` is first called, so dense epochs train without any overhead. Masks
+    already on the model (:func:`earlyprune.load` restores them) are adopted.
+
+    Args:
+        model: the network.
+        ignored_layers: modules whose weights are never masked.
+        baseline: the number of prunable weights that ratios refer to; by default the current number of entries
+            (pass the dense model's count when channels were removed first).
+    """
+
+    def __init__(self, model: nn.Module, ignored_layers: Iterable[nn.Module] | None = None,
+                 baseline: int | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        ignored = list(ignored_layers or [])
+        known = set(model.modules())
+        for layer in ignored:
+            if not isinstance(layer, nn.Module) or layer not in known:
+                raise ValueError(f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}")
+        self.model = model
+        self.ignored_layers = tuple(ignored)
+        self._tensors = [WeightTensor(name, module, attr, _raw(module, attr).numel())
+                         for name, module, attr in prunable_weights(model, ignored)]
+        if not self._tensors:
+            raise ValueError("the model has no prunable weights (convolution, linear, RNN or attention weights "
+                             "outside ignored_layers)")
+        self._by_name = {t.name: t for t in self._tensors}
+        total = sum(t.width for t in self._tensors)
+        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, int) or baseline < total):
+            raise ValueError(f"baseline must be a whole number ≥ the current {total} prunable weights, got {baseline!r}")
+        self.baseline = baseline if baseline is not None else total
+
+    # -- Sequence protocol -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __iter__(self) -> Iterator[WeightTensor]:
+        return iter(self._tensors)
+
+    def __getitem__(self, key: int | str) -> WeightTensor:  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                raise KeyError(f"no prunable weight named {key!r}; known: {', '.join(list(self._by_name)[:8])}…") \
+                    from None
+        return self._tensors[key]
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self._tensors]
+
+    def widths(self) -> list[int]:
+        """Kept weights per tensor (the weight-level structure vector), in tensor order."""
+        return [t.kept for t in self._tensors]
+
+    def kept(self) -> int:
+        return sum(self.widths())
+
+    def sparsity(self) -> float:
+        """Fraction of the ``baseline`` prunable weights that are masked or were removed with channels."""
+        return 1.0 - self.kept() / self.baseline
+
+    def totals(self) -> dict[str, float]:
+        return {"weights": float(self.kept()), "weight_sparsity": self.sparsity()}
+
+    @property
+    def attached(self) -> bool:
+        return any(t.mask is not None for t in self._tensors)
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{name: bool mask}`` of the tensors that have one."""
+        return {t.name: t.mask.clone() for t in self._tensors if t.mask is not None}  # type: ignore[union-attr]
+
+    # -- changing the masks -----------------------------------------------------------------------------------
+    def apply(self, keep: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> int:
+        """Mask the entries that ``keep[name]`` marks False (a mask only ever loses entries: pruned weights stay
+        pruned); returns how many entries were newly pruned.
+
+        The raw parameter's pruned entries and every optimizer state tensor shaped like it are zeroed, so a
+        standard optimizer leaves them at zero (see the module docstring).
+        """
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        unknown = [n for n in keep if n not in self._by_name]
+        if unknown:
+            raise ValueError(f"masks name weights this model does not prune: {unknown[:5]}")
+        pruned = 0
+        for name, new in keep.items():
+            t = self._by_name[name]
+            new = torch.as_tensor(new)
+            if new.shape != t.shape:
+                raise ValueError(f"mask for {name!r} has shape {tuple(new.shape)}, the weight {tuple(t.shape)}")
+            param = t.parameter
+            new = new.to(device=param.device, dtype=torch.bool)
+            current = t.mask
+            if current is not None:
+                new = new & current
+                pruned += int(current.sum()) - int(new.sum())
+                current.copy_(new)
+            else:
+                pruned += t.width - int(new.sum())
+                parametrize.register_parametrization(t.module, t.attr, WeightMask(new))
+            zero_state_(param, new, optimizer)
+        return pruned
+
+    def remove(self) -> None:
+        """Take the masks off, leaving plain parameters that hold the masked values (pruned entries zero)."""
+        for t in self._tensors:
+            if mask_of(t.module, t.attr) is not None:
+                parametrize.remove_parametrizations(t.module, t.attr, leave_parametrized=True)
+
+    def __repr__(self) -> str:
+        return f"MaskedWeights({len(self)} tensors, {self.kept():,} of {self.baseline:,} weights kept)"
+
+
+def zero_state_(param: nn.Parameter, keep: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+    """Zero ``param``'s entries outside ``keep``, its gradient there, and every optimizer state tensor of its
+    shape (momentum, Adam moments, …)."""
+    with torch.no_grad():
+        drop = ~keep.to(param.device)
+        param.masked_fill_(drop, 0)
+        if param.grad is not None:
+            param.grad.masked_fill_(drop, 0)
+        if optimizer is not None:
+            for value in optimizer.state.get(param, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    value.masked_fill_(drop.to(value.device), 0)
+
+
+def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> MaskedWeights:
+    """Attach ``masks`` (``{name: bool tensor}``, names as :class:`MaskedWeights` gives them) to ``model``."""
+    weights = MaskedWeights(model)
+    weights.apply(masks)
+    return weights
+
+
+def masked_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{plain name: (kept, entries)}`` of every masked tensor of ``model``."""
+    out = {}
+    for module_name, module in model.named_modules():
+        for attr in list(getattr(module, "parametrizations", {}) or {}):
+            m = mask_of(module, attr)
+            if m is not None:
+                out[f"{module_name}.{attr}".lstrip(".")] = (int(m.mask.sum()), m.mask.numel())
+    return out
+
+
+__all__ = ["MaskedWeights", "WEIGHT_LAYERS", "WeightMask", "WeightTensor", "attach_masks", "is_parametrization_entry",
+           "mask_of", "masked_counts", "parameters_in_plain_order", "plain_name", "plain_state_dict",
+           "prunable_weights", "zero_state_"]
+
