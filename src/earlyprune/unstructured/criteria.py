@@ -182,7 +182,7 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
         raise TypeError(f"criterion must be a name or a Criterion instance, got {type(spec).__name__}")
     name, sep, arg = spec.partition(":")
     name = name.strip()
-    level = getattr(CRITERIA.get(name), "granularity", "channels") if name in CRITERIA else None
+    level = getattr(CRITERIA.get(name), "granularity", "channels")  # "unknown criterion …; available: …"
     if granularity == "weights" and level != "weights":
         weight_name = name + SUFFIX
         if weight_name not in CRITERIA:
