@@ -81,7 +81,7 @@ def _sparse_tensors(model: nn.Module, masked: set[str]) -> tuple[dict[str, torch
         if name in masked:
             module_name, _, attr = name.rpartition(".")
             mask = mask_of(model.get_submodule(module_name) if module_name else model, attr)
-            parts, meta[name] = sparse_io.encode(name, value, mask.mask)  # type: ignore[union-attr]
+            parts, meta[name] = sparse_io.encode(name, value, mask.keep)  # type: ignore[union-attr]
             tensors.update(parts)
         else:  # copies: safetensors refuses tensors that share memory (tied weights)
             tensors[name] = value.detach().cpu().clone()

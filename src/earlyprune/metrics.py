@@ -177,7 +177,7 @@ def _kept_entries(model: nn.Module, name: str, param: torch.Tensor) -> int:
     """Entries of a parameter that are not masked away (all of them when it carries no weight mask)."""
     module_name, _, attr = name.rpartition(".")
     mask = mask_of(model.get_submodule(module_name) if module_name else model, attr)
-    return param.numel() if mask is None else int(mask.mask.sum())
+    return param.numel() if mask is None else mask.kept
 
 
 def _out_channels(module: nn.Module) -> int:

@@ -62,7 +62,7 @@ def weight_tensors(model: nn.Module) -> list[TensorCSR]:
         module_name, _, attr = plain.rpartition(".")
         module = model.get_submodule(module_name) if module_name else model
         mask = mask_of(module, attr)
-        nnz = int(mask.mask.sum()) if mask is not None else int(torch.count_nonzero(param.detach()))
+        nnz = mask.kept if mask is not None else int(torch.count_nonzero(param.detach()))
         rows = param.shape[0] if param.dim() else 1
         out.append(TensorCSR(plain, rows, max(param.numel() // max(rows, 1), 1), nnz))
     return out
