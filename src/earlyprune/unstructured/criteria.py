@@ -27,7 +27,9 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from ..criteria.base import CRITERIA, Batch, Criterion
+from ..batch import Batch
+from ..criteria.base import Criterion
+from ..criteria.registry import CRITERIA
 from ..criteria.gates import preserve_norm_stats
 from .masks import MaskedWeights
 
