@@ -90,7 +90,7 @@ def test_bad_scores_are_refused():
 def test_weight_level_structure_and_mask_distance():
     weights = MaskedWeights(_two_layers())
     scores = MagnitudeU().scores(weights)
-    assert subnetwork_counts(weights, scores, 0.5, min_weights=0) == [2, 1]
+    assert subnetwork_counts(weights, scores, [0.5, 0.0], min_weights=0) == {0.5: [2, 1], 0.0: [4, 2]}
     a = select_weights(weights, scores, 0.5, min_weights=0).keep
     b = {k: v.clone() for k, v in a.items()}
     b["0.weight"][0, 0] = True

@@ -17,6 +17,7 @@ from .groups import ChannelGroups
 from .batch import call_model
 from .optimizer_state import StateSurgery
 from .selection import Plan
+from .unstructured.masks import masked_counts
 
 
 class PruningEngine:
@@ -33,6 +34,11 @@ class PruningEngine:
         """
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if plan.remove and masked_counts(self.groups.model):
+            raise RuntimeError("channels cannot be removed from a model with weight masks (torch-pruning cannot cut a "
+                               "parametrized weight): remove channels first, then mask weights (granularity='both' "
+                               "does), or take the masks off with earlyprune.unstructured.MaskedWeights(model)"
+                               ".remove()")
         unknown = [n for n in plan.remove if n not in self.groups.names]
         if unknown:
             raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")

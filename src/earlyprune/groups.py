@@ -27,6 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
+from .unstructured.masks import masks_lifted
 from .validation import MODEL, Rule, checked
 
 
@@ -111,7 +112,9 @@ class ChannelGroups(Sequence[ChannelGroup]):
         example_inputs: a tensor, tuple of positional tensors or dict of keyword tensors.
         ignored_layers: modules whose output channels must be kept, in addition to the detected output layers.
 
-    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
+    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs. A model that carries
+    weight masks (:mod:`earlyprune.unstructured`) is traced with its masks lifted for the moment: torch-pruning
+    reads parametrized weights wrongly (no channel can be removed from it anyway; see the engine).
     """
 
     RULES: dict[str, Rule] = {"model": MODEL}
@@ -119,6 +122,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
     @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None) -> None:
+        with masks_lifted(model):
+            self._build(model, example_inputs, ignored_layers)
+
+    def _build(self, model: nn.Module, example_inputs: Any, ignored_layers: Iterable[nn.Module] | None) -> None:
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:

@@ -7,8 +7,10 @@ pooling and the attention matmuls of ``nn.MultiheadAttention`` are not counted (
 cost of the networks this library targets, and every counter disagrees on them).
 
 Sparsity follows the definitions of the EarlyCroP reference code (see ``REFERENCE.md``): *weight sparsity* is
-``1 − weights/weights₀`` over every parameter named ``weight`` (BatchNorm γ included), a weight masked by
-unstructured pruning (:mod:`earlyprune.unstructured.masks`) counting as removed; *node sparsity* is
+``1 − weights/weights₀`` over every parameter whose name contains ``weight`` (BatchNorm γ, an LSTM's
+``weight_hh_l0`` and attention's ``in_proj_weight`` included, as the reference code's ``'weight' in name``), a
+weight masked by unstructured pruning (:mod:`earlyprune.unstructured.masks`) counting as removed; *node
+sparsity* is
 ``1 − nodes/nodes₀`` over the output channels of convolution and linear layers, the classifier outputs
 excluded (unstructured masks remove no node: dense kernels still compute every output). Parameters and MACs
 count what dense kernels store and compute, masked entries included.
@@ -164,7 +166,7 @@ def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None =
     profile = profile_layers(model, example_inputs)
     params = sum(p.numel() for p in model.parameters())
     weights = sum(_kept_entries(model, plain_name(name), p) for name, p in model.named_parameters()
-                  if plain_name(name).rsplit(".", 1)[-1] == "weight")
+                  if "weight" in plain_name(name).rsplit(".", 1)[-1])
     macs = sum(profile.macs(m) for m in profile.mac_factors)
     nodes = sum(_out_channels(m) for m in model.modules()
                 if isinstance(m, CHANNEL_LAYERS) and m not in profile.output_layers)

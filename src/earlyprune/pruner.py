@@ -1,9 +1,11 @@
 """EarlyPruner: the conductor a user's own training loop calls (``step()`` per batch, ``epoch_end()`` per epoch).
 
-It owns no method: the criterion scores, the selection ranks, the engine removes, the policy decides when.
-Its only job is PaT Algorithm 2's bookkeeping — dense epochs until the policy triggers, one pruning epoch in
-which Algorithm 1 removes channels in ``steps`` exponentially scheduled steps (scores averaged over the batches
-between steps), then sparse training to the end.
+It owns no method: the criterion scores, the selection ranks, the engine removes (or the masks mask), the policy
+decides when. Its only job is PaT Algorithm 2's bookkeeping — dense epochs until the policy triggers, one pruning
+epoch in which Algorithm 1 removes channels in ``steps`` exponentially scheduled steps (scores averaged over the
+batches between steps), then sparse training to the end. At ``granularity="weights"`` the same steps mask single
+weights (:mod:`earlyprune.unstructured`); at ``"both"`` the pruning epoch removes channels, then masks weights of
+what remains (:mod:`earlyprune.levels`).
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from .batch import Batch
 from .criteria import Criterion
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
-from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import select, step_amounts
+from .levels import GRANULARITY, ChannelLevel, WeightLevel
+from .selection import SCHEDULES, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
-                         check_args, rule)
+from .unstructured.criteria import resolve_criterion
+from .unstructured.masks import MaskedWeights
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Options,
+                         Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -40,7 +44,7 @@ PHASES = ("dense", "pruning", "sparse")
 
 
 class EarlyPruner:
-    """Prune whole channels early in training, inside your own loop.
+    """Prune whole channels (or single weights) early in training, inside your own loop.
 
     .. code-block:: python
 
@@ -80,6 +84,17 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        granularity: ``"channels"`` (removed: a smaller, faster model), ``"weights"`` (masked: ``ratio`` is the
+            weight sparsity over the prunable weights, :mod:`earlyprune.unstructured`; a plain criterion name
+            takes its weight form, ``"crop"`` → ``"crop-u"``; ``target``, ``round_to``, ``min_channels`` and the
+            modifiers do not apply), or ``"both"``: the pruning epoch removes channels (``ratio`` of ``target``),
+            then masks weights of what remains until ``weight_ratio`` of the dense model's prunable weights are gone.
+        weight_ratio: the final weight sparsity at ``granularity="both"`` (required there, refused elsewhere).
+        weight_criterion: the weight-level criterion at ``"both"`` (default: the weight form of ``criterion``).
+        min_weights: weights every masked tensor keeps at least.
+        schedule: the cumulative step fractions — ``"exponential"`` (PaT Algorithm 1) or ``"halving"`` (EarlyCroP
+            Algorithm 1 / CroPit: ``ρ − (ρ − 0.5)·0.5^i``); None: the policy's (``before`` halves, others
+            exponential).
     """
 
     #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
@@ -96,6 +111,10 @@ class EarlyPruner:
         "record_signals": BOOLEAN,
         "compute_aware": COMPUTE_AWARE,
         "latency_aware": LATENCY_AWARE,
+        "granularity": GRANULARITY,
+        "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
+        "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
+        "schedule": rule(Options(tuple(SCHEDULES)), None),
     }
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -106,11 +125,20 @@ class EarlyPruner:
                  ignored_layers: Iterable[nn.Module] | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
-                 compute_aware: float | None = None, latency_aware: bool = False) -> None:
+                 compute_aware: float | None = None, latency_aware: bool = False,
+                 granularity: str = "channels", weight_ratio: float | None = None,
+                 weight_criterion: str | Criterion | None = None, min_weights: int = 1,
+                 schedule: str | None = None) -> None:
         self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
                               steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
                               loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware)
+                              latency_aware=latency_aware, granularity=granularity, weight_ratio=weight_ratio,
+                              min_weights=min_weights, schedule=schedule)
+        self._check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
+                                min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
+        self.granularity = granularity
+        self.weight_ratio = None if weight_ratio is None else float(weight_ratio)
+        self.min_weights = min_weights
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -119,16 +147,17 @@ class EarlyPruner:
         self.steps_per_epoch = steps_per_epoch
         self.min_channels = min_channels
         #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
-        self.round_to: int | AutoRoundTo = check_round_to(round_to)
+        self.round_to: int | AutoRoundTo = check_round_to(round_to) if granularity != "weights" else 1
         self.round_to_choice: RoundToChoice | None = None
         self._batch_size: int | None = None
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.record_signals = record_signals
-        self._build_method(criterion, policy, compute_aware, latency_aware)
+        self.ignored_layers = list(ignored_layers or [])
+        self._build_method(criterion, policy, compute_aware, latency_aware, weight_criterion)
         self._check_method()
         self._build_model_parts(ignored_layers)
-        self._reset_progress()
+        self._reset_progress(schedule)
         if self.policy.start():
             self._begin_pruning()
 
@@ -141,57 +170,107 @@ class EarlyPruner:
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
 
+    @staticmethod
+    def _check_granularity(granularity: str, weight_ratio: float | None, weight_criterion: Any, **channel: Any
+                           ) -> None:
+        """What each granularity accepts: the channel options mean nothing to masks, ``weight_ratio`` belongs to
+        ``"both"`` only."""
+        if granularity == "both" and weight_ratio is None:
+            raise ValueError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
+                             "are removed), e.g. weight_ratio=0.95")
+        if granularity != "both" and (weight_ratio is not None or weight_criterion is not None):
+            raise ValueError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
+                             f"{granularity!r}{'; at weights, ratio is the weight sparsity' if granularity == 'weights' else ''})")
+        if granularity != "weights":
+            return
+        defaults = {"target": "channels", "round_to": 1, "min_channels": 1, "compute_aware": None,
+                    "latency_aware": False}
+        wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
+        if wrong:
+            raise ValueError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
+                             f"is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
+
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
-                      latency_aware: bool) -> None:
-        """The criterion (wrapped by its modifiers: everything downstream sees one Criterion) and the policy."""
-        self.criterion: Criterion = with_modifiers(criterion, compute_aware=compute_aware,
-                                                   latency_aware=latency_aware)
+                      latency_aware: bool, weight_criterion: str | Criterion | None) -> None:
+        """The criterion of each level (channel criteria wrapped by their modifiers: everything downstream sees one
+        Criterion) and the policy. ``criterion`` is the first level's: it is accumulated in dense epochs and its
+        family picks the policy's defaults."""
+        if self.granularity == "weights":
+            self.criterion: Criterion = resolve_criterion(criterion, "weights")
+            self._criteria = [self.criterion]
+        else:
+            self.criterion = with_modifiers(resolve_criterion(criterion, "channels"), compute_aware=compute_aware,
+                                            latency_aware=latency_aware)
+            self._criteria = [self.criterion]
+        if self.granularity == "both":
+            if weight_criterion is None and not isinstance(criterion, str):
+                raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well (the "
+                                 "weight-level criterion, e.g. 'crop-u')")
+            self._criteria.append(resolve_criterion(weight_criterion if weight_criterion is not None else criterion,
+                                                    "weights"))
         self.policy: Policy = POLICIES.build(policy)
 
     def _check_method(self) -> None:
-        """What the criterion and the policy need from the other arguments."""
-        crit, policy = self.criterion, self.policy
-        if crit.needs_batches and self.loss_fn is None:
-            raise ValueError(f"criterion {crit.name!r} scores batches with passes of its own: pass "
-                             f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
+        """What the criteria and the policy need from the other arguments."""
+        policy = self.policy
+        for crit in self._criteria:
+            if crit.needs_batches and self.loss_fn is None:
+                raise ValueError(f"criterion {crit.name!r} scores batches with passes of its own: pass loss_fn= (e.g. "
+                                 f"torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
         if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
             raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
-        if (policy.pruning_batches is not None and self.steps > policy.pruning_batches
-                and (crit.needs_batches or crit.uses_gradients)):
-            raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but steps="
-                             f"{self.steps}: criterion {crit.name!r} rescores on fresh batches before every step, "
-                             f"so steps must be ≤ {policy.pruning_batches}")
+        total = self.steps * len(self._criteria)
+        data_driven = [c for c in self._criteria if c.needs_batches or c.uses_gradients]
+        if policy.pruning_batches is not None and total > policy.pruning_batches and data_driven:
+            raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but takes {total} "
+                             f"steps: criterion {data_driven[0].name!r} rescores on fresh batches before every step, "
+                             f"so steps{' × 2 levels' if len(self._criteria) > 1 else ''} must be ≤ "
+                             f"{policy.pruning_batches}")
 
     def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None) -> None:
-        """Trace the model once: channel groups, the engine, the dense statistics, the criterion's hooks and the
-        signal recorder (which takes θ_0 now)."""
-        self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers)
-        if len(self.groups) == 0:
-            raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
-        self.policy.validate(self.groups, self.criterion)
-        self.engine = PruningEngine(self.groups)
+        """Trace the model once: the first level (channel groups and the engine, or the prunable weights), the
+        dense statistics, the criterion's hooks and the signal recorder (which takes θ_0 now)."""
+        self.groups: ChannelGroups | None = None
+        self.weights: MaskedWeights | None = None
+        if self.granularity == "weights":
+            self.weights = MaskedWeights(self.model, ignored_layers=ignored_layers)
+            first: ChannelLevel | WeightLevel = WeightLevel(self.weights, min_weights=self.min_weights)
+        else:
+            self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers)
+            if len(self.groups) == 0:
+                raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+            first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels)
+            self.engine = first.engine
+        #: the prunable weights of the dense model, which ``weight_ratio`` refers to (granularity "both")
+        self.weight_baseline: int | None = (MaskedWeights(self.model, ignored_layers=ignored_layers).baseline
+                                            if self.granularity == "both" else None)
+        self.levels: list[ChannelLevel | WeightLevel] = [first]
+        self.policy.validate(first.units, self.criterion)
         self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
-        self.criterion.attach(self.groups)
+        self.criterion.attach(first.units)
         self.signals = SignalRecorder()
-        self.signals.start(self.groups, ratio=self.ratio, target=self.target, min_channels=self.min_channels,
+        self.signals.start(first.units, ratio=self.ratio, target=self.target, min_channels=self.min_channels,
                            round_to=self.round_to if isinstance(self.round_to, int) else 1,
-                           needs=None if self.record_signals else self.policy.needs_signals)
+                           needs=None if self.record_signals else self.policy.needs_signals,
+                           level=first if isinstance(first, WeightLevel) else None)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
         self._accumulate = self.policy.needs_scores or (self.record_signals and not self.criterion.needs_batches)
 
-    def _reset_progress(self) -> None:
-        """Epoch 0, dense, nothing recorded; the cumulative fraction of each pruning step under the policy's
-        step schedule (PaT's exponential one unless the policy names another: ``before`` prunes before training
-        with CroPit / SNAP-it's halving schedule)."""
+    def _reset_progress(self, schedule: str | None = None) -> None:
+        """Epoch 0, dense, nothing recorded; the cumulative fraction of each pruning step of each level under the
+        step schedule (PaT's exponential one unless the policy names another — ``before`` prunes before training
+        with CroPit / SNAP-it's halving schedule — or ``schedule=`` does)."""
         self.epoch = 0
         self.batch = 0
         self.phase = "dense"
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
+        self.schedule_name = schedule or self.policy.schedule
+        ratios = [self.ratio] + ([self.weight_ratio] if self.granularity == "both" else [])
+        self._amounts = [step_amounts(r, self.steps, self.schedule_name) for r in ratios]  # type: ignore[arg-type]
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
@@ -201,27 +280,27 @@ class EarlyPruner:
         """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
 
         Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
-        ``pruner.step(inputs, targets)``. Returns True when this call removed channels (rebuild a DDP wrapper
-        or a compiled model then).
+        ``pruner.step(inputs, targets)``. Returns True when this call removed channels or masked weights
+        (rebuild a DDP wrapper or a compiled model then).
         """
         if inputs is not None and self._batch_size is None:
             self._batch_size = batch_size_of(inputs)
         events = len(self.events)
+        crit = self._criterion_now
         batch = None
-        if self.criterion.needs_batches:
+        if crit.needs_batches:
             if inputs is None:
-                raise ValueError(f"criterion {self.criterion.name!r} needs the batch: call pruner.step(inputs, "
-                                 f"targets)")
+                raise ValueError(f"criterion {crit.name!r} needs the batch: call pruner.step(inputs, targets)")
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
         self.batch += 1
         if self.phase == "dense":
             if self._accumulate:
-                self.criterion.observe(self.groups, batch)
+                crit.observe(self.levels[0].units, batch)
         elif self.phase == "pruning":
-            self.criterion.observe(self.groups, batch)
-            while self._next_step < self.steps and self.batch >= self._schedule[self._next_step]:
+            crit.observe(self.levels[-1].units, batch)
+            while self._next_step < self._total_steps and self.batch >= self._schedule[self._next_step]:
                 self._prune_step()
-            if self._next_step == self.steps:
+            if self._next_step == self._total_steps:
                 self._finish_pruning()
         return len(self.events) != events
 
@@ -232,7 +311,7 @@ class EarlyPruner:
         if self.phase == "dense":
             scores = self._epoch_scores()
             signals = self.signals.epoch_end(scores)
-            report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio,
+            report = EpochReport(self.epoch, self.model, self.levels[0].units, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
                                  bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
                                  signals=signals.record)
@@ -249,13 +328,13 @@ class EarlyPruner:
                     log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
         else:
             if self.phase == "pruning":
-                while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
+                while self._next_step < self._total_steps:  # fewer batches than scheduled: finish at the boundary
                     self._prune_step()
                 self._finish_pruning()
             entry.update({"trigger": False, "trigger_reason": None, "policy_signal": None})
             entry.update(self.signals.empty())
-        entry.update(self.groups.totals())
-        entry["structure"] = self.groups.widths()
+        for level in self.levels:
+            entry.update(level.totals())
         self.history.append(entry)
         self._batches_seen_last_epoch = self.batch
         self.batch = 0
@@ -278,16 +357,21 @@ class EarlyPruner:
         return self.round_to if isinstance(self.round_to, int) else "auto (not measured yet)"
 
     def structure(self) -> list[int]:
-        """Kept channels per group (the structure vector), in group order."""
-        return self.groups.widths()
+        """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept
+        weights per masked tensor."""
+        return self.levels[0].structure()
 
     def history_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
         """``history`` (one record per epoch: phase, trigger, signals, structure, size) and ``events`` as JSON,
         written to ``path`` if given; returns the text."""
         text = json.dumps({"ratio": self.ratio, "target": self.target, "criterion": self.criterion.name,
                            "policy": repr(self.policy), "prune_epoch": self.prune_epoch,
-                           "round_to": self.round_to_record,
-                           "group_names": self.groups.names, "history": self.history, "events": self.events},
+                           "round_to": self.round_to_record, "granularity": self.granularity,
+                           "weight_ratio": self.weight_ratio,
+                           "weight_criterion": self._criteria[-1].name if self.granularity == "both" else None,
+                           "group_names": self.groups.names if self.groups is not None else None,
+                           "weight_names": self.weights.names if self.weights is not None else None,
+                           "history": self.history, "events": self.events},
                           indent=indent, allow_nan=False)
         if path is not None:
             Path(path).write_text(text)
@@ -305,6 +389,8 @@ class EarlyPruner:
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
+                "criteria": [c.state_dict() for c in self._criteria], "levels": len(self.levels),
+                "weight_baseline": self.weight_baseline,
                 "signals": self.signals.state_dict(), "dense_stats": self.dense_stats.to_dict(),
                 "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None}
 
@@ -317,7 +403,12 @@ class EarlyPruner:
         self._batches_seen_last_epoch = state["batches_seen_last_epoch"]
         self.history, self.events = list(state["history"]), list(state["events"])
         self.policy.load_state_dict(state["policy"])
-        self.criterion.load_state_dict(state["criterion"])
+        if state.get("weight_baseline") is not None:
+            self.weight_baseline = int(state["weight_baseline"])
+        while len(self.levels) < int(state.get("levels", 1)):  # "both", past its channel steps
+            self._next_level()
+        for crit, crit_state in zip(self._criteria, state.get("criteria") or [state["criterion"]]):
+            crit.load_state_dict(crit_state)
         if "signals" in state:
             self.signals.load_state_dict(state["signals"])
         else:  # a state from before signals were recorded: θ_0 and the previous epochs are unknown
@@ -328,12 +419,32 @@ class EarlyPruner:
             self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
             self.round_to = self.round_to_choice.value
         if self.phase == "sparse":
-            self.criterion.detach()
+            self._criterion_now.detach()
 
     # -- internals ------------------------------------------------------------------------------------------
+    @property
+    def _criterion_now(self) -> Criterion:
+        """The criterion of the level being pruned (the first level's before and during its steps)."""
+        return self._criteria[len(self.levels) - 1]
+
+    @property
+    def _total_steps(self) -> int:
+        return self.steps * len(self._criteria)
+
+    def _next_level(self) -> WeightLevel:
+        """``"both"``: after the channel steps, the weights of what remains (their count relative to the dense
+        model's) become the units; the weight criterion takes over."""
+        self._criterion_now.detach()
+        self.weights = MaskedWeights(self.model, ignored_layers=self.ignored_layers, baseline=self.weight_baseline)
+        level = WeightLevel(self.weights, min_weights=self.min_weights)
+        self.levels.append(level)
+        self._criterion_now.attach(level.units)
+        self._criterion_now.reset()
+        return level
+
     def _finish_pruning(self) -> None:
         self.phase = "sparse"
-        self.criterion.detach()
+        self._criterion_now.detach()
 
     def _epoch_scores(self) -> dict[str, torch.Tensor] | None:
         """The dense epoch's averaged criterion scores, if the policy needs them or they were accumulated."""
@@ -345,12 +456,13 @@ class EarlyPruner:
         return self._scores()
 
     def _scores(self) -> dict[str, torch.Tensor]:
-        """The criterion's scores, averaged over the ranks under torch.distributed (identical decisions)."""
-        return average_scores(self.criterion.scores(self.groups))
+        """The current criterion's scores, averaged over the ranks under torch.distributed (identical
+        decisions)."""
+        return average_scores(self._criterion_now.scores(self.levels[-1].units))
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
-            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,
+            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,  # type: ignore[arg-type]
                                           min_channels=self.min_channels, batch_size=self._batch_size)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
@@ -366,28 +478,38 @@ class EarlyPruner:
         self.phase = "pruning"
         self.prune_epoch = self.epoch
         self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs
-        self._schedule = [math.ceil((i + 1) * n_batches / self.steps) for i in range(self.steps)]
+        total = self._total_steps
+        self._schedule = [math.ceil((i + 1) * n_batches / total) for i in range(total)]
         self._next_step = 0
         self.criterion.reset()
 
     def _prune_step(self) -> None:
+        index, k = divmod(self._next_step, self.steps)
+        level = self.levels[index]
         with Stopwatch(device_of(self.model)) as clock:
             scores = self._scores()
-            amount = self._amounts[self._next_step]
-            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                          round_to=self._resolve_round_to(scores))
-            removed = self.engine.apply(plan, self.optimizer)
-            self.criterion.reset()
+            amount = self._amounts[index][k]
+            round_to = self._resolve_round_to(scores) if isinstance(level, ChannelLevel) else 1
+            removed = level.prune(scores, amount, self.optimizer, round_to)
+            self._criterion_now.reset()
         self._next_step += 1
-        event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
-                 "removed": sum(len(v) for v in removed.values()), "seconds": clock.seconds,
-                 "round_to": self.round_to, **self.groups.totals()}
+        event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "level": level.name,
+                 "amount": amount, "removed": removed, "seconds": clock.seconds,
+                 **{k: v for k, v in level.totals().items() if not isinstance(v, list)}}
+        if isinstance(level, ChannelLevel):
+            event["round_to"] = self.round_to
         self.events.append(event)
-        log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",
-                 self._next_step, self.steps, self.epoch, self.batch, event["removed"], event["channels"])
+        left = f"{event['channels']:.0f} channels" if isinstance(level, ChannelLevel) else \
+            f"{event['weights']:.0f} weights ({event['weight_sparsity']:.1%} sparse)"
+        log.info("pruning step %d/%d (epoch %d, batch %d): %d %s %s, %s left", self._next_step, self._total_steps,
+                 self.epoch, self.batch, removed, level.name, "removed" if isinstance(level, ChannelLevel) else
+                 "masked", left)
+        if k == self.steps - 1 and index + 1 < len(self._criteria):
+            self._next_level()
 
     def __repr__(self) -> str:
-        return (f"EarlyPruner(ratio={self.ratio}, target={self.target!r}, criterion={self.criterion!r}, "
+        return (f"EarlyPruner(ratio={self.ratio}, granularity={self.granularity!r}, target={self.target!r}, "
+                f"criterion={self.criterion!r}, "
                 f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")
 
 

@@ -30,7 +30,7 @@ import torch
 from ..batch import Batch
 from ..criteria.base import Criterion
 from ..criteria.registry import CRITERIA
-from ..criteria.gates import preserve_norm_stats
+from ..criteria.gates import preserve_norm_stats, twice_differentiable
 from .masks import MaskedWeights
 
 #: the suffix of a weight-level criterion's name
@@ -122,7 +122,7 @@ def hessian_gradient(weights: MaskedWeights, batch: Batch) -> dict[str, torch.Te
     ``create_graph`` and one more backward); ``.grad`` and BatchNorm running statistics are left untouched."""
     model = weights.model
     params: Sequence[torch.Tensor] = [t.parameter for t in weights]
-    with torch.enable_grad(), preserve_norm_stats(model):
+    with torch.enable_grad(), preserve_norm_stats(model), twice_differentiable():
         loss = batch.loss(model)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         z = sum((g * g.detach()).sum() for g in grads if g is not None and g.requires_grad)
@@ -183,7 +183,8 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
     if not isinstance(spec, str):
         raise TypeError(f"criterion must be a name or a Criterion instance, got {type(spec).__name__}")
     name, sep, arg = spec.partition(":")
-    name = name.strip()
+    name = CRITERIA.resolve(name.strip())  # a renamed criterion: its current name (with one warning)
+    spec = name + sep + arg
     level = getattr(CRITERIA.get(name), "granularity", "channels")  # "unknown criterion …; available: …"
     if granularity == "weights" and level != "weights":
         weight_name = name + SUFFIX

@@ -29,6 +29,7 @@ This module is a leaf: it imports only torch (``metrics`` and ``structure`` read
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -331,10 +332,23 @@ class MaskedWeights(Sequence[WeightTensor]):
         return pruned
 
     def remove(self) -> None:
-        """Take the masks off, leaving plain parameters that hold the masked values (pruned entries zero)."""
+        """Take the masks off, leaving plain parameters that hold the masked values (pruned entries zero; the
+        Parameter objects are the same, so an optimizer keeps working)."""
         for t in self._tensors:
             if mask_of(t.module, t.attr) is not None:
                 parametrize.remove_parametrizations(t.module, t.attr, leave_parametrized=True)
+
+    @contextmanager
+    def lifted(self) -> Iterator[None]:
+        """Take the masks off for the duration (plain parameters holding the masked values), then put the same
+        masks back on the same Parameter objects — for code that must see plain tensors, such as tracing the
+        model's channel dependencies."""
+        saved = self.masks()
+        self.remove()
+        try:
+            yield
+        finally:
+            self.apply(saved)
 
     def __repr__(self) -> str:
         return f"MaskedWeights({len(self)} tensors, {self.kept():,} of {self.baseline:,} weights kept)"
@@ -361,6 +375,16 @@ def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> MaskedW
     return weights
 
 
+@contextmanager
+def masks_lifted(model: nn.Module) -> Iterator[None]:
+    """:meth:`MaskedWeights.lifted` for whatever masks ``model`` carries (nothing happens without masks)."""
+    if not masked_counts(model):
+        yield
+        return
+    with MaskedWeights(model).lifted():
+        yield
+
+
 def masked_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
     """``{plain name: (kept, entries)}`` of every masked tensor of ``model``."""
     out = {}
@@ -373,6 +397,6 @@ def masked_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 __all__ = ["MaskedWeights", "WEIGHT_LAYERS", "WeightMask", "WeightTensor", "attach_masks", "is_parametrization_entry",
-           "mask_of", "masked_counts", "parameters_in_plain_order", "plain_name", "plain_state_dict",
+           "mask_of", "masked_counts", "masks_lifted", "parameters_in_plain_order", "plain_name", "plain_state_dict",
            "prunable_weights", "zero_state_"]
 

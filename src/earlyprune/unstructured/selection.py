@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 
@@ -45,21 +45,28 @@ def validate_amount(amount: float) -> None:
         raise ValueError(f"ratio must be a number in [0, 1) — the fraction of the weights to prune — got {amount!r}")
 
 
-def select_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], amount: float, *,
-                   min_weights: int = 1) -> MaskPlan:
-    """Keep the globally highest-scored weights so that ``amount`` of ``weights.baseline`` are pruned.
+@dataclass(frozen=True)
+class Ranking:
+    """Every prunable weight in keep order: the per-tensor floor first, then by score (ties by position), weights
+    pruned before last. ``order`` indexes the tensors' entries concatenated in tensor order."""
 
-    Args:
-        weights: the model's prunable weights (their current masks are respected).
-        scores: one tensor per weight name, shaped like the weight (higher = keep).
-        amount: cumulative fraction in [0, 1) of the baseline weights pruned after this plan.
-        min_weights: entries every tensor keeps at least (default 1).
-    """
-    validate_amount(amount)
+    order: torch.Tensor       #: flat indices, best first
+    owner: torch.Tensor       #: tensor index of each flat entry
+    n_forced: int             #: entries kept by the floor
+    n_alive: int              #: entries not pruned before
+    baseline: int
+
+    def goal(self, amount: float) -> int:
+        """Weights to keep for ``amount`` of the baseline pruned, within what the floor and the masks allow."""
+        return min(max(round((1.0 - float(amount)) * self.baseline), self.n_forced), self.n_alive)
+
+
+def rank_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], *, min_weights: int = 1) -> Ranking:
+    """One global ranking of every prunable weight (see the module docstring)."""
     if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
         raise ValueError(f"min_weights must be a whole number ≥ 0, got {min_weights!r}")
-    flat, forced, masks = [], [], []
-    for t in weights:
+    flat, forced, alive_parts, owners = [], [], [], []
+    for i, t in enumerate(weights):
         if t.name not in scores:
             raise ValueError(f"scores are missing weight {t.name!r}")
         s = torch.as_tensor(scores[t.name]).detach().float().cpu()
@@ -75,26 +82,38 @@ def select_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], a
         n_floor = min(min_weights, int(alive.sum()))
         if n_floor:
             floor[torch.argsort(s, descending=True, stable=True)[:n_floor]] = True
-        flat.append(s)
+        flat.append(s.masked_fill(floor, torch.inf))       # the floor first, then the best of the rest
         forced.append(floor)
-        masks.append(alive)
-    scores_all = torch.cat(flat)
-    forced_all = torch.cat(forced)
-    alive_all = torch.cat(masks)
-    entries = scores_all.numel()
-    goal = round((1.0 - float(amount)) * weights.baseline)   # weights removed with channels are gone already
-    n_alive, n_forced = int(alive_all.sum()), int(forced_all.sum())
-    if goal < n_forced:
+        alive_parts.append(alive)
+        owners.append(torch.full((t.width,), i, dtype=torch.int32))
+    ranked = torch.cat(flat)
+    return Ranking(order=torch.argsort(ranked, descending=True, stable=True), owner=torch.cat(owners),
+                   n_forced=int(torch.cat(forced).sum()), n_alive=int(torch.cat(alive_parts).sum()),
+                   baseline=weights.baseline)
+
+
+def select_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], amount: float, *,
+                   min_weights: int = 1, ranking: Ranking | None = None) -> MaskPlan:
+    """Keep the globally highest-scored weights so that ``amount`` of ``weights.baseline`` are pruned.
+
+    Args:
+        weights: the model's prunable weights (their current masks are respected).
+        scores: one tensor per weight name, shaped like the weight (higher = keep).
+        amount: cumulative fraction in [0, 1) of the baseline weights pruned after this plan.
+        min_weights: entries every tensor keeps at least (default 1).
+        ranking: a :func:`rank_weights` of the same scores, to reuse.
+    """
+    validate_amount(amount)
+    rank = ranking if ranking is not None else rank_weights(weights, scores, min_weights=min_weights)
+    wanted = round((1.0 - float(amount)) * rank.baseline)
+    if wanted < rank.n_forced:
         warnings.warn(f"cannot prune {amount:.1%} of the weights with min_weights={min_weights}: every tensor keeps "
                       f"{min_weights}", stacklevel=2)
-    if goal > n_alive:
+    if wanted > rank.n_alive:
         warnings.warn(f"{amount:.1%} of the weights are already pruned (or removed with channels): nothing more to "
                       f"prune", stacklevel=2)
-    goal = min(max(goal, n_forced), n_alive)
-    ranked = scores_all.masked_fill(forced_all, torch.inf)   # the floor first, then the best of the rest
-    keep_idx = torch.argsort(ranked, descending=True, stable=True)[:goal]
-    keep_all = torch.zeros(entries, dtype=torch.bool)
-    keep_all[keep_idx] = True
+    keep_all = torch.zeros(rank.order.numel(), dtype=torch.bool)
+    keep_all[rank.order[:rank.goal(amount)]] = True
     keep, structure, offset = {}, [], 0
     for t in weights:
         part = keep_all[offset:offset + t.width]
@@ -105,13 +124,18 @@ def select_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], a
                     baseline=weights.baseline)
 
 
-def subnetwork_counts(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], ratio: float, *,
-                      min_weights: int = 1) -> list[int]:
-    """Kept weights per tensor of the sub-network the global ranking selects at ``ratio`` — the weight-level
-    ``N_t`` that PaT's Ψ / EPI compare between epochs (see :class:`~earlyprune.policies.EPI`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return select_weights(weights, scores, ratio, min_weights=min_weights).structure
+def subnetwork_counts(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], ratios: Iterable[float], *,
+                      min_weights: int = 1) -> dict[float, list[int]]:
+    """Kept weights per tensor of the sub-network the global ranking selects at each ratio — the weight-level
+    ``N_t`` that PaT's Ψ / EPI compare between epochs (see :class:`~earlyprune.policies.EPI`). One ranking serves
+    every ratio."""
+    rank = rank_weights(weights, scores, min_weights=min_weights)
+    out = {}
+    for ratio in ratios:
+        validate_amount(ratio)
+        counts = torch.bincount(rank.owner[rank.order[:rank.goal(ratio)]].long(), minlength=len(weights))
+        out[ratio] = [int(c) for c in counts]
+    return out
 
 
 def mask_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
@@ -131,4 +155,5 @@ def mask_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
     return differ / total
 
 
-__all__ = ["MaskPlan", "mask_distance", "select_weights", "subnetwork_counts", "validate_amount"]
+__all__ = ["MaskPlan", "Ranking", "mask_distance", "rank_weights", "select_weights", "subnetwork_counts",
+           "validate_amount"]
