@@ -27,6 +27,27 @@ GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights maske
 RANK_SAMPLE = 65_536
 
 
+def check_granularity(granularity: str, weight_ratio: float | None, weight_criterion: Any, **channel: Any
+                       ) -> None:
+    """What each granularity accepts: the channel options mean nothing to masks, ``weight_ratio`` belongs to
+    ``"both"`` only."""
+    if granularity == "both" and weight_ratio is None:
+        raise ValueError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
+                         "are removed), e.g. weight_ratio=0.95")
+    if granularity != "both" and (weight_ratio is not None or weight_criterion is not None):
+        note = "; at weights, ratio is the weight sparsity" if granularity == "weights" else ""
+        raise ValueError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
+                         f"{granularity!r}{note})")
+    if granularity != "weights":
+        return
+    defaults = {"target": "channels", "round_to": 1, "min_channels": 1, "compute_aware": None,
+                "latency_aware": False}
+    wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
+    if wrong:
+        raise ValueError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
+                         f"is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
+
+
 class ChannelLevel:
     """Channels: a global ranking → :func:`~earlyprune.selection.select` → :class:`~earlyprune.engine.PruningEngine`."""
 
@@ -102,4 +123,4 @@ class WeightLevel:
         return flat[self._sample]
 
 
-__all__ = ["ChannelLevel", "GRANULARITIES", "GRANULARITY", "WeightLevel"]
+__all__ = ["ChannelLevel", "GRANULARITIES", "GRANULARITY", "WeightLevel", "check_granularity"]

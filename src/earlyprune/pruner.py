@@ -28,7 +28,7 @@ from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .levels import GRANULARITY, ChannelLevel, WeightLevel
+from .levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
 from .selection import SCHEDULES, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
@@ -134,7 +134,7 @@ class EarlyPruner:
                               loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
                               latency_aware=latency_aware, granularity=granularity, weight_ratio=weight_ratio,
                               min_weights=min_weights, schedule=schedule)
-        self._check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
+        check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
                                 min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
         self.granularity = granularity
         self.weight_ratio = None if weight_ratio is None else float(weight_ratio)
@@ -169,26 +169,6 @@ class EarlyPruner:
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
-
-    @staticmethod
-    def _check_granularity(granularity: str, weight_ratio: float | None, weight_criterion: Any, **channel: Any
-                           ) -> None:
-        """What each granularity accepts: the channel options mean nothing to masks, ``weight_ratio`` belongs to
-        ``"both"`` only."""
-        if granularity == "both" and weight_ratio is None:
-            raise ValueError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
-                             "are removed), e.g. weight_ratio=0.95")
-        if granularity != "both" and (weight_ratio is not None or weight_criterion is not None):
-            raise ValueError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
-                             f"{granularity!r}{'; at weights, ratio is the weight sparsity' if granularity == 'weights' else ''})")
-        if granularity != "weights":
-            return
-        defaults = {"target": "channels", "round_to": 1, "min_channels": 1, "compute_aware": None,
-                    "latency_aware": False}
-        wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
-        if wrong:
-            raise ValueError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
-                             f"is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
 
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
                       latency_aware: bool, weight_criterion: str | Criterion | None) -> None:
