@@ -132,7 +132,7 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     """
     doc = read_structure(path)
     current = structure.signature(model)
-    if not _same(current, doc["original"]):
+    if current != doc["original"]:
         hint = _diff(doc["original"], current)
         raise StructureMismatchError(
             f"{path} was saved from a different architecture than the model given ({hint}); build the same "
@@ -147,7 +147,7 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
         model.train(was_training)
     final = structure.signature(model)
-    if not _same(final, doc["final"]):
+    if final != doc["final"]:
         raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
     masks = _read_masks(path)
@@ -184,9 +184,3 @@ def _load_sparse(path: Path | str, model: nn.Module, masks: dict[str, Any]) -> N
         raise StructureMismatchError(f"{path} does not match the model: missing {list(missing)[:3]}, unexpected "
                                      f"{list(unexpected)[:3]}")
     MaskedWeights(model).apply(keep)
-
-
-def _same(a: list, b: list) -> bool:
-    """Two signatures name the same tensors with the same shapes (order aside: a weight mask moves its tensor
-    behind the module's other entries in the state dict)."""
-    return {n: s for n, s in a} == {n: s for n, s in b} and len(a) == len(b)

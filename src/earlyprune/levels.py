@@ -18,11 +18,7 @@ from .groups import ChannelGroups
 from .selection import select
 from .unstructured.masks import MaskedWeights
 from .unstructured.selection import rank_weights, select_weights, subnetwork_counts
-from .validation import Options, rule
-
-#: what ``granularity=`` accepts
-GRANULARITIES = ("channels", "weights", "both")
-GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights masked, or channels then weights")
+from .validation import GRANULARITIES, GRANULARITY  # noqa: F401  (re-exported)
 #: at most this many weight scores enter the rank correlations recorded per epoch (a fixed, seeded sample)
 RANK_SAMPLE = 65_536
 

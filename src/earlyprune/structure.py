@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .unstructured.masks import is_parametrization_entry, plain_name
+from .unstructured.masks import plain_state_dict
 
 FORMAT = "earlyprune.structure"
 VERSION = 1
@@ -25,8 +25,7 @@ VERSION = 1
 def signature(model: nn.Module) -> list[list[Any]]:
     """``[[name, shape], …]`` of every parameter and buffer in the state dict, under the names they have without
     parametrizations (a weight mask changes neither name nor shape of what is saved)."""
-    return [[plain_name(name), list(t.shape)] for name, t in model.state_dict().items()
-            if not is_parametrization_entry(name)]
+    return [[name, list(t.shape)] for name, t in plain_state_dict(model).items()]
 
 
 def input_spec(example_inputs: Any) -> Any:

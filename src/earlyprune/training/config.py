@@ -15,8 +15,8 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
-                          Options, Rule, rule)
+from ..validation import (BOOLEAN, GRANULARITY, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf,
+                          Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -121,6 +121,19 @@ class TrainConfig:
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
         "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    granularity: str = field(default="channels", metadata=_meta(
+        "what is pruned: channels (removed: a smaller, faster model), weights (masked: --ratio is the weight sparsity; "
+        "a smaller file, not a faster model), or both (channels, then weights to --weight-ratio)", "pruning",
+        GRANULARITY))
+    weight_ratio: float | None = field(default=None, metadata=_meta(
+        "with --granularity both: the final weight sparsity, relative to the dense model's prunable weights", "pruning",
+        RATIO))
+    lottery_rounds: int = field(default=0, metadata=_meta(
+        "Lottery Ticket Rewinding: train --epochs, then this many rounds of global magnitude pruning (to --ratio of "
+        "the weights in the last) each rewound to --lottery-rewind and retrained; 0: off. Prunes weights by itself "
+        "(--policy never)", "pruning", rule(Interval(Integral, 0, None))))
+    lottery_rewind: int = field(default=1, metadata=_meta(
+        "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning", rule(Interval(Integral, 0, None))))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------
@@ -156,6 +169,18 @@ class TrainConfig:
             raise ValueError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ValueError(f"--name must be a plain directory name, got {self.name!r}")
+        if (self.granularity == "both") != (self.weight_ratio is not None):
+            raise ValueError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
+                             "channels are removed), and --granularity both needs it")
+        if self.lottery_rounds:
+            if self.policy not in (None, "never"):
+                raise ValueError(f"--lottery-rounds prunes by itself, between whole trainings: use --policy never "
+                                 f"(got --policy {self.policy})")
+            if self.granularity == "both":
+                raise ValueError("--lottery-rounds prunes weights: use --granularity weights")
+            if self.lottery_rewind >= self.epochs:
+                raise ValueError(f"--lottery-rewind ({self.lottery_rewind}) must be below --epochs ({self.epochs}): "
+                                 f"each round retrains epochs rewind … epochs−1")
         _check_specs(self)
         return self
 
@@ -168,6 +193,8 @@ class TrainConfig:
             cfg.warmup_epochs = round(cfg.epochs * 8 / 90) if cfg.schedule == "pat" else 0
         if cfg.schedule == "step" and cfg.milestones is None:
             cfg.milestones = sorted({max(1, cfg.epochs // 2), max(1, cfg.epochs * 3 // 4)})
+        if cfg.lottery_rounds:  # LTR prunes weights by magnitude between its trainings; the pruner stays dense
+            cfg.policy, cfg.granularity, cfg.criterion = "never", "weights", "magnitude"
         if cfg.policy is None:
             cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
         return cfg.validate()

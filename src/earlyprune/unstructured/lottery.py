@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from .masks import MaskedWeights, plain_name
+from .masks import MaskedWeights, plain_tensors
 from .selection import select_weights
 
 log = logging.getLogger("earlyprune")
@@ -140,15 +140,13 @@ class LotteryTicketRewinding:
     # -- rewind point -------------------------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:
         """Model (plain names, parameters and buffers), optimizer and scheduler state, copied."""
-        model = {plain_name(k): v.detach().clone() for k, v in self.model.state_dict().items()
-                 if "parametrizations" not in k or k.endswith(".original")}
+        model = {name: tensor.detach().clone() for name, tensor in plain_tensors(self.model)}
         return {"model": model,
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
                 "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None}
 
     def _restore(self, snap: dict[str, Any]) -> None:
-        live = {plain_name(k): v for k, v in self.model.state_dict(keep_vars=True).items()
-                if "parametrizations" not in k or k.endswith(".original")}
+        live = dict(plain_tensors(self.model))
         missing = sorted(set(live) ^ set(snap["model"]))
         if missing:
             raise RuntimeError(f"the model changed since the rewind point (e.g. channels were removed): {missing[:3]}")

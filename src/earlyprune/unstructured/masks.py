@@ -91,51 +91,57 @@ def plain_name(name: str) -> str:
     return f"{head}.{attr}".lstrip(".")
 
 
-def is_parametrization_entry(name: str) -> bool:
-    """True for state-dict entries that belong to a parametrization (its buffers, e.g. the mask), not to the
-    parametrized tensor itself."""
-    if ".parametrizations." not in f".{name}":
-        return False
-    rest = f".{name}".partition(".parametrizations.")[2]
-    parts = rest.split(".")
-    return not (len(parts) == 2 and parts[1] == "original")
+def plain_tensors(model: nn.Module, buffers: bool = True) -> list[tuple[str, torch.Tensor]]:
+    """``(plain name, tensor)`` in the order of the unmasked model's state dict: per module its parameters (a
+    masked weight first, where ``weight`` stands in every PyTorch layer), its persistent buffers, then its
+    children; the raw original for a masked tensor, no mask buffers."""
+    out: list[tuple[str, torch.Tensor]] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        masked = module.parametrizations if parametrize.is_parametrized(module) else {}  # type: ignore[attr-defined]
+        out.extend((prefix + attr, masked[attr].original) for attr in masked)  # type: ignore[index]
+        out.extend((prefix + n, p) for n, p in module._parameters.items() if p is not None)
+        if buffers:
+            out.extend((prefix + n, b) for n, b in module._buffers.items()
+                       if b is not None and n not in module._non_persistent_buffers_set)
+        for n, child in module._modules.items():
+            if child is not None and not (masked and n == "parametrizations"):
+                visit(child, f"{prefix}{n}.")
+
+    visit(model, "")
+    return out
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` as the model would have it without parametrizations: parametrized tensors under
-    their own names (``conv.weight``), holding the *effective* (masked) values; mask buffers left out."""
+    """``model.state_dict()`` as the model would have it without parametrizations: masked tensors under their own
+    names (``conv.weight``) and in their own place, holding the *effective* (masked) values; mask buffers left
+    out."""
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return dict(model.state_dict())
     values = {}
-    for name, tensor in model.state_dict().items():
-        if is_parametrization_entry(name):
-            continue
-        plain = plain_name(name)
-        if plain != name:  # the raw original: read the effective value instead
-            module_name, _, attr = plain.rpartition(".")
-            tensor = getattr(model.get_submodule(module_name), attr).detach()
-        values[plain] = tensor
+    for name, tensor in plain_tensors(model, buffers=True):
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        if parametrize.is_parametrized(module, attr):
+            tensor = getattr(module, attr)
+        values[name] = tensor.detach()
     return values
 
 
-def parameters_in_plain_order(model: nn.Module, order: Sequence[str] | None = None) -> list[nn.Parameter]:
+def parameters_in_plain_order(model: nn.Module) -> list[nn.Parameter]:
     """The model's parameters in the order the unmasked model lists them.
 
     Parametrize moves a masked weight behind its module's other parameters (``conv.bias`` before
     ``conv.parametrizations.weight.original``), which changes the order of ``model.parameters()`` and so the
     meaning of an optimizer state dict saved before the masks existed. Build optimizers from this list to keep
-    it. ``order``: the plain names in their original order (e.g. the original structure signature); without it,
-    each module's masked tensors are put back before its other parameters (where ``weight`` normally is).
+    it (the trainer does).
     """
-    named = [(plain_name(n), p) for n, p in model.named_parameters()]
-    if order is not None:
-        position = {n: i for i, n in enumerate(order)}
-        return [p for _, p in sorted(named, key=lambda item: position.get(item[0], len(position)))]
-    out: list[nn.Parameter] = []
-    for module_name, module in model.named_modules():
-        masked = [module.parametrizations[a].original for a in getattr(module, "parametrizations", {})]  # type: ignore[index]
-        own = list(module._parameters.values())
-        if isinstance(module, parametrize.ParametrizationList):
-            continue  # its ``original`` is listed with the module it parametrizes
-        out.extend(p for p in masked + own if p is not None)
+    seen: set[int] = set()
+    out = []
+    for _, p in plain_tensors(model, buffers=False):
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)  # type: ignore[arg-type]
     return out
 
 
@@ -396,7 +402,6 @@ def masked_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
     return out
 
 
-__all__ = ["MaskedWeights", "WEIGHT_LAYERS", "WeightMask", "WeightTensor", "attach_masks", "is_parametrization_entry",
-           "mask_of", "masked_counts", "masks_lifted", "parameters_in_plain_order", "plain_name", "plain_state_dict",
+__all__ = ["MaskedWeights", "WEIGHT_LAYERS", "WeightMask", "WeightTensor", "attach_masks", "mask_of", "masked_counts",
+           "masks_lifted", "parameters_in_plain_order", "plain_name", "plain_state_dict", "plain_tensors",
            "prunable_weights", "zero_state_"]
-
