@@ -5,7 +5,8 @@ LTR at high weight sparsity, with the paper's cost columns. Run through ``reprod
 Profiles:
 
 * ``quick`` — this 2-core CPU, one thread per run: ResNet-18 at width 16 (0.7 M parameters instead of 11 M) on a
-  class-balanced CIFAR-10 subset (2,000 training and 1,000 test images, 32 × 32), 8 epochs of Adam 2e-3 with a
+  class-balanced CIFAR-10 subset (4,000 training and 2,000 test images, 32 × 32; the same subset as PaT's quick
+  profile), 8 epochs of Adam 2e-3 with a
   one-cycle schedule (EarlyCroP's recipe, scaled down: 80 epochs on the full set there), batch 64, bf16 +
   channels_last; 95 % weight sparsity (Table 1); EarlyCroP's dense phase capped at 3 epochs (the paper's m);
   LTR with 2 rounds rewound to epoch 1. Twelve runs; at most about an hour of one CPU thread. A plumbing and
@@ -69,7 +70,7 @@ def profile(args: Any, prepare_subset: Any) -> dict[str, Any]:
                            lr=2e-3, schedule="onecycle", weight_decay=0.0)
         return dict(base=base, ratio=0.9, cap=1, lottery=(1, 1), isolate=False, batch_reps=3)
     if args.profile == "quick":
-        data = prepare_subset(Path(args.data), args.root / "data", train_per_class=200, test_per_class=100)
+        data = prepare_subset(Path(args.data), args.root / "data", train_per_class=400, test_per_class=200)
         base = TrainConfig(model="resnet18", model_args={"width": 16}, dataset=f"folder:{data}", epochs=8,
                            batch_size=64, optimizer="adam", lr=2e-3, weight_decay=0.0, schedule="onecycle",
                            precision="bf16", channels_last=True, device=args.device, threads=args.threads or 1,
