@@ -316,7 +316,8 @@ def earlycrop_md(res: dict[str, Any]) -> str:
 
     cfg = res["config"]
     title = (f"profile `{res['profile']}` ({res['date']}; {cfg['model']} {cfg.get('model_args') or ''}, "
-             f"{cfg['dataset']}, {cfg['epochs']} epochs, {cfg['precision']}; {res['machine']['gpu'] or res['machine']['cpu']}, "
+             f"{cfg['dataset']}, {cfg['epochs']} epochs, {cfg['precision']}; "
+             f"{res['machine']['gpu'] or res['machine']['cpu']}, "
              f"{res['machine']['threads_per_run']} thread(s) per run; {res['run_seconds'] / 60:.0f} min of runs)")
     return reproduce_earlycrop.markdown(res, title, markdown_table)
 

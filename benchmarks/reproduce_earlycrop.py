@@ -223,7 +223,8 @@ def markdown(res: dict[str, Any], title: str, markdown_table: Any) -> str:
             f"{_f(r['reference_disk'], '.2f', 1e-6)} [{_f(paper.get('disk_mb'), '.1f')}]",
             _f(r["file_bytes"], ",.0f", 2 ** -10), _f(r["co2_g"], ".1f")])
     parts = [f"## EarlyCroP Tables 1/2, {title}",
-             f"Our rows at {100 * res['ratio']:g} % weight sparsity, the paper's Table 1 (ResNet-18 / CIFAR-10, 95 %, GPU) in brackets. "
+             f"Our rows at {100 * res['ratio']:g} % weight sparsity, the paper's Table 1 (ResNet-18 / CIFAR-10, 95 %, "
+             "GPU) in brackets. "
              "Train s: the run's training seconds (evaluation excluded; LTR: all its rounds); batch ms: one "
              "fp32 training step of the final model at the run's batch size on one CPU thread (median), masks "
              "included; peak RSS: the run's process (a CPU has no GPU RAM; the dataset is included). **Weight "
@@ -260,7 +261,8 @@ def _claims(r: dict[str, dict[str, Any]]) -> str:
                       f"{ratio(secs('EarlyCroP-U'), secs('Dense'))}, CroP-U {ratio(secs('CroP-U'), secs('Dense'))}; "
                       f"batch time vs dense: EarlyCroP-S "
                       f"{ratio(r.get('EarlyCroP-S', {}).get('batch_ms'), r.get('Dense', {}).get('batch_ms'))}, "
-                      f"EarlyCroP-U {ratio(r.get('EarlyCroP-U', {}).get('batch_ms'), r.get('Dense', {}).get('batch_ms'))}",
+                      f"EarlyCroP-U "
+                      f"{ratio(r.get('EarlyCroP-U', {}).get('batch_ms'), r.get('Dense', {}).get('batch_ms'))}",
         "disk": "CSR size vs dense: " + ", ".join(
             f"{m} {ratio(v.get('csr_bytes'), r.get('Dense', {}).get('csr_bytes'))}" for m, v in r.items()
             if m != "Dense"),

@@ -9,7 +9,8 @@ thread's CPU time (``time.thread_time``: on a shared machine, time spent desched
 ratios are recorded too); reported: median over rounds of the paired ratio masked / dense, its inter-quartile
 range, and the median milliseconds.
 
-    python benchmarks/unstructured_overhead.py [--rounds 30] [--threads 1] [--out benchmarks/results/unstructured_overhead.json]
+    python benchmarks/unstructured_overhead.py [--rounds 30] [--threads 1]
+        [--out benchmarks/results/unstructured_overhead.json]
 """
 
 from __future__ import annotations

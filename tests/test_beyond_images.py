@@ -45,7 +45,8 @@ def test_cartpole_follows_the_classic_equations():
     env.reset()
     env.state = torch.zeros(1, 4)
     state, reward, done = env.step(torch.tensor([1]))
-    # from rest, pushing right: ẍ = F/m_total − (m_p·l·θ̈·cos θ)/m_total with θ̈ = −cos·(F/m_total)/(l·(4/3 − m_p/m_total))
+    # from rest, pushing right: ẍ = F/m_total − (m_p·l·θ̈·cos θ)/m_total,
+    # θ̈ = −cos·(F/m_total)/(l·(4/3 − m_p/m_total))
     temp = 10.0 / 1.1
     theta_acc = -temp / (0.5 * (4 / 3 - 0.1 / 1.1))
     x_acc = temp - 0.05 * theta_acc / 1.1

@@ -133,7 +133,8 @@ class TrainConfig:
         "the weights in the last) each rewound to --lottery-rewind and retrained; 0: off. Prunes weights by itself "
         "(--policy never)", "pruning", rule(Interval(Integral, 0, None))))
     lottery_rewind: int = field(default=1, metadata=_meta(
-        "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning", rule(Interval(Integral, 0, None))))
+        "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning",
+        rule(Interval(Integral, 0, None))))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         lines.append(f"{'model file':28}{summary['model_bytes'] / 2**10:,.0f} KiB")
     disk = summary.get("disk") or {}
     if disk.get("csr_bytes"):
-        lines.append(f"{'weights in CSR':28}{disk['csr_bytes'] / 2**10:,.0f} KiB (dense {disk['dense_bytes'] / 2**10:,.0f} "
-                     f"KiB; {disk['csr_precision']})")
+        lines.append(f"{'weights in CSR':28}{disk['csr_bytes'] / 2**10:,.0f} KiB (dense "
+                     f"{disk['dense_bytes'] / 2**10:,.0f} KiB; {disk['csr_precision']})")
     if summary.get("granularity") in ("weights", "both"):
         lines.append(f"{'note':28}weight masks run on dense kernels: they save no time and no memory, only disk")
     if summary.get("lottery"):

@@ -43,7 +43,8 @@ class WeightCriterion(Criterion):
 
     granularity: ClassVar[str] = "weights"
 
-    def compute(self, groups: MaskedWeights, batch: Batch | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self, groups: MaskedWeights,  # type: ignore[override]
+                batch: Batch | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -53,7 +54,8 @@ class MagnitudeU(WeightCriterion):
 
     family = "magnitude"
 
-    def compute(self, groups: MaskedWeights, batch: Batch | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self, groups: MaskedWeights,  # type: ignore[override]
+                batch: Batch | None = None) -> dict[str, torch.Tensor]:
         return {t.name: t.value.detach().abs().float() for t in groups}
 
 
@@ -78,7 +80,8 @@ class RandomU(WeightCriterion):
         except ValueError:
             raise ValueError(f"criterion 'random-u:SEED' needs an integer seed, got 'random-u:{arg}'") from None
 
-    def compute(self, groups: MaskedWeights, batch: Batch | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self, groups: MaskedWeights,  # type: ignore[override]
+                batch: Batch | None = None) -> dict[str, torch.Tensor]:
         return {t.name: torch.rand(t.shape, generator=self._generator) for t in groups}
 
     def state_dict(self) -> dict[str, Any]:
@@ -103,7 +106,8 @@ class SnipU(WeightCriterion):
     family = "gradient"
     uses_gradients = True
 
-    def compute(self, groups: MaskedWeights, batch: Batch | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self, groups: MaskedWeights,  # type: ignore[override]
+                batch: Batch | None = None) -> dict[str, torch.Tensor]:
         out = {}
         for t in groups:
             grad = t.parameter.grad
@@ -146,7 +150,8 @@ class CroPU(WeightCriterion):
     #: GraSP keeps the signed value
     absolute: ClassVar[bool] = True
 
-    def compute(self, groups: MaskedWeights, batch: Batch | None = None) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self, groups: MaskedWeights,  # type: ignore[override]
+                batch: Batch | None = None) -> dict[str, torch.Tensor]:
         if batch is None:
             raise ValueError(f"criterion {self.name!r} scores a batch: pass one")
         hg = hessian_gradient(groups, batch)

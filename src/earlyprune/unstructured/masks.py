@@ -258,7 +258,8 @@ class MaskedWeights(Sequence[WeightTensor]):
         self._by_name = {t.name: t for t in self._tensors}
         total = sum(t.width for t in self._tensors)
         if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, int) or baseline < total):
-            raise ValueError(f"baseline must be a whole number ≥ the current {total} prunable weights, got {baseline!r}")
+            raise ValueError(f"baseline must be a whole number ≥ the current {total} prunable weights, got "
+                             f"{baseline!r}")
         self.baseline = baseline if baseline is not None else total
 
     # -- Sequence protocol -----------------------------------------------------------------------------------

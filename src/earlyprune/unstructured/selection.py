@@ -5,10 +5,11 @@ highest are kept, so that ``amount`` of the ``baseline`` prunable weights are go
 
     kept = round((1 − amount) · baseline)
 
-(weights removed with whole channels count as gone: they are not among the entries kept). Weights pruned by an earlier mask stay pruned — a mask only
-ever loses entries, as in CroPit / SNIP-it's iterative schedule (rescore, prune more) and LTR's rounds. Every
-tensor keeps at least ``min_weights`` of its best-scored entries (no layer is cut off entirely; REFERENCE pitfall
-2 at weight level). Ties are broken by position (a stable sort), so a plan is reproducible.
+(weights removed with whole channels count as gone: they are not among the entries kept). Weights pruned by an
+earlier mask stay pruned — a mask only ever loses entries, as in CroPit / SNIP-it's iterative schedule (rescore,
+prune more) and LTR's rounds. Every tensor keeps at least ``min_weights`` of its best-scored entries (no layer is
+cut off entirely; REFERENCE pitfall 2 at weight level). Ties are broken by position (a stable sort), so a plan is
+reproducible.
 
 The cumulative amounts of an iterative schedule come from :func:`earlyprune.selection.step_amounts` — the
 ``"halving"`` one is CroPit's ``ρ_i = ρ − (ρ − 0.5)·0.5^i`` (EarlyCroP Algorithm 1, line 13).

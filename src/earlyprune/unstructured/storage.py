@@ -15,7 +15,8 @@ all vectors of the CSR format." The sentence does not pin the precisions down, s
   paper's numbers, not because it is a faithful byte count.
 
 Both count every parameter whose (plain) name contains ``weight`` — BatchNorm γ, ``weight_hh_l0`` and
-``in_proj_weight`` included, biases excluded — as the reference code does; ``nnz`` is the mask's kept count for a masked tensor and the number of non-zeros otherwise.
+``in_proj_weight`` included, biases excluded — as the reference code does; ``nnz`` is the mask's kept count for a
+masked tensor and the number of non-zeros otherwise.
 """
 
 from __future__ import annotations
