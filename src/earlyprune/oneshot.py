@@ -120,8 +120,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     """
     check_unwrapped(model)
     check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
-                                   min_channels=min_channels, compute_aware=compute_aware,
-                                   latency_aware=latency_aware)
+                      min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
     if granularity == "weights":
         if rescale or reinit is not False:
             raise ValueError("rescale= and reinit= restore the initialisation after channels are removed; they do not "

@@ -25,10 +25,10 @@ from .criteria import Criterion
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .groups import ChannelGroups
+from .levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
 from .selection import SCHEDULES, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
@@ -135,7 +135,7 @@ class EarlyPruner:
                               latency_aware=latency_aware, granularity=granularity, weight_ratio=weight_ratio,
                               min_weights=min_weights, schedule=schedule)
         check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
-                                min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
+                          min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
         self.granularity = granularity
         self.weight_ratio = None if weight_ratio is None else float(weight_ratio)
         self.min_weights = min_weights
