@@ -8,8 +8,9 @@ Profiles:
   class-balanced CIFAR-10 subset (4,000 training and 2,000 test images, 32 × 32; the same subset as PaT's quick
   profile), 8 epochs of Adam 2e-3 with a
   one-cycle schedule (EarlyCroP's recipe, scaled down: 80 epochs on the full set there), batch 64, bf16 +
-  channels_last; 95 % weight sparsity (Table 1); EarlyCroP's dense phase capped at 3 epochs (the paper's m);
-  LTR with 2 rounds rewound to epoch 1. Twelve runs; at most about an hour of one CPU thread. A plumbing and
+  channels_last; 95 % weight sparsity (Table 1); EarlyCroP's dense phase capped at 3 epochs (the paper's m),
+  its Algorithm 1 as 4 halving steps within the first 8 batches of the pruning epoch (2 scored batches per
+  step); CroPit as 4 halving steps within the first 4 batches; LTR with 2 rounds rewound to epoch 1. Twelve runs; at most about an hour of one CPU thread. A plumbing and
   trend check: at this size and length, accuracy differences of a few points are noise.
 * ``full`` — a GPU: ResNet-18 (width 64) on all of CIFAR-10, 80 epochs, batch 256, Adam 2e-3 one-cycle, LTR with
   its default rounds (Frankle's 20 % per round, at most 10). Not run (no GPU was lent).
@@ -96,15 +97,15 @@ def specs(settings: dict[str, Any], root: Path) -> list[tuple[str, Any]]:
         ("Random-S", structured, dict(criterion="random", policy="before:1", what="before", steps=1)),
         ("CroP-S", structured, dict(criterion="crop", policy="before:1", what="before", steps=1)),
         ("CroPit-S", structured, dict(criterion="crop", policy="before:4", what="before-it", steps=4)),
-        ("EarlyCroP-S", structured, dict(criterion="crop", policy=f"earlycrop:cap={cap}", what="earlycrop",
-                                         steps=4, pruner_args=halving)),
+        ("EarlyCroP-S", structured, dict(criterion="crop", policy=f"earlycrop:cap={cap},batches=8",
+                                         what="earlycrop", steps=4, pruner_args=halving)),
         ("Random-U", unstructured, dict(criterion="random", policy="before:1", what="before", steps=1)),
         ("SNIP-U", unstructured, dict(criterion="snip", policy="before:1", what="before", steps=1)),
         ("GraSP-U", unstructured, dict(criterion="grasp", policy="before:1", what="before", steps=1)),
         ("CroP-U", unstructured, dict(criterion="crop", policy="before:1", what="before", steps=1)),
         ("CroPit-U", unstructured, dict(criterion="crop", policy="before:4", what="before-it", steps=4)),
-        ("EarlyCroP-U", unstructured, dict(criterion="crop", policy=f"earlycrop:cap={cap}", what="earlycrop",
-                                           steps=4, pruner_args=halving)),
+        ("EarlyCroP-U", unstructured, dict(criterion="crop", policy=f"earlycrop:cap={cap},batches=8",
+                                           what="earlycrop", steps=4, pruner_args=halving)),
     ]
     rounds, rewind = settings["lottery"]
     if rounds is None:

@@ -178,3 +178,21 @@ def test_channels_cannot_be_removed_once_weights_are_masked():
     assert parametrize.is_parametrized(model.stem[0], "weight")   # and the masks are back on
     with pytest.raises(RuntimeError, match="weight masks"):
         ep.prune(model, x, 0.3)
+
+
+def test_earlycrop_prunes_at_one_point_with_batches():
+    """EarlyCroP Algorithm 1: the iterations happen at one point — ``earlycrop:batches=K`` prunes within the
+    first K batches of the pruning epoch, halving schedule, each step rescoring fresh batches."""
+    torch.manual_seed(0)
+    model = ResidualNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = images()
+    pruner = ep.EarlyPruner(model, x[:4], 0.8, granularity="weights", criterion="crop",
+                            policy="earlycrop:cap=1,batches=3", steps=3, schedule="halving", optimizer=opt,
+                            loss_fn=F.cross_entropy)
+    _epochs(pruner, model, opt, x, y, 2, batch=8)
+    assert [(e["epoch"], e["batch"]) for e in pruner.events] == [(1, 1), (1, 2), (1, 3)]
+    assert [e["amount"] for e in pruner.events] == pytest.approx([0.5, 0.65, 0.8])
+    with pytest.raises(ValueError, match="steps must be ≤ 2"):
+        ep.EarlyPruner(ResidualNet(), x[:4], 0.8, criterion="crop", policy="earlycrop:batches=2", steps=3,
+                       optimizer=None, loss_fn=F.cross_entropy)
