@@ -59,7 +59,8 @@ class EarlyPruner:
     Args:
         model: the network; it is pruned in place.
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
-        ratio: fraction of the original ``target`` quantity to remove, in (0, 1) (PaT's α).
+        ratio: fraction of the original ``target`` quantity to remove, in (0, 1) (PaT's α); at
+            ``granularity="weights"`` the fraction of the prunable weights to mask (the weight sparsity).
         criterion: a :data:`~earlyprune.criteria.CRITERIA` name or a :class:`~earlyprune.criteria.Criterion`.
         policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
         optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
