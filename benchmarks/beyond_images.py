@@ -176,6 +176,7 @@ class Task:
     ratio: float
     lr: float
     extra: dict[str, Any]
+    higher_is_better: bool = False
 
 
 def language_task(tiny: bool) -> Task:
@@ -253,6 +254,7 @@ def control_task(tiny: bool) -> Task:
 
     def run_epoch(model, opt, pruner):
         total = 0.0
+        g.manual_seed(1000 + pruner.epoch)   # the same episodes' randomness in every run, epoch by epoch
         for _ in range(iterations):
             states, actions, returns, episode = rollout(model, env, 30 if tiny else 200)
             advantages = (returns - returns.mean()) / (returns.std() + 1e-8)
@@ -270,7 +272,8 @@ def control_task(tiny: bool) -> Task:
 
     return Task("control (3-layer policy MLP, REINFORCE, cart-pole written here)", policy_net, torch.zeros(2, 4),
                 reinforce_loss, 2 if tiny else 25, run_epoch, evaluate, "greedy mean return of 64 episodes (max 200)",
-                lambda m: [], 0.7, 1e-2, {"episodes_per_iteration": env.n, "iterations_per_epoch": iterations})
+                lambda m: [], 0.7, 3e-3, {"episodes_per_iteration": env.n, "iterations_per_epoch": iterations},
+                higher_is_better=True)
 
 
 TASKS = {"language": language_task, "regression": regression_task, "control": control_task}
@@ -298,7 +301,9 @@ def run(task: Task, granularity: str | None, seed: int = 0, cap: int | None = No
                       pruner.history[-1]["phase"]})
     seconds = time.perf_counter() - t0
     after = pruner.stats()
-    out = {"granularity": granularity or "dense", "final": curve[-1]["eval"], "best": None, "prune_epoch":
+    evals = [c["eval"] for c in curve]
+    out = {"granularity": granularity or "dense", "final": evals[-1],
+           "best": max(evals) if task.higher_is_better else min(evals), "prune_epoch":
            pruner.prune_epoch, "seconds": seconds, "params": after.params, "params_dense": before.params,
            "weight_sparsity": after.weight_sparsity, "node_sparsity": after.node_sparsity, "curve": curve}
     if granularity == "weights":
@@ -317,6 +322,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"date": date.today().isoformat(), "threads": args.threads, "torch": torch.__version__,
                                "machine": platform.processor() or platform.machine(), "tasks": {}}
+    if args.out.is_file() and not args.tiny:  # rerunning some tasks keeps the others' results
+        results["tasks"] = json.loads(args.out.read_text()).get("tasks", {})
     for key in args.tasks:
         task = TASKS[key](args.tiny)
         entry = results["tasks"][key] = {"name": task.name, "metric": task.metric, "epochs": task.epochs,
@@ -324,7 +331,7 @@ def main() -> int:
         for granularity in (None, "channels", "weights"):
             res = run(task, granularity)
             entry["runs"][res["granularity"]] = res
-            print(f"{key:10} {res['granularity']:8} {task.metric}: {res['final']:.4g}  prune epoch "
+            print(f"{key:10} {res['granularity']:8} {task.metric}: {res['final']:.4g} (best {res['best']:.4g})  prune epoch "
                   f"{res['prune_epoch']}  weight sparsity {res['weight_sparsity'] or 0:.1%}  node sparsity "
                   f"{res['node_sparsity'] or 0:.1%}  {res['seconds']:.1f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
