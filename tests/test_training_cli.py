@@ -44,7 +44,7 @@ def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
 
     assert main(["info", str(run)]) == 0
     info = capsys.readouterr().out
-    assert "pruned during epoch         1" in info and "parameters" in info
+    assert "pruning                     during epoch 1 (2 steps," in info and "parameters" in info
     assert main(["info", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prune_epoch"] == 1
 

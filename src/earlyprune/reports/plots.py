@@ -132,12 +132,24 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
         markers = _policy_markers(comparison)
         auto = [label for label in comparison.labels if comparison.automatic(label)]
         for ratio in comparison.ratios:
-            pts = [(c.epoch, 100 * c.accuracy) for c in comparison.oracle_points(criterion, ratio)
-                   if c.accuracy is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, "-o", color=_colour(comparison.ratios, ratio), ms=4,
+            colour = _colour(comparison.ratios, ratio)
+            points = [c for c in comparison.oracle_points(criterion, ratio) if c.accuracy is not None]
+            pruned = [c for c in points if c.pruned]
+            epochs = [c.epoch for c in pruned]
+            # one line through the grid when each epoch has one point; repeats that were not aggregated are
+            # markers only (never averaged into a line)
+            style = "-o" if len(set(epochs)) == len(epochs) else "o"
+            if pruned:
+                ax.plot(epochs, [100 * c.accuracy for c in pruned], style, color=colour, ms=4,
                         label=f"prune {100 * ratio:g}% (grid)")
+            for c in pruned:
+                if c.accuracy_sd is not None:
+                    ax.errorbar(c.epoch, 100 * c.accuracy, yerr=100 * c.accuracy_sd, color=colour, capsize=3,
+                                lw=1, ls="none")
+            for c in points:
+                if not c.pruned:
+                    ax.plot(c.epoch, 100 * c.accuracy, "x", color=colour, ms=7, ls="none",
+                            label="grid point that removed nothing")
             for label in comparison.labels:
                 cell = comparison.find(POLICY, label, criterion, ratio)
                 if cell is None or not comparison.automatic(label):
@@ -151,7 +163,7 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
         for label in comparison.labels:  # one legend entry per policy marker
             if comparison.automatic(label) and comparison.policy_cells(criterion, label):
                 ax.plot([], [], markers[label], color="0.6", mec="black", ms=10, ls="none", label=f"{label} chose")
-        dense = comparison.dense_accuracy()
+        dense = comparison.dense_accuracy(criterion)
         if dense is not None:
             ax.axhline(100 * dense, color="0.3", ls="--", lw=1, label=f"dense {100 * dense:.2f}%")
         _finish(ax, _title((comparison, criterion), len(comparisons) > 1),
@@ -208,7 +220,15 @@ def accuracy_vs_time(comparisons: Sequence[Comparison], path: Path) -> Path | No
                 cell = comparison.find(POLICY, label, criterion, ratio)
                 if cell is not None and cell.accuracy is not None:
                     secs = cell.mean(lambda r: r.train_seconds)
+                    if not cell.pruned:  # the policy removed nothing: not a result of it
+                        ax.plot(secs, 100 * cell.accuracy, "x", color=colour, ms=9, ls="none",
+                                label="policy run that removed nothing")
+                        continue
                     ax.plot(secs, 100 * cell.accuracy, markers[label], color=colour, mec="black", ms=10, ls="none")
+                    if cell.n > 1:  # declared seeds or aggregated on request: the spread, both ways
+                        sd_t = cell.spread(lambda r: r.train_seconds)
+                        ax.errorbar(secs, 100 * cell.accuracy, xerr=sd_t, yerr=100 * (cell.accuracy_sd or 0.0),
+                                    color=colour, capsize=3, lw=1, ls="none")
             ax.plot([], [], "s", color=colour, ms=8, ls="none", label=f"prune {100 * ratio:g}%")
         for label in comparison.labels:
             if comparison.policy_cells(criterion, label):

@@ -116,7 +116,26 @@ def run_train(args: argparse.Namespace) -> int:
 
     if result.run_dir is not None:
         print(format_summary(result.summary, title=f"\n{result.run_dir}"))
+        print(draw_run_figure(result.run_dir))
     return 0
+
+
+def draw_run_figure(run_dir: Path) -> str:
+    """Draw ``run_dir/run.png`` (the run's picture, as ``earlyprune report`` draws it) and say where it is — or,
+    without matplotlib, how to get it. Never fails the run: the figure is a view of files already written."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return (f"{'figure':28}pip install 'earlyprune[report]' for a picture of the run "
+                f"(then: earlyprune report {run_dir})")
+    from ..reports.run_figure import draw_run
+    from ..reports.runs import load_run
+
+    try:
+        path = draw_run(load_run(run_dir), Path(run_dir) / "run.png")
+    except (ValueError, OSError) as exc:
+        return f"{'figure':28}not drawn ({exc})"
+    return f"{'figure':28}{path}  (loss, accuracy, EPI, seconds per epoch)"
 
 
 def add_models_parser(sub: Any) -> None:

@@ -4,6 +4,10 @@ Time is training time only (forward, backward, optimizer, pruner; evaluation exc
 time is what the whole run would have taken at the speed of its dense epochs: the median dense epoch (epoch 0
 left out when later dense epochs exist: it includes warm-up) times the number of epochs; the speedup is that
 over the measured time. A run that prunes during epoch 0 has no dense epoch to compare with (null).
+
+Whether the run pruned at all is said explicitly (``pruned``, and ``pruning``: the
+:class:`~earlyprune.outcome.PruningOutcome` with the reason when nothing was removed); ``prune_epoch`` is set
+only when channels were removed. Epochs are numbered from 0 (a 10-epoch run has epochs 0–9).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import statistics
 from typing import Any
 
 from ..metrics import ModelStats
+from ..outcome import PruningOutcome
 
 
 def _median(values: list[float]) -> float | None:
@@ -22,15 +27,26 @@ def epoch_seconds(row: dict[str, Any]) -> float:
     return float(row["seconds"]) + float(row.get("pruner_seconds", 0.0))
 
 
+def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Median seconds of a dense epoch (epoch 0 left out when later dense epochs exist: it includes warm-up) and
+    of a sparse (pruned) epoch; None where the run has no such epoch."""
+    dense_rows = [r for r in rows if r["phase"] == "dense"]
+    dense_secs = [epoch_seconds(r) for r in (dense_rows[1:] if len(dense_rows) > 1 else dense_rows)]
+    return _median(dense_secs), _median([epoch_seconds(r) for r in rows if r["phase"] == "sparse"])
+
+
 def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int | None, dense: ModelStats,
-                  final: ModelStats, peak_memory: dict[str, Any], model_bytes: int | None) -> dict[str, Any]:
+                  final: ModelStats, peak_memory: dict[str, Any], model_bytes: int | None,
+                  outcome: PruningOutcome | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a run; with ``outcome`` (what :func:`~earlyprune.outcome.pruning_outcome` says),
+    ``prune_epoch`` is the epoch during which channels were removed, None when none were."""
+    if outcome is not None:
+        prune_epoch = outcome.epoch
     accs = [r["test_accuracy"] for r in rows]
     best = max(range(len(rows)), key=lambda i: accs[i]) if rows else None
     dense_rows = [r for r in rows if r["phase"] == "dense"]
-    dense_secs = [epoch_seconds(r) for r in (dense_rows[1:] if len(dense_rows) > 1 else dense_rows)]
-    sparse_secs = [epoch_seconds(r) for r in rows if r["phase"] == "sparse"]
+    dense_epoch, sparse_epoch = phase_seconds(rows)
     train_seconds = sum(epoch_seconds(r) for r in rows)
-    dense_epoch = _median(dense_secs)
     dense_equivalent = dense_epoch * len(rows) if dense_epoch is not None else None
     last_dense = dense_rows[-1] if dense_rows else None
     return {
@@ -41,11 +57,13 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "best_test_accuracy": accs[best] if best is not None else None,
         "best_epoch": best,
         "dense_test_accuracy": last_dense["test_accuracy"] if last_dense else None,
+        "pruned": outcome.pruned if outcome is not None else final.params < dense.params,
         "prune_epoch": prune_epoch,
+        "pruning": outcome.to_dict() if outcome is not None else None,
         "train_seconds": train_seconds,
         "eval_seconds": sum(float(r.get("eval_seconds", 0.0)) for r in rows),
         "dense_epoch_seconds": dense_epoch,
-        "sparse_epoch_seconds": _median(sparse_secs),
+        "sparse_epoch_seconds": sparse_epoch,
         "dense_equivalent_seconds": dense_equivalent,
         "speedup": dense_equivalent / train_seconds if dense_equivalent and train_seconds else None,
         "dense_images_per_second": _median([r["images_per_second"] for r in dense_rows]),
@@ -68,17 +86,29 @@ def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.1f} s"
 
 
+def pruning_text(summary: dict[str, Any]) -> str:
+    """``during epoch 3 (8 steps, 120 channels removed)`` or ``not pruned: <why>`` (summaries written before the
+    reason was recorded: from the parameter counts)."""
+    if summary.get("pruning"):
+        return PruningOutcome.from_dict(summary["pruning"]).describe()
+    prune, params = summary.get("prune_epoch"), summary.get("params") or {}
+    if prune is None:
+        return "not pruned: the policy did not trigger"
+    if params.get("final") is not None and params.get("final") == params.get("dense"):
+        return f"not pruned: nothing was removed (the policy triggered for epoch {prune})"
+    return f"during epoch {prune}"
+
+
 def format_summary(summary: dict[str, Any], title: str = "") -> str:
     """A short human-readable table of a summary."""
     p, m = summary["params"], summary["macs"]
-    prune = summary["prune_epoch"]
     mem = summary.get("peak_memory") or {}
     speed = summary.get("speedup")
     lines = [title] if title else []
     lines += [
         f"{'epochs':28}{summary['epochs']} of {summary['epochs_planned']}"
         + ("" if summary["complete"] else "  (incomplete: continue with --resume)"),
-        f"{'pruned during epoch':28}{'never' if prune is None else prune}",
+        f"{'pruning':28}{pruning_text(summary)}",
         f"{'test accuracy':28}final {_pct(summary['final_test_accuracy'])}, best {_pct(summary['best_test_accuracy'])}"
         f" (epoch {summary['best_epoch']}), last dense {_pct(summary['dense_test_accuracy'])}",
         f"{'parameters':28}{p['dense']:,} -> {p['final']:,} ({p['reduction']:.1%} fewer)",

@@ -27,6 +27,7 @@ from torch import nn
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
+from ..outcome import pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
@@ -240,7 +241,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
     final_stats = measure(model, example, baseline=dense_stats)
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(device), model_bytes=None)
+                            final=final_stats, peak_memory=_peak_memory(device), model_bytes=None,
+                            outcome=pruning_outcome(pruner, cfg.epochs))
     summary["round_to"] = pruner.round_to_record
     if run_dir is not None and write:
         if summary["complete"]:
