@@ -157,6 +157,16 @@ class Run:
         return None
 
     @property
+    def trigger_reason(self) -> str | None:
+        """Why the policy fired: ``"signal"``, ``"cap"`` (a signal policy that never fired by its rule and pruned
+        at its cap on dense epochs), ``"schedule"``; None when it never fired or pruned from the start."""
+        for row in self.rows:
+            pruner = row.get("pruner") or {}
+            if pruner.get("trigger"):
+                return pruner.get("trigger_reason")
+        return None
+
+    @property
     def train_seconds(self) -> float | None:
         return self._summary("train_seconds")
 
