@@ -183,10 +183,12 @@ def run_info(args: argparse.Namespace) -> int:
     if summary is not None and summary.get("epochs") == len(rows):
         print(format_summary(summary))
         return 0
-    print(f"incomplete: {len(rows)} of {cfg.epochs} epochs done; continue with `earlyprune train --resume {run_dir}`")
+    print(f"incomplete: {len(rows)} of {cfg.epochs} epochs done (epochs 0–{len(rows) - 1}); continue with "
+          f"`earlyprune train --resume {run_dir}`" if rows else
+          f"incomplete: no epoch done yet; continue with `earlyprune train --resume {run_dir}`")
     for r in rows[-5:]:
-        print(f"  epoch {r['epoch'] + 1:3d} {r['phase']:<7} test acc {r['test_accuracy']:6.2%}  "
-              f"{epoch_seconds(r):6.1f}s  params {r['params']:,}")
+        acc = "   n/a" if r.get("test_accuracy") is None else f"{r['test_accuracy']:6.2%}"
+        print(f"  epoch {r['epoch']:3d} {r['phase']:<7} test acc {acc}  {epoch_seconds(r):6.1f}s  params {r['params']:,}")
     return 0
 
 
