@@ -63,6 +63,7 @@ def run_one(name: str) -> dict:
     import torchvision
 
     import earlyprune as ep
+    from earlyprune import timing
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -96,11 +97,10 @@ def run_one(name: str) -> dict:
         rec["input"] = [1, 3, size, size]
 
         stage = "prune"
-        t1 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, timing.Stopwatch() as clock:
             warnings.simplefilter("always")
             res = ep.prune(model, x, 0.5)
-        rec["prune_s"] = round(time.perf_counter() - t1, 2)
+        rec["prune_s"] = round(clock.seconds, 2)
         rec["warnings"] = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:200]}" for w in caught})
         rec["groups"] = len(res.group_names)
         rec["params_before"], rec["params_after"] = res.before.params, res.after.params

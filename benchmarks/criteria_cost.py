@@ -27,7 +27,6 @@ import datetime as _dt
 import json
 import statistics
 import sys
-import time
 from importlib.metadata import version as _version
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from earlyprune.criteria import CRITERIA, Batch, ComputeAware, LatencyTable
 from earlyprune.criteria.latency import clear_cache
 from earlyprune.groups import ChannelGroups
+from earlyprune import timing
 from earlyprune.models import create_model
 
 HERE = Path(__file__).resolve().parent
@@ -63,15 +63,11 @@ def bench_model(name: str, batch_size: int, rounds: int, warmup: int) -> dict:
     for c in crits.values():
         c.attach(groups)
 
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    train_step = timing.train_step(model, opt, x, y)
+    device = timing.device_of(model)
 
     def timed(fn) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
+        return timing.time_once(fn, device=device)
 
     # each criterion is timed right after its own training step (which also leaves the .grad taylor reads), and
     # its ratio is taken to that step: adjacent measurements share the machine's momentary load
@@ -95,9 +91,9 @@ def bench_model(name: str, batch_size: int, rounds: int, warmup: int) -> dict:
         c.detach()
     clear_cache()
     table = LatencyTable(repeats=3, warmup=1, batch_size=batch_size)
-    t0 = time.perf_counter()
-    table.savings(groups)
-    latency_s = time.perf_counter() - t0
+    with timing.Stopwatch(device) as clock:
+        table.savings(groups)
+    latency_s = clock.seconds
     med_step = statistics.median(raw["train_step"])
     return {
         "model": name, "batch": batch_size, "groups": len(groups), "channels": sum(groups.widths()),

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from earlyprune.criteria import CRITERIA, Batch
 from earlyprune.criteria.gates import Gates, gate_gradients, gate_hvp, preserve_norm_stats
 from earlyprune.groups import ChannelGroups
+from earlyprune.signals import spearman_rho
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -91,8 +92,9 @@ def load_cifar(path: Path, split: str, per_class: int, skip: int = 0) -> tuple[t
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)).astype(float), np.argsort(np.argsort(b)).astype(float)
-    return pearson(ra, rb)
+    """The library's tie-aware Spearman ρ (average ranks), NaN when a side is constant."""
+    rho = spearman_rho(a, b)
+    return float("nan") if rho is None else rho
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -26,13 +26,13 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import earlyprune as ep
+from earlyprune import timing
 from earlyprune.criteria import CRITERIA
 from earlyprune.engine import PruningEngine
 from earlyprune.selection import iterative_amounts, select
@@ -62,16 +62,16 @@ def fresh(size: int, opt_kind: str | None, seed: int = 0):
 
 def one_event(size: int, opt_kind: str | None) -> dict:
     model, x, opt = fresh(size, opt_kind)
-    t0 = time.perf_counter()
-    groups = ep.ChannelGroups(model, x)
-    graph_s = time.perf_counter() - t0
+    with timing.Stopwatch() as clock:
+        groups = ep.ChannelGroups(model, x)
+    graph_s = clock.seconds
     crit = CRITERIA.build("magnitude")
     plan = select(groups, crit.scores(groups), RATIO)
     params_before = sum(p.numel() for p in model.parameters())
     engine = PruningEngine(groups)
-    t0 = time.perf_counter()
-    engine.apply(plan, opt)
-    event_s = time.perf_counter() - t0
+    with timing.Stopwatch() as clock:
+        engine.apply(plan, opt)
+    event_s = clock.seconds
     if opt is not None:  # sanity: the surgery left a consistent optimizer
         current = {id(p) for p in model.parameters()}
         for g in opt.param_groups:
@@ -89,15 +89,15 @@ def iterative_event(size: int, steps: int = 8) -> dict:
     groups = ep.ChannelGroups(model, x)
     engine = PruningEngine(groups)
     crit = CRITERIA.build("magnitude")
-    t0 = time.perf_counter()
     per_step = []
-    for amount in iterative_amounts(RATIO, steps):
-        ts = time.perf_counter()
-        plan = select(groups, crit.scores(groups), amount)
-        engine.apply(plan, opt)
-        crit.reset()
-        per_step.append(time.perf_counter() - ts)
-    return {"total_s": time.perf_counter() - t0, "per_step_s": per_step,
+    with timing.Stopwatch() as total:
+        for amount in iterative_amounts(RATIO, steps):
+            with timing.Stopwatch() as clock:
+                plan = select(groups, crit.scores(groups), amount)
+                engine.apply(plan, opt)
+                crit.reset()
+            per_step.append(clock.seconds)
+    return {"total_s": total.seconds, "per_step_s": per_step,
             "amounts": iterative_amounts(RATIO, steps)}
 
 

@@ -24,18 +24,17 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, LatencyTable
 from earlyprune.criteria.latency import clear_cache
 from earlyprune.groups import ChannelGroups
+from earlyprune import timing
 from earlyprune.models import create_model
 
 HERE = Path(__file__).resolve().parent
@@ -45,15 +44,6 @@ CANDIDATES = (1, 2, 4, 8)
 def fresh_model() -> nn.Module:
     torch.manual_seed(0)
     return create_model("resnet20", num_classes=10)
-
-
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               dtype: torch.dtype | None) -> None:
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
 
 
 def bench(ratio: float, dtype: torch.dtype | None, channels_last: bool, args: argparse.Namespace) -> dict:
@@ -67,9 +57,9 @@ def bench(ratio: float, dtype: torch.dtype | None, channels_last: bool, args: ar
     clear_cache()
     auto = ep.AutoRoundTo(candidates=CANDIDATES, table=LatencyTable(repeats=3, warmup=1, batch_size=args.batch,
                                                                     autocast=dtype, channels_last=channels_last))
-    t0 = time.perf_counter()
-    choice = auto.choose(groups, scores, ratio)
-    choose_seconds = time.perf_counter() - t0
+    with timing.Stopwatch() as clock:
+        choice = auto.choose(groups, scores, ratio)
+    choose_seconds = clock.seconds
 
     models: dict[str, nn.Module] = {"dense": fresh_model()}
     macs = {"dense": ep.measure(models["dense"], x[:2]).macs}
@@ -78,21 +68,19 @@ def bench(ratio: float, dtype: torch.dtype | None, channels_last: bool, args: ar
         ep.prune(m, x[:2], ratio, criterion="magnitude", round_to=r)
         models[f"r{r}"] = m
         macs[f"r{r}"] = ep.measure(m, x[:2]).macs
-    opts = {}
+    steps = {}
     for name, m in models.items():
         m.train()
         if channels_last:
             m.to(memory_format=torch.channels_last)
-        opts[name] = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        steps[name] = timing.train_step(m, opt, x, y, autocast=dtype)
         for _ in range(3):  # warm-up: kernel selection, allocator
-            train_step(m, opts[name], x, y, dtype)
+            steps[name]()
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, m in models.items():
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                train_step(m, opts[name], x, y, dtype)
-            times[name].append((time.perf_counter() - t0) / args.steps)
+            times[name].append(timing.time_once(steps[name], device=timing.device_of(m), number=args.steps))
     step = {name: statistics.median(ts) for name, ts in times.items()}
     fastest = min(CANDIDATES, key=lambda r: step[f"r{r}"])
     return {

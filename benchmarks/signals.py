@@ -34,7 +34,6 @@ import datetime as _dt
 import json
 import statistics
 import sys
-import time
 from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Callable
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import earlyprune as ep
+from earlyprune import timing
 from earlyprune.criteria import CRITERIA
 from earlyprune.models import create_model
 from earlyprune.signals import (SignalRecorder, bn_mask, kendall_tau, mask_distance, spearman_rho,
@@ -97,9 +97,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, int]] = {
 
 
 def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    return timing.time_once(fn)  # CPU models here; timing.time_once(fn, device=...) on a GPU
 
 
 def bench_signals(name: str, reps: int) -> dict:
@@ -109,15 +107,14 @@ def bench_signals(name: str, reps: int) -> dict:
     x = torch.randn(2, *shape)
     y = torch.randint(0, classes, (2,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    t0 = time.perf_counter()
-    pruner = ep.EarlyPruner(model, x[:1], RATIO, criterion="magnitude", policy="never", optimizer=opt)
-    setup_s = time.perf_counter() - t0
+    with timing.Stopwatch() as clock:
+        pruner = ep.EarlyPruner(model, x[:1], RATIO, criterion="magnitude", policy="never", optimizer=opt)
+    setup_s = clock.seconds
     groups = pruner.groups
+    train_step = timing.train_step(model, opt, x, y)
 
     def epoch() -> float:
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        train_step()
         pruner.step()
         return timed(pruner.epoch_end)
 
@@ -171,10 +168,7 @@ def bench_accumulation(name: str, reps: int, criteria: list[str]) -> dict:
     for c in crits.values():
         c.attach(groups)
 
-    def step() -> None:
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    step = timing.train_step(model, opt, x, y)
 
     model.train()
     step()  # warm-up

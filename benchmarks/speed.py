@@ -41,11 +41,11 @@ from importlib.metadata import version as _version
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
 import earlyprune as ep
+from earlyprune import timing
 from earlyprune.models import create_model
 
 BATCH = 128
@@ -107,15 +107,12 @@ class Runner:
             x = x.contiguous(memory_format=torch.channels_last)
         self.x, self.y = x, y
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        self.device = timing.device_of(self.model)
+        self._steps = {bf16: timing.train_step(self.model, self.opt, x, y, autocast=torch.bfloat16 if bf16 else None)
+                       for bf16 in (False, True)}
 
     def step(self, bf16: bool) -> float:
-        t0 = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(self.model(self.x), self.y)
-        loss.backward()
-        self.opt.step()
-        return time.perf_counter() - t0
+        return timing.time_once(self._steps[bf16], device=self.device)
 
     def block(self, bf16: bool, steps: int) -> list[float]:
         return [self.step(bf16) for _ in range(steps)]

@@ -16,11 +16,11 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from earlyprune import timing
 from earlyprune.training import TrainConfig, train
 from earlyprune.training.data import BatchLoader, load_dataset
 
@@ -31,12 +31,12 @@ def loader_rate(data, batch_size: int = 128, batches: int = 100) -> float:
     loader = BatchLoader(data.train_x, data.train_y, batch_size, data.mean, data.std, augment=True, shuffle=True)
     it = iter(loader)
     next(it)
-    t0 = time.perf_counter()
     n = 0
-    for _ in range(batches):
-        x, _ = next(it)
-        n += len(x)
-    return n / (time.perf_counter() - t0)
+    with timing.Stopwatch(data.train_x.device) as clock:
+        for _ in range(batches):
+            x, _ = next(it)
+            n += len(x)
+    return n / clock.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/train_epoch.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    data = load_dataset(DATA)
-    load_seconds = time.perf_counter() - t0
+    with timing.Stopwatch() as clock:
+        data = load_dataset(DATA)
+    load_seconds = clock.seconds
     result = {"benchmark": "train_epoch", "date": "2026-11-21",
               "machine": f"{os.cpu_count()}-core CPU, no GPU, shared with other engineers' jobs (noisy)",
               "torch": torch.__version__, "threads": args.threads, "data": DATA, "model": "resnet20",

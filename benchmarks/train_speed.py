@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from earlyprune import timing
 from earlyprune.models import create_model
 from earlyprune.training.config import TrainConfig
 from earlyprune.training.data import BatchLoader, load_dataset
@@ -61,18 +62,19 @@ class Mode:
             self.batches = iter(self.loader)
             return next(self.batches)
 
+    def step(self) -> None:
+        """One training step as the trainer takes it (next batch, autocast, LR schedule)."""
+        x, y = self._next()
+        self.opt.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+
     def block(self, steps: int) -> float:
         """Images per second over ``steps`` training steps."""
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            x, y = self._next()
-            self.opt.zero_grad(set_to_none=True)
-            with self.precision.autocast():
-                loss = self.loss_fn(self.model(x), y)
-            loss.backward()
-            self.opt.step()
-            self.sched.step()
-        return steps * self.batch_size / (time.perf_counter() - t0)
+        return self.batch_size / timing.time_once(self.step, device=self.precision.device, number=steps)
 
 
 def cpu_name() -> str:
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.data, cache=args.cache).subset(10_000)
     modes = [Mode(p, cl, data, args.batch_size) for p, cl in MODES]
     for m in modes:
-        m.block(args.warmup)
+        for _ in range(args.warmup):  # untimed: kernel selection, allocator
+            m.step()
     rates: dict[str, list[float]] = {m.name: [] for m in modes}
     t0 = time.perf_counter()
     for r in range(args.rounds):

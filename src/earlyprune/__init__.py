@@ -23,7 +23,7 @@ from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
 from .selection import Plan, select
-from .signals import early_pruning_indicator, structure_similarity
+from .signals.measures import early_pruning_indicator, structure_similarity
 
 __version__ = "0.1.0"
 

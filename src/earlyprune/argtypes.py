@@ -1,53 +1,56 @@
-"""argparse value parsers shared by every ``earlyprune`` subcommand: a bad value is one clear line, exit 2."""
+"""argparse value parsers shared by every ``earlyprune`` subcommand, derived from the argument rules of
+:mod:`earlyprune.validation`: a flag accepts exactly what the API parameter of the same rule accepts, and a bad
+value is one clear line (exit status 2) in the rule's words."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from numbers import Integral, Real
+from typing import Any, Callable
+
+from .validation import RATIO, ROUND_TO, Interval, Options, Rule, rule
 
 
-def ratio(text: str) -> float:
-    """A fraction to remove, strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1) — the fraction to remove — got {value}")
-    return value
+def _convert(r: Rule, text: str) -> Any:
+    """``text`` read as the first kind of value ``r`` names that it parses as (an option, an integer, a number);
+    the text itself when none does (then the rule refuses it)."""
+    for c in r.constraints:
+        if isinstance(c, Options):
+            for option in c.values:
+                if isinstance(option, str) and text.strip().lower() == option.lower():
+                    return option
+        elif isinstance(c, Interval):
+            try:
+                return int(text) if c.kind is Integral else float(text)
+            except ValueError:
+                continue
+    return text
 
 
-def whole(minimum: int) -> Callable[[str], int]:
-    """A whole number ≥ ``minimum``."""
+def parser(r: Rule, name: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a flag whose value follows ``r``; errors name the parameter ``name``."""
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number ≥ {minimum}, got {value}")
+    def parse(text: str) -> Any:
+        value = _convert(r, text)
+        if not r.accepts(value):
+            raise argparse.ArgumentTypeError(r.message(name, value, flag=True))
         return value
 
-    parse.__name__ = f"whole number ≥ {minimum}"
+    parse.__name__ = name  # argparse names the type in some messages
     return parse
 
 
-def whole_or_auto(text: str) -> int | str:
-    """``auto`` or a whole number ≥ 1."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or auto, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1 or auto, got {value}")
-    return value
+#: a fraction to remove, strictly between 0 and 1 (:data:`earlyprune.validation.RATIO`)
+ratio = parser(RATIO, "ratio")
+#: ``auto`` or a whole number ≥ 1 (:data:`earlyprune.validation.ROUND_TO`)
+whole_or_auto = parser(ROUND_TO, "round_to")
+
+
+def whole(minimum: int, name: str = "value") -> Callable[[str], int]:
+    """A whole number ≥ ``minimum``."""
+    return parser(rule(Interval(Integral, minimum, None)), name)
 
 
 def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    """Any finite number."""
+    return parser(rule(Interval(Real, None, None)), "value")(text)

@@ -25,16 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "policy triggers (epi if available, else epoch:4), prune during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "
                                       "trainer of `earlyprune train`.")
-    demo.add_argument("--epochs", type=whole(1), default=12, help="training epochs (default 12)")
+    demo.add_argument("--epochs", type=whole(1, "epochs"), default=12, help="training epochs (default 12)")
     demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of channels to remove (default 0.5)")
-    demo.add_argument("--prune-epoch", type=whole(0), default=None,
+    demo.add_argument("--prune-epoch", type=whole(0, "prune_epoch"), default=None,
                       help="prune during this epoch (the epoch:K policy) instead of the default policy")
     demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi if available, else epoch:4)")
     demo.add_argument("--out-dir", default=None, help="also write the run directory under this folder (default: "
                                                       "keep everything in memory)")
     demo.add_argument("--criterion", default="magnitude", help="importance criterion (default magnitude)")
-    demo.add_argument("--steps", type=whole(1), default=4, help="pruning steps within the epoch (default 4)")
-    demo.add_argument("--width", type=whole(1), default=64, help="channels of the first layer (default 64)")
+    demo.add_argument("--steps", type=whole(1, "steps"), default=4, help="pruning steps within the epoch (default 4)")
+    demo.add_argument("--width", type=whole(1, "width"), default=64, help="channels of the first layer (default 64)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     add_train_parser(sub)

@@ -13,34 +13,42 @@ which is what the ``target="flops"`` / ``"params"`` searches and the compute-awa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from torch import nn
 
-from .metrics import CHANNEL_LAYERS
-
-if TYPE_CHECKING:
-    from .groups import ChannelGroups
+from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise
 
 
-def _is_depthwise(m: object) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+class LayerLike(Protocol):
+    """What the cost model reads of a group's layer (:class:`earlyprune.groups.LayerRef` is one)."""
+
+    module: Any          #: an ``nn.Module`` or a bare ``nn.Parameter``
+    role: str            #: "out" or "in"
+    multiplicity: int    #: entries of the layer's ``role`` dimension per group channel
 
 
 class CostModel:
-    """Vectorised cost of the model as a function of the channels removed per group."""
+    """Vectorised cost of the model as a function of the channels removed per group.
 
-    def __init__(self, groups: "ChannelGroups") -> None:
-        graph, profile, model = groups.graph, groups.profile, groups.model
+    Args:
+        group_layers: for each group, in group order, the layers it touches (``ChannelGroup.layers``).
+        profile: the model's layer profile (:func:`earlyprune.metrics.profile_layers`): MACs per layer.
+        graph: torch-pruning's dependency graph of the model (channel counts of each layer, as it prunes them).
+        total_params: parameters of the whole model (those of layers no group touches stay constant).
+    """
+
+    def __init__(self, group_layers: Sequence[Sequence[LayerLike]], profile: LayerProfile, graph: Any,
+                 total_params: int) -> None:
         modules: list = []
         index: dict[int, int] = {}
-        for g in groups:
-            for ref in g.layers:
+        for layers in group_layers:
+            for ref in layers:
                 if id(ref.module) not in index:
                     index[id(ref.module)] = len(modules)
                     modules.append(ref.module)
-        n_groups, n_mod = len(groups), len(modules)
+        n_groups, n_mod = len(group_layers), len(modules)
         self.c_out = np.zeros((n_groups, n_mod))
         self.c_in = np.zeros((n_groups, n_mod))
         self.macs0 = np.zeros(n_mod)
@@ -51,13 +59,14 @@ class CostModel:
         dims_in = np.ones(n_mod)
         for j, m in enumerate(modules):
             if isinstance(m, nn.Parameter):
+                # torch-pruning internal: a bare parameter's Node.pruning_dim (tests/test_torch_pruning_internals.py)
                 dims_out[j] = m.shape[graph.module2node[m].pruning_dim]
                 self.w_out[j] = m.numel()
                 continue
             pruner = graph.get_pruner_of_module(m)
             dims_out[j] = max(pruner.get_out_channels(m) or 1, 1)
             own = list(m.parameters(recurse=isinstance(m, nn.MultiheadAttention)))
-            if isinstance(m, CHANNEL_LAYERS) and not _is_depthwise(m):
+            if isinstance(m, CHANNEL_LAYERS) and not is_depthwise(m):
                 two_dims[j] = True
                 dims_in[j] = max(pruner.get_in_channels(m) or 1, 1)
                 self.w_both[j] = m.weight.numel()
@@ -66,19 +75,18 @@ class CostModel:
                 self.w_out[j] = sum(p.numel() for p in own)
             if m in profile.mac_factors:
                 self.macs0[j] = profile.macs(m)
-        for g in groups:
-            for ref in g.layers:
+        for g, layers in enumerate(group_layers):
+            for ref in layers:
                 j = index[id(ref.module)]
                 if two_dims[j] and ref.role == "in":
-                    self.c_in[g.index, j] += ref.multiplicity / dims_in[j]
+                    self.c_in[g, j] += ref.multiplicity / dims_in[j]
                 elif two_dims[j]:
-                    self.c_out[g.index, j] += ref.multiplicity / dims_out[j]
+                    self.c_out[g, j] += ref.multiplicity / dims_out[j]
                 else:  # one channel dimension: both roles name the same channel (e.g. depthwise in/out)
-                    self.c_out[g.index, j] = max(self.c_out[g.index, j], ref.multiplicity / dims_out[j])
+                    self.c_out[g, j] = max(self.c_out[g, j], ref.multiplicity / dims_out[j])
         all_macs = sum(profile.macs(m) for m in profile.mac_factors)
-        all_params = sum(p.numel() for p in model.parameters())
         self.const_macs = float(all_macs - self.macs0.sum())
-        self.const_params = float(all_params - self.w_both.sum() - self.w_out.sum())
+        self.const_params = float(total_params - self.w_both.sum() - self.w_out.sum())
         self.macs_per_channel = self.macs0 @ (self.c_out + self.c_in).T if n_mod else np.zeros(n_groups)
         self.params_per_channel = (self.w_both @ (self.c_out + self.c_in).T + self.w_out @ self.c_out.T
                                    if n_mod else np.zeros(n_groups))

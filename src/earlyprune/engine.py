@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .groups import ChannelGroups
-from .metrics import call_model
+from .batch import call_model
 from .optimizer_state import StateSurgery
 from .rollback import Snapshot
 from .selection import Plan
@@ -96,6 +96,7 @@ class PruningEngine:
 
     def _locate(self, target: Any, param: nn.Parameter) -> Callable[[], nn.Parameter]:
         if isinstance(target, nn.Parameter):  # a bare parameter: torch-pruning re-registers it under its name
+            # torch-pruning internal: the graph's names of bare parameters (tests/test_torch_pruning_internals.py)
             name = self.groups.graph._param_to_name[target]
             model = self.groups.model
             return lambda: model.get_parameter(name)

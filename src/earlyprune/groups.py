@@ -27,6 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
+from .validation import MODEL, Rule, checked
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,10 +114,11 @@ class ChannelGroups(Sequence[ChannelGroup]):
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
+    RULES: dict[str, Rule] = {"model": MODEL}
+
+    @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
@@ -226,7 +228,8 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.ch_groups = _channel_groups(group)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
-        self.cost = CostModel(self)
+        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
+                              sum(p.numel() for p in self.model.parameters()))
         for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
             group.macs_per_channel = float(macs)
             group.params_per_channel = float(params)
@@ -234,6 +237,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     def _name_of(self, obj: Any) -> str:
         if obj in self._module_names:
             return self._module_names[obj]
+        # torch-pruning internal: the graph's own names of bare parameters (tests/test_torch_pruning_internals.py)
         return self.graph._param_to_name.get(obj, repr(obj)) if isinstance(obj, nn.Parameter) else repr(obj)
 
     def describe(self) -> str:
@@ -249,6 +253,7 @@ def _warn_untraced(model: nn.Module, graph: Any) -> None:
     """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
     auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
     # submodules of traced layers are handled by their parent (MultiheadAttention uses out_proj's weight directly)
+    # torch-pruning internal: graph.module2node, its traced nodes (tests/test_torch_pruning_internals.py)
     covered = {sub for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
     missing = [name for name, m in model.named_modules()
                if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in covered]

@@ -19,6 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import structure
+from .validation import MODEL, PATH, InstanceOf, Rule, checked, rule
 
 _KEY = "earlyprune.structure"
 
@@ -36,13 +37,18 @@ def structure_json(model: nn.Module, example_inputs: Any = None) -> dict[str, An
     return record.to_json(model)
 
 
+#: the arguments' rules of :func:`save` and :func:`load`
+SAVE_RULES: dict[str, Rule] = {"model": MODEL, "path": PATH,
+                               "metadata": rule(InstanceOf(dict, "a dict of str to str"), None)}
+LOAD_RULES: dict[str, Rule] = {"path": PATH, "model": MODEL}
+
+
+@checked(SAVE_RULES)
 def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model``'s weights and pruned structure to ``path`` (a ``.safetensors`` file).
 
     The write is atomic: a temporary file is renamed over ``path`` only once complete.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {_KEY: json.dumps(structure_json(model))}
@@ -90,6 +96,7 @@ def _diff(expected: list, actual: list, limit: int = 3) -> str:
     return "; ".join(lines[: 2 * limit])
 
 
+@checked(LOAD_RULES)
 def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) -> nn.Module:
     """Prune a freshly built original ``model`` to the structure stored in ``path`` and load its weights.
 
@@ -98,8 +105,6 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         model: a new instance of the original (unpruned) architecture; modified in place and returned.
         example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the file.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     doc = read_structure(path)
     current = structure.signature(model)
     if current != doc["original"]:

@@ -20,18 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
+from .validation import MODEL, InstanceOf, Rule, checked, rule
+
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                   nn.ConvTranspose3d, nn.Linear)
 
 
-def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """Run ``model`` on ``example_inputs``: a tensor, a tuple/list of positional arguments, or a dict of keywords."""
-    if isinstance(example_inputs, dict):
-        return model(**example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return model(*example_inputs)
-    return model(example_inputs)
+def is_depthwise(m: object) -> bool:
+    """A depthwise convolution: one filter per channel (``groups == in_channels == out_channels > 1``)."""
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
@@ -142,6 +141,14 @@ class ModelStats:
         return asdict(self)
 
 
+#: the arguments' rules of :func:`measure`
+MEASURE_RULES: dict[str, Rule] = {
+    "model": MODEL,
+    "baseline": rule(InstanceOf(ModelStats, "the ModelStats that measure() returned for the original model"), None),
+}
+
+
+@checked(MEASURE_RULES)
 def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None = None) -> ModelStats:
     """Parameters, MACs per example, weight count and node count of ``model``.
 
@@ -151,10 +158,6 @@ def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None =
         baseline: the stats of the original (dense) model; with it, ``node_sparsity`` and ``weight_sparsity``
             are filled in relative to it.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if baseline is not None and not isinstance(baseline, ModelStats):
-        raise TypeError("baseline must be the ModelStats that measure() returned for the original model")
     profile = profile_layers(model, example_inputs)
     params = sum(p.numel() for p in model.parameters())
     weights = sum(p.numel() for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "weight")

@@ -10,15 +10,18 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion
+from .batch import Batch
+from .criteria import Criterion
 from .criteria.modifiers import with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
-from .pruner import check_steps
-from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import SCHEDULES, select, step_amounts, validate_target
+from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
+from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
+from .selection import SCHEDULES, select, step_amounts
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean, Callable_, InstanceOf, Options,
+                         Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,25 @@ class PruneResult:
     round_to_choice: RoundToChoice | None = None  #: what ``round_to="auto"`` measured
 
 
+#: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
+PRUNE_RULES: dict[str, Rule] = {
+    "model": MODEL,
+    "ratio": RATIO,
+    "target": TARGET,
+    "steps": STEPS,
+    "min_channels": MIN_CHANNELS,
+    "round_to": ROUND_TO_RULE,
+    "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+    "loss_fn": rule(Callable_("callable as loss_fn(outputs, targets)"), None),
+    "compute_aware": COMPUTE_AWARE,
+    "latency_aware": LATENCY_AWARE,
+    "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
+    "rescale": BOOLEAN,
+    "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
+}
+
+
+@checked(PRUNE_RULES)
 def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion = "magnitude",
           target: str = "channels", steps: int = 1, min_channels: int = 1,
           round_to: int | str | AutoRoundTo = 1,
@@ -52,7 +74,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     Args:
         model: the network, pruned in place.
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
-        ratio: fraction of the original ``target`` quantity to remove, in [0, 1).
+        ratio: fraction of the original ``target`` quantity to remove, in (0, 1).
         criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
         target: ``"channels"``, ``"flops"`` or ``"params"``.
         steps: rescore and remove in this many steps (1 = one shot).
@@ -77,17 +99,9 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     """
     check_unwrapped(model)
     rounding = check_round_to(round_to)
-    validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
-    check_steps(steps, None)
     crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
-    if schedule != "auto" and schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be 'auto' or one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "auto":
         schedule = "halving" if crit.needs_batches else "exponential"
-    if not isinstance(rescale, bool):
-        raise TypeError(f"rescale must be True or False, got {rescale!r}")
-    if not (isinstance(reinit, bool) or callable(reinit)):
-        raise TypeError(f"reinit must be True, False or a callable reinit(model), got {reinit!r}")
     if rescale and reinit is not False:
         raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
                          "replaces them")

@@ -52,7 +52,9 @@ def _named_params(target: Any) -> list[tuple[str, nn.Parameter]]:
 def _call_handler(dep: Any, target: Any, idxs: list[int]) -> Any:
     handler = dep.handler
     if hasattr(handler, "__self__"):
-        handler.__self__.pruning_dim = dep.target.pruning_dim  # as torch-pruning's Dependency.__call__ does
+        # torch-pruning internal: the pruner object behind a bound handler reads its pruning_dim, which
+        # Dependency.__call__ sets before calling it — we call handlers directly (tests/test_torch_pruning_internals.py)
+        handler.__self__.pruning_dim = dep.target.pruning_dim
     return handler(target, idxs)
 
 

@@ -11,36 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from numbers import Integral
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
 
-from .criteria import Batch, Criterion
-from .criteria.modifiers import with_modifiers
+from .batch import Batch
+from .criteria import Criterion
+from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .policies import POLICIES, EpochReport, Policy
-from .rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import select, step_amounts, validate_target
-from .signals import SignalRecorder
+from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
+from .selection import select, step_amounts
+from .signals.recorder import SignalRecorder
+from .timing import Stopwatch, device_of
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
+                         check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
 _REQUIRED = object()
 PHASES = ("dense", "pruning", "sparse")
-
-
-def check_steps(steps: int, steps_per_epoch: int | None) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (pruning steps within the pruning epoch), got {steps!r}")
-    if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
-                                        or steps_per_epoch < 1):
-        raise ValueError(f"steps_per_epoch must be a positive integer (batches per epoch), got {steps_per_epoch!r}")
 
 
 class EarlyPruner:
@@ -86,6 +82,22 @@ class EarlyPruner:
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
     """
 
+    #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
+    RULES: ClassVar[dict[str, Rule]] = {
+        "model": MODEL,
+        "ratio": RATIO,
+        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+        "target": TARGET,
+        "steps": STEPS,
+        "steps_per_epoch": rule(Interval(Integral, 0, None, closed="neither"), None, hint="batches per epoch"),
+        "min_channels": MIN_CHANNELS,
+        "round_to": ROUND_TO_RULE,
+        "loss_fn": rule(Callable_("callable as loss_fn(outputs, targets)"), None),
+        "record_signals": BOOLEAN,
+        "compute_aware": COMPUTE_AWARE,
+        "latency_aware": LATENCY_AWARE,
+    }
+
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
                  criterion: str | Criterion = "magnitude", policy: str | Policy = "epoch:1",
                  optimizer: torch.optim.Optimizer | None = _REQUIRED,  # type: ignore[assignment]
@@ -95,39 +107,10 @@ class EarlyPruner:
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
                  compute_aware: float | None = None, latency_aware: bool = False) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        check_unwrapped(model)
-        rounding = check_round_to(round_to)
-        validate_target(ratio, target, min_channels, rounding if isinstance(rounding, int) else 1)
-        if ratio == 0:
-            raise ValueError("ratio must be in (0, 1): a ratio of 0 prunes nothing — use policy='never' for a "
-                             "dense run")
-        check_steps(steps, steps_per_epoch)
-        if optimizer is _REQUIRED:
-            raise TypeError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must follow the "
-                            "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        # the modifiers wrap the criterion; everything downstream sees one Criterion
-        self.criterion: Criterion = with_modifiers(criterion, compute_aware=compute_aware,
-                                                   latency_aware=latency_aware)
-        self.policy: Policy = POLICIES.build(policy)
-        if self.criterion.needs_batches and loss_fn is None:
-            raise ValueError(f"criterion {self.criterion.name!r} scores batches with passes of its own: pass "
-                             f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
-        if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
-        if not isinstance(record_signals, bool):
-            raise TypeError(f"record_signals must be True or False, got {type(record_signals).__name__}")
-        if self.policy.start() and steps_per_epoch is None and self.policy.pruning_batches is None:
-            raise ValueError(f"policy {self.policy!r} prunes during epoch 0, before the number of batches per epoch "
-                             f"is known: pass steps_per_epoch=len(train_loader)")
-        if (self.policy.pruning_batches is not None and steps > self.policy.pruning_batches
-                and (self.criterion.needs_batches or self.criterion.uses_gradients)):
-            raise ValueError(f"policy {self.policy!r} prunes within {self.policy.pruning_batches} batch(es) but steps="
-                             f"{steps}: criterion {self.criterion.name!r} rescores on fresh batches before every step, "
-                             f"so steps must be ≤ {self.policy.pruning_batches}")
+        self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
+                              steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
+                              loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
+                              latency_aware=latency_aware)
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -136,41 +119,82 @@ class EarlyPruner:
         self.steps_per_epoch = steps_per_epoch
         self.min_channels = min_channels
         #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
-        self.round_to: int | AutoRoundTo = rounding
+        self.round_to: int | AutoRoundTo = check_round_to(round_to)
         self.round_to_choice: RoundToChoice | None = None
         self._batch_size: int | None = None
         self.optimizer = optimizer
         self.loss_fn = loss_fn
-        self.groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+        self.record_signals = record_signals
+        self._build_method(criterion, policy, compute_aware, latency_aware)
+        self._check_method()
+        self._build_model_parts(ignored_layers)
+        self._reset_progress()
+        if self.policy.start():
+            self._begin_pruning()
+
+    # -- construction, step by step -------------------------------------------------------------------------
+    def _check_arguments(self, **arguments: Any) -> None:
+        """Every argument against :attr:`RULES`, before anything is built."""
+        if arguments["optimizer"] is _REQUIRED:
+            raise TypeError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must follow the "
+                            "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
+        check_args(self.RULES, arguments)
+        check_unwrapped(arguments["model"])
+
+    def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
+                      latency_aware: bool) -> None:
+        """The criterion (wrapped by its modifiers: everything downstream sees one Criterion) and the policy."""
+        self.criterion: Criterion = with_modifiers(criterion, compute_aware=compute_aware,
+                                                   latency_aware=latency_aware)
+        self.policy: Policy = POLICIES.build(policy)
+
+    def _check_method(self) -> None:
+        """What the criterion and the policy need from the other arguments."""
+        crit, policy = self.criterion, self.policy
+        if crit.needs_batches and self.loss_fn is None:
+            raise ValueError(f"criterion {crit.name!r} scores batches with passes of its own: pass "
+                             f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
+        if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
+            raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
+                             f"is known: pass steps_per_epoch=len(train_loader)")
+        if (policy.pruning_batches is not None and self.steps > policy.pruning_batches
+                and (crit.needs_batches or crit.uses_gradients)):
+            raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but steps="
+                             f"{self.steps}: criterion {crit.name!r} rescores on fresh batches before every step, "
+                             f"so steps must be ≤ {policy.pruning_batches}")
+
+    def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None) -> None:
+        """Trace the model once: channel groups, the engine, the dense statistics, the criterion's hooks and the
+        signal recorder (which takes θ_0 now)."""
+        self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers)
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
         self.policy.validate(self.groups, self.criterion)
         self.engine = PruningEngine(self.groups)
-        self.dense_stats: ModelStats = measure(model, example_inputs)
+        self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
         self.criterion.attach(self.groups)
-        self.record_signals = record_signals
         self.signals = SignalRecorder()
-        self.signals.start(self.groups, ratio=self.ratio, target=target, min_channels=min_channels,
-                           round_to=rounding if isinstance(rounding, int) else 1,
-                           needs=None if record_signals else self.policy.needs_signals)
+        self.signals.start(self.groups, ratio=self.ratio, target=self.target, min_channels=self.min_channels,
+                           round_to=self.round_to if isinstance(self.round_to, int) else 1,
+                           needs=None if self.record_signals else self.policy.needs_signals)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
-        self._accumulate = self.policy.needs_scores or (record_signals and not self.criterion.needs_batches)
+        self._accumulate = self.policy.needs_scores or (self.record_signals and not self.criterion.needs_batches)
 
+    def _reset_progress(self) -> None:
+        """Epoch 0, dense, nothing recorded; the cumulative fraction of each pruning step under the policy's
+        step schedule (PaT's exponential one unless the policy names another: ``before`` prunes before training
+        with CroPit / SNAP-it's halving schedule)."""
         self.epoch = 0
         self.batch = 0
         self.phase = "dense"
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        # cumulative fractions per step: PaT's exponential schedule, unless the policy names another (``before``
-        # prunes before training with CroPit / SNAP-it's halving schedule)
-        self._amounts = step_amounts(self.ratio, steps, getattr(self.policy, "schedule", "exponential"))
+        self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
-        if self.policy.start():
-            self._begin_pruning()
 
     # -- the two calls of the training loop -----------------------------------------------------------------
     def step(self, inputs: Any = None, targets: Any = None) -> bool:
@@ -210,19 +234,16 @@ class EarlyPruner:
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.groups, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
-                                 bn_mask=signals.bn_mask, criterion_family=getattr(self.criterion, "family",
-                                                                                   "magnitude"),
+                                 bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
                                  signals=signals.record)
-            self.policy.last_decision = None
-            trigger = bool(self.policy.update(report))
-            decision = self.policy.last_decision
+            decision = self.policy.decide(report)
             self.criterion.reset()
-            entry["trigger"] = trigger
-            entry["trigger_reason"] = (decision.reason if decision is not None else None) if trigger else None
+            entry["trigger"] = decision.trigger
+            entry["trigger_reason"] = decision.reason
             entry["policy_signal"] = _json_float(self.policy.signal())
             entry.update(signals.record)
-            if trigger:
-                if decision is not None and decision.reason == "cap":
+            if decision.trigger:
+                if decision.reason == "cap":
                     log.warning("%s", decision.message)
                 else:
                     log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
@@ -350,16 +371,16 @@ class EarlyPruner:
         self.criterion.reset()
 
     def _prune_step(self) -> None:
-        t0 = time.perf_counter()
-        scores = self._scores()
-        amount = self._amounts[self._next_step]
-        plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                      round_to=self._resolve_round_to(scores))
-        removed = self.engine.apply(plan, self.optimizer)
-        self.criterion.reset()
+        with Stopwatch(device_of(self.model)) as clock:
+            scores = self._scores()
+            amount = self._amounts[self._next_step]
+            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                          round_to=self._resolve_round_to(scores))
+            removed = self.engine.apply(plan, self.optimizer)
+            self.criterion.reset()
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
-                 "removed": sum(len(v) for v in removed.values()), "seconds": time.perf_counter() - t0,
+                 "removed": sum(len(v) for v in removed.values()), "seconds": clock.seconds,
                  "round_to": self.round_to, **self.groups.totals()}
         self.events.append(event)
         log.info("pruning step %d/%d (epoch %d, batch %d): %d channels removed, %.0f left",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import statistics
 import warnings
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any, Mapping
 
 import torch
@@ -32,6 +33,7 @@ import torch
 from .criteria.latency import LatencyTable, input_shapes
 from .groups import ChannelGroups
 from .selection import Plan, select
+from .validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checked, rule
 
 #: the multiples ``"auto"`` tries
 CANDIDATES = (1, 2, 4, 8, 16, 32)
@@ -68,17 +70,16 @@ class AutoRoundTo:
         max_fraction: candidates above this fraction of the median group width are skipped.
     """
 
+    RULES: dict[str, Rule] = {
+        "candidates": rule(Each(Interval(Integral, 1, None))),
+        "tolerance": rule(Interval(Real, 0, 1, closed="left"), hint="e.g. 0.03 = within 3 % of the fastest"),
+        "table": rule(InstanceOf(LatencyTable, "a LatencyTable"), None),
+        "max_fraction": rule(Interval(Real, 0, 1, closed="right")),
+    }
+
+    @checked(RULES)
     def __init__(self, candidates: tuple[int, ...] = CANDIDATES, tolerance: float = 0.01,
                  table: LatencyTable | None = None, max_fraction: float = 0.25) -> None:
-        if (not candidates or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in candidates)):
-            raise ValueError(f"candidates must be integers ≥ 1, got {candidates!r}")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-            raise ValueError(f"tolerance must be a number in [0, 1) (e.g. 0.03 = within 3 % of the fastest), "
-                             f"got {tolerance!r}")
-        if isinstance(max_fraction, bool) or not isinstance(max_fraction, (int, float)) or not 0 < max_fraction <= 1:
-            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction!r}")
-        if table is not None and not isinstance(table, LatencyTable):
-            raise TypeError(f"table must be a LatencyTable, got {type(table).__name__}")
         self.candidates = tuple(sorted(set(candidates) | {1}))
         self.tolerance = float(tolerance)
         self.table = table if table is not None else LatencyTable(repeats=3, warmup=1)
@@ -122,16 +123,15 @@ def pick(seconds: Mapping[int, float], tolerance: float) -> int:
     return min(r for r, t in seconds.items() if t <= best * (1.0 + tolerance))
 
 
+#: ``round_to=`` of EarlyPruner / prune(): an integer ≥ 1, "auto" or an :class:`AutoRoundTo`
+ROUND_TO_RULE = Rule(ROUND_TO.constraints + (InstanceOf(AutoRoundTo, "an AutoRoundTo"),), ROUND_TO.hint)
+
+
 def check_round_to(value: Any) -> int | AutoRoundTo:
     """``round_to`` as given by a user → an integer ≥ 1 or an :class:`AutoRoundTo` (``"auto"``)."""
-    if isinstance(value, AutoRoundTo):
-        return value
     if isinstance(value, str) and value.strip().lower() == "auto":
         return AutoRoundTo()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"round_to must be an integer ≥ 1 or 'auto' (the multiple measured fastest on this "
-                         f"device), got {value!r}")
-    return value
+    return ROUND_TO_RULE.check("round_to", value)
 
 
 def batch_size_of(inputs: Any) -> int | None:

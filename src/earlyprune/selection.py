@@ -26,8 +26,11 @@ import numpy as np
 import torch
 
 from .groups import ChannelGroups
+from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
+from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
-TARGETS = ("channels", "flops", "params")
+#: the target's rules, shared by :func:`select` and every entry point that plans one
+TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE}
 
 
 @dataclass(frozen=True)
@@ -49,16 +52,13 @@ class Plan:
         return self.n_removed == 0
 
 
-def validate_target(amount: float, target: str, min_channels: int, round_to: int) -> None:
-    """Raise a clear error for an unusable target (shared by every entry point)."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not (0.0 <= float(amount) < 1.0):
-        raise ValueError(f"ratio must be a number in [0, 1) — the fraction to remove — got {amount!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels must be an integer ≥ 1 (no layer may collapse), got {min_channels!r}")
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be an integer ≥ 1, got {round_to!r}")
+def validate_target(amount: float, target: str, min_channels: int, round_to: int, *,
+                    rule: Rule = AMOUNT) -> None:
+    """Raise a clear error for an unusable target (shared by every entry point): ``amount`` checked by ``rule``
+    (:data:`~earlyprune.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.validation.RATIO`, (0, 1),
+    for a run's ratio) under the name ``ratio``."""
+    rule.check("ratio", amount)
+    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to})
 
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
@@ -152,8 +152,7 @@ def iterative_amounts(amount: float, steps: int) -> list[float]:
     The exponential scheduler of FORCE: what remains decays geometrically, ``remaining_i = (1 − α)^(i/S)``, so
     early steps remove more and later ones refine. Returns ``[1 − remaining_i for i in 1..S]``; the last is α.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    STEPS.check("steps", steps)
     return [1.0 - (1.0 - amount) ** (i / steps) for i in range(1, steps)] + [float(amount)]
 
 
@@ -162,8 +161,7 @@ def halving_amounts(amount: float, steps: int) -> list[float]:
     up to ``ρ − (ρ − 0.5)·0.5^i`` (``i = 0 … S−2``), the last step ``ρ`` itself — 50 % first, then half of what is
     left to the target at every rescoring. Meant for high targets; for ``ρ ≤ 0.5`` every step is capped at
     ``ρ`` (one shot, then nothing left to remove)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    STEPS.check("steps", steps)
     rho = float(amount)
     return [min(rho, rho - (rho - 0.5) * 0.5 ** i) for i in range(steps - 1)] + [rho]
 

@@ -1,10 +1,12 @@
 """What every importance criterion is: per-channel scores for each channel group, higher = more important.
 
-A criterion is one small class registered by name in :data:`CRITERIA`. The pruner calls
+A criterion is one small class registered by name in :data:`~earlyprune.criteria.CRITERIA`
+(:mod:`.registry`). The pruner calls
 
 * :meth:`Criterion.observe` once per training batch while it collects evidence (after ``backward`` and the
   optimizer step, so ``.grad`` is still populated for gradient criteria); criteria that run passes of their
-  own (double backpropagation, say) set ``needs_batches`` and receive the batch as a :class:`Batch`;
+  own (double backpropagation, say) set ``needs_batches`` and receive the batch as a
+  :class:`~earlyprune.batch.Batch`;
 * :meth:`Criterion.scores` when it needs a ranking — the mean of the observed batch scores (PaT Algorithm 1:
   "average importance over multiple minibatches"), or the instantaneous value when nothing was observed;
 * :meth:`Criterion.reset` after every removal and at every epoch end.
@@ -15,27 +17,12 @@ A new criterion implements :meth:`compute` (and, if it needs hooks such as per-c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from ..metrics import call_model
-from ..registry import Registry
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One training batch and the loss to score it with (for criteria that run their own passes)."""
-
-    inputs: Any
-    targets: Any
-    loss_fn: Callable[[Any, Any], torch.Tensor]
-
-    def loss(self, model: nn.Module) -> torch.Tensor:
-        return self.loss_fn(call_model(model, self.inputs), self.targets)
 
 
 class Criterion:
@@ -120,34 +107,3 @@ class Criterion:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-CRITERIA: Registry[Criterion] = Registry("criterion", Criterion)
-
-
-class GatedCriterion(Criterion):
-    """Base of criteria that score through per-channel gates (:mod:`.gates`): keeps one
-    :class:`~earlyprune.criteria.gates.Gates` for the groups it is attached to."""
-
-    needs_batches = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._gates: Any = None
-
-    def attach(self, groups: ChannelGroups) -> None:
-        from .gates import Gates
-        self._gates = Gates(groups)
-
-    def detach(self) -> None:
-        if self._gates is not None:
-            self._gates.close()
-        self._gates = None
-
-    def gates_for(self, groups: ChannelGroups) -> Any:
-        """The attached gates, or fresh ones when scoring groups it was not attached to."""
-        from .gates import Gates
-        if self._gates is not None and self._gates.groups is groups:
-            return self._gates
-        return Gates(groups)
-

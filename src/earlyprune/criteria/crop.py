@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, GatedCriterion
-from .gates import PRODUCTS, complete, gate_hvp
+from .gates import PRODUCTS, GatedCriterion, complete, gate_hvp
+from .registry import CRITERIA
 
 
 @CRITERIA.register("crop")

@@ -27,8 +27,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..batch import Batch
 from ..groups import ChannelGroup, ChannelGroups, LayerRef
-from .base import Batch
+from .base import Criterion
 
 #: which product the Hessian-vector criteria take (see :func:`gate_hvp`)
 PRODUCTS = ("gate", "mixed", "full")
@@ -68,6 +69,7 @@ def gate_points(groups: ChannelGroups, group: ChannelGroup) -> list[GatePoint]:
         if id(ref.module) in seen:
             continue
         seen.add(id(ref.module))
+        # torch-pruning internal: module2node and Node.outputs (tests/test_torch_pruning_internals.py)
         node = groups.graph.module2node.get(ref.module)
         consumers = [n.module for n in node.outputs] if node is not None else []
         if consumers and all(id(m) in norms for m in consumers):
@@ -262,5 +264,30 @@ def complete(groups: ChannelGroups, scores: dict[str, torch.Tensor], missing: Se
     return scores
 
 
-__all__ = ["GatePoint", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view", "gate_gradients", "gate_hvp",
-           "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats"]
+class GatedCriterion(Criterion):
+    """Base of criteria that score through per-channel gates: keeps one :class:`Gates` for the groups it is
+    attached to."""
+
+    needs_batches = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gates: Any = None
+
+    def attach(self, groups: ChannelGroups) -> None:
+        self._gates = Gates(groups)
+
+    def detach(self) -> None:
+        if self._gates is not None:
+            self._gates.close()
+        self._gates = None
+
+    def gates_for(self, groups: ChannelGroups) -> Gates:
+        """The attached gates, or fresh ones when scoring groups it was not attached to."""
+        if self._gates is not None and self._gates.groups is groups:
+            return self._gates
+        return Gates(groups)
+
+
+__all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view",
+           "gate_gradients", "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats"]

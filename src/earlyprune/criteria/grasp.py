@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import CRITERIA
 from .crop import CroP
+from .registry import CRITERIA
 
 
 @CRITERIA.register("grasp")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from .base import Criterion
 from .gates import filter_view
+from .registry import CRITERIA
 
 
 @CRITERIA.register("l1")

@@ -16,34 +16,33 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-import time
+import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from numbers import Integral, Real
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import timing
+from ..batch import call_model
 from ..groups import ChannelGroup, ChannelGroups
-from ..metrics import CHANNEL_LAYERS, call_model
+from ..metrics import CHANNEL_LAYERS, is_depthwise
+from ..validation import BOOLEAN, Callable_, Each, InstanceOf, Interval, Rule, checked, rule
 from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
 _CACHE: dict[str, float] = {}
 
 
-def _is_depthwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
-
-
 def _variant(m: nn.Module, c_in: int, c_out: int) -> nn.Module | None:
     """A fresh layer like ``m`` with ``c_in`` input and ``c_out`` output channels (None if not buildable)."""
     bias = getattr(m, "bias", None) is not None
     if isinstance(m, nn.modules.conv._ConvNd):
-        groups = c_out if _is_depthwise(m) else m.groups
-        if _is_depthwise(m):
+        groups = c_out if is_depthwise(m) else m.groups
+        if is_depthwise(m):
             c_in = c_out
         if c_in % groups or c_out % groups:
             return None
@@ -80,11 +79,6 @@ def _timed(m: nn.Module) -> bool:
     return isinstance(m, CHANNEL_LAYERS) or (isinstance(m, nn.Module) and is_norm(m))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class LatencyTable:
     """Latency of each channel group's layers as a function of the group's width, measured on this device.
 
@@ -101,20 +95,23 @@ class LatencyTable:
         channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "fractions": rule(Each(Interval(Real, 0, 1, closed="right"))),
+        "repeats": rule(Interval(Integral, 1, None)),
+        "warmup": rule(Interval(Integral, 0, None)),
+        "backward": BOOLEAN,
+        "batch_size": rule(Interval(Integral, 0, None, closed="neither"), None),
+        "cache_path": rule(InstanceOf((str, os.PathLike), "a path"), None),
+        "timer": rule(Callable_("callable as timer(fn) -> seconds"), None),
+        "autocast": rule(InstanceOf(torch.dtype, "a torch.dtype (e.g. torch.bfloat16)"), None),
+        "channels_last": BOOLEAN,
+    }
+
+    @checked(RULES)
     def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
                  backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
                  timer: Callable[[Callable[[], Any]], float] | None = None, autocast: torch.dtype | None = None,
                  channels_last: bool = False) -> None:
-        if not fractions or any(not (0.0 < float(f) <= 1.0) for f in fractions):
-            raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
-        for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        if autocast is not None and not isinstance(autocast, torch.dtype):
-            raise TypeError(f"autocast must be a torch.dtype (e.g. torch.bfloat16) or None, got {autocast!r}")
         self.batch_size = batch_size
         self.autocast, self.channels_last = autocast, bool(channels_last)
         self.fractions = tuple(sorted({float(f) for f in fractions} | {1.0}, reverse=True))
@@ -213,19 +210,8 @@ class LatencyTable:
                 y.backward(torch.ones_like(y))
 
         if self._timer is not None:
-            seconds = float(self._timer(run))
-        else:
-            for _ in range(self.warmup):
-                run()
-            times = []
-            for _ in range(self.repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                run()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-            seconds = statistics.median(times)
-        return seconds
+            return float(self._timer(run))
+        return timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device).seconds
 
     @contextmanager
     def _file_cache(self) -> Iterator[None]:
@@ -266,7 +252,7 @@ def _narrowed(removals: list[tuple[ChannelGroup, int]], shapes: dict[nn.Module, 
             if not _timed(m) or m not in shapes:
                 continue
             entry = local.setdefault(id(m), [m, 0, 0])
-            if _is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
+            if is_depthwise(m) or not isinstance(m, CHANNEL_LAYERS):  # one channel dimension for in and out
                 entry[1] = entry[2] = max(entry[2], removed * ref.multiplicity)
             elif ref.role == "out":
                 entry[2] += removed * ref.multiplicity

@@ -7,8 +7,10 @@ import math
 import torch
 from torch import nn
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from .base import Criterion
+from .registry import CRITERIA
 
 
 def filter_norms(module: nn.Module) -> torch.Tensor:

@@ -17,15 +17,18 @@ of :func:`earlyprune.prune` and :class:`earlyprune.EarlyPruner` (see :func:`with
 
 from __future__ import annotations
 
-import math
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from ..validation import Boolean, HasAttributes, Interval, Options, Rule, check_args, checked, rule
+from .base import Criterion
 from .latency import LatencyTable
+from .registry import CRITERIA
 
 COSTS = ("removed", "filter")
 
@@ -41,10 +44,13 @@ def smoothed_costs(costs: np.ndarray, lam: float) -> np.ndarray:
     return np.maximum(tilde / top if top > 0 else np.ones_like(tilde), 1e-12)
 
 
-def _check_lam(lam: Any, what: str) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"{what} must be a Laplace smoothing λ ≥ 0 (e.g. 0.05; 0 = fully cost-driven), got {lam!r}")
-    return float(lam)
+#: Laplace smoothing λ of the modifiers (3SP Eq. 3)
+_LAM_HINT = "a Laplace smoothing λ, e.g. 0.05; 0 = fully cost-driven"
+LAM = rule(Interval(Real, 0, None), hint=_LAM_HINT)
+#: ``compute_aware=`` of EarlyPruner / prune(): λ, or None for off
+COMPUTE_AWARE = rule(Interval(Real, 0, None), None, hint=_LAM_HINT)
+#: ``latency_aware=`` of EarlyPruner / prune()
+LATENCY_AWARE = rule(Boolean(), hint="LatencyAware(criterion, lam, table) takes options")
 
 
 class Modifier(Criterion):
@@ -137,11 +143,12 @@ class ComputeAware(Modifier):
         cost: ``"removed"`` or ``"filter"``.
     """
 
+    RULES: dict[str, Rule] = {"lam": LAM, "cost": rule(Options(COSTS))}
+
+    @checked(RULES)
     def __init__(self, criterion: str | Criterion, lam: float = 0.0, cost: str = "removed") -> None:
         super().__init__(criterion)
-        self._lam = _check_lam(lam, "compute_aware")
-        if cost not in COSTS:
-            raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+        self._lam = float(lam)
         self.cost = cost
 
     def lam(self) -> float:
@@ -178,11 +185,12 @@ class LatencyAware(Modifier):
         table: the :class:`LatencyTable` to use (default: forward + backward at widths 1, ¾, ½, ¼).
     """
 
+    RULES: dict[str, Rule] = {"lam": LAM, "table": rule(HasAttributes(("savings",), "a LatencyTable"), None)}
+
+    @checked(RULES)
     def __init__(self, criterion: str | Criterion, lam: float = 0.05, table: LatencyTable | None = None) -> None:
         super().__init__(criterion)
-        self._lam = _check_lam(lam, "latency_aware λ")
-        if table is not None and not hasattr(table, "savings"):
-            raise TypeError(f"table must be a LatencyTable, got {type(table).__name__}")
+        self._lam = float(lam)
         self.table = table if table is not None else LatencyTable()
         self._cached: tuple[tuple[int, ...], dict[str, float]] | None = None
 
@@ -203,12 +211,11 @@ def with_modifiers(criterion: str | Criterion, compute_aware: float | None = Non
                    latency_aware: bool = False) -> Criterion:
     """``criterion`` built from its spec and wrapped by the requested modifiers (the keyword form used by
     :func:`earlyprune.prune` and :class:`earlyprune.EarlyPruner`)."""
+    check_args({"compute_aware": COMPUTE_AWARE, "latency_aware": LATENCY_AWARE},
+               {"compute_aware": compute_aware, "latency_aware": latency_aware})
     crit = CRITERIA.build(criterion)
     if compute_aware is not None:
-        crit = ComputeAware(crit, _check_lam(compute_aware, "compute_aware"))
-    if not isinstance(latency_aware, bool):
-        raise TypeError(f"latency_aware must be True or False (use LatencyAware(criterion, lam, table) for options), "
-                        f"got {latency_aware!r}")
+        crit = ComputeAware(crit, compute_aware)
     if latency_aware:
         crit = LatencyAware(crit)
     return crit

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral
+from typing import Any, ClassVar
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from ..validation import Interval, Rule, checked, rule
+from .base import Criterion
+from .registry import CRITERIA
 
 
 @CRITERIA.register("random")
@@ -19,10 +23,11 @@ class Random(Criterion):
 
     family = "magnitude"
 
+    RULES: ClassVar[dict[str, Rule]] = {"seed": rule(Interval(Integral, None, None))}
+
+    @checked(RULES)
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)
 

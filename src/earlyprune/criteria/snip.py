@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, GatedCriterion
-from .gates import complete, gate_gradients
+from .gates import GatedCriterion, complete, gate_gradients
+from .registry import CRITERIA
 
 
 @CRITERIA.register("snip")

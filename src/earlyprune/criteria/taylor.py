@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from ..batch import Batch
 from ..groups import ChannelGroups
-from .base import CRITERIA, Batch, Criterion
+from ..validation import BOOLEAN, Rule, checked
+from .base import Criterion
 from .gates import complete, gate_points, parameter_taylor
+from .registry import CRITERIA
 
 
 @CRITERIA.register("taylor")
@@ -32,10 +35,11 @@ class Taylor(Criterion):
     family = "gradient"
     uses_gradients = True
 
+    RULES: ClassVar[dict[str, Rule]] = {"per_batch": BOOLEAN}
+
+    @checked(RULES)
     def __init__(self, per_batch: bool = False) -> None:
         super().__init__()
-        if not isinstance(per_batch, bool):
-            raise TypeError(f"per_batch must be True or False, got {per_batch!r}")
         self.per_batch = per_batch
 
     @classmethod

@@ -58,8 +58,8 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument("--policies", nargs="+", metavar="POLICY",
                    help="policies to compare; POLICY@CRITERION pins a criterion (before@snip). Default, scaled to "
                         "--epochs E: init epoch:E/3 random:0-E/3 epi earlycrop earlybird")
-    p.add_argument("--repeats", type=whole(1), default=5, help="draws of each random policy, averaged (default 5; "
-                                                               "PaT: 100)")
+    p.add_argument("--repeats", type=whole(1, "repeats"), default=5,
+                   help="draws of each random policy, averaged (default 5; PaT: 100)")
     p.add_argument("--oracle-epochs", nargs="+", metavar="K", help="the oracle grid's prune epochs (default 0, 1, "
                                                                    "2, 4, … up to E/3)")
     p.add_argument("--no-dense", dest="dense", action="store_false", help="skip the dense reference runs")

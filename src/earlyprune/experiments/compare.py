@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from ..reports.comparison import DENSE, ORACLE, POLICY, is_automatic, write_manifest
 from ..training.config import TrainConfig
+from ..validation import POSITIVE_INT
 from .plan import RunSpec, check_prune_epochs, check_ratios, fixed_epoch_spec, make_spec
 from .runner import run_all
 from .sweep import grid_root
@@ -80,8 +81,7 @@ def plan_comparison(base: TrainConfig, *, policies: Sequence[str] | None = None,
                     root: Path | None = None) -> ComparePlan:
     """The runs of a comparison (validated up front: a bad policy or criterion fails before any training)."""
     base = base.validate()
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"--repeats must be a whole number ≥ 1, got {repeats!r}")
+    POSITIVE_INT.check("--repeats", repeats, flag=True)
     policies = list(dict.fromkeys(policies or default_policies(base.epochs)))
     ratios = check_ratios(list(ratios) if ratios else [base.ratio])
     criteria = list(dict.fromkeys(criteria or [base.criterion]))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..training.config import TrainConfig
+from ..validation import RATIO
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def check_prune_epochs(epochs: Sequence[int], total: int, flag: str = "--prune-e
 def check_ratios(ratios: Sequence[float]) -> list[float]:
     if not ratios:
         raise ValueError("--ratios needs at least one ratio")
-    bad = [r for r in ratios if not 0.0 < r < 1.0]
+    bad = [r for r in ratios if not RATIO.accepts(r)]  # the rule of every ratio (earlyprune.validation)
     if bad:
         raise ValueError(f"--ratios must be fractions in (0, 1), got {bad[0]}")
     return list(dict.fromkeys(float(r) for r in ratios))

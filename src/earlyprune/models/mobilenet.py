@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 from .init import kaiming_init_
 
 # (output channels, stride) of the 13 depthwise-separable blocks, as in the paper

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register_model
+from .registry import register_model
 from .resnet import BasicBlock
 from .init import kaiming_init_
 

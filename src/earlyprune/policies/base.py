@@ -21,6 +21,7 @@ cap on dense epochs at which they prune anyway — said in the log (a warning) a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from ..groups import ChannelGroups
 from ..registry import Registry
+from ..validation import Interval, Rule, checked, rule
 
 
 @dataclass
@@ -88,6 +90,9 @@ class Policy:
     #: spread the pruning steps over this many batches from the start of the pruning epoch (None: the whole
     #: epoch). A policy that prunes before training (3SP, CroP) sets a few batches.
     pruning_batches: int | None = None
+    #: the cumulative step schedule of the pruning epoch, a name of :data:`earlyprune.selection.SCHEDULES`:
+    #: PaT's "exponential" (Algorithm 1) by default; ``before`` uses CroPit / SNAP-it's "halving"
+    schedule: ClassVar[str] = "exponential"
     #: the decision of the last :meth:`update` (None before the first, or for policies that override update)
     last_decision: Decision | None = None
 
@@ -116,6 +121,17 @@ class Policy:
             self.load_state_dict(decision.state)
         self.last_decision = decision
         return decision.trigger
+
+    def decide(self, report: EpochReport) -> Decision:
+        """What :class:`~earlyprune.EarlyPruner` calls after each dense epoch: :meth:`update`, and the decision
+        with its reason ("signal", "cap", "schedule"; None when not triggered, or for a policy that overrides
+        ``update`` without recording a :class:`Decision`)."""
+        self.last_decision = None
+        trigger = bool(self.update(report))
+        made = self.last_decision
+        if made is None:
+            return Decision(trigger)
+        return Decision(trigger, made.reason if trigger else None, made.signal, made.message if trigger else "")
 
     def signal(self) -> float | None:
         """The latest value of the signal the policy watches (None if it watches none, or before any)."""
@@ -154,10 +170,12 @@ def parse_options(spec: str, arg: str, types: dict[str, Callable[[str], Any]]) -
     return options
 
 
+#: ``cap=`` of the signal policies
+CAP = rule(Interval(Integral, 1, None), None, hint="the latest pruning epoch; None: no cap")
+
+
 def check_cap(cap: Any) -> int | None:
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise ValueError(f"cap must be a whole number ≥ 1 (the latest pruning epoch) or None, got {cap!r}")
-    return cap
+    return CAP.check("cap", cap)
 
 
 class SignalPolicy(Policy):
@@ -176,9 +194,11 @@ class SignalPolicy(Policy):
 
     DEFAULT_CAP: ClassVar[int] = 30
     automatic = True
+    RULES: ClassVar[dict[str, Rule]] = {"cap": CAP}
 
+    @checked(RULES)
     def __init__(self, cap: int | None = DEFAULT_CAP) -> None:
-        self.cap = check_cap(cap)
+        self.cap = cap
         self._signal: float | None = None
 
     def _advance(self, report: EpochReport) -> tuple[float | None, bool, dict[str, Any]]:

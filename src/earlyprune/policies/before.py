@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral
+from typing import Any, ClassVar
 
+from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 
@@ -27,9 +29,12 @@ class Before(Policy):
     schedule = "halving"
     automatic = True
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "batches": rule(Interval(Integral, 0, None, closed="neither"), hint="before:K scores the first K batches"),
+    }
+
+    @checked(RULES)
     def __init__(self, batches: int = 1) -> None:
-        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-            raise ValueError(f"before:K needs a whole number of batches K ≥ 1, got {batches!r}")
         self.pruning_batches = batches
 
     @classmethod

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..signals import mask_distance
+from ..signals.measures import mask_distance
+from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 
@@ -33,13 +34,15 @@ class EarlyBird(SignalPolicy):
 
     needs_signals = frozenset({"bn_mask"})
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        **SignalPolicy.RULES,
+        "eps": rule(Interval(Real, 0, 1, closed="right"), hint="a fraction of differing mask entries"),
+        "queue": rule(Interval(Integral, 2, None), hint="masks compared"),
+    }
+
+    @checked(RULES)
     def __init__(self, eps: float = 0.1, queue: int = 5, cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
         super().__init__(cap)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps <= 1.0 \
-                or not math.isfinite(eps):
-            raise ValueError(f"eps must be a number in (0, 1] (a fraction of differing mask entries), got {eps!r}")
-        if isinstance(queue, bool) or not isinstance(queue, int) or queue < 2:
-            raise ValueError(f"queue must be an integer ≥ 2 (masks compared), got {queue!r}")
         self.eps, self.queue = float(eps), queue
         self._masks: list[torch.Tensor] = []   # the last queue − 1 masks
 

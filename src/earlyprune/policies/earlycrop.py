@@ -4,9 +4,11 @@ from their initialisation."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
-from ..signals import weight_change_score
+from ..signals.measures import weight_change_score
+from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 
@@ -35,11 +37,15 @@ class EarlyCroP(SignalPolicy):
 
     needs_signals = frozenset({"weight_change"})
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        **SignalPolicy.RULES,
+        "th": rule(Interval(Real, 0, None, closed="neither"), None,
+                   hint="the score is expected in [0, 1]; None: 1 − ratio"),
+    }
+
+    @checked(RULES)
     def __init__(self, th: float | None = None, cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
         super().__init__(cap)
-        if th is not None and (isinstance(th, bool) or not isinstance(th, (int, float)) or not th > 0
-                               or not math.isfinite(th)):
-            raise ValueError(f"th must be a positive number (the score is expected in [0, 1]), got {th!r}")
         self.th = None if th is None else float(th)
         self._prev = 0.0                 # Δ_{t−1}; Δ_0 = ‖θ_0 − θ_0‖² = 0
         self._ref: float | None = None   # Δ_1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any, ClassVar, Sequence
 
-from ..signals import early_pruning_indicator
+from ..signals.measures import early_pruning_indicator
+from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 #: Algorithm 2 compares EPI_t with the previous 5 values
@@ -56,13 +58,16 @@ class EPI(SignalPolicy):
     LOOKBACK: ClassVar[int] = LOOKBACK
     DEFAULT_R: ClassVar[int] = 5
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        **SignalPolicy.RULES,
+        "tau": rule(Interval(Real, 0, 1, closed="right"), None, hint="EPI ranges from 0 to 1; None: PaT's value"),
+        "r": rule(Interval(Integral, 0, None, closed="neither"), hint="epochs to look back"),
+    }
+
+    @checked(RULES)
     def __init__(self, tau: float | None = None, r: int = DEFAULT_R,
                  cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
         super().__init__(cap)
-        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau <= 1.0):
-            raise ValueError(f"tau must be a number in (0, 1] (EPI ranges from 0 to 1), got {tau!r}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"r must be a positive integer (epochs to look back), got {r!r}")
         self.tau = None if tau is None else float(tau)
         self.r = r
         self._structures: list[list[int]] = []   # the last r structure vectors N_{t−r} … N_{t−1}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral
+from typing import Any, ClassVar
 
 import torch
 
+from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 
@@ -14,9 +16,10 @@ class FixedEpoch(Policy):
     """``epoch:K`` — prune during epoch ``K`` (0-based; ``epoch:0`` prunes during the first epoch), then train
     the sparse model to the end. PaT's "pre-defined" baseline and the building block of the oracle grid."""
 
+    RULES: ClassVar[dict[str, Rule]] = {"epoch": rule(Interval(Integral, 0, None), hint="epoch:K prunes in epoch K")}
+
+    @checked(RULES)
     def __init__(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch:K needs a whole number K ≥ 0, got {epoch!r}")
         self.epoch = epoch
 
     @classmethod
@@ -63,14 +66,16 @@ class RandomEpoch(FixedEpoch):
     uses torch's global generator at construction (so ``torch.manual_seed`` makes it reproducible). The drawn
     epoch is part of :meth:`state_dict`, so a resumed run prunes when the original would have."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "low": rule(Interval(Integral, 0, None), hint="random:A-B draws from epochs A to B"),
+        "high": rule(Interval(Integral, 0, None), hint="random:A-B draws from epochs A to B"),
+        "seed": rule(Interval(Integral, None, None), None),
+    }
+
+    @checked(RULES)
     def __init__(self, low: int = 0, high: int = 30, seed: int | None = None) -> None:
-        for name, value in (("A", low), ("B", high)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"random:A-B needs whole numbers 0 ≤ A ≤ B, got {name}={value!r}")
         if low > high:
             raise ValueError(f"random:A-B needs A ≤ B, got random:{low}-{high}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.low, self.high, self.seed = low, high, seed
         super().__init__(int(torch.randint(low, high + 1, (1,), generator=generator)))

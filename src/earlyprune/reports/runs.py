@@ -205,7 +205,7 @@ class Run:
 
     def epi_curve(self, ratio: float) -> list[tuple[int, float]]:
         """``(epoch, EPI_t)`` at ``ratio`` as recorded by the pruner during the dense epochs."""
-        from ..signals import ratio_key
+        from ..signals.recorder import ratio_key
 
         key, out = ratio_key(ratio), []
         for row in self.rows:

@@ -15,8 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import number, ratio, whole, whole_or_auto
-from .config import TrainConfig, load_config_file
+from ..argtypes import parser
+from ..validation import Each, Options, Rule
+from .config import TrainConfig, field_rule, load_config_file
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
                 "run": "run directory and output"}
@@ -67,19 +68,14 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
-        if f.name == "milestones":
-            group.add_argument(flag, nargs="+", type=whole(1), metavar="EPOCH", **kw)
-            continue
-        if f.name == "ratio":
-            kw["type"] = ratio
-        elif f.name == "round_to":
-            kw["type"] = whole_or_auto
-        elif "int" in f.type:
-            kw["type"] = whole(int(meta.get("min", -10**9)))
-        elif "float" in f.type:
-            kw["type"] = number
-        if "choices" in meta:
-            kw["choices"] = meta["choices"]
+        flag_rule = field_rule(f)   # the field's rule (earlyprune.validation) gives the flag's parser
+        first = flag_rule.constraints[0]
+        if isinstance(first, Options) and len(flag_rule.constraints) == 1:
+            kw["choices"] = first.values   # argparse says "invalid choice: …" and lists them in --help
+        elif isinstance(first, Each):       # a list flag: one value per word, each checked by the item's rule
+            kw.update(nargs="+", type=parser(Rule((first.item,)), f.name), metavar=f.name.upper().rstrip("S"))
+        else:
+            kw["type"] = parser(flag_rule, f.name)
         group.add_argument(flag, **kw)
 
 

@@ -10,9 +10,14 @@ learning rate and weight decay.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
+                          Options, Rule, rule)
+from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
@@ -20,7 +25,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("auto", "standard", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS = ("auto", "bar", "log", "none")
-TARGETS = ("channels", "flops", "params")
 
 #: fields that may differ when a run is resumed: they change where things are or how they are shown, not what
 #: is computed
@@ -28,8 +32,25 @@ RUNTIME_FIELDS = frozenset({"name", "out_dir", "data_dir", "data_cache", "downlo
                             "stop_after"})
 
 
-def _meta(help: str, group: str, **kw: Any) -> dict[str, Any]:
-    return {"help": help, "group": group, **kw}
+WHOLE_1 = rule(Interval(Integral, 1, None))
+POSITIVE = rule(Interval(Real, 0, None, closed="neither"))
+NON_NEGATIVE = rule(Interval(Real, 0, None))
+TEXT = rule(InstanceOf(str, "a text"))
+MAPPING = rule(InstanceOf(dict, "a mapping of argument names to values (KEY=VALUE)"))
+
+
+def _meta(help: str, group: str, rule: Rule = TEXT) -> dict[str, Any]:
+    """A field's flag help, its ``--help`` group and its :class:`~earlyprune.validation.Rule` (None is accepted
+    as well where the field's type allows it)."""
+    return {"help": help, "group": group, "rule": rule}
+
+
+def field_rule(f: Field) -> Rule:
+    """The rule of a :class:`TrainConfig` field, None included when its type says ``| None``."""
+    r: Rule = f.metadata["rule"]
+    if "None" in str(f.type) and not r.accepts(None):
+        r = Rule(r.constraints + rule(None).constraints, r.hint)
+    return r
 
 
 @dataclass
@@ -38,77 +59,79 @@ class TrainConfig:
     model: str = field(default="resnet20", metadata=_meta(
         "model name from `earlyprune models`, or tv:<name> / timm:<name>", "model"))
     model_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
-        "extra model constructor argument KEY=VALUE, repeatable (e.g. width_mult=0.5)", "model"))
+        "extra model constructor argument KEY=VALUE, repeatable (e.g. width_mult=0.5)", "model", MAPPING))
     # -- data --------------------------------------------------------------------------------------------------
     dataset: str = field(default="cifar10", metadata=_meta(
         "cifar10, cifar100, digits, synthetic, or folder:<dir or .zip> (train/<class>/*, test/ or val/)", "data"))
     data_dir: str = field(default="data", metadata=_meta(
-        "where cifar10/cifar100 live (or are downloaded to)", "data"))
+        "where cifar10/cifar100 live (or are downloaded to)", "data", PATH))
     download: bool = field(default=True, metadata=_meta(
-        "download cifar10/cifar100 if missing (checksum-verified)", "data"))
+        "download cifar10/cifar100 if missing (checksum-verified)", "data", BOOLEAN))
     data_cache: str = field(default="auto", metadata=_meta(
-        "cache file (.npz) for decoded folder datasets: a path, 'auto' (~/.cache/earlyprune) or 'none'", "data"))
+        "cache file (.npz) for decoded folder datasets: a path, 'auto' (~/.cache/earlyprune) or 'none'", "data",
+        PATH))
     image_size: int | None = field(default=None, metadata=_meta(
-        "resize folder images to SIZE x SIZE (needed when their sizes differ)", "data", min=1))
+        "resize folder images to SIZE x SIZE (needed when their sizes differ)", "data", WHOLE_1))
     train_subset: int | None = field(default=None, metadata=_meta(
-        "train on a random subset of N images (quick profiles)", "data", min=1))
+        "train on a random subset of N images (quick profiles)", "data", WHOLE_1))
     augment: str = field(default="auto", metadata=_meta(
         "training augmentation: standard (pad-4 random crop + horizontal flip), none, or auto (standard for "
-        "cifar and folder datasets)", "data", choices=AUGMENTS))
+        "cifar and folder datasets)", "data", rule(Options(AUGMENTS))))
     # -- optimisation ------------------------------------------------------------------------------------------
-    epochs: int = field(default=90, metadata=_meta("training epochs", "optimisation", min=1))
-    batch_size: int = field(default=128, metadata=_meta("training batch size", "optimisation", min=1))
-    eval_batch_size: int = field(default=500, metadata=_meta("test batch size", "optimisation", min=1))
-    optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", choices=OPTIMIZERS))
-    lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", positive=True))
-    momentum: float = field(default=0.9, metadata=_meta("SGD momentum", "optimisation", min=0.0))
-    nesterov: bool = field(default=False, metadata=_meta("Nesterov momentum (SGD)", "optimisation"))
-    weight_decay: float = field(default=5e-4, metadata=_meta("weight decay", "optimisation", min=0.0))
+    epochs: int = field(default=90, metadata=_meta("training epochs", "optimisation", WHOLE_1))
+    batch_size: int = field(default=128, metadata=_meta("training batch size", "optimisation", WHOLE_1))
+    eval_batch_size: int = field(default=500, metadata=_meta("test batch size", "optimisation", WHOLE_1))
+    optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", rule(Options(OPTIMIZERS))))
+    lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", POSITIVE))
+    momentum: float = field(default=0.9, metadata=_meta("SGD momentum", "optimisation", NON_NEGATIVE))
+    nesterov: bool = field(default=False, metadata=_meta("Nesterov momentum (SGD)", "optimisation", BOOLEAN))
+    weight_decay: float = field(default=5e-4, metadata=_meta("weight decay", "optimisation", NON_NEGATIVE))
     schedule: str = field(default="pat", metadata=_meta(
         "learning-rate schedule: pat (linear warm-up, then cosine), cosine, step, onecycle, constant",
-        "optimisation", choices=SCHEDULES))
+        "optimisation", rule(Options(SCHEDULES))))
     warmup_epochs: int | None = field(default=None, metadata=_meta(
-        "warm-up epochs of the pat schedule (default: 8/90 of the epochs, as in PaT)", "optimisation", min=0))
+        "warm-up epochs of the pat schedule (default: 8/90 of the epochs, as in PaT)", "optimisation",
+        rule(Interval(Integral, 0, None))))
     milestones: list[int] | None = field(default=None, metadata=_meta(
         "epochs at which the step schedule multiplies the LR by --gamma (default: 50%% and 75%% of the epochs)",
-        "optimisation"))
-    gamma: float = field(default=0.1, metadata=_meta("LR factor of the step schedule", "optimisation",
-                                                      positive=True))
+        "optimisation", rule(Each(Interval(Integral, 1, None), nonempty=False))))
+    gamma: float = field(default=0.1, metadata=_meta("LR factor of the step schedule", "optimisation", POSITIVE))
     label_smoothing: float = field(default=0.0, metadata=_meta("label smoothing in [0, 1)", "optimisation",
-                                                               min=0.0))
+                                                               rule(Interval(Real, 0, 1, closed="left"))))
     precision: str = field(default="fp32", metadata=_meta(
         "fp32, bf16 (autocast; CPU and CUDA) or fp16 (CUDA, with a gradient scaler)", "optimisation",
-        choices=PRECISIONS))
-    channels_last: bool = field(default=False, metadata=_meta("channels_last memory format", "optimisation"))
+        rule(Options(PRECISIONS))))
+    channels_last: bool = field(default=False, metadata=_meta("channels_last memory format", "optimisation", BOOLEAN))
     device: str = field(default="auto", metadata=_meta("auto (cuda if available), cpu or cuda", "optimisation",
-                                                       choices=DEVICES))
-    seed: int = field(default=0, metadata=_meta("random seed (runs on CPU are deterministic)", "optimisation"))
+                                                       rule(Options(DEVICES))))
+    seed: int = field(default=0, metadata=_meta("random seed (runs on CPU are deterministic)", "optimisation",
+                                                rule(Interval(Integral, None, None))))
     threads: int | None = field(default=None, metadata=_meta("CPU threads for torch (default: torch's)",
-                                                             "optimisation", min=1))
+                                                             "optimisation", WHOLE_1))
     # -- pruning -----------------------------------------------------------------------------------------------
     criterion: str = field(default="magnitude", metadata=_meta("importance criterion (EarlyPruner criterion=)",
                                                                "pruning"))
     policy: str | None = field(default=None, metadata=_meta(
         "when to prune, e.g. epi or epoch:K (default: epi if available, else epoch:<10%% of the epochs>); "
         "'never' trains dense", "pruning"))
-    ratio: float = field(default=0.5, metadata=_meta("fraction of the target to remove, in (0, 1)", "pruning"))
-    target: str = field(default="channels", metadata=_meta("what --ratio counts", "pruning", choices=TARGETS))
-    steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", min=1))
-    min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", min=1))
+    ratio: float = field(default=0.5, metadata=_meta("fraction of the target to remove, in (0, 1)", "pruning", RATIO))
+    target: str = field(default="channels", metadata=_meta("what --ratio counts", "pruning", TARGET))
+    steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", STEPS))
+    min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", MIN_CHANNELS))
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
-        "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning"))
+        "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
-        "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning"))
+        "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------
     name: str | None = field(default=None, metadata=_meta(
         "run name: files go to OUT_DIR/NAME (default: model-dataset-policy, numbered if taken)", "run"))
-    out_dir: str = field(default="runs", metadata=_meta("parent directory of run directories", "run"))
+    out_dir: str = field(default="runs", metadata=_meta("parent directory of run directories", "run", PATH))
     progress: str = field(default="auto", metadata=_meta(
         "progress display: a bar on a terminal, plain log lines otherwise (auto), or bar, log, none", "run",
-        choices=PROGRESS))
+        rule(Options(PROGRESS))))
     stop_after: int | None = field(default=None, metadata=_meta(
-        "stop after N epochs of this invocation (continue later with --resume)", "run", min=1))
+        "stop after N epochs of this invocation (continue later with --resume)", "run", WHOLE_1))
 
     # ---------------------------------------------------------------------------------------------------------
     @classmethod
@@ -125,45 +148,14 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ValueError naming the option and the fix."""
-        for f in fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            flag = "--" + f.name.replace("_", "-")
-            if value is None:
-                continue
-            if "choices" in meta and value not in meta["choices"]:
-                raise ValueError(f"{flag} must be one of {', '.join(meta['choices'])}, got {value!r}")
-            kind = int if f.type in ("int", "int | None") else float if f.type == "float" else None
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{flag} must be a whole number, got {value!r}")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{flag} must be a number, got {value!r}")
-            if "min" in meta and value < meta["min"]:
-                raise ValueError(f"{flag} must be ≥ {meta['min']}, got {value!r}")
-            if meta.get("positive") and not value > 0:
-                raise ValueError(f"{flag} must be > 0, got {value!r}")
-        if self.round_to != "auto" and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
-                                        or self.round_to < 1):
-            raise ValueError(f"--round-to must be a whole number ≥ 1 or auto, got {self.round_to!r}")
-        if not 0.0 < float(self.ratio) < 1.0:
-            raise ValueError(f"--ratio must be in (0, 1) — the fraction of {self.target} to remove — got {self.ratio}")
-        if not self.label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        for key in ("model_args", "pruner_args"):
-            if not isinstance(getattr(self, key), dict):
-                raise ValueError(f"{key} must map argument names to values (--{key[:-1].replace('_', '-')} "
-                                 f"KEY=VALUE)")
-        if self.milestones is not None and (not isinstance(self.milestones, list)
-                                            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1
-                                                   for m in self.milestones)):
-            raise ValueError(f"--milestones must be whole epoch numbers ≥ 1, got {self.milestones!r}")
+        for f in fields(self):  # each field by its rule, in flag words (earlyprune.validation)
+            field_rule(f).check("--" + f.name.replace("_", "-"), getattr(self, f.name), flag=True)
         if self.warmup_epochs is not None and self.schedule == "pat" and self.warmup_epochs >= self.epochs:
             raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         if self.precision == "fp16" and self.device == "cpu":
             raise ValueError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ValueError(f"--name must be a plain directory name, got {self.name!r}")
-        if not isinstance(self.criterion, str) or not isinstance(self.model, str) or not isinstance(self.dataset, str):
-            raise ValueError("model, dataset and criterion must be names (strings)")
         _check_specs(self)
         return self
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import resource
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,7 @@ from ..outcome import pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
+from ..timing import Stopwatch
 from . import rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
 from .config import TrainConfig
@@ -54,11 +54,6 @@ class RunResult:
     dense_stats: ModelStats
     final_stats: ModelStats
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -158,7 +153,48 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         log: where progress lines go.
     """
     cfg, run_dir = _prepare_config(config, resume, overrides)
-    progress = Progress(cfg.progress, log=log)
+    run = _setup(cfg, run_dir, write, Progress(cfg.progress, log=log))
+    state = _build(run)
+    if state is not None:
+        _restore(run, state)
+    elif write:
+        run.run_dir = rundir.create_run_dir(cfg)
+        rundir.write_config(run.run_dir, cfg)
+    _loop(run)
+    return _finish(run)
+
+
+@dataclass
+class _Run:
+    """What one training run holds while it trains: built by :func:`_setup` and :func:`_build`, restored by
+    :func:`_restore`, advanced by :func:`_loop` one :func:`_epoch` at a time, summarised by :func:`_finish`."""
+
+    cfg: TrainConfig
+    run_dir: Path | None
+    write: bool
+    progress: Progress
+    device: torch.device
+    precision: Precision
+    data: ImageData
+    train_loader: BatchLoader
+    test_loader: BatchLoader
+    model: nn.Module = None  # type: ignore[assignment]
+    example: torch.Tensor = None  # type: ignore[assignment]
+    dense_stats: ModelStats = None  # type: ignore[assignment]
+    optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
+    scheduler: Any = None
+    loss_fn: nn.Module = None  # type: ignore[assignment]
+    pruner: EarlyPruner = None  # type: ignore[assignment]
+    start_epoch: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def writing(self) -> bool:
+        return self.run_dir is not None and self.write
+
+
+def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress) -> _Run:
+    """Threads, device, precision, seeds; the data on the device and its loaders."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -180,79 +216,106 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
                                seed=cfg.seed, channels_last=cfg.channels_last)
     test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
                               channels_last=cfg.channels_last)
+    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader)
 
-    # the original architecture, built and measured on the CPU; a resumed run replays its pruned structure on it
-    model = build_model(cfg, data)
-    cpu_example = train_loader.normalise(data.train_x[:2]).contiguous()
-    dense_stats = measure(model, cpu_example)
-    start_epoch, state = 0, None
-    if run_dir is not None:
-        start_epoch, model, state = load_checkpoint(run_dir, model)
-    model.to(device)
-    model.train()
-    example = train_loader.normalise(train_x[:2])
 
-    optimizer = build_optimizer(model.parameters(), cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    pruner = _build_pruner(cfg, model, example, optimizer, len(train_loader), loss_fn, precision.dtype)
-    _set_memory_format(model, optimizer, cfg.channels_last)
+def _build(run: _Run) -> dict[str, Any] | None:
+    """The model (original architecture, measured on the CPU; a resumed run replays its pruned structure on it),
+    optimizer, LR schedule, loss and pruner — in the same order for a new and a resumed run, so that restoring
+    their states continues exactly. Returns the checkpoint's state when resuming."""
+    cfg = run.cfg
+    model = build_model(cfg, run.data)
+    cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
+    run.dense_stats = measure(model, cpu_example)
+    state = None
+    if run.run_dir is not None:
+        run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
+    run.model = model.to(run.device)
+    run.model.train()
+    run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
-    rows: list[dict[str, Any]] = []
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            precision.scaler.load_state_dict(state["scaler"])
-        pruner.load_state_dict(state["pruner"])
-        train_loader.load_state_dict(state["loader"])
-        set_rng_state(state["rng"])
-        _match_state_layout(optimizer)
-        rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start_epoch]
-        if len(rows) != start_epoch:
-            raise ValueError(f"{run_dir}/metrics.jsonl holds {len(rows)} of the {start_epoch} epochs its checkpoint "
-                             f"has; the run directory is damaged")
-        rundir.write_metrics(run_dir, rows)  # drop lines of an epoch that never reached its checkpoint
-        progress.log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs} (phase {pruner.phase})"
-                     if start_epoch < cfg.epochs else f"{run_dir} is already complete ({cfg.epochs} epochs)")
-    elif write:
-        run_dir = rundir.create_run_dir(cfg)
-        rundir.write_config(run_dir, cfg)
+    run.optimizer = build_optimizer(run.model.parameters(), cfg)
+    run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
+    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
+                               run.precision.dtype)
+    _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+    return state
 
-    if start_epoch == 0:
-        progress.log(f"{data.describe()}; {cfg.model}: {dense_stats.params:,} parameters, {dense_stats.macs:,} MACs; "
-                     f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
-                     + (f"; run directory {run_dir}" if run_dir else ""))
-    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        row = _train_epoch(epoch, cfg, model, optimizer, scheduler, precision, pruner, loss_fn, train_loader,
-                           progress, device)
-        t0 = time.perf_counter()
-        row["test_loss"], row["test_accuracy"] = evaluate(model, test_loader, precision)
-        row["eval_seconds"] = time.perf_counter() - t0
-        stats = measure(model, example, baseline=dense_stats)
-        row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
-                   weight_sparsity=stats.weight_sparsity)
-        rows.append(row)
-        if run_dir is not None and write:
-            rundir.append_metrics(run_dir, row)
-            _checkpoint(run_dir, epoch + 1, model, optimizer, scheduler, precision, pruner, train_loader)
-        progress.end_epoch(_epoch_line(row, cfg.epochs))
 
-    final_stats = measure(model, example, baseline=dense_stats)
-    summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(device), model_bytes=None,
+def _restore(run: _Run, state: dict[str, Any]) -> None:
+    """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:
+        run.precision.scaler.load_state_dict(state["scaler"])
+    run.pruner.load_state_dict(state["pruner"])
+    run.train_loader.load_state_dict(state["loader"])
+    set_rng_state(state["rng"])
+    _match_state_layout(run.optimizer)
+    run_dir, start, epochs = run.run_dir, run.start_epoch, run.cfg.epochs
+    assert run_dir is not None
+    run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
+    if len(run.rows) != start:
+        raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
+                         f"has; the run directory is damaged")
+    rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+    run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
+                     if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
+
+
+def _loop(run: _Run) -> None:
+    """The epochs of this invocation (all that remain, or ``--stop-after`` of them)."""
+    cfg = run.cfg
+    if run.start_epoch == 0:
+        stats = run.dense_stats
+        run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
+                         f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
+                         + (f"; run directory {run.run_dir}" if run.run_dir else ""))
+    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start_epoch + cfg.stop_after)
+    for epoch in range(run.start_epoch, end_epoch):
+        row = _epoch(run, epoch)
+        run.rows.append(row)
+        if run.writing:
+            assert run.run_dir is not None
+            rundir.append_metrics(run.run_dir, row)
+            _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
+                        run.train_loader)
+        run.progress.end_epoch(_epoch_line(row, cfg.epochs))
+
+
+def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
+    row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
+                       run.loss_fn, run.train_loader, run.progress, run.device)
+    with Stopwatch(run.device) as clock:
+        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
+    row["eval_seconds"] = clock.seconds
+    stats = measure(run.model, run.example, baseline=run.dense_stats)
+    row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
+               weight_sparsity=stats.weight_sparsity)
+    return row
+
+
+def _finish(run: _Run) -> RunResult:
+    """The summary (and, once complete, the final model) of the run."""
+    cfg, rows, pruner = run.cfg, run.rows, run.pruner
+    final_stats = measure(run.model, run.example, baseline=run.dense_stats)
+    summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
+                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
                             outcome=pruning_outcome(pruner, cfg.epochs))
     summary["round_to"] = pruner.round_to_record
-    if run_dir is not None and write:
+    if run.writing:
+        run_dir = run.run_dir
+        assert run_dir is not None
         if summary["complete"]:
-            _write_model(run_dir, model)
+            _write_model(run_dir, run.model)
             summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
-                         f"`earlyprune train --resume {run_dir}`")
-    return RunResult(run_dir, cfg, rows, summary, model, pruner, dense_stats, final_stats)
+            run.progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
+                             f"`earlyprune train --resume {run_dir}`")
+    return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
 
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -267,39 +330,36 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, shown = 0, 0
     events_before = len(pruner.events)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
-            out = model(x)
-            loss = loss_fn(out, y)
-        scaler.scale(loss).backward()
-        if scaler.is_enabled():
-            scaler.unscale_(optimizer)  # criteria that read gradients see true values
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+    with Stopwatch(device) as clock:
+        for i, (x, y) in enumerate(loader):
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                out = model(x)
+                loss = loss_fn(out, y)
+            scaler.scale(loss).backward()
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)  # criteria that read gradients see true values
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n_events = len(pruner.events)
+            pruner.step(x, y)
+            if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
+                _set_memory_format(model, optimizer, cfg.channels_last)
+            loss_sum += loss.detach().double() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if progress.mode == "bar" and (i + 1 - shown >= 10 or i + 1 == len(loader)):
+                progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen,
+                                seen / max(clock.elapsed(), 1e-9))
+                shown = i + 1
+    seconds = clock.seconds
+    with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
-        pruner.step(x, y)
-        if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
+        pruner.epoch_end()
+        if len(pruner.events) != n_events:
             _set_memory_format(model, optimizer, cfg.channels_last)
-        loss_sum += loss.detach().double() * len(y)
-        correct += (out.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if progress.mode == "bar" and (i + 1 - shown >= 10 or i + 1 == len(loader)):
-            elapsed = time.perf_counter() - t0
-            progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
-            shown = i + 1
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    n_events = len(pruner.events)
-    pruner.epoch_end()
-    if len(pruner.events) != n_events:
-        _set_memory_format(model, optimizer, cfg.channels_last)
-    _sync(device)
-    pruner_seconds = time.perf_counter() - t1
+    pruner_seconds = pruner_clock.seconds
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,

@@ -11,37 +11,27 @@ the BatchNorm scales — never from extra passes over the data:
 * Kendall's τ and Spearman's ρ of the channel ranking between consecutive epochs (PaT appendix C compares EPI
   with them).
 
-The functions are pure. :class:`SignalRecorder` is the small stateful part: it keeps ``θ_0``, the previous
-structures, masks and ranking, and turns one epoch's material into one JSON-ready record of ``pruner.history``.
+Every function here is pure (no state between calls); :mod:`earlyprune.signals.recorder` is the small stateful
+part that keeps what they compare against across epochs.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .groups import ChannelGroups, scores_to_vector
-from .selection import select, validate_target
+from ..groups import ChannelGroups
+from ..selection import select
+from ..validation import AMOUNT, Interval, rule
 
-#: pruning ratios whose EPI curve is recorded every epoch (PaT Figure 6: 10 %–90 %)
-DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-#: EPI look-back r of the recorded curves (the ``epi`` policy's default, see :class:`~earlyprune.policies.EPI`)
-DEFAULT_WINDOW = 5
-#: Early-Bird keeps the last 5 masks
-DEFAULT_QUEUE = 5
-#: the keys every history record carries (None where a signal is undefined)
-SIGNAL_KEYS = ("epi", "subnetwork", "weight_change", "weight_change_score", "earlybird_distance",
-               "kendall_tau", "spearman_rho")
-#: what a policy can ask the pruner for (``Policy.needs_signals``)
-SIGNALS = frozenset({"structure", "weight_change", "bn_mask"})
-
+#: EPI's look-back r
+LOOKBACK = rule(Interval(Integral, 0, None, closed="neither"), hint="epochs to look back")
 
 # -- PaT: structure similarity and the Early Pruning Indicator ---------------------------------------------------
 def _structure(n: Any, name: str) -> np.ndarray:
@@ -96,8 +86,7 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
         ValueError: a bad ``r``, fewer than ``r + 1`` structures, or invalid structure vectors (see
             :func:`structure_similarity`).
     """
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
-        raise ValueError(f"r must be a positive integer (epochs to look back), got {r!r}")
+    LOOKBACK.check("r", r)
     if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
         raise ValueError(f"history must be a list of structure vectors, got {type(history).__name__}")
     if len(history) < r + 1:
@@ -169,8 +158,7 @@ def bn_mask(model: nn.Module, ratio: float) -> torch.Tensor | None:
     layer): the ``k = ⌊n·ratio⌋``-th smallest ``|γ|``, so the ``k`` smallest are masked (ties at the threshold
     too). Early-Bird's code thresholds at sorted position ``k`` instead, masking one channel more; we mask exactly
     the ratio. Returns a bool tensor (True = kept), or None when the model has no affine BatchNorm."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+    AMOUNT.check("ratio", ratio)
     gamma = batchnorm_scales(model)
     if gamma is None:
         return None
@@ -278,185 +266,3 @@ def spearman_rho(x: Any, y: Any) -> float | None:
     if denominator == 0:
         return None
     return float((ra * rb).sum() / denominator)
-
-
-# -- the recorder ---------------------------------------------------------------------------------------------
-def ratio_key(ratio: float) -> str:
-    """JSON key of a ratio in the ``"epi"`` record: ``0.5 → "0.5"``."""
-    return f"{ratio:g}"
-
-
-def _clean(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-@dataclass
-class EpochSignals:
-    """One epoch's signals: the JSON-ready ``record`` for ``pruner.history`` and the raw material policies use."""
-
-    record: dict[str, Any]
-    structure: list[int] | None = None          #: N_t at the run's ratio
-    weight_change: float | None = None          #: Δ_t
-    bn_mask: torch.Tensor | None = None         #: Early-Bird mask at the run's ratio
-    seconds: float = 0.0                        #: time spent computing them
-
-
-def empty_record(ratios: Iterable[float] = ()) -> dict[str, Any]:
-    """The record of an epoch without signals (pruning and sparse epochs): every key, every value None."""
-    record: dict[str, Any] = {key: None for key in SIGNAL_KEYS}
-    record["epi"] = {ratio_key(r): None for r in ratios}
-    return record
-
-
-class SignalRecorder:
-    """Computes every per-epoch signal from one epoch's material, keeping the state they need.
-
-    State: ``θ_0`` (a float32 copy of the parameters in host memory, so GPU memory is untouched — EarlyCroP's
-    reference point), ``Δ_{t−1}`` and ``Δ_1``, the last ``r`` structures at every ratio, the last ``queue − 1``
-    Early-Bird masks and the previous epoch's channel scores. Everything is released when pruning starts: the
-    signals describe the dense phase (after a removal the weights no longer match ``θ_0`` and no scores are
-    accumulated), and pruning/sparse epochs get :func:`empty_record`.
-
-    Args:
-        ratios: ratios of the recorded EPI curves (the run's ratio is added).
-        r: EPI look-back of the recorded curves (truncated to the epochs available early on).
-        queue: Early-Bird's mask queue; the recorded distance is the largest to the ``queue − 1`` previous masks.
-    """
-
-    def __init__(self, ratios: Sequence[float] = DEFAULT_RATIOS, r: int = DEFAULT_WINDOW,
-                 queue: int = DEFAULT_QUEUE) -> None:
-        ratios = list(ratios)
-        for ratio in ratios:
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-                raise ValueError(f"signal ratios must be numbers in (0, 1), got {ratio!r}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"r must be a positive integer, got {r!r}")
-        if isinstance(queue, bool) or not isinstance(queue, int) or queue < 2:
-            raise ValueError(f"queue must be an integer ≥ 2, got {queue!r}")
-        self.ratios = sorted(set(float(x) for x in ratios))
-        self.r = r
-        self.queue = queue
-        self.groups: ChannelGroups | None = None
-        self.needs: frozenset[str] | None = None
-        self.active = False
-        self._reset_state()
-
-    def _reset_state(self) -> None:
-        self._theta0: list[torch.Tensor] | None = None
-        self._delta_prev = 0.0
-        self._delta_ref: float | None = None
-        self._structures: dict[str, list[list[int]]] = {}
-        self._masks: list[torch.Tensor] = []
-        self._ranking: torch.Tensor | None = None
-
-    def start(self, groups: ChannelGroups, *, ratio: float, target: str = "channels", min_channels: int = 1,
-              round_to: int = 1, needs: Iterable[str] | None = None) -> None:
-        """Bind to a model before training and take ``θ_0``.
-
-        ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
-        ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
-        """
-        validate_target(ratio, target, min_channels, round_to)
-        if needs is not None:
-            needs = frozenset(needs)
-            unknown = needs - SIGNALS
-            if unknown:
-                raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
-        self.groups, self.needs = groups, needs
-        self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
-        self._reset_state()
-        if self._wants("weight_change"):
-            with torch.no_grad():
-                self._theta0 = [p.detach().to(device="cpu", dtype=torch.float32, copy=True)
-                                for p in groups.model.parameters()]
-        self.active = True
-
-    def stop(self) -> None:
-        """Release θ_0 and the previous masks / structures / scores (pruning has started)."""
-        self._reset_state()
-        self.active = False
-
-    @property
-    def curve_ratios(self) -> list[float]:
-        return sorted(set(self.ratios) | {self.ratio}) if self.needs is None else []
-
-    def _wants(self, signal: str) -> bool:
-        return self.needs is None or signal in self.needs
-
-    def empty(self) -> dict[str, Any]:
-        return empty_record(self.curve_ratios if self.groups is not None else self.ratios)
-
-    # -- one epoch -------------------------------------------------------------------------------------------
-    def epoch_end(self, scores: Mapping[str, torch.Tensor] | None) -> EpochSignals:
-        """All signals of the epoch that just ended; ``scores`` are its epoch-averaged criterion scores (None if
-        none were accumulated: the score-based signals are then None)."""
-        if not self.active or self.groups is None:
-            return EpochSignals(self.empty())
-        t0 = time.perf_counter()
-        groups = self.groups
-        record = self.empty()
-        out = EpochSignals(record)
-        if scores is not None and (self._wants("structure")):
-            ratios = self.curve_ratios or [self.ratio]
-            structures = subnetwork_structures(groups, scores, ratios, target=self.target,
-                                               min_channels=self.min_channels, round_to=self.round_to)
-            out.structure = structures[self.ratio]
-            record["subnetwork"] = list(out.structure)
-            for ratio in self.curve_ratios:
-                key = ratio_key(ratio)
-                past = self._structures.get(key, [])
-                if past and len(past[-1]) == len(structures[ratio]):
-                    history = past + [structures[ratio]]
-                    record["epi"][key] = early_pruning_indicator(history, min(self.r, len(past)))
-                else:
-                    past = []
-                self._structures[key] = (past + [structures[ratio]])[-self.r:]
-        if self._theta0 is not None:
-            try:
-                delta = weight_distance(list(groups.model.parameters()), self._theta0)
-            except ValueError:  # the model changed shape under us: θ_0 no longer applies
-                self._theta0 = None
-            else:
-                if self._delta_ref is None and math.isfinite(delta) and delta > 0:
-                    self._delta_ref = delta       # Δ_1: the first epoch that moved the weights
-                out.weight_change = _clean(delta)
-                record["weight_change"] = out.weight_change
-                record["weight_change_score"] = _clean(weight_change_score(delta, self._delta_prev, self._delta_ref))
-                self._delta_prev = delta
-        if self._wants("bn_mask"):
-            mask = bn_mask(groups.model, self.ratio)
-            out.bn_mask = mask
-            if mask is not None and self.needs is None:
-                older = [m for m in self._masks if m.numel() == mask.numel()]
-                if older:
-                    record["earlybird_distance"] = max(mask_distance(mask, m) for m in older)
-                self._masks = (older + [mask])[-(self.queue - 1):]
-        if scores is not None and self.needs is None:
-            vector = scores_to_vector(groups, dict(scores))
-            if self._ranking is not None and self._ranking.numel() == vector.numel() and vector.numel() >= 2:
-                record["kendall_tau"] = _clean(kendall_tau(self._ranking, vector))
-                record["spearman_rho"] = _clean(spearman_rho(self._ranking, vector))
-            self._ranking = vector.clone()
-        out.seconds = time.perf_counter() - t0
-        return out
-
-    # -- state -----------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """θ_0, Δ_{t−1}, Δ_1, previous structures, masks and scores — what a resumed run needs to record (and
-        decide) identically."""
-        return {"active": self.active,
-                "theta0": [t.clone() for t in self._theta0] if self._theta0 is not None else None,
-                "delta_prev": self._delta_prev, "delta_ref": self._delta_ref,
-                "structures": {k: [list(s) for s in v] for k, v in self._structures.items()},
-                "masks": [m.clone() for m in self._masks],
-                "ranking": self._ranking.clone() if self._ranking is not None else None}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.active = bool(state["active"])
-        self._theta0 = [t.detach().to("cpu", torch.float32).clone() for t in state["theta0"]] \
-            if state["theta0"] is not None else None
-        self._delta_prev = float(state["delta_prev"])
-        self._delta_ref = None if state["delta_ref"] is None else float(state["delta_ref"])
-        self._structures = {k: [list(map(int, s)) for s in v] for k, v in state["structures"].items()}
-        self._masks = [m.clone().bool() for m in state["masks"]]
-        self._ranking = state["ranking"].clone() if state["ranking"] is not None else None

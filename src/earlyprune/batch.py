@@ -1,0 +1,34 @@
+"""One training batch and how to call a model on inputs of any shape — a leaf module: it imports nothing from the
+package, so that every layer (criteria, gates, the pruner, ``prune()``) can use it without import cycles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+def call_model(model: nn.Module, example_inputs: Any) -> Any:
+    """Run ``model`` on ``example_inputs``: a tensor, a tuple/list of positional arguments, or a dict of keywords."""
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch and the loss to score it with (for criteria that run passes of their own)."""
+
+    inputs: Any
+    targets: Any
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        return self.loss_fn(call_model(model, self.inputs), self.targets)
+
+
+__all__ = ["Batch", "call_model"]

@@ -1,0 +1,181 @@
+"""One clock for the package and its benchmarks: device-synchronised timings, medians, paired A/B ratios.
+
+Every timing in earlyprune goes through here — the per-layer latency table (and so ``round_to="auto"``), the
+trainer's epoch and pruning times, the pruner's event times and every benchmark script — so they agree on what
+a measurement is:
+
+* **device synchronisation** before starting and before stopping the clock (CUDA and MPS run asynchronously:
+  without it a GPU step "takes" the time to queue its kernels);
+* **warm-up** calls that are not timed (kernel selection, allocator, caches), then the **median** of repeats
+  (robust to the rounds a shared machine spends on other work);
+* optionally the **process CPU time** beside the wall time (how busy the process was, whatever the load);
+* for speed comparisons, :func:`paired_ratio`: A and B timed back to back, alternating which goes first, many
+  rounds, the median of the paired ratios — the momentary load of a shared machine hits both sides of a pair
+  alike, so the ratio is meaningful where a lone absolute time is not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sync(device: torch.device | str | None) -> None:
+    """Wait for the work queued on ``device`` (CUDA, MPS); nothing to do on the CPU or for None."""
+    if device is None:
+        return
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def device_of(obj: Any) -> torch.device:
+    """The device of a module's first parameter or buffer, or of a tensor (CPU when there is none)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.device
+    if isinstance(obj, nn.Module):
+        for t in obj.parameters():
+            return t.device
+        for t in obj.buffers():
+            return t.device
+    return torch.device("cpu")
+
+
+class Stopwatch:
+    """Times a block: ``with Stopwatch(device) as clock: …`` then ``clock.seconds`` (wall) and
+    ``clock.cpu_seconds`` (process CPU time). The device is synchronised on entry and exit;
+    :meth:`elapsed` reads the running time without synchronising (for progress displays)."""
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self._t0 = self._c0 = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        sync(self.device)
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._c0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What :func:`measure` measured: the median seconds per call, and every sample."""
+
+    seconds: float                                        #: median wall seconds per call
+    samples: list[float] = field(default_factory=list)    #: wall seconds per call, one per repeat
+    cpu_seconds: float | None = None                      #: median process CPU seconds per call (``cpu=True``)
+
+    @property
+    def minimum(self) -> float:
+        return min(self.samples) if self.samples else self.seconds
+
+
+def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int) -> tuple[float, float]:
+    """Wall and CPU seconds per call of ``number`` back-to-back calls of ``fn``."""
+    with Stopwatch(device) as clock:
+        for _ in range(number):
+            fn()
+    return clock.seconds / number, clock.cpu_seconds / number
+
+
+def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1) -> float:
+    """Wall seconds per call of ``number`` back-to-back calls of ``fn`` (one sample, device synchronised) — for
+    benchmarks that interleave their own rounds; :func:`measure` adds the warm-up and the median."""
+    if number < 1:
+        raise ValueError(f"number must be ≥ 1 (calls per sample), got {number}")
+    return _once(fn, device, number)[0]
+
+
+def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 2, number: int = 1,
+            device: torch.device | str | None = None, cpu: bool = False) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each (the device
+    synchronised around every sample); the median seconds per call."""
+    if repeats < 1 or warmup < 0 or number < 1:
+        raise ValueError(f"repeats ≥ 1, warmup ≥ 0 and number ≥ 1 are needed, got {repeats}, {warmup}, {number}")
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu_s = _once(fn, device, number)
+        walls.append(wall)
+        cpus.append(cpu_s)
+    return Timing(statistics.median(walls), walls, statistics.median(cpus) if cpu else None)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """What :func:`paired_ratio` measured: ``ratio`` = median over rounds of ``t(a) / t(b)``."""
+
+    ratio: float                    #: median of the paired ratios t(a)/t(b)
+    iqr: tuple[float, float]        #: their first and third quartiles
+    a_seconds: float                #: median seconds per call of a
+    b_seconds: float                #: median seconds per call of b
+    ratios: list[float] = field(default_factory=list)   #: every round's ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "iqr": list(self.iqr), "a_seconds": self.a_seconds,
+                "b_seconds": self.b_seconds, "ratios": list(self.ratios)}
+
+
+def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], *, rounds: int = 21, warmup: int = 2, number: int = 1,
+                 device: torch.device | str | None = None, alternate: bool = True) -> PairedRatio:
+    """Compare two callables side by side: each round times ``number`` calls of ``a`` and of ``b`` back to back
+    (``b`` first every other round when ``alternate``, so neither side always runs on a warmer cache), and the
+    result is the median of the rounds' ratios ``t(a) / t(b)`` — a < 1 means a is faster."""
+    if rounds < 1 or warmup < 0 or number < 1:
+        raise ValueError(f"rounds ≥ 1, warmup ≥ 0 and number ≥ 1 are needed, got {rounds}, {warmup}, {number}")
+    for _ in range(warmup):
+        a()
+        b()
+    ratios, ta, tb = [], [], []
+    for i in range(rounds):
+        if alternate and i % 2:
+            t_b, t_a = _once(b, device, number)[0], _once(a, device, number)[0]
+        else:
+            t_a, t_b = _once(a, device, number)[0], _once(b, device, number)[0]
+        ta.append(t_a)
+        tb.append(t_b)
+        ratios.append(t_a / t_b if t_b > 0 else float("inf"))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return PairedRatio(statistics.median(ratios), (quartiles[0], quartiles[2]), statistics.median(ta),
+                       statistics.median(tb), ratios)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Any, targets: Any, *,
+               loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
+               autocast: torch.dtype | None = None) -> Callable[[], torch.Tensor]:
+    """One training step as a callable for benchmarks: zero the gradients, forward (under ``torch.autocast``
+    with ``autocast`` when given), loss, backward, optimizer step; returns the loss."""
+    device_type = device_of(model).type
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+            loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+__all__ = ["PairedRatio", "Stopwatch", "Timing", "device_of", "measure", "paired_ratio", "sync", "time_once",
+           "train_step"]
