@@ -56,7 +56,7 @@ class Snapshot:
         self._graph = graph
         if graph is not None:
             self._history = len(graph._pruning_history)
-            self._param_to_name = dict(graph._param_to_name)   # torch-pruning internals: see tests/test_rollback.py
+            self._param_to_name = dict(graph._param_to_name)  # torch-pruning internals: tests/test_torch_pruning_internals.py
             self._module2node = dict(graph.module2node)
             self._node_modules = [(node, node.module) for node in graph.module2node.values()]
 
