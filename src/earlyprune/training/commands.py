@@ -58,7 +58,7 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         meta = f.metadata
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        shown = "" if default in (None, {}) else f" (default: {default})"
+        shown = "" if default in (None, {}, []) else f" (default: {default})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"] + shown}
         group = groups[meta["group"]]
         if f.name in ("model_args", "pruner_args"):

@@ -42,18 +42,20 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
     ``prune_epoch`` is the epoch during which channels were removed, None when none were."""
     if outcome is not None:
         prune_epoch = outcome.epoch
-    accs = [r["test_accuracy"] for r in rows]
-    best = max(range(len(rows)), key=lambda i: accs[i]) if rows else None
+    accs = [r.get("test_accuracy") for r in rows]   # None for epochs not evaluated (--eval-every)
+    evaluated = [i for i, a in enumerate(accs) if a is not None]
+    best = max(evaluated, key=lambda i: accs[i]) if evaluated else None
     dense_rows = [r for r in rows if r["phase"] == "dense"]
+    dense_evaluated = [r for r in dense_rows if r.get("test_accuracy") is not None]
     dense_epoch, sparse_epoch = phase_seconds(rows)
     train_seconds = sum(epoch_seconds(r) for r in rows)
     dense_equivalent = dense_epoch * len(rows) if dense_epoch is not None else None
-    last_dense = dense_rows[-1] if dense_rows else None
+    last_dense = dense_evaluated[-1] if dense_evaluated else None
     return {
         "complete": len(rows) >= epochs,
         "epochs": len(rows),
         "epochs_planned": epochs,
-        "final_test_accuracy": accs[-1] if rows else None,
+        "final_test_accuracy": accs[evaluated[-1]] if evaluated else None,
         "best_test_accuracy": accs[best] if best is not None else None,
         "best_epoch": best,
         "dense_test_accuracy": last_dense["test_accuracy"] if last_dense else None,
