@@ -372,8 +372,7 @@ class EarlyPruner:
                                           min_channels=self.min_channels, batch_size=self._batch_size)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
-            log.info("round_to='auto': %d (predicted layer seconds per candidate: %s)", self.round_to,
-                     ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
+            log.info("round_to='auto': %s", self.round_to_choice.describe())
         return self.round_to
 
     def _begin_pruning(self) -> None:

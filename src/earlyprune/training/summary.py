@@ -123,8 +123,13 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
     ]
     rt = summary.get("round_to")
     if isinstance(rt, dict):
-        lines.append(f"{'widths rounded to':28}multiples of {rt['value']} (auto; predicted layer ms per multiple: "
-                     + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in rt.get("seconds", {}).items()) + ")")
+        from ..rounding import RoundToChoice
+
+        choice = RoundToChoice.from_dict(rt)
+        lines.append(f"{'widths rounded to':28}multiples of {choice.describe()} — round_to=auto")
+        if choice.seconds:
+            lines.append(f"{'':28}layer ms per multiple (median of {len(next(iter(choice.rounds.values()), []))} "
+                         f"rounds): " + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in choice.seconds.items()))
     elif isinstance(rt, int):
         lines.append(f"{'widths rounded to':28}multiples of {rt}")
     if mem.get("bytes"):
