@@ -77,6 +77,16 @@ def headline(run: Run) -> str:
     return f"pruned during epoch {run.prune_epoch}{lost}"
 
 
+def _data_text(run: Run) -> str:
+    """The dataset with the subsets used (a 30 % on 1,500 images is not a 30 % on CIFAR-10)."""
+    c = run.config
+    name = str(c.get("dataset", "?"))
+    if name.startswith("folder:"):
+        name = "folder:" + Path(name[len("folder:"):]).name
+    subsets = [f"{c[k]:,} {k.split('_')[0]} images" for k in ("train_subset", "test_subset") if c.get(k)]
+    return name + (f" ({', '.join(subsets)})" if subsets else "")
+
+
 def draw_run(run: Run, path: str | Path) -> Path:
     """Write the picture of ``run`` to ``path`` (PNG) and return the path."""
     from .plots import _matplotlib
@@ -90,7 +100,7 @@ def draw_run(run: Run, path: str | Path) -> Path:
     fig = Figure(figsize=(12.5, 8.4), layout="constrained")
     axes = fig.subplots(2, 2)
     c = run.config
-    fig.suptitle(f"{run.name}: {c.get('model')} on {c.get('dataset')}, criterion {run.criterion}, policy "
+    fig.suptitle(f"{run.name}: {c.get('model')} on {_data_text(run)}, criterion {run.criterion}, policy "
                  f"{run.policy}, ratio {run.ratio:g} of {c.get('target', 'channels')}\n{headline(run)}",
                  fontsize=11)
 
@@ -141,12 +151,15 @@ def draw_run(run: Run, path: str | Path) -> Path:
         ax.axvline(trigger, color="0.25", ls=":", lw=1.2,
                    label=f"policy fired after epoch {trigger}" + (f" ({reason})" if reason else ""))
     if not curve:
-        ax.text(0.5, 0.5, "no EPI value recorded: EPI needs r + 1 dense epochs\n(pruning started before, or "
-                "signals were not recorded)", transform=ax.transAxes, ha="center", va="center", fontsize=9,
-                color="0.35")
+        ax.text(0.5, 0.5, "no EPI value recorded: EPI compares an epoch's structure with earlier ones, so it\n"
+                "starts at epoch 1 (pruning started before, or signals were not recorded)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9, color="0.35")
     else:
         low = min(v for _, v in curve)
         ax.set_ylim(min(low, tau if tau is not None else low) - 0.02, 1.005)
+        if curve[0][0] > 0:
+            ax.text(0.02, 0.03, f"EPI starts at epoch {curve[0][0]}: it compares with earlier epochs",
+                    transform=ax.transAxes, fontsize=8, color="0.35")
     ax.set_ylabel("EPI (structure stability)")
     ax.set_title("Early Pruning Indicator during the dense epochs", fontsize=10)
     # EPI exists for dense epochs only: show them and the pruning epoch, not the sparse tail
@@ -161,20 +174,37 @@ def draw_run(run: Run, path: str | Path) -> Path:
     ax = axes[1][1]
     secs = [epoch_seconds(r) if r.get("seconds") is not None else 0.0 for r in rows]
     phases = [r.get("phase", "dense") for r in rows]
+    steps = [sum(float(e.get("seconds", 0.0)) for e in r.get("events") or []) for r in rows]
     for phase, colour in PHASE_COLOURS.items():
         xs = [e for e, p in zip(epochs, phases) if p == phase]
         if xs:
-            ax.bar(xs, [s for s, p in zip(secs, phases) if p == phase], color=colour, width=0.7, label=phase)
+            ax.bar(xs, [s - t for s, t, p in zip(secs, steps, phases) if p == phase], color=colour, width=0.7,
+                   label=phase)
+    stepped = [(e, s, t) for e, s, t in zip(epochs, secs, steps) if t > 0]
+    if stepped:  # the pruning steps (scoring, removal, round_to="auto"'s timing) on top of the training
+        ax.bar([e for e, _, _ in stepped], [t for *_, t in stepped], bottom=[s - t for _, s, t in stepped],
+               color="white", edgecolor="0.3", hatch="///", width=0.7,
+               label="of which pruning steps (incl. round_to timing)")
     dense, sparse = phase_seconds(rows)  # the medians `earlyprune info` prints (dense: warm-up epoch 0 left out)
     note = []
     for med, colour, name in ((dense, PHASE_COLOURS["dense"], "dense"), (sparse, PHASE_COLOURS["sparse"], "pruned")):
         if med is not None:
             ax.axhline(med, color=colour, ls="--", lw=1, label=f"{name} median {med:.2f} s")
     if dense and sparse:
-        note.append(f"{dense / sparse:.2f}× faster after pruning")
+        speed = dense / sparse
+        note.append(f"pruned epochs {speed:.2f}× as fast as dense" if speed >= 1 else
+                    f"pruned epochs {1 / speed:.2f}× slower than dense")
+        macs = (run.summary or {}).get("macs") or {}
+        if macs.get("final") and macs.get("dense"):
+            note.append(f"MACs-ideal {macs['dense'] / macs['final']:.2f}×")
+    loads = [float(r["load_average"]) for r in rows if r.get("load_average") is not None]
+    cpus = (run.summary or {}).get("cpu_count")
+    if loads and cpus and statistics.median(loads) > cpus:
+        ax.text(0.02, 0.97, f"machine busy: load average {statistics.median(loads):.1f} on {cpus} CPUs —\n"
+                f"other jobs slowed these times", transform=ax.transAxes, va="top", fontsize=8, color="#C44E52")
     ax.set_ylabel("seconds (training only)")
-    ax.set_title("seconds per epoch" + (": " + ", ".join(note) if note else ""), fontsize=10)
-    ax.set_ylim(0, max(secs) * 1.15 if secs and max(secs) > 0 else 1)
+    ax.set_title("seconds per epoch" + ("\n" + ", ".join(note) if note else ""), fontsize=10)
+    ax.set_ylim(0, max(secs) * 1.25 if secs and max(secs) > 0 else 1)
     _epochs_axis(ax, n)
     _legend(ax)
 

@@ -12,6 +12,7 @@ only when channels were removed. Epochs are numbered from 0 (a 10-epoch run has 
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
 
@@ -76,6 +77,8 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "node_sparsity": final.node_sparsity,
         "weight_sparsity": final.weight_sparsity,
         "peak_memory": peak_memory,
+        "load_average": _median([float(r["load_average"]) for r in rows if r.get("load_average") is not None]),
+        "cpu_count": os.cpu_count(),
         "model_bytes": model_bytes,
     }
 
@@ -132,6 +135,10 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
                          f"rounds): " + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in choice.seconds.items()))
     elif isinstance(rt, int):
         lines.append(f"{'widths rounded to':28}multiples of {rt}")
+    load, cpus = summary.get("load_average"), summary.get("cpu_count")
+    if load is not None and cpus and load > cpus:
+        lines.append(f"{'machine load':28}{load:.1f} (median 1-minute load average) on {cpus} CPUs: other work "
+                     f"slowed these timings")
     if mem.get("bytes"):
         lines.append(f"{'peak memory':28}{mem['bytes'] / 2**20:,.0f} MiB ({mem.get('kind', '')})")
     if summary.get("model_bytes"):

@@ -13,6 +13,7 @@ continuing gives bit-identical weights and metrics.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 from dataclasses import dataclass, field
@@ -395,7 +396,16 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
+            "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (other jobs slow a shared machine's timings; reports say so)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
