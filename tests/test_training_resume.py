@@ -12,7 +12,7 @@ from earlyprune.training import statecodec
 from earlyprune.training.checkpoint import load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds"}
+TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average"}  # the machine, not the run
 
 
 def _base(out, *extra):
