@@ -192,11 +192,11 @@ def draw_run(run: Run, path: str | Path) -> Path:
             ax.axhline(med, color=colour, ls="--", lw=1, label=f"{name} median {med:.2f} s")
     if dense and sparse:
         speed = dense / sparse
-        note.append(f"pruned epochs {speed:.2f}× as fast as dense" if speed >= 1 else
-                    f"pruned epochs {1 / speed:.2f}× slower than dense")
+        note.append(f"median pruned epoch {speed:.2f}× as fast as the median dense one" if speed >= 1 else
+                    f"median pruned epoch {1 / speed:.2f}× slower than the median dense one")
         macs = (run.summary or {}).get("macs") or {}
         if macs.get("final") and macs.get("dense"):
-            note.append(f"MACs-ideal {macs['dense'] / macs['final']:.2f}×")
+            note[-1] += f" (MACs-ideal {macs['dense'] / macs['final']:.2f}×)"
     loads = [float(r["load_average"]) for r in rows if r.get("load_average") is not None]
     cpus = (run.summary or {}).get("cpu_count")
     if loads and cpus and statistics.median(loads) > cpus:
