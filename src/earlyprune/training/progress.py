@@ -10,7 +10,8 @@ def epoch_label(epoch: int, epochs: int) -> str:
     """``epoch 2 (3/10)``: the epoch's number (from 0, as everywhere in earlyprune) and how many of the run's
     epochs it completes."""
     width = len(str(max(epochs - 1, 0)))
-    return f"epoch {epoch:{width}d} ({epoch + 1}/{epochs})"
+    done = f"({epoch + 1}/{epochs})"
+    return f"epoch {epoch:{width}d} {done:>{len(str(epochs)) * 2 + 3}}"  # aligned from epoch 0 to the last
 
 
 class Progress:
