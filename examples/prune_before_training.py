@@ -7,7 +7,7 @@ share of the MACs (compute_aware=λ), so expensive early layers are pruned harde
 initialisation's variance in the layers that lost inputs. Then the pruned model trains like any model: build the
 optimizer after pruning.
 
-    python examples/prune_before_training.py            # ~1 minute on a 2-core CPU
+    python examples/prune_before_training.py            # 43 s on a 2-core CPU, 1 thread (2026-11-30)
     EARLYPRUNE_EXAMPLE_TINY=1 python examples/prune_before_training.py
 
 See docs/pruning-before-training.md (CroP-S, CroPit / SNAP-it, doing it inside EarlyPruner with policy "before").
