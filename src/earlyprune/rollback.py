@@ -14,7 +14,7 @@ enough (and cheap: no second copy of the model) — and :meth:`Snapshot.restore`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -34,12 +34,15 @@ class Snapshot:
 
     Args:
         model: the network about to be pruned.
-        optimizer: the optimizer whose param groups and per-parameter state follow the removal, or None.
+        optimizer: the optimizer (or optimizers) whose param groups and per-parameter state follow the removal,
+            or None.
         graph: torch-pruning's ``DependencyGraph`` of the model (its dummy concat / split nodes, parameter names and
             pruning history), or None.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, graph: Any = None) -> None:
+    def __init__(self, model: nn.Module,
+                 optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
+                 graph: Any = None) -> None:
         modules = list(model.modules())
         if graph is not None:  # torch-pruning's own nodes for cat / split / reshape… are modules outside the model
             seen = {id(m) for m in modules}
@@ -49,10 +52,10 @@ class Snapshot:
         self._tensors = [(t, t.data, t.grad if isinstance(t, nn.Parameter) else None)
                          for m in modules for t in list(m._parameters.values()) + list(m._buffers.values())
                          if t is not None]
-        self._optimizer = optimizer
-        if optimizer is not None:
-            self._groups = [list(g["params"]) for g in optimizer.param_groups]
-            self._state = {p: dict(s) for p, s in optimizer.state.items()}
+        optimizers = [] if optimizer is None else list(optimizer) if isinstance(optimizer, (list, tuple)) \
+            else [optimizer]
+        self._optimizers = [(opt, [list(g["params"]) for g in opt.param_groups],
+                             {p: dict(st) for p, st in opt.state.items()}) for opt in optimizers]
         self._graph = graph
         if graph is not None:
             self._history = len(graph._pruning_history)
@@ -71,11 +74,11 @@ class Snapshot:
                     tensor.data = data
                 if isinstance(tensor, nn.Parameter) and tensor.grad is not grad:
                     tensor.grad = grad
-        if self._optimizer is not None:
-            for group, params in zip(self._optimizer.param_groups, self._groups):
+        for opt, groups, state in self._optimizers:
+            for group, params in zip(opt.param_groups, groups):
                 group["params"][:] = params
-            self._optimizer.state.clear()
-            self._optimizer.state.update({p: dict(s) for p, s in self._state.items()})
+            opt.state.clear()
+            opt.state.update({p: dict(st) for p, st in state.items()})
         if self._graph is not None:
             del self._graph._pruning_history[self._history:]
             self._graph._param_to_name.clear()
