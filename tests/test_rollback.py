@@ -135,3 +135,28 @@ def test_an_attention_with_a_hard_coded_head_size_is_left_intact_and_trainable()
     assert sum(p.numel() for p in model.parameters()) < n_params
     F.cross_entropy(model(x), y).backward()
     opt.step()
+
+
+def test_several_optimizers_are_all_restored(monkeypatch):
+    model, x = build("residual")
+    params = list(model.parameters())
+    opts = [torch.optim.SGD(params[: len(params) // 2], lr=0.1, momentum=0.9),
+            torch.optim.Adam(params[len(params) // 2:], lr=1e-3)]
+    model(x).pow(2).mean().backward()
+    for opt in opts:
+        opt.step()
+    groups = ChannelGroups(model, x)
+    plan = select(groups, {g.name: torch.rand(g.width) for g in groups}, 0.5)
+    before = [state_of_one(opt) for opt in opts]
+    engine = PruningEngine(groups)
+    monkeypatch.setattr(engine, "_check_runs", lambda removed: (_ for _ in ()).throw(RuntimeError("simulated")))
+    with pytest.raises(RuntimeError, match="simulated"):
+        engine.apply(plan, opts)
+    assert [state_of_one(opt) for opt in opts] == before
+    assert all(p is q for p, q in zip(model.parameters(), params))
+
+
+def state_of_one(opt):
+    return ([[id(p) for p in g["params"]] for g in opt.param_groups],
+            {id(p): {k: (v.shape, float(v.sum())) if torch.is_tensor(v) else v for k, v in s.items()}
+             for p, s in opt.state.items()})
