@@ -104,6 +104,33 @@ def test_folder_loader_reads_a_zip_and_caches_the_decoded_arrays(tmp_path):
     assert "damaged cache" in logs[0]
 
 
+def test_folder_subsets_decode_only_the_images_used(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    from earlyprune.training.data import folder
+
+    src = _fake_zip(tmp_path / "imgs.zip")
+    decoded = []
+    real = folder._decode_all
+    monkeypatch.setattr(folder, "_decode_all", lambda items, *a: decoded.append(len(items)) or real(items, *a))
+    logs = []
+    small = load_dataset(f"folder:{src}", cache=str(tmp_path / "c.npz"), train_subset=5, test_subset=3, seed=7,
+                         log=logs.append)
+    assert decoded == [5, 3] and "decoded 5 + 3 images" in logs[0] and "subsets of 12 + 6" in logs[0]
+    # the same images, labels and statistics as decoding everything and drawing the subsets afterwards
+    full = load_dataset(f"folder:{src}", cache="none", log=logs.append)
+    drawn = full.subset(5, 7, test=3)
+    assert torch.equal(small.train_x, drawn.train_x) and torch.equal(small.test_y, drawn.test_y)
+    assert small.mean == pytest.approx(channel_stats(drawn.train_x)[0])
+    decoded.clear()
+    again = load_dataset(f"folder:{src}", cache=str(tmp_path / "c.npz"), train_subset=5, test_subset=3, seed=7)
+    assert not decoded and torch.equal(again.train_x, small.train_x)  # its own cache
+    # with a full cache present, the subset comes from it: nothing decoded, same arrays and statistics
+    load_dataset(f"folder:{src}", cache=str(tmp_path / "full.npz"), log=logs.append)
+    decoded.clear()
+    served = load_dataset(f"folder:{src}", cache=str(tmp_path / "full.npz"), train_subset=5, test_subset=3, seed=7)
+    assert not decoded and torch.equal(served.test_x, small.test_x) and served.mean == pytest.approx(small.mean)
+
+
 def test_folder_loader_directory_val_split_and_resizing(tmp_path):
     pytest.importorskip("PIL")
     src = _fake_zip(tmp_path / "imgs.zip", split="val", prefix="", sizes={("train", "dog", 1): (10, 6)})
@@ -163,6 +190,28 @@ def test_batch_loader_normalises_orders_and_resumes():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(nxt, list(loader)))
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(batches, nxt))  # a new order every epoch
     assert len(BatchLoader(x[:65], y[:65], 32, mean, std)) == 2  # a single-image tail is dropped (BatchNorm)
+
+
+@pytest.mark.parametrize("n", [70, 67])
+def test_sharded_ranks_together_see_the_single_process_global_batches(n):
+    x = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8)
+    y = torch.arange(n)
+    mean, std = channel_stats(x)
+    single = BatchLoader(x, y, 16, mean, std, augment=True, shuffle=True, seed=5)
+    ranks = [BatchLoader(x, y, 8, mean, std, augment=True, shuffle=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert ranks[0].global_batch_size == 16 and len(ranks[0]) == len(ranks[1])
+    # n=67: the global tail of 3 images cannot give both ranks 2 images — the ranks drop it (so their generator
+    # differs from the single process's from then on: one epoch compared); n=70: a 3 + 3 tail, two epochs
+    for _ in range(2 if n == 70 else 1):
+        expected = list(single)
+        got = list(zip(*ranks))
+        assert len(got) == (5 if n == 70 else 4) and len(expected) == 5
+        for (x0, y0), (x1, y1) in got:
+            assert len(y0) == len(y1)
+        for ((x0, y0), (x1, y1)), (xs, ys) in zip(got, expected):
+            assert torch.equal(torch.cat([y0, y1]), ys) and torch.equal(torch.cat([x0, x1]), xs)
+    with pytest.raises(ValueError, match="rank must be in"):
+        BatchLoader(x, y, 8, mean, std, rank=2, world_size=2)
 
 
 def test_digits_and_synthetic_and_unknown_names():

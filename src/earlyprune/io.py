@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch_pruning as tp
 import torch
 from safetensors import safe_open
@@ -75,6 +76,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
         save_file(tensors, str(tmp), metadata=header)
     else:
         save_model(model, str(tmp), metadata=header)
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give it the mode every other file gets
     os.replace(tmp, path)
     return path
 
@@ -92,6 +94,12 @@ def _sparse_tensors(model: nn.Module, masked: set[str]) -> tuple[dict[str, torch
         else:  # copies: safetensors refuses tensors that share memory (tied weights)
             tensors[name] = value.detach().cpu().clone()
     return tensors, meta
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def read_structure(path: str | os.PathLike) -> dict[str, Any]:
@@ -131,32 +139,45 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the file.
     """
     doc = read_structure(path)
+    replay(model, doc, example_inputs, source=str(path))
+    masks = _read_masks(path)
+    if masks is None:
+        load_model(model, str(path), strict=True)  # shapes and names were checked above
+    else:  # weight masks: stored sparse; the same masks go back on
+        _load_sparse(path, model, masks)
+    return model
+
+
+def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *, source: str = "the record") -> None:
+    """Prune a freshly built original ``model`` in place to the structure document ``doc`` (from
+    :func:`structure_json` or :func:`read_structure`) — shapes only, the weights stay as they are. Integrations
+    call it before loading a state dict saved from a pruned model (Lightning checkpoints, ``save_pretrained``)."""
+    if doc.get("format") != structure.FORMAT or doc.get("version") != structure.VERSION:
+        raise StructureMismatchError(f"{source}: unsupported structure format {doc.get('format')!r} "
+                                     f"version {doc.get('version')!r}")
     current = structure.signature(model)
     if current != doc["original"]:
         hint = _diff(doc["original"], current)
         raise StructureMismatchError(
-            f"{path} was saved from a different architecture than the model given ({hint}); build the same "
+            f"{source} was saved from a different architecture than the model given ({hint}); build the same "
             f"original (unpruned) model the file was trained from and pass that")
     history = doc["history"]
     if history:
         inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
         if inputs is None:
-            raise ValueError(f"{path} does not describe its example inputs: pass example_inputs= to load()")
+            raise ValueError(f"{source} does not describe its example inputs: pass example_inputs=")
         was_training = model.training
-        graph = tp.DependencyGraph().build_dependency(model, inputs, verbose=False)
-        graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
-        model.train(was_training)
+        try:  # traced in eval mode (BatchNorm statistics untouched), through autograd even under no_grad()
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(model.eval(), inputs, verbose=False)
+            graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
+        finally:
+            model.train(was_training)
     final = structure.signature(model)
     if final != doc["final"]:
-        raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
+        raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    masks = _read_masks(path)
-    if masks is None:
-        load_model(model, str(path), strict=True)  # shapes and names were checked above
-    else:
-        _load_sparse(path, model, masks)
     structure.adopt(model, doc["original"], doc["example_inputs"], history)
-    return model
 
 
 def _read_masks(path: Path | str) -> dict[str, Any] | None:

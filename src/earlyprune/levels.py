@@ -37,7 +37,7 @@ def check_granularity(granularity: str, weight_ratio: float | None, weight_crite
     if granularity != "weights":
         return
     defaults = {"target": "channels", "round_to": 1, "min_channels": 1, "compute_aware": None,
-                "latency_aware": False}
+                "latency_aware": False, "num_heads": None, "head_ratio": None}
     wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
     if wrong:
         raise ValueError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
@@ -63,7 +63,17 @@ class ChannelLevel:
         """Remove channels until ``amount`` of the original ``target`` is gone; returns how many were removed."""
         plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
                       round_to=round_to)
-        return sum(len(v) for v in self.engine.apply(plan, optimizer).values())
+        self.removed = self.engine.apply(plan, optimizer)
+        return sum(len(v) for v in self.removed.values())
+
+    def kept_scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``scores`` of the channels the last :meth:`prune` kept, in the numbering the model has after it."""
+        out = {}
+        for name, values in scores.items():
+            keep = torch.ones(len(values), dtype=torch.bool)
+            keep[list(self.removed.get(name, []))] = False
+            out[name] = values[keep]
+        return out
 
     def structure(self) -> list[int]:
         return self.groups.widths()
@@ -91,6 +101,14 @@ class WeightLevel:
         """Mask weights until ``amount`` of the baseline weights are gone; returns how many were newly masked."""
         plan = select_weights(self.weights, scores, amount, min_weights=self.min_weights)
         return self.weights.apply(plan.keep, optimizer)
+
+    def kept_scores(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The scores as they are: masks keep every shape, and masked weights are never chosen again."""
+        return dict(scores)
+
+    def fallback_scores(self) -> dict[str, torch.Tensor]:
+        """``|θ|``: what a step scores with when its criterion has seen no batch (a pruning epoch cut short)."""
+        return {t.name: t.value.detach().abs().float() for t in self.weights}
 
     def structure(self) -> list[int]:
         return self.weights.widths()

@@ -14,8 +14,8 @@ import json
 import logging
 import math
 from pathlib import Path
-from numbers import Integral
-from typing import Any, Callable, ClassVar, Iterable
+from numbers import Integral, Real
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -34,8 +34,8 @@ from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
 from .unstructured.criteria import resolve_criterion
 from .unstructured.masks import MaskedWeights
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Options,
-                         Rule, check_args, rule)
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, Each, InstanceOf, Interval,
+                         Options, Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -63,7 +63,8 @@ class EarlyPruner:
             ``granularity="weights"`` the fraction of the prunable weights to mask (the weight sparsity).
         criterion: a :data:`~earlyprune.criteria.CRITERIA` name or a :class:`~earlyprune.criteria.Criterion`.
         policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
-        optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
+        optimizer: the optimizer training ``model`` (or a list of them); param groups and state follow every
+            removal. Required:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
         target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
@@ -75,6 +76,11 @@ class EarlyPruner:
             this device at the first pruning step (see :mod:`earlyprune.rounding`; the choice is in
             ``round_to_choice``). Signals recorded before that use 1.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
+        num_heads: ``{layer: heads}`` for the query / key / value projections of attention blocks: their groups
+            lose whole heads (see :class:`~earlyprune.groups.ChannelGroups`).
+        head_ratio: fraction of the attention heads to remove, ranked apart from the other channels (which lose
+            ``ratio``); None ranks heads and channels together under ``ratio``. Needs ``num_heads`` and
+            ``target="channels"``; the step schedule and the signals scale it with ``ratio``.
         loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
             (then call ``pruner.step(inputs, targets)``); ignored otherwise.
         record_signals: record every when-to-prune signal of :mod:`earlyprune.signals` in ``history`` at the end
@@ -87,9 +93,10 @@ class EarlyPruner:
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
         granularity: ``"channels"`` (removed: a smaller, faster model), ``"weights"`` (masked: ``ratio`` is the
             weight sparsity over the prunable weights, :mod:`earlyprune.unstructured`; a plain criterion name
-            takes its weight form, ``"crop"`` → ``"crop-u"``; ``target``, ``round_to``, ``min_channels`` and the
-            modifiers do not apply), or ``"both"``: the pruning epoch removes channels (``ratio`` of ``target``),
-            then masks weights of what remains until ``weight_ratio`` of the dense model's prunable weights are gone.
+            takes its weight form, ``"crop"`` → ``"crop-u"``; ``target``, ``round_to``, ``min_channels``,
+            ``num_heads``, ``head_ratio`` and the modifiers do not apply), or ``"both"``: the pruning epoch removes
+            channels (``ratio`` of ``target``), then masks weights of what remains until ``weight_ratio`` of the
+            dense model's prunable weights are gone.
         weight_ratio: the final weight sparsity at ``granularity="both"`` (required there, refused elsewhere).
         weight_criterion: the weight-level criterion at ``"both"`` (default: the weight form of ``criterion``).
         min_weights: weights every masked tensor keeps at least.
@@ -102,7 +109,10 @@ class EarlyPruner:
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
         "ratio": RATIO,
-        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"),
+                          Each(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer")), None),
+        "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None),
+        "head_ratio": rule(Interval(Real, 0, 1, closed="left"), None, hint="the fraction of attention heads to remove"),
         "target": TARGET,
         "steps": STEPS,
         "steps_per_epoch": rule(Interval(Integral, 0, None, closed="neither"), None, hint="batches per epoch"),
@@ -124,6 +134,7 @@ class EarlyPruner:
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int | str | AutoRoundTo = 1,
                  ignored_layers: Iterable[nn.Module] | None = None,
+                 num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
                  compute_aware: float | None = None, latency_aware: bool = False,
@@ -133,10 +144,12 @@ class EarlyPruner:
         self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
                               steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
                               loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware, granularity=granularity, weight_ratio=weight_ratio,
-                              min_weights=min_weights, schedule=schedule)
+                              latency_aware=latency_aware, num_heads=num_heads, head_ratio=head_ratio,
+                              granularity=granularity, weight_ratio=weight_ratio, min_weights=min_weights,
+                              schedule=schedule)
         check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
-                          min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
+                          min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware,
+                          num_heads=num_heads, head_ratio=head_ratio)
         self.granularity = granularity
         self.weight_ratio = None if weight_ratio is None else float(weight_ratio)
         self.min_weights = min_weights
@@ -157,7 +170,7 @@ class EarlyPruner:
         self.ignored_layers = list(ignored_layers or [])
         self._build_method(criterion, policy, compute_aware, latency_aware, weight_criterion)
         self._check_method()
-        self._build_model_parts(ignored_layers)
+        self._build_model_parts(ignored_layers, num_heads, head_ratio)
         self._reset_progress(schedule)
         if self.policy.start():
             self._begin_pruning()
@@ -178,11 +191,10 @@ class EarlyPruner:
         family picks the policy's defaults."""
         if self.granularity == "weights":
             self.criterion: Criterion = resolve_criterion(criterion, "weights")
-            self._criteria = [self.criterion]
         else:
             self.criterion = with_modifiers(resolve_criterion(criterion, "channels"), compute_aware=compute_aware,
                                             latency_aware=latency_aware)
-            self._criteria = [self.criterion]
+        self._criteria = [self.criterion]
         if self.granularity == "both":
             if weight_criterion is None and not isinstance(criterion, str):
                 raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well (the "
@@ -201,26 +213,44 @@ class EarlyPruner:
         if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
             raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
-        total = self.steps * len(self._criteria)
-        data_driven = [c for c in self._criteria if c.needs_batches or c.uses_gradients]
-        if policy.pruning_batches is not None and total > policy.pruning_batches and data_driven:
+        total = self._total_steps
+        levels = " (steps × 2 levels)" if len(self._criteria) > 1 else ""
+        rescoring = [c.name for c in self._criteria if _rescores(c)]
+        if policy.pruning_batches is not None and total > policy.pruning_batches and rescoring:
             raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but takes {total} "
-                             f"steps: criterion {data_driven[0].name!r} rescores on fresh batches before every step, "
-                             f"so steps{' × 2 levels' if len(self._criteria) > 1 else ''} must be ≤ "
-                             f"{policy.pruning_batches}")
+                             f"steps{levels}: criterion {rescoring[0]!r} rescores on fresh batches before every step, "
+                             f"so steps{levels} must be ≤ {policy.pruning_batches}")
+        if (policy.pruning_batches is None and self.steps_per_epoch is not None
+                and total > self.steps_per_epoch and rescoring):
+            raise ValueError(f"steps={self.steps}{levels} but an epoch has {self.steps_per_epoch} batch(es) "
+                             f"(steps_per_epoch): criterion {rescoring[0]!r} scores fresh batches before every "
+                             f"pruning step, so the pruning epoch can hold at most {self.steps_per_epoch} steps — "
+                             f"pass fewer steps (--steps with earlyprune train), or use more batches per epoch")
 
-    def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None) -> None:
-        """Trace the model once: the first level (channel groups and the engine, or the prunable weights), the
-        dense statistics, the criterion's hooks and the signal recorder (which takes θ_0 now)."""
+    @property
+    def _rescores(self) -> bool:
+        """Whether every pruning step of the level being pruned needs batches observed since the previous one
+        (gradient criteria, criteria with passes of their own): then a step cannot follow another without a batch
+        in between."""
+        return _rescores(self._criterion_now)
+
+    def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None,
+                           num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None) -> None:
+        """Trace the model once: channel groups (heads ranked apart when ``head_ratio`` is given), the engine, the
+        dense statistics, the criterion's hooks and the signal recorder (which takes θ_0 now). At granularity
+        "weights" the first level is the prunable weights, traced by nothing."""
         self.groups: ChannelGroups | None = None
         self.weights: MaskedWeights | None = None
         if self.granularity == "weights":
             self.weights = MaskedWeights(self.model, ignored_layers=ignored_layers)
             first: ChannelLevel | WeightLevel = WeightLevel(self.weights, min_weights=self.min_weights)
         else:
-            self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers)
+            self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers,
+                                        num_heads=num_heads)
             if len(self.groups) == 0:
                 raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+            if head_ratio is not None:
+                self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
             first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels)
             self.engine = first.engine
         #: the prunable weights of the dense model, which ``weight_ratio`` refers to (granularity "both")
@@ -250,11 +280,11 @@ class EarlyPruner:
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.schedule_name = schedule or self.policy.schedule
-        ratios = [self.ratio] + ([self.weight_ratio] if self.granularity == "both" else [])
-        self._amounts = [step_amounts(r, self.steps, self.schedule_name) for r in ratios]  # type: ignore[arg-type]
+        self._set_steps(self.steps)
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
+        self._last_scores: dict[str, torch.Tensor] | None = None
 
     # -- the two calls of the training loop -----------------------------------------------------------------
     def step(self, inputs: Any = None, targets: Any = None) -> bool:
@@ -309,8 +339,8 @@ class EarlyPruner:
                     log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
         else:
             if self.phase == "pruning":
-                while self._next_step < self._total_steps:  # fewer batches than scheduled: finish at the boundary
-                    self._prune_step()
+                if self._next_step < self._total_steps:  # fewer batches than scheduled: finish at the boundary
+                    self._finish_short_epoch()
                 self._finish_pruning()
             entry.update({"trigger": False, "trigger_reason": None, "policy_signal": None})
             entry.update(self.signals.empty())
@@ -366,7 +396,8 @@ class EarlyPruner:
         """Everything needed to continue the schedule identically (the model's shape is saved separately,
         with :func:`earlyprune.save`)."""
         return {"epoch": self.epoch, "batch": self.batch, "phase": self.phase, "prune_epoch": self.prune_epoch,
-                "next_step": self._next_step, "schedule": list(self._schedule),
+                "steps": self.steps, "next_step": self._next_step, "schedule": list(self._schedule),
+                "last_scores": self._last_scores,
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
@@ -380,7 +411,10 @@ class EarlyPruner:
             raise ValueError("not an EarlyPruner state dict (missing or unknown 'phase')")
         self.epoch, self.batch, self.phase = int(state["epoch"]), int(state["batch"]), state["phase"]
         self.prune_epoch = state["prune_epoch"]
+        if state.get("steps", self.steps) != self.steps:  # fitted into a short pruning epoch before the checkpoint
+            self._set_steps(int(state["steps"]))
         self._next_step, self._schedule = int(state["next_step"]), list(state["schedule"])
+        self._last_scores = state.get("last_scores")
         self._batches_seen_last_epoch = state["batches_seen_last_epoch"]
         self.history, self.events = list(state["history"]), list(state["events"])
         self.policy.load_state_dict(state["policy"])
@@ -421,6 +455,7 @@ class EarlyPruner:
         self.levels.append(level)
         self._criterion_now.attach(level.units)
         self._criterion_now.reset()
+        self._last_scores = None
         return level
 
     def _finish_pruning(self) -> None:
@@ -443,12 +478,12 @@ class EarlyPruner:
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
-            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,  # type: ignore[arg-type]
+            assert self.groups is not None  # rounding widths is channel-level only
+            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,
                                           min_channels=self.min_channels, batch_size=self._batch_size)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
-            log.info("round_to='auto': %d (predicted layer seconds per candidate: %s)", self.round_to,
-                     ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
+            log.info("round_to='auto': %s", self.round_to_choice.describe())
         return self.round_to
 
     def _begin_pruning(self) -> None:
@@ -456,6 +491,16 @@ class EarlyPruner:
         if not n_batches:
             raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
                                "pass steps_per_epoch=len(train_loader)")
+        levels = len(self._criteria)
+        if any(_rescores(c) for c in self._criteria) and self._total_steps > n_batches:
+            # learned only now (no steps_per_epoch): fit the steps into the epoch rather than fail after the dense
+            # phase — each step needs a batch of its own
+            fitted = max(1, n_batches // levels)
+            log.warning("steps=%d%s but the pruning epoch has %d batch(es): criterion %r scores fresh batches before "
+                        "every step, so epoch %d prunes in %d steps (pass steps_per_epoch= to be told at "
+                        "construction)", self.steps, " per level" if levels > 1 else "", n_batches,
+                        self.criterion.name, self.epoch, fitted)
+            self._set_steps(fitted)
         self.phase = "pruning"
         self.prune_epoch = self.epoch
         self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs
@@ -464,27 +509,59 @@ class EarlyPruner:
         self._next_step = 0
         self.criterion.reset()
 
-    def _prune_step(self) -> None:
+    def _set_steps(self, steps: int) -> None:
+        """``steps`` per level, and the cumulative fraction of each under the step schedule."""
+        self.steps = steps
+        ratios = [self.ratio] + ([self.weight_ratio] if self.granularity == "both" else [])
+        self._amounts = [step_amounts(r, steps, self.schedule_name) for r in ratios]  # type: ignore[arg-type]
+
+    def _finish_short_epoch(self) -> None:
+        """The pruning epoch ended before its last scheduled steps (it had fewer batches than scheduled). Level by
+        level: criteria that score from the weights take the remaining steps now; criteria that need fresh batches
+        take one step to the level's final target — on the batches since the last step, or, when the last step
+        came with the last batch, on that step's scores restricted to what it kept (with a warning)."""
+        while self._next_step < self._total_steps:
+            index = self._next_step // self.steps
+            if not self._rescores:
+                self._prune_step()
+                continue
+            self._next_step = (index + 1) * self.steps - 1
+            crit, level = self._criterion_now, self.levels[index]
+            if crit.observations == 0 and self._last_scores is None and isinstance(level, WeightLevel):
+                log.warning("the pruning epoch ended before criterion %r saw a batch at weight level: its last step "
+                            "ranks the weights by magnitude (pass steps_per_epoch= matching the epoch)", crit.name)
+                self._prune_step(level.fallback_scores())
+                continue
+            if crit.observations > 0 or self._last_scores is None:
+                self._prune_step()
+                continue
+            log.warning("the pruning epoch had fewer batches than scheduled and its last batch was used by a pruning "
+                        "step: the final step reuses that step's %r scores (pass steps_per_epoch= matching the "
+                        "epoch)", crit.name)
+            self._prune_step(self._last_scores)
+
+    def _prune_step(self, scores: dict[str, torch.Tensor] | None = None) -> None:
         index, k = divmod(self._next_step, self.steps)
         level = self.levels[index]
         with Stopwatch(device_of(self.model)) as clock:
-            scores = self._scores()
+            scores = self._scores() if scores is None else scores
             amount = self._amounts[index][k]
             round_to = self._resolve_round_to(scores) if isinstance(level, ChannelLevel) else 1
             removed = level.prune(scores, amount, self.optimizer, round_to)
             self._criterion_now.reset()
+            self._last_scores = level.kept_scores(scores)
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "level": level.name,
                  "amount": amount, "removed": removed, "seconds": clock.seconds,
-                 **{k: v for k, v in level.totals().items() if not isinstance(v, list)}}
+                 **{key: v for key, v in level.totals().items() if not isinstance(v, list)}}
         if isinstance(level, ChannelLevel):
             event["round_to"] = self.round_to
         self.events.append(event)
-        left = f"{event['channels']:.0f} channels" if isinstance(level, ChannelLevel) else \
-            f"{event['weights']:.0f} weights ({event['weight_sparsity']:.1%} sparse)"
+        left = (f"{event['channels']:.0f} channels" if isinstance(level, ChannelLevel) else
+                f"{event['weights']:.0f} weights ({event['weight_sparsity']:.1%} sparse)")
         log.info("pruning step %d/%d (epoch %d, batch %d): %d %s %s, %s left", self._next_step, self._total_steps,
-                 self.epoch, self.batch, removed, level.name, "removed" if isinstance(level, ChannelLevel) else
-                 "masked", left)
+                 self.epoch, self.batch, removed, level.name,
+                 "removed" if isinstance(level, ChannelLevel) else "masked", left)
         if k == self.steps - 1 and index + 1 < len(self._criteria):
             self._next_level()
 
@@ -494,5 +571,20 @@ class EarlyPruner:
                 f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")
 
 
+def _rescores(criterion: Criterion) -> bool:
+    """Whether ``criterion`` needs batches observed since the previous pruning step."""
+    return bool(criterion.needs_batches or criterion.uses_gradients)
+
+
 def _json_float(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _head_scale(groups: ChannelGroups, head_ratio: float, ratio: float, target: str) -> dict[str, float]:
+    """``part_ratios`` giving the head groups ``head_ratio`` when the others get ``ratio``."""
+    if target != "channels":
+        raise ValueError(f"head_ratio counts heads: use target='channels' with it, not {target!r}")
+    if not any(g.part == "heads" for g in groups):
+        raise ValueError("head_ratio= needs attention-head groups: declare the query/key/value projections with "
+                         "num_heads={layer: heads}")
+    return {"heads": float(head_ratio) / float(ratio)}

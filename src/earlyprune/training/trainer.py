@@ -5,6 +5,10 @@ step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evalu
 line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
 from the configuration; the trainer never looks at which criterion or policy runs.
 
+Under ``torchrun`` the same loop runs data-parallel (:mod:`earlyprune.training.parallel`): each rank trains on
+its slice of every global batch through a DDP wrapper rebuilt after each removal, metrics are summed over the
+ranks, only rank 0 writes.
+
 Exact resumption (CPU): the checkpoint after an epoch holds everything that the next epoch reads — model
 (current shape), optimizer, scheduler, scaler, pruner (and policy) state, the data loader's generator and the
 global RNG states — and a resumed run rebuilds every object in the same order before restoring them, so
@@ -13,6 +17,7 @@ continuing gives bit-identical weights and metrics.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 from dataclasses import dataclass, field
@@ -23,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import broadcast_object
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
+from ..outcome import PRUNED, PruningOutcome, pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..unstructured.lottery import LotteryTicketRewinding
@@ -38,8 +45,10 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import TrainConfig
 from .data import BatchLoader, ImageData, load_dataset
 from .optim import build_optimizer, build_scheduler
+from .parallel import DataParallel
 from .precision import Precision, resolve_device
-from .progress import Progress
+from .loggers import RunLogger, RunStart, build_loggers
+from .progress import Progress, epoch_label
 from .summary import build_summary, epoch_seconds
 
 
@@ -109,8 +118,9 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         raise
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``loader``."""
+def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
+             parallel: DataParallel | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``loader`` (over all ranks' shards under torchrun)."""
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=precision.device)
     correct = torch.zeros((), dtype=torch.long, device=precision.device)
@@ -122,6 +132,9 @@ def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tup
             correct += (out.argmax(1) == y).sum()
             n += len(y)
     model.train()
+    if parallel is not None and parallel.active:
+        loss_sum, correct_sum, n = parallel.sums([loss, correct, n])
+        return loss_sum / n, correct_sum / n
     return loss.item() / n, correct.item() / n
 
 
@@ -158,15 +171,35 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         log: where progress lines go.
     """
     cfg, run_dir = _prepare_config(config, resume, overrides)
-    run = _setup(cfg, run_dir, write, Progress(cfg.progress, log=log))
-    state = _build(run)
-    if state is not None:
-        _restore(run, state)
-    elif write:
-        run.run_dir = rundir.create_run_dir(cfg)
-        rundir.write_config(run.run_dir, cfg)
-    _loop(run)
-    return _finish(run)
+    parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
+    loggers: list[RunLogger] = []
+    try:
+        loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
+        progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
+        run = _setup(cfg, run_dir, write, progress, parallel)
+        state = _build(run)
+        if state is not None:
+            _restore(run, state)
+        elif write:  # rank 0 names and creates the run directory; the others learn where it is
+            run.run_dir = broadcast_object(rundir.create_run_dir(cfg) if parallel.is_main else None)
+            if parallel.is_main:
+                rundir.write_config(run.run_dir, cfg)
+        run.loggers = loggers
+        name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
+        for logger in loggers:
+            logger.start(RunStart(name, run.run_dir, rundir.jsonable(cfg.to_dict()), run.start_epoch,
+                                  {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
+                                   "data": run.data.describe()}))
+        _loop(run)
+        result = _finish(run)
+        if result.summary["complete"]:
+            for logger in loggers:
+                logger.finish(result.summary)
+        return result
+    finally:
+        for logger in loggers:
+            logger.close()
+        parallel.close()
 
 
 @dataclass
@@ -183,7 +216,9 @@ class _Run:
     data: ImageData
     train_loader: BatchLoader
     test_loader: BatchLoader
+    parallel: DataParallel
     model: nn.Module = None  # type: ignore[assignment]
+    net: nn.Module = None  # type: ignore[assignment]  #: what the training forward runs through (DDP or model)
     example: torch.Tensor = None  # type: ignore[assignment]
     dense_stats: ModelStats = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
@@ -193,10 +228,16 @@ class _Run:
     lottery: LotteryTicketRewinding | None = None
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    loggers: list[RunLogger] = field(default_factory=list)
 
     @property
     def writing(self) -> bool:
-        return self.run_dir is not None and self.write
+        return self.run_dir is not None and self.write and self.parallel.is_main
+
+    def rewrap(self) -> nn.Module:
+        """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
+        self.net = self.parallel.wrap(self.model)
+        return self.net
 
     @property
     def epochs(self) -> int:
@@ -204,11 +245,13 @@ class _Run:
         return self.lottery.total_epochs if self.lottery is not None else self.cfg.epochs
 
 
-def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress) -> _Run:
-    """Threads, device, precision, seeds; the data on the device and its loaders."""
+def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
+           parallel: DataParallel | None = None) -> _Run:
+    """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
+    parallel = parallel or DataParallel("cpu")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = parallel.device(resolve_device(cfg.device))
     precision = Precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -216,18 +259,19 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
         torch.backends.cudnn.benchmark = False  # reproducible kernel choice
         torch.cuda.reset_peak_memory_stats(device)
 
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, cache=cfg.data_cache,
-                        image_size=cfg.image_size, seed=cfg.seed, log=progress.log)
-    if cfg.train_subset is not None:
-        data = data.subset(cfg.train_subset, seed=cfg.seed)
+    data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                                 cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
+                                                 train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                                                 log=progress.log))
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, channels_last=cfg.channels_last)
+                               seed=cfg.seed, channels_last=cfg.channels_last, rank=parallel.rank,
+                               world_size=parallel.world_size)
     test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
                               channels_last=cfg.channels_last)
-    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader)
+    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
 
 
 def _build(run: _Run) -> dict[str, Any] | None:
@@ -241,6 +285,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     state = None
     if run.run_dir is not None:
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
+        run.parallel.check_resume(state, run.run_dir)
     run.model = model.to(run.device)
     run.model.train()
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
@@ -257,6 +302,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
                                              scheduler=run.scheduler)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+    run.rewrap()
     return state
 
 
@@ -278,9 +324,11 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     if len(run.rows) != start:
         raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
                          f"has; the run directory is damaged")
-    rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
-    run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
-                     if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
+    if run.parallel.is_main:
+        rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+    run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
+                     f"(phase {run.pruner.phase})" if start < epochs
+                     else f"{run_dir} is already complete ({epochs} epochs)")
 
 
 def _loop(run: _Run) -> None:
@@ -305,6 +353,10 @@ def _loop(run: _Run) -> None:
             where = run.lottery.locate(epoch)
             row.update(lottery_round=where.round, round_epoch=where.epoch)
         run.rows.append(row)
+        for logger in run.loggers:
+            for event in row["events"]:
+                logger.log_event(event)
+            logger.log_epoch(row)
         if run.writing:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
@@ -316,14 +368,26 @@ def _loop(run: _Run) -> None:
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
     row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device)
-    with Stopwatch(run.device) as clock:
-        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
-    row["eval_seconds"] = clock.seconds
+                       run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+    row["test_loss"] = row["test_accuracy"] = None
+    row["eval_seconds"] = 0.0
+    if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
+        with Stopwatch(run.device) as clock:
+            row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision,
+                                                              run.parallel)
+        row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
     return row
+
+
+def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
+    """Whether ``epoch`` is evaluated: every ``--eval-every`` epochs (epochs N−1, 2N−1, …), the last epoch, and the
+    last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
+    return ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
+            or bool((row.get("pruner") or {}).get("trigger")))
 
 
 def _finish(run: _Run) -> RunResult:
@@ -331,8 +395,12 @@ def _finish(run: _Run) -> RunResult:
     cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
     summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None)
+                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
+                            outcome=_outcome(run))
     summary["round_to"] = pruner.round_to_record
+    summary["world_size"] = run.parallel.world_size
+    summary["global_batch_size"] = run.train_loader.global_batch_size
+    summary["ranks"] = run.parallel.agreement(run.model)
     summary["granularity"] = cfg.granularity
     summary["disk"] = disk_record(run.model)
     if run.lottery is not None:
@@ -346,15 +414,20 @@ def _finish(run: _Run) -> RunResult:
             summary["model_bytes"] = summary["disk"]["file_bytes"] = (run_dir / rundir.MODEL).stat().st_size
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after epoch {len(rows)} of {run.epochs}; continue with "
-                             f"`earlyprune train --resume {run_dir}`")
+            run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
+                             f"continue with `earlyprune train --resume {run_dir}`")
+    if not summary["ranks"]["agree"]:
+        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
+                           f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
     return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
 
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device) -> dict[str, Any]:
+                 loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
+                 ) -> dict[str, Any]:
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
+    net = run.net if run is not None else model  # the DDP wrapper under torchrun
     scaler = precision.scaler
     model.train()
     progress.start_epoch(epoch, cfg.epochs, len(loader), phase)
@@ -367,7 +440,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out = model(x)
+                out = net(x)
                 loss = loss_fn(out, y)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
@@ -379,6 +452,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             pruner.step(x, y)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
+                net = run.rewrap() if run is not None else model
             loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -392,18 +466,34 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         pruner.epoch_end()
         if len(pruner.events) != n_events:
             _set_memory_format(model, optimizer, cfg.channels_last)
+            if run is not None:
+                run.rewrap()
     pruner_seconds = pruner_clock.seconds
+    if run is not None and run.parallel.active:  # the epoch's totals over all ranks
+        loss_total, correct_total, seen = run.parallel.sums([loss_sum, correct, seen])
+        loss_sum, correct = torch.tensor(loss_total), torch.tensor(correct_total)
+        seen = int(seen)
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
+            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
+            "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (other jobs slow a shared machine's timings; reports say so)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     pruned = f"  pruned {len(row['events'])} steps" if row["events"] else ""
-    return (f"epoch {row['epoch'] + 1:3d}/{epochs} {row['phase']:<7} loss {row['train_loss']:.3f} "
-            f"train acc {row['train_accuracy']:6.2%} test acc {row['test_accuracy']:6.2%} "
+    test = "   n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:6.2%}"
+    return (f"{epoch_label(row['epoch'], epochs)} {row['phase']:<7} loss {row['train_loss']:.3f} "
+            f"train acc {row['train_accuracy']:6.2%} test acc {test} "
             f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
             f"{pruned}")
 
@@ -413,10 +503,19 @@ def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: An
                 lottery: LotteryTicketRewinding | None = None) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
-             "rng": rng_state()}
+             "rng": rng_state(), "world_size": loader.world_size}
     if lottery is not None:
         state["lottery"] = lottery.state_dict()
     save_checkpoint(run_dir, epochs_done, model, state)
+
+
+def _outcome(run: _Run) -> PruningOutcome:
+    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
+    if run.lottery is None or not run.lottery.history:
+        return pruning_outcome(run.pruner, run.epochs)
+    history = run.lottery.history
+    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
+                          sum(int(h["pruned"]) for h in history))
 
 
 def disk_record(model: nn.Module) -> dict[str, Any]:

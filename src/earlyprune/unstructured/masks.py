@@ -305,15 +305,20 @@ class MaskedWeights(Sequence[WeightTensor]):
         return {t.name: t.mask.clone() for t in self._tensors if t.mask is not None}  # type: ignore[union-attr]
 
     # -- changing the masks -----------------------------------------------------------------------------------
-    def apply(self, keep: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None) -> int:
+    def apply(self, keep: Mapping[str, torch.Tensor],
+              optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None) -> int:
         """Mask the entries that ``keep[name]`` marks False (a mask only ever loses entries: pruned weights stay
         pruned); returns how many entries were newly pruned.
 
-        The raw parameter's pruned entries and every optimizer state tensor shaped like it are zeroed, so a
-        standard optimizer leaves them at zero (see the module docstring).
+        The raw parameter's pruned entries and every optimizer state tensor shaped like it (of ``optimizer``, or of
+        each of a list of them) are zeroed, so a standard optimizer leaves them at zero (see the module docstring).
         """
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        optimizers = (list(optimizer) if isinstance(optimizer, (list, tuple)) else
+                      [] if optimizer is None else [optimizer])
+        for opt in optimizers:
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a list of them) or None, got "
+                                f"{type(opt).__name__}")
         unknown = [n for n in keep if n not in self._by_name]
         if unknown:
             raise ValueError(f"masks name weights this model does not prune: {unknown[:5]}")
@@ -335,7 +340,7 @@ class MaskedWeights(Sequence[WeightTensor]):
                 pruned += t.width - int(torch.count_nonzero(new))
                 dtype = param.dtype if param.is_floating_point() else torch.float32
                 parametrize.register_parametrization(t.module, t.attr, WeightMask(new, dtype))
-            zero_state_(param, new, optimizer)
+            zero_state_(param, new, optimizers)
         return pruned
 
     def remove(self) -> None:
@@ -361,7 +366,7 @@ class MaskedWeights(Sequence[WeightTensor]):
         return f"MaskedWeights({len(self)} tensors, {self.kept():,} of {self.baseline:,} weights kept)"
 
 
-def zero_state_(param: nn.Parameter, keep: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+def zero_state_(param: nn.Parameter, keep: torch.Tensor, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
     """Zero ``param``'s entries outside ``keep``, its gradient there, and every optimizer state tensor of its
     shape (momentum, Adam moments, …)."""
     with torch.no_grad():
@@ -369,7 +374,7 @@ def zero_state_(param: nn.Parameter, keep: torch.Tensor, optimizer: torch.optim.
         param.masked_fill_(drop, 0)
         if param.grad is not None:
             param.grad.masked_fill_(drop, 0)
-        if optimizer is not None:
+        for optimizer in optimizers:
             for value in optimizer.state.get(param, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     value.masked_fill_(drop.to(value.device), 0)
