@@ -222,10 +222,12 @@ class EarlyPruner:
                              f"so steps{levels} must be ≤ {policy.pruning_batches}")
         if (policy.pruning_batches is None and self.steps_per_epoch is not None
                 and total > self.steps_per_epoch and rescoring):
+            most = max(1, self.steps_per_epoch // len(self._criteria))
             raise ValueError(f"steps={self.steps}{levels} but an epoch has {self.steps_per_epoch} batch(es) "
                              f"(steps_per_epoch): criterion {rescoring[0]!r} scores fresh batches before every "
                              f"pruning step, so the pruning epoch can hold at most {self.steps_per_epoch} steps — "
-                             f"pass fewer steps (--steps with earlyprune train), or use more batches per epoch")
+                             f"pass steps={most} or fewer (--steps with earlyprune train), or use more batches per "
+                             f"epoch")
 
     @property
     def _rescores(self) -> bool:

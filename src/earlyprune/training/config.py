@@ -210,6 +210,22 @@ class TrainConfig:
         return cfg.validate()
 
 
+def ratio_text(config: Any) -> str:
+    """What a run's ratio prunes, in words: ``"0.5 of channels"``, ``"0.9 of the weights"``, ``"0.5 of channels
+    then 0.95 of the weights"`` or Lottery Ticket Rewinding's — from a :class:`TrainConfig` or its ``config.json``
+    mapping."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    ratio, target, granularity = get("ratio"), get("target", "channels"), get("granularity", "channels")
+    if get("lottery_rounds", 0):
+        return (f"{ratio:g} of the weights by Lottery Ticket Rewinding ({get('lottery_rounds')} rounds, rewound to "
+                f"epoch {get('lottery_rewind', 1)})")
+    if granularity == "weights":
+        return f"{ratio:g} of the weights"
+    if granularity == "both":
+        return f"{ratio:g} of {target} then {get('weight_ratio'):g} of the weights"
+    return f"{ratio:g} of {target}"
+
+
 def _check_specs(cfg: TrainConfig) -> None:
     from ..criteria import CRITERIA
     from ..policies import POLICIES

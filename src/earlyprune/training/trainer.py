@@ -42,7 +42,7 @@ from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
 from . import rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
-from .config import TrainConfig
+from .config import TrainConfig, ratio_text
 from .data import BatchLoader, ImageData, load_dataset
 from .optim import build_optimizer, build_scheduler
 from .parallel import DataParallel
@@ -336,11 +336,8 @@ def _loop(run: _Run) -> None:
     cfg = run.cfg
     if run.start_epoch == 0:
         stats = run.dense_stats
-        what = (f"Lottery Ticket Rewinding to {cfg.ratio} of the weights in {cfg.lottery_rounds} rounds, rewound to "
-                f"epoch {cfg.lottery_rewind} ({run.epochs} epochs)" if run.lottery is not None else
-                f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of "
-                + ("the weights" if cfg.granularity == "weights" else cfg.target)
-                + (f" then {cfg.weight_ratio} of the weights" if cfg.granularity == "both" else ""))
+        what = (f"ratio {ratio_text(cfg)}" if run.lottery is not None else
+                f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {ratio_text(cfg)}")
         run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
                          f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
     end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
