@@ -331,8 +331,8 @@ def main() -> int:
         for granularity in (None, "channels", "weights"):
             res = run(task, granularity)
             entry["runs"][res["granularity"]] = res
-            print(f"{key:10} {res['granularity']:8} {task.metric}: {res['final']:.4g} (best {res['best']:.4g})  prune epoch "
-                  f"{res['prune_epoch']}  weight sparsity {res['weight_sparsity'] or 0:.1%}  node sparsity "
+            print(f"{key:10} {res['granularity']:8} {task.metric}: {res['final']:.4g} (best {res['best']:.4g})  "
+                  f"prune epoch {res['prune_epoch']}  weight sparsity {res['weight_sparsity'] or 0:.1%}  node sparsity "
                   f"{res['node_sparsity'] or 0:.1%}  {res['seconds']:.1f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
