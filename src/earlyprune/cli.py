@@ -7,6 +7,7 @@ import logging
 import sys
 
 from . import __version__
+from .errors import EarlyPruneError
 from .argtypes import ratio, whole
 from .experiments.commands import add_compare_parser, add_sweep_parser, run_compare, run_sweep
 from .reports.commands import add_report_parser, run_report
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": run_compare, "report": run_report}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
+    except (EarlyPruneError, ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
         message = " ".join(str(exc).split())
         print(f"earlyprune {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
-from .validation import MODEL, Rule, checked
+from .validation import EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InvalidParameterError, Rule, shown, checked
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +114,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
-    RULES: dict[str, Rule] = {"model": MODEL}
+    RULES: dict[str, Rule] = {"model": MODEL, "example_inputs": EXAMPLE_INPUTS, "ignored_layers": IGNORED_LAYERS}
 
     @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
@@ -122,10 +122,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
-            if not isinstance(layer, nn.Module) or layer not in known:
-                raise ValueError(
-                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
-                )
+            if layer not in known:
+                raise InvalidParameterError(
+                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {shown(layer)}, "
+                    f"which is not part of it")
         self.model = model
         self.example_inputs = example_inputs
         self._module_names = {m: n for n, m in model.named_modules()}

@@ -19,12 +19,13 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import structure
+from .errors import EarlyPruneError
 from .validation import MODEL, PATH, InstanceOf, Rule, checked, rule
 
 _KEY = "earlyprune.structure"
 
 
-class StructureMismatchError(ValueError):
+class StructureMismatchError(EarlyPruneError, ValueError):
     """The file was not saved from this architecture (or is not an earlyprune file)."""
 
 

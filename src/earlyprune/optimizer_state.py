@@ -26,6 +26,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from .validation import InvalidParameterError
+
+
+def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an ``optimizer`` that does not hold every trainable parameter of ``model``: pruning replaces the
+    parameters of every pruned layer, and only those the optimizer holds are re-pointed — an optimizer built over
+    another model (or before the model was replaced) would train nothing and be pruned anyway."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    missing = [name for name, p in trainable if id(p) not in held]
+    if not missing:
+        return
+    if len(missing) == len(trainable):
+        raise InvalidParameterError(
+            f"optimizer holds none of the model's {len(trainable)} trainable parameters (built for another model, "
+            f"or before the model was rebuilt?): build it from this model, e.g. torch.optim.SGD(model.parameters(), "
+            f"lr=...)")
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise InvalidParameterError(
+        f"optimizer lacks {len(missing)} of the model's {len(trainable)} trainable parameters ({shown}): pruning "
+        f"replaces the parameters of pruned layers and re-points only those the optimizer holds — add them to a "
+        f"param group, or set requires_grad=False on parameters that must not train")
+
 
 def _shadow(module: nn.Module, replace: dict[int, torch.Tensor]) -> nn.Module:
     """A copy of ``module`` sharing no mutable containers, with parameters swapped for ``replace[id(param)]``."""

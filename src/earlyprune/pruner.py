@@ -25,13 +25,15 @@ from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
+from .optimizer_state import check_covers
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import select, step_amounts
+from .prunability import check_prunable
+from .selection import check_reachable, select, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
-                         check_args, rule)
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_,
+                         InstanceOf, Interval, InvalidParameterError, Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -80,11 +82,23 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        checks: check at construction that the target is reachable under ``min_channels`` / ``round_to``
+            (:func:`~earlyprune.selection.check_reachable`) and that every group can be narrowed without breaking
+            the model (:func:`~earlyprune.prunability.check_prunable`, on a copy of the model: it costs about as
+            much as building the groups again). False skips both — e.g. for a model restored from a checkpoint
+            whose pruner state is loaded next.
+
+    Raises:
+        InvalidParameterError: an argument breaks its rule (:attr:`RULES`), or the optimizer does not hold
+            the model's trainable parameters, or ``steps`` exceeds ``steps_per_epoch``.
+        InfeasibleTargetError: ``min_channels`` / ``round_to`` make ``ratio`` unreachable.
+        UnprunableGroupsError: narrowing some group breaks the model's forward.
     """
 
     #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
+        "example_inputs": EXAMPLE_INPUTS,
         "ratio": RATIO,
         "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
         "target": TARGET,
@@ -96,6 +110,8 @@ class EarlyPruner:
         "record_signals": BOOLEAN,
         "compute_aware": COMPUTE_AWARE,
         "latency_aware": LATENCY_AWARE,
+        "ignored_layers": IGNORED_LAYERS,
+        "checks": BOOLEAN,
     }
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -106,11 +122,12 @@ class EarlyPruner:
                  ignored_layers: Iterable[nn.Module] | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
-                 compute_aware: float | None = None, latency_aware: bool = False) -> None:
-        self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
-                              steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
-                              loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware)
+                 compute_aware: float | None = None, latency_aware: bool = False, checks: bool = True) -> None:
+        self._check_arguments(model=model, example_inputs=example_inputs, ratio=ratio, optimizer=optimizer,
+                              target=target, steps=steps, steps_per_epoch=steps_per_epoch, min_channels=min_channels,
+                              round_to=round_to, loss_fn=loss_fn, record_signals=record_signals,
+                              compute_aware=compute_aware, latency_aware=latency_aware,
+                              ignored_layers=ignored_layers, checks=checks)
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -125,6 +142,7 @@ class EarlyPruner:
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.record_signals = record_signals
+        self.checks = checks
         self._build_method(criterion, policy, compute_aware, latency_aware)
         self._check_method()
         self._build_model_parts(ignored_layers)
@@ -140,6 +158,8 @@ class EarlyPruner:
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
+        if arguments["optimizer"] is not None:
+            check_covers(arguments["model"], arguments["optimizer"])
 
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
                       latency_aware: bool) -> None:
@@ -157,6 +177,10 @@ class EarlyPruner:
         if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
             raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
+        if policy.pruning_batches is None and self.steps_per_epoch is not None and self.steps > self.steps_per_epoch:
+            raise InvalidParameterError(
+                f"steps={self.steps} pruning steps do not fit in an epoch of steps_per_epoch={self.steps_per_epoch} "
+                f"batches (the pruning epoch prunes at most once per batch): pass steps ≤ {self.steps_per_epoch}")
         if (policy.pruning_batches is not None and self.steps > policy.pruning_batches
                 and (crit.needs_batches or crit.uses_gradients)):
             raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but steps="
@@ -170,6 +194,11 @@ class EarlyPruner:
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
         self.policy.validate(self.groups, self.criterion)
+        if self.checks:  # before the criterion's hooks: the prunability check copies the model
+            fixed = self.round_to if isinstance(self.round_to, int) else 1  # "auto" skips multiples that cannot reach
+            check_reachable(self.groups, self.ratio, target=self.target, min_channels=self.min_channels,
+                            round_to=fixed)
+            check_prunable(self.groups, min_channels=self.min_channels, round_to=fixed)
         self.engine = PruningEngine(self.groups)
         self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
         self.criterion.attach(self.groups)
@@ -363,6 +392,10 @@ class EarlyPruner:
         if not n_batches:
             raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
                                "pass steps_per_epoch=len(train_loader)")
+        if n_batches < self.steps:
+            log.warning("steps=%d pruning steps in an epoch of %d batches: several steps run in one batch (pass "
+                        "steps ≤ %d, or steps_per_epoch= to be told at construction)", self.steps, n_batches,
+                        n_batches)
         self.phase = "pruning"
         self.prune_epoch = self.epoch
         self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs

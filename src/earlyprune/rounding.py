@@ -23,7 +23,6 @@ to machine: pass an integer for runs that must be identical everywhere.
 from __future__ import annotations
 
 import statistics
-import warnings
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, Mapping
@@ -31,6 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from .criteria.latency import LatencyTable, input_shapes
+from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
 from .selection import Plan, select
 from .validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checked, rule
@@ -101,12 +101,13 @@ class AutoRoundTo:
             shapes = input_shapes(groups)
             seconds, macs = {}, {}
             for r in self.usable(groups):
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+                try:
                     plan: Plan = select(groups, scores, amount, target=target, min_channels=min_channels,
                                         round_to=r)
-                if caught and r != 1:  # this multiple cannot reach the target: not a candidate
-                    continue
+                except InfeasibleTargetError:
+                    if r == 1:
+                        raise
+                    continue  # this multiple cannot reach the target: not a candidate
                 seconds[r] = table.structure_latency(groups, {k: len(v) for k, v in plan.remove.items()}, shapes)
                 macs[r] = plan.macs
         finally:

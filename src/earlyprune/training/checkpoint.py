@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import EarlyPruneError
 from ..io import StructureMismatchError, load, save
 from . import statecodec
 
@@ -33,7 +34,7 @@ VERSION = 1
 POINTER = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EarlyPruneError, ValueError):
     """A checkpoint is missing, truncated or from an incompatible version."""
 
 

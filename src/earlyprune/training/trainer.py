@@ -80,8 +80,8 @@ def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None
-                  ) -> EarlyPruner:
+                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
+                  log: Callable[[str], None] = print, checks: bool = True) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
                 "loss_fn", "ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
@@ -93,10 +93,15 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
                                                   autocast=precision_dtype, channels_last=cfg.channels_last))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
+    steps = min(cfg.steps, steps_per_epoch)  # at most one pruning step per batch (said in the log)
+    if steps < cfg.steps:
+        log(f"--steps {cfg.steps} is more than the {steps_per_epoch} batches of an epoch: the pruning epoch prunes "
+            f"in {steps} steps, one per batch")
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
-                           optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn, **cfg.pruner_args)
+                           optimizer=optimizer, target=cfg.target, steps=steps, steps_per_epoch=steps_per_epoch,
+                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
+                           **{**cfg.pruner_args, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -236,8 +241,9 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.optimizer = build_optimizer(run.model.parameters(), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
     run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # a resumed run was checked when it started (and its model may be pruned already): no construction checks
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype)
+                               run.precision.dtype, log=run.progress.log, checks=state is None)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
     return state
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ...errors import EarlyPruneError
 
-class DataError(ValueError):
+
+class DataError(EarlyPruneError, ValueError):
     """A dataset is missing, truncated, corrupt or laid out differently than expected."""
 
 

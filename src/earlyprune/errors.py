@@ -1,0 +1,36 @@
+"""The project's exceptions: one base, :class:`EarlyPruneError`, so that ``except earlyprune.EarlyPruneError``
+catches every refusal earlyprune makes on purpose (a bad argument, an unreachable target, a damaged file, a run
+whose loss diverged) and nothing else.
+
+Each subclass also keeps the built-in base it had before the base class existed (``ValueError`` for bad values,
+``TypeError`` too for a bad argument), so code written as ``except ValueError`` keeps working. A leaf module:
+it imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+
+class EarlyPruneError(Exception):
+    """Base of every error earlyprune raises on purpose; the message says what was wrong and how to fix it."""
+
+
+class InfeasibleTargetError(EarlyPruneError, ValueError):
+    """The pruning target cannot be reached under ``min_channels`` / ``round_to`` (or what the layers require):
+    the message names the groups that limit it and the largest fraction that can be removed."""
+
+
+class UnprunableGroupsError(EarlyPruneError, ValueError):
+    """Some channel groups cannot be narrowed without breaking the model's forward (a width fixed in its code):
+    the message names them and the ``ignored_layers=`` that keeps them whole."""
+
+
+class NonFiniteError(EarlyPruneError, ArithmeticError):
+    """Training produced NaN or infinite values for too long to go on (a learning rate too high, reduced
+    precision overflowing): the message names the hyper-parameter to check."""
+
+
+class ConfigError(EarlyPruneError, ValueError):
+    """A run configuration (flags or a ``--config`` file) that cannot run: the message names the option."""
+
+
+__all__ = ["ConfigError", "EarlyPruneError", "InfeasibleTargetError", "NonFiniteError", "UnprunableGroupsError"]
