@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from ..validation import checked
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 
 
 class SmallCNN(nn.Module):
     """conv-bn-relu ×3 (32/64/128 channels, one 2× pooling) → global average pool → linear."""
 
+    RULES = {"num_classes": NUM_CLASSES, "in_channels": IN_CHANNELS, "width": WIDTH}
+
+    @checked(RULES)
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
         super().__init__()
 

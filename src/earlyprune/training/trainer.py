@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, EarlyPruneError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
@@ -30,6 +31,7 @@ from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
+from ..validation import InvalidParameterError
 from . import rundir
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
 from .config import TrainConfig
@@ -73,10 +75,38 @@ def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None
 
 
 def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
+    """The model of ``cfg`` for ``data``'s classes and channels; a bad ``--model-arg`` is refused naming it (the
+    zoo's models check their arguments' rules), and the model must run on the dataset's images."""
+    clash = sorted({"num_classes", "in_channels"} & set(cfg.model_args))
+    if clash:
+        raise ConfigError(f"--model-arg {clash[0]}=… is set by the dataset ({data.name}); drop it")
+    given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
     try:
-        return create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+    except InvalidParameterError as exc:
+        raise ConfigError(f"model {cfg.model!r}: {exc}; check --model-arg") from None
     except TypeError as exc:
-        raise ValueError(f"model {cfg.model!r} does not accept these arguments ({exc}); check --model-arg") from None
+        raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
+                          f"--model-arg") from None
+    except EarlyPruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
+        raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
+            from None
+    return model
+
+
+def _dense_stats(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, data: ImageData) -> ModelStats:
+    """The dense model's size, measured with one forward — which also refuses a model that cannot run on the
+    dataset's images (a bad ``--model-arg``, a wrong ``--image-size``) before anything else is built."""
+    try:
+        return measure(model, example)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run on the data must not start a run
+        given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
+        shape = "x".join(map(str, data.image_shape))
+        raise ConfigError(f"model {cfg.model!r} ({given}) cannot run on {data.name}'s {shape} images "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); check --model-arg and "
+                          f"--image-size") from None
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -230,7 +260,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     cfg = run.cfg
     model = build_model(cfg, run.data)
     cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
-    run.dense_stats = measure(model, cpu_example)
+    run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
     state = None
     if run.run_dir is not None:
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
