@@ -318,6 +318,8 @@ class Rule:
             if flag and len(typed) == 1 and len(self.constraints) == 1 and isinstance(typed[0], Interval) \
                     and typed[0].kind is Real:
                 accepted = typed[0].range_text(flag)   # the parser made it a number: the range is what is wrong
+        if isinstance(value, float) and not math.isfinite(value):  # inf / nan: said, not just "out of range"
+            accepted = accepted.replace("a number", "a finite number", 1)
         hint = f" ({self.hint})" if self.hint else ""
         return f"{name} must be {accepted}, got {shown(value)}{hint}"
 

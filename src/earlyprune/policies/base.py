@@ -108,6 +108,12 @@ class Policy:
         """Prune during epoch 0?"""
         return False
 
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        """``(earliest, latest)`` epoch the policy can prune in, as far as its definition fixes them (None: it
+        depends on a signal, or has no bound). A run checks them against its length before training: a schedule
+        that starts after the last epoch would silently train dense."""
+        return (0, 0) if self.start() else (None, None)
+
     def evaluate(self, report: EpochReport) -> Decision:
         """The decision for ``report`` and the state after it — without changing the policy (asking twice gives
         the same answer)."""
@@ -223,6 +229,9 @@ class SignalPolicy(Policy):
 
     def signal(self) -> float | None:
         return self._signal
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return None, self.cap  # the rule fires when it fires; the cap is the latest
 
     def state_dict(self) -> dict[str, Any]:
         return {"signal": self._signal, **self._own_state()}

@@ -32,6 +32,9 @@ class FixedEpoch(Policy):
     def start(self) -> bool:
         return self.epoch == 0
 
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return self.epoch, self.epoch
+
     def evaluate(self, report: EpochReport) -> Decision:
         if report.epoch + 1 == self.epoch:
             return Decision(True, "schedule", message=f"{self!r}: epoch {self.epoch} prunes")
@@ -99,6 +102,9 @@ class RandomEpoch(FixedEpoch):
             detail = f": {exc}" if str(exc) else ""
             raise ValueError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole numbers "
                              f"0 ≤ A ≤ B, got 'random:{arg}'{detail}") from None
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return self.low, self.high
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch}
