@@ -74,7 +74,9 @@ def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: s
                     img = img.resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"cannot decode {name} in {where} ({exc}); the file is truncated or not an image") from None
+            detail = "not a recognised image format" if "BytesIO" in str(exc) else str(exc)  # PIL names its buffer
+            raise DataError(f"cannot decode {name} in {where} ({detail}); the file is truncated or not an image: "
+                            f"replace or delete it") from None
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         arrays = list(pool.map(decode, items, chunksize=256))
@@ -86,16 +88,16 @@ def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: s
     return np.stack(arrays)
 
 
-def _read(path: Path) -> tuple[str, dict[str, list[tuple[str, bytes]]]]:
-    """Entry bytes per split, labelled with their class, from a directory or a zip."""
+def _read(path: Path) -> tuple[str, dict[str, list[tuple[str, str, bytes]]]]:
+    """Entry bytes per split, labelled with their class and entry name, from a directory or a zip."""
     if path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
         _, splits = _index(names, str(path))
-        return "dir", {s: [(c, (path / n).read_bytes()) for c, n in items] for s, items in splits.items()}
+        return "dir", {s: [(c, n, (path / n).read_bytes()) for c, n in items] for s, items in splits.items()}
     try:
         with zipfile.ZipFile(path) as zf:
             _, splits = _index(zf.namelist(), str(path))
-            return "zip", {s: [(c, zf.read(n)) for c, n in items] for s, items in splits.items()}
+            return "zip", {s: [(c, n, zf.read(n)) for c, n in items] for s, items in splits.items()}
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
         raise DataError(f"{path} is not a readable zip file ({exc}); it may be truncated — copy it again") from None
     except OSError as exc:  # e.g. CRC errors in a damaged member
@@ -104,19 +106,19 @@ def _read(path: Path) -> tuple[str, dict[str, list[tuple[str, bytes]]]]:
 
 def _build(path: Path, image_size: int | None, log: Callable[[str], None]) -> dict[str, np.ndarray]:
     _, splits = _read(path)
-    classes = sorted({c for c, _ in splits["train"]})
+    classes = sorted({c for c, _, _ in splits["train"]})
     index = {c: i for i, c in enumerate(classes)}
     test_split = "test" if "test" in splits else "val"
-    extra = sorted({c for c, _ in splits[test_split]} - set(classes))
+    extra = sorted({c for c, _, _ in splits[test_split]} - set(classes))
     if extra:
         raise DataError(f"{path}: {test_split}/ has classes missing from train/: {', '.join(extra[:5])}")
     out: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split, key in (("train", "train"), (test_split, "test")):
         items = splits[split]
-        labelled = [(f"{split}/{c}", blob) for c, blob in items]
+        labelled = [(name, blob) for _, name, blob in items]  # errors name the file
         images = _decode_all(labelled, image_size, str(path))
         out[f"{key}_x"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-        out[f"{key}_y"] = np.array([index[c] for c, _ in items], dtype=np.int64)
+        out[f"{key}_y"] = np.array([index[c] for c, _, _ in items], dtype=np.int64)
     log(f"decoded {len(out['train_y']):,} + {len(out['test_y']):,} images from {path}")
     return out
 
