@@ -14,6 +14,15 @@ class EarlyPruneError(Exception):
     """Base of every error earlyprune raises on purpose; the message says what was wrong and how to fix it."""
 
 
+class StructureMismatchError(EarlyPruneError, ValueError):
+    """A saved model does not fit: not saved from this architecture, not an earlyprune file, or malformed."""
+
+
+class DamagedFileError(StructureMismatchError):
+    """A file is truncated, altered or malformed: its checksum does not match, or its header asks for what it
+    cannot hold. (A :class:`StructureMismatchError`, which code that loads models already catches.)"""
+
+
 class InfeasibleTargetError(EarlyPruneError, ValueError):
     """The pruning target cannot be reached under ``min_channels`` / ``round_to`` (or what the layers require):
     the message names the groups that limit it and the largest fraction that can be removed."""
@@ -33,4 +42,5 @@ class ConfigError(EarlyPruneError, ValueError):
     """A run configuration (flags or a ``--config`` file) that cannot run: the message names the option."""
 
 
-__all__ = ["ConfigError", "EarlyPruneError", "InfeasibleTargetError", "NonFiniteError", "UnprunableGroupsError"]
+__all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "NonFiniteError",
+           "StructureMismatchError", "UnprunableGroupsError"]

@@ -33,7 +33,9 @@ from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
 from ..validation import InvalidParameterError
 from . import rundir
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
+from ..optimizer_state import check_state
+from .checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                         write_json_atomic)
 from .config import TrainConfig
 from .data import BatchLoader, ImageData, load_dataset
 from .optim import build_optimizer, build_scheduler
@@ -280,13 +282,19 @@ def _build(run: _Run) -> dict[str, Any] | None:
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
     """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:
-        run.precision.scaler.load_state_dict(state["scaler"])
-    run.pruner.load_state_dict(state["pruner"])
-    run.train_loader.load_state_dict(state["loader"])
-    set_rng_state(state["rng"])
+    try:  # a state that does not fit is refused here, not at the first step
+        check_state(run.optimizer, state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            run.precision.scaler.load_state_dict(state["scaler"])
+        run.pruner.load_state_dict(state["pruner"])
+        run.train_loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
+                              f"resumed from it") from None
     _match_state_layout(run.optimizer)
     run_dir, start, epochs = run.run_dir, run.start_epoch, run.cfg.epochs
     assert run_dir is not None
