@@ -220,18 +220,22 @@ class EarlyPruner:
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        #: batches left out of the scores for NaN / infinite loss or scores (see :meth:`step`)
+        self.skipped_batches = 0
         self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
 
     # -- the two calls of the training loop -----------------------------------------------------------------
-    def step(self, inputs: Any = None, targets: Any = None) -> bool:
+    def step(self, inputs: Any = None, targets: Any = None, *, loss: Any = None) -> bool:
         """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
 
         Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
-        ``pruner.step(inputs, targets)``. Returns True when this call removed channels (rebuild a DDP wrapper
-        or a compiled model then).
+        ``pruner.step(inputs, targets)``. ``loss`` (optional) is the batch's training loss: a batch whose loss or
+        scores are NaN or infinite is left out of the scores, and a warning names it when the scores are next
+        used (no host sync per batch). Returns True when this call removed channels (rebuild a DDP wrapper or a
+        compiled model then).
         """
         if inputs is not None and self._batch_size is None:
             self._batch_size = batch_size_of(inputs)
@@ -242,12 +246,13 @@ class EarlyPruner:
                 raise ValueError(f"criterion {self.criterion.name!r} needs the batch: call pruner.step(inputs, "
                                  f"targets)")
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
+        label = (self.epoch, self.batch)
         self.batch += 1
         if self.phase == "dense":
             if self._accumulate:
-                self.criterion.observe(self.groups, batch)
+                self.criterion.observe(self.groups, batch, loss=loss, label=label)
         elif self.phase == "pruning":
-            self.criterion.observe(self.groups, batch)
+            self.criterion.observe(self.groups, batch, loss=loss, label=label)
             while self._next_step < self.steps and self.batch >= self._schedule[self._next_step]:
                 self._prune_step()
             if self._next_step == self.steps:
@@ -266,6 +271,7 @@ class EarlyPruner:
                                  bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
                                  signals=signals.record)
             decision = self.policy.decide(report)
+            self._report_skipped()
             self.criterion.reset()
             entry["trigger"] = decision.trigger
             entry["trigger_reason"] = decision.reason
@@ -375,7 +381,20 @@ class EarlyPruner:
 
     def _scores(self) -> dict[str, torch.Tensor]:
         """The criterion's scores, averaged over the ranks under torch.distributed (identical decisions)."""
+        self._report_skipped()
         return average_scores(self.criterion.scores(self.groups))
+
+    def _report_skipped(self) -> None:
+        """Say which batches the criterion left out for NaN / infinite values since the scores were last read."""
+        skipped = self.criterion.skipped()
+        if not skipped:
+            return
+        self.skipped_batches += len(skipped)
+        shown = ", ".join(f"{b}" for _, b in skipped[:8]) + (" …" if len(skipped) > 8 else "")
+        log.warning("%d batch(es) left out of the %s scores because their loss or scores were NaN or infinite "
+                    "(epoch %d, batch %s): the learning rate is the usual cause (too high, the loss diverges), or "
+                    "fp16/bf16 overflow; the scores average the other batches", len(skipped), self.criterion.name,
+                    skipped[0][0], shown)
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):

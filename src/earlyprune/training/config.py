@@ -158,7 +158,7 @@ class TrainConfig:
             raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
-        _check_specs(self)
+        _check_specs(self, explicit_policy=self.policy is not None and not getattr(self, "_default_policy", False))
         return self
 
     def resolved(self) -> "TrainConfig":
@@ -172,16 +172,19 @@ class TrainConfig:
             cfg.milestones = sorted({max(1, cfg.epochs // 2), max(1, cfg.epochs * 3 // 4)})
         if cfg.policy is None:
             cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
+            object.__setattr__(cfg, "_default_policy", True)  # not the user's choice: no warning about its cap
         return cfg.validate()
 
 
-def _check_specs(cfg: TrainConfig) -> None:
+def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:
     from ..criteria import CRITERIA
     from ..policies import POLICIES
 
     CRITERIA.get(cfg.criterion.partition(":")[0].strip())  # raises "unknown criterion …; available: …"
     if cfg.policy is not None:
-        _check_prune_epoch(cfg, POLICIES.build(cfg.policy))  # building also checks the ':' argument
+        policy = POLICIES.build(cfg.policy)  # building also checks the ':' argument
+        if explicit_policy:
+            _check_prune_epoch(cfg, policy)
 
 
 def _check_prune_epoch(cfg: TrainConfig, policy: Any) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, EarlyPruneError
+from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
@@ -38,6 +38,7 @@ from .checkpoint import (CheckpointError, load_checkpoint, rng_state, save_check
                          write_json_atomic)
 from .config import TrainConfig
 from .data import BatchLoader, ImageData, load_dataset
+from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
 from .precision import Precision, resolve_device
 from .progress import Progress
@@ -90,7 +91,7 @@ def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
     except TypeError as exc:
         raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
                           f"--model-arg") from None
-    except EarlyPruneError:
+    except (EarlyPruneError, ValueError):  # unknown model, missing package: already said
         raise
     except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
         raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
@@ -329,8 +330,13 @@ def _loop(run: _Run) -> None:
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
-    row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device)
+    try:
+        row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
+                           run.loss_fn, run.train_loader, run.progress, run.device)
+    except NonFiniteError as exc:  # stopped before this epoch's checkpoint: say what is kept
+        kept = (f"the checkpoint after epoch {epoch - 1} in {run.run_dir} is kept" if run.writing and epoch > 0
+                else "no checkpoint was written")
+        raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     with Stopwatch(run.device) as clock:
         row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
     row["eval_seconds"] = clock.seconds
@@ -372,12 +378,14 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, shown = 0, 0
     events_before = len(pruner.events)
+    guard = LossGuard(cfg, device, epoch)
     with Stopwatch(device) as clock:
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 out = model(x)
                 loss = loss_fn(out, y)
+            guard.observe(loss)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)  # criteria that read gradients see true values
@@ -385,7 +393,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             scaler.update()
             scheduler.step()
             n_events = len(pruner.events)
-            pruner.step(x, y)
+            pruner.step(x, y, loss=loss.detach())
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
             loss_sum += loss.detach().double() * len(y)
@@ -396,6 +404,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                                 seen / max(clock.elapsed(), 1e-9))
                 shown = i + 1
     seconds = clock.seconds
+    nonfinite = guard.end_epoch(model)  # before the pruner reads the epoch's scores and before the checkpoint
     with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
         pruner.epoch_end()
@@ -406,6 +415,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
+            "nonfinite_batches": nonfinite,
             "pruner": entry, "events": list(pruner.events[events_before:])}
 
 
