@@ -133,7 +133,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
             self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise ValueError(
+            raise InvalidParameterError(
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc

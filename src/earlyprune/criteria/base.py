@@ -29,6 +29,7 @@ import torch
 from ..batch import Batch
 from ..errors import NonFiniteError
 from ..groups import ChannelGroups
+from ..validation import InvalidParameterError
 
 
 class Criterion:
@@ -51,7 +52,7 @@ class Criterion:
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Criterion":
-        raise ValueError(f"criterion {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
+        raise InvalidParameterError(f"criterion {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
 
     # -- to implement ----------------------------------------------------------------------------------------
     def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..groups import ChannelGroups
 from ..registry import Registry
-from ..validation import Interval, Rule, checked, rule
+from ..validation import Interval, InvalidParameterError, Rule, checked, rule
 
 
 @dataclass
@@ -98,7 +98,7 @@ class Policy:
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Policy":
-        raise ValueError(f"policy {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
+        raise InvalidParameterError(f"policy {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
 
     def validate(self, groups: ChannelGroups, criterion: Any) -> None:
         """Raise a clear error if the policy cannot work with this model or criterion (called by
@@ -167,12 +167,12 @@ def parse_options(spec: str, arg: str, types: dict[str, Callable[[str], Any]]) -
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in types:
-            raise ValueError(f"policy '{spec}:{arg}': expected comma-separated key=value options among "
+            raise InvalidParameterError(f"policy '{spec}:{arg}': expected comma-separated key=value options among "
                              f"{', '.join(types)}, got {part!r}")
         try:
             options[key] = types[key](value.strip())
         except ValueError:
-            raise ValueError(f"policy '{spec}:{arg}': bad value {value.strip()!r} for {key}") from None
+            raise InvalidParameterError(f"policy '{spec}:{arg}': bad value {value.strip()!r} for {key}") from None
     return options
 
 

@@ -97,9 +97,14 @@ def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Modu
     stored structure with the stored weights."""
     pointer = read_pointer(run_dir)
     directory = run_dir / str(pointer.get("path"))
+    state_path = directory / "state.json"
     try:  # every file verified before any is used: state first (cheap), then the model
-        doc = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-        _verify_checksum(doc, directory / "state.json")
+        doc = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{state_path} is unreadable or not JSON ({type(exc).__name__}: {exc}); the run "
+                              f"cannot be resumed from it") from None
+    _verify_checksum(doc, state_path)
+    try:
         sealed.read_verified(directory / "state.safetensors")
         tensors = load_file(str(directory / "state.safetensors"))
         model = load(directory / "model.safetensors", fresh_model)
