@@ -73,14 +73,18 @@ def read_structure(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read(path: Path) -> tuple[sealed.Header, dict[str, Any]]:
-    header = sealed.read_verified(path)
+    header = sealed.read_header(path)
+    verified = sealed.verify(header)
     if _KEY not in header.metadata:
         raise StructureMismatchError(f"{path} holds no earlyprune structure: write it with earlyprune.save()")
     try:
         doc = json.loads(header.metadata[_KEY])
     except ValueError as exc:
         raise DamagedFileError(f"{path}: its pruned structure is not JSON ({exc})") from None
-    return header, structure.parse_document(doc, str(path))
+    doc = structure.parse_document(doc, str(path))
+    if not verified and doc["version"] >= 2:  # written with a checksum that is gone
+        raise DamagedFileError(f"{path} is damaged: its {sealed.CHECKSUM_KEY} entry is missing")
+    return header, doc
 
 
 def _check_tensors(path: Path, header: sealed.Header, final: list) -> None:

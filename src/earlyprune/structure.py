@@ -21,7 +21,10 @@ from .errors import StructureMismatchError
 from .validation import shown
 
 FORMAT = "earlyprune.structure"
-VERSION = 1
+#: 2: files carry a checksum (:mod:`earlyprune.sealed`), which load() then requires; 1 (before checksums) is read
+#: unverified
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def signature(model: nn.Module) -> list[list[Any]]:
@@ -74,9 +77,10 @@ def parse_document(doc: Any, where: str) -> dict[str, Any]:
 
     if not isinstance(doc, dict):
         raise bad(f"a JSON {type(doc).__name__}, not an object")
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+    if doc.get("format") != FORMAT or doc.get("version") not in READABLE_VERSIONS:
         raise StructureMismatchError(f"{where}: unsupported structure format {doc.get('format')!r} version "
-                                     f"{doc.get('version')!r} (this earlyprune reads {FORMAT!r} version {VERSION})")
+                                     f"{doc.get('version')!r} (this earlyprune reads {FORMAT!r} versions "
+                                     f"{', '.join(map(str, READABLE_VERSIONS))})")
     for key in ("original", "final", "history"):
         if not isinstance(doc.get(key), list):
             raise bad(f"'{key}' is missing or not a list")

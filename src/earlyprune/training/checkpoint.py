@@ -85,7 +85,8 @@ def read_pointer(run_dir: Path) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}); the run cannot be resumed") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        doc = doc if isinstance(doc, dict) else {}
         raise CheckpointError(f"{path} is format {doc.get('format')!r} version {doc.get('version')!r}, this "
                               f"earlyprune reads {FORMAT!r} version {VERSION}; resume it with the earlyprune that "
                               f"wrote it")
