@@ -33,9 +33,9 @@ class UnprunableGroupsError(EarlyPruneError, ValueError):
     the message names them and the ``ignored_layers=`` that keeps them whole."""
 
 
-class NonFiniteError(EarlyPruneError, ArithmeticError):
-    """Training produced NaN or infinite values for too long to go on (a learning rate too high, reduced
-    precision overflowing): the message names the hyper-parameter to check."""
+class NonFiniteError(EarlyPruneError, ValueError, ArithmeticError):
+    """Training produced NaN or infinite values that cannot be pruned or trained on (a learning rate too high,
+    reduced precision overflowing): the message names the hyper-parameter to check."""
 
 
 class ConfigError(EarlyPruneError, ValueError):

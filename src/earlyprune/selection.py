@@ -26,7 +26,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from .errors import InfeasibleTargetError
+from .errors import InfeasibleTargetError, NonFiniteError
 from .groups import ChannelGroups
 from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
 from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
@@ -168,7 +168,7 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         if s.dim() != 1 or s.numel() != g.width:
             raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
         if not torch.isfinite(s).all():
-            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
+            raise NonFiniteError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
                              f"come from are not finite (a learning rate too high, or fp16/bf16 overflow)")
         # a unit is position j of every block of width/ch_groups channels; it scores the mean of its channels
         unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)

@@ -48,6 +48,14 @@ class LossGuard:
             raise NonFiniteError(self.message(f"was NaN or infinite for {streak} consecutive batches (epoch "
                                               f"{self.epoch}, up to batch {self.batches - 1})"))
 
+    def explain(self, error: NonFiniteError) -> None:
+        """Re-raise ``error`` (met by the pruner) with the loss's story and the hyper-parameter to check."""
+        streak = int(self.streak)
+        if streak == 0:
+            raise error
+        raise NonFiniteError(self.message(f"was NaN or infinite for the last {streak} batch(es) (epoch {self.epoch}, "
+                                          f"up to batch {self.batches - 1}), and then {error}")) from None
+
     def end_epoch(self, model: nn.Module) -> int:
         """Check the whole epoch and the parameters; the number of batches with a non-finite loss."""
         bad = int(self.bad)

@@ -393,7 +393,10 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             scaler.update()
             scheduler.step()
             n_events = len(pruner.events)
-            pruner.step(x, y, loss=loss.detach())
+            try:
+                pruner.step(x, y, loss=loss.detach())
+            except NonFiniteError as exc:  # scores from a diverged model: say what diverged
+                guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
             loss_sum += loss.detach().double() * len(y)
