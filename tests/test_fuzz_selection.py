@@ -31,6 +31,14 @@ class FakeGroup:
     width_multiple: int = 1
     macs_per_channel: float = 1.0
     params_per_channel: float = 1.0
+    part: str = "channels"
+
+    @property
+    def unit_size(self) -> int:
+        return self.ch_groups
+
+    def units(self) -> torch.Tensor:
+        return torch.arange(self.width).reshape(self.ch_groups, self.width // self.ch_groups).T
 
 
 class LinearCost:
@@ -55,6 +63,7 @@ class FakeGroups:
 
     groups: list[FakeGroup]
     fixed: float = 0.0
+    part_ratios: dict = field(default_factory=dict)
     cost: LinearCost = field(init=False)
     baseline: dict = field(init=False)
 

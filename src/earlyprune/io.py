@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch_pruning as tp
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -120,36 +121,45 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     path = Path(path)
     header, doc = _read(path)
     _check_tensors(path, header, doc["final"])
+    replay(model, doc, example_inputs, source=str(path))
+    try:
+        load_model(model, str(path), strict=True)  # shapes and names were checked above
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise StructureMismatchError(f"{path}: its tensors cannot be loaded into the model ({exc})") from None
+    return model
+
+
+def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *, source: str = "the record") -> None:
+    """Prune a freshly built original ``model`` in place to the structure document ``doc`` (from
+    :func:`structure_json` or :func:`read_structure`) — shapes only, the weights stay as they are. Integrations
+    call it before loading a state dict saved from a pruned model (Lightning checkpoints, ``save_pretrained``).
+    The document is checked first (:func:`earlyprune.structure.parse_document`), wherever it came from."""
+    doc = structure.parse_document(doc, source)
     current = structure.signature(model)
     if current != doc["original"]:
         hint = _diff(doc["original"], current)
         raise StructureMismatchError(
-            f"{path} was saved from a different architecture than the model given ({hint}); build the same "
+            f"{source} was saved from a different architecture than the model given ({hint}); build the same "
             f"original (unpruned) model the file was trained from and pass that")
     history = doc["history"]
     if history:
         inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
         if inputs is None:
-            raise StructureMismatchError(f"{path} does not describe its example inputs: pass example_inputs= to "
-                                         f"load()")
+            raise StructureMismatchError(f"{source} does not describe its example inputs: pass example_inputs=")
         was_training = model.training
-        try:
-            graph = tp.DependencyGraph().build_dependency(model, inputs, verbose=False)
+        try:  # traced in eval mode (BatchNorm statistics untouched), through autograd even under no_grad()
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(model.eval(), inputs, verbose=False)
             graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
         except Exception as exc:  # noqa: BLE001 - a history that does not fit this model, said as such
             raise StructureMismatchError(
-                f"replaying the pruned structure of {path} on the model failed ({type(exc).__name__}: "
-                f"{' '.join(str(exc).split())[:200]}); the file was saved from another model or its structure was "
+                f"replaying the pruned structure of {source} on the model failed ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}); it was saved from another model or its structure was "
                 f"altered (the model given may be left partly pruned: build a new one)") from None
         finally:
             model.train(was_training)
     final = structure.signature(model)
     if final != doc["final"]:
-        raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
+        raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    try:
-        load_model(model, str(path), strict=True)  # shapes and names were checked above
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise StructureMismatchError(f"{path}: its tensors cannot be loaded into the model ({exc})") from None
     structure.adopt(model, doc["original"], doc["example_inputs"], history)
-    return model

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -29,11 +29,12 @@ from torch import nn
 from .validation import InvalidParameterError
 
 
-def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Refuse an ``optimizer`` that does not hold every trainable parameter of ``model``: pruning replaces the
-    parameters of every pruned layer, and only those the optimizer holds are re-pointed — an optimizer built over
-    another model (or before the model was replaced) would train nothing and be pruned anyway."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> None:
+    """Refuse an ``optimizer`` (or list of them) that does not hold every trainable parameter of ``model``: pruning
+    replaces the parameters of every pruned layer, and only those the optimizer holds are re-pointed — an optimizer
+    built over another model (or before the model was replaced) would train nothing and be pruned anyway."""
+    optimizers = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+    held = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     missing = [name for name, p in trainable if id(p) not in held]
     if not missing:

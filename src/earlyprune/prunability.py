@@ -36,14 +36,13 @@ def narrowing(groups: ChannelGroups, min_channels: int = 1, round_to: int = 1) -
     any are left out."""
     out: dict[int, list[int]] = {}
     for g in groups:
-        step = math.lcm(round_to, g.ch_groups, g.width_multiple)
+        step = math.lcm(round_to, g.unit_size, g.width_multiple)
         keep_min = max(math.ceil(min_channels / step) * step, step)
         kept = (g.width - 1) // step * step
         if kept < keep_min or kept <= 0:
             continue
-        block = g.width // g.ch_groups
-        units = (g.width - kept) // g.ch_groups
-        out[g.index] = sorted(p + b * block for p in range(block - units, block) for b in range(g.ch_groups))
+        units = g.units()  # (n_units, unit_size): channels that go together
+        out[g.index] = sorted(units[len(units) - (g.width - kept) // g.unit_size:].reshape(-1).tolist())
     return out
 
 

@@ -5,6 +5,10 @@ step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evalu
 line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
 from the configuration; the trainer never looks at which criterion or policy runs.
 
+Under ``torchrun`` the same loop runs data-parallel (:mod:`earlyprune.training.parallel`): each rank trains on
+its slice of every global batch through a DDP wrapper rebuilt after each removal, metrics are summed over the
+ranks, only rank 0 writes.
+
 Exact resumption (CPU): the checkpoint after an epoch holds everything that the next epoch reads — model
 (current shape), optimizer, scheduler, scaler, pruner (and policy) state, the data loader's generator and the
 global RNG states — and a resumed run rebuilds every object in the same order before restoring them, so
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import broadcast_object
 from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
@@ -40,6 +45,7 @@ from .config import TrainConfig
 from .data import BatchLoader, ImageData, load_dataset
 from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
+from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .progress import Progress
 from .summary import build_summary, epoch_seconds
@@ -141,8 +147,9 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         raise
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``loader``."""
+def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
+             parallel: DataParallel | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``loader`` (over all ranks' shards under torchrun)."""
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=precision.device)
     correct = torch.zeros((), dtype=torch.long, device=precision.device)
@@ -154,6 +161,9 @@ def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tup
             correct += (out.argmax(1) == y).sum()
             n += len(y)
     model.train()
+    if parallel is not None and parallel.active:
+        loss_sum, correct_sum, n = parallel.sums([loss, correct, n])
+        return loss_sum / n, correct_sum / n
     return loss.item() / n, correct.item() / n
 
 
@@ -190,15 +200,21 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         log: where progress lines go.
     """
     cfg, run_dir = _prepare_config(config, resume, overrides)
-    run = _setup(cfg, run_dir, write, Progress(cfg.progress, log=log))
-    state = _build(run)
-    if state is not None:
-        _restore(run, state)
-    elif write:
-        run.run_dir = rundir.create_run_dir(cfg)
-        rundir.write_config(run.run_dir, cfg)
-    _loop(run)
-    return _finish(run)
+    parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
+    try:
+        progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
+        run = _setup(cfg, run_dir, write, progress, parallel)
+        state = _build(run)
+        if state is not None:
+            _restore(run, state)
+        elif write:  # rank 0 names and creates the run directory; the others learn where it is
+            run.run_dir = broadcast_object(rundir.create_run_dir(cfg) if parallel.is_main else None)
+            if parallel.is_main:
+                rundir.write_config(run.run_dir, cfg)
+        _loop(run)
+        return _finish(run)
+    finally:
+        parallel.close()
 
 
 @dataclass
@@ -215,7 +231,9 @@ class _Run:
     data: ImageData
     train_loader: BatchLoader
     test_loader: BatchLoader
+    parallel: DataParallel
     model: nn.Module = None  # type: ignore[assignment]
+    net: nn.Module = None  # type: ignore[assignment]  #: what the training forward runs through (DDP or model)
     example: torch.Tensor = None  # type: ignore[assignment]
     dense_stats: ModelStats = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
@@ -227,14 +245,21 @@ class _Run:
 
     @property
     def writing(self) -> bool:
-        return self.run_dir is not None and self.write
+        return self.run_dir is not None and self.write and self.parallel.is_main
+
+    def rewrap(self) -> nn.Module:
+        """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
+        self.net = self.parallel.wrap(self.model)
+        return self.net
 
 
-def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress) -> _Run:
-    """Threads, device, precision, seeds; the data on the device and its loaders."""
+def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
+           parallel: DataParallel | None = None) -> _Run:
+    """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
+    parallel = parallel or DataParallel("cpu")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = parallel.device(resolve_device(cfg.device))
     precision = Precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -242,18 +267,20 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
         torch.backends.cudnn.benchmark = False  # reproducible kernel choice
         torch.cuda.reset_peak_memory_stats(device)
 
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, cache=cfg.data_cache,
-                        image_size=cfg.image_size, seed=cfg.seed, log=progress.log)
+    data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                                 cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
+                                                 log=progress.log))
     if cfg.train_subset is not None:
         data = data.subset(cfg.train_subset, seed=cfg.seed)
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, channels_last=cfg.channels_last)
+                               seed=cfg.seed, channels_last=cfg.channels_last, rank=parallel.rank,
+                               world_size=parallel.world_size)
     test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
                               channels_last=cfg.channels_last)
-    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader)
+    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
 
 
 def _build(run: _Run) -> dict[str, Any] | None:
@@ -267,6 +294,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     state = None
     if run.run_dir is not None:
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
+        run.parallel.check_resume(state, run.run_dir)
     run.model = model.to(run.device)
     run.model.train()
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
@@ -278,6 +306,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
                                run.precision.dtype, log=run.progress.log, checks=state is None)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+    run.rewrap()
     return state
 
 
@@ -303,7 +332,8 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     if len(run.rows) != start:
         raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
                          f"has; the run directory is damaged")
-    rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+    if run.parallel.is_main:
+        rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
     run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
                      if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
 
@@ -332,13 +362,14 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
     try:
         row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                           run.loss_fn, run.train_loader, run.progress, run.device)
+                           run.loss_fn, run.train_loader, run.progress, run.device, run=run)
     except NonFiniteError as exc:  # stopped before this epoch's checkpoint: say what is kept
         kept = (f"the checkpoint after epoch {epoch - 1} in {run.run_dir} is kept" if run.writing and epoch > 0
                 else "no checkpoint was written")
         raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
+    run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     with Stopwatch(run.device) as clock:
-        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
+        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision, run.parallel)
     row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
@@ -353,6 +384,9 @@ def _finish(run: _Run) -> RunResult:
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
                             final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None)
     summary["round_to"] = pruner.round_to_record
+    summary["world_size"] = run.parallel.world_size
+    summary["global_batch_size"] = run.train_loader.global_batch_size
+    summary["ranks"] = run.parallel.agreement(run.model)
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
@@ -363,13 +397,18 @@ def _finish(run: _Run) -> RunResult:
         if not summary["complete"]:
             run.progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
                              f"`earlyprune train --resume {run_dir}`")
+    if not summary["ranks"]["agree"]:
+        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
+                           f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
     return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
 
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device) -> dict[str, Any]:
+                 loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
+                 ) -> dict[str, Any]:
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
+    net = run.net if run is not None else model  # the DDP wrapper under torchrun
     scaler = precision.scaler
     model.train()
     progress.start_epoch(epoch, cfg.epochs, len(loader), phase)
@@ -383,7 +422,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out = model(x)
+                out = net(x)
                 loss = loss_fn(out, y)
             guard.observe(loss)
             scaler.scale(loss).backward()
@@ -399,6 +438,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                 guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
+                net = run.rewrap() if run is not None else model
             loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -413,7 +453,13 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         pruner.epoch_end()
         if len(pruner.events) != n_events:
             _set_memory_format(model, optimizer, cfg.channels_last)
+            if run is not None:
+                run.rewrap()
     pruner_seconds = pruner_clock.seconds
+    if run is not None and run.parallel.active:  # the epoch's totals over all ranks
+        loss_total, correct_total, seen = run.parallel.sums([loss_sum, correct, seen])
+        loss_sum, correct = torch.tensor(loss_total), torch.tensor(correct_total)
+        seen = int(seen)
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
@@ -434,7 +480,7 @@ def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: An
                 precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
-             "rng": rng_state()}
+             "rng": rng_state(), "world_size": loader.world_size}
     save_checkpoint(run_dir, epochs_done, model, state)
 
 
