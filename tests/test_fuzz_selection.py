@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import earlyprune as ep
@@ -140,8 +140,9 @@ def _check(problem) -> None:
     widths = np.array(fake.widths())
     kept = np.array(plan.structure)
     removed = widths - kept
-    goal = (1 - amount) * fake.baseline[{"flops": "macs"}.get(target, target)]
-    assert _measure(fake, target, removed) <= goal + 1e-6                       # meets the target
+    base = fake.baseline[{"flops": "macs"}.get(target, target)]
+    goal = (1 - amount) * base
+    assert _measure(fake, target, removed) <= goal + 1e-9 * max(base, 1)       # meets the target
     for g, k in zip(fake.groups, kept):
         step = math.lcm(round_to, g.ch_groups, g.width_multiple)
         floor = min(g.width, math.ceil(min_channels / step) * step)
@@ -157,10 +158,18 @@ def _check(problem) -> None:
     if round_to == 1 and target == "channels" and all(g.ch_groups == 1 and g.width_multiple == 1
                                                      for g in fake.groups):
         need = fake.baseline["channels"] - goal                                # no more than needed
-        assert plan.n_removed == max(0, math.ceil(need - 1e-6))
+        assert plan.n_removed == max(0, math.ceil(need - 1e-9 * base))
+
+
+#: found by the long profile: an amount within float noise of 0 that nothing can reach (refused before, a
+#: tolerance absolute on a 1000-MAC baseline, relative in check_reachable)
+_TINY_AMOUNT = (FakeGroups([FakeGroup("g0", 0, 1), FakeGroup("g1", 1, 28, 2, 3, 23.0), FakeGroup("g2", 2, 16, 2, 1, 12.0)],
+                           fixed=164.0),
+                {"g0": torch.zeros(1), "g1": torch.zeros(28), "g2": torch.zeros(16)}, 1e-9, "flops", 1, 16)
 
 
 @FAST
+@example(_TINY_AMOUNT)
 @given(problems())
 def test_select_keeps_minimums_meets_the_target_or_says_it_cannot(problem):
     _check(problem)
@@ -191,7 +200,7 @@ def test_select_on_real_mlps_of_random_widths(hidden, amount, target, min_channe
         return
     base = groups.baseline[{"flops": "macs"}.get(target, target)]
     left = {"channels": plan.channels, "flops": plan.macs, "params": plan.params}[target]
-    assert left <= (1 - amount) * base + 1e-6 and min(plan.structure) >= min(min_channels, min(hidden))
+    assert left <= (1 - amount) * base + 1e-9 * base and min(plan.structure) >= min(min_channels, min(hidden))
 
 
 def test_the_fake_groups_agree_with_a_real_model_on_channels():

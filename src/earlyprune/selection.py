@@ -35,6 +35,9 @@ from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selectio
 
 #: the target's rules, shared by :func:`select` and every entry point that plans one
 TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE}
+#: a plan meets its goal within this fraction of the baseline (float noise), and a target is reachable when the
+#: reachable fraction falls short of it by no more than this
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def check_reachable(groups: ChannelGroups, amount: float, *, target: str = "chan
     """Raise :class:`~earlyprune.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
     before anything is trained: it names the groups that limit it and the reachable maximum."""
     most = reachable(groups, target=target, min_channels=min_channels, round_to=round_to)
-    if most + 1e-9 < float(amount):
+    if most + TOLERANCE < float(amount):
         raise InfeasibleTargetError(_unreachable(groups, float(amount), most, target, min_channels, round_to))
 
 
@@ -199,13 +202,14 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         whole = len(members) == len(widths)
         if whole:
             measure = _measure(groups, target, widths)
-            goal = (1.0 - float(part_amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
+            baseline = groups.baseline[{"flops": "macs"}.get(target, target)]
         else:  # one part of a per-part budget: channels of its groups
             baseline = float(np.asarray(groups.baseline_widths)[chosen].sum())
             measure = lambda r: float((widths - r)[chosen].sum())  # noqa: E731
-            goal = (1.0 - part_amount) * baseline
+        goal = (1.0 - float(part_amount)) * baseline
+        tol = TOLERANCE * max(baseline, 1.0)  # relative: MACs run to billions, channels to tens
         lo, hi = 0, len(ranked_groups)
-        if measure(removed_for(hi)) > goal + 1e-6:
+        if measure(removed_for(hi)) > goal + tol:
             # a part scaled past its whole (head_ratio > ratio at a small signal ratio) prunes as far as allowed
             if not clip and whole:
                 raise InfeasibleTargetError(_unreachable(groups, float(part_amount),
@@ -220,7 +224,7 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             lo = hi
         while lo < hi:  # smallest n whose plan meets the goal (hi always does: the search keeps that invariant)
             mid = (lo + hi) // 2
-            if measure(removed_for(mid)) <= goal + 1e-6:
+            if measure(removed_for(mid)) <= goal + tol:
                 hi = mid
             else:
                 lo = mid + 1
