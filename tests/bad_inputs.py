@@ -151,7 +151,7 @@ def _checkpointed(tmp: Path) -> Path:
 
 
 def _state(run: Path) -> Path:
-    return run / "checkpoints" / "epoch-0001"
+    return run / "checkpoints" / "after-epoch-0000"
 
 
 def _reseal_state(directory: Path, tensors: dict[str, torch.Tensor], doc: dict | None = None) -> None:

@@ -87,8 +87,8 @@ def test_mutated_model_files_long_profile(saved, tmp_path, mutations):
 
 
 # -- the checkpoint reader ---------------------------------------------------------------------------------------
-FILES = ["checkpoint.json", "checkpoints/epoch-0001/state.json", "checkpoints/epoch-0001/state.safetensors",
-         "checkpoints/epoch-0001/model.safetensors"]
+FILES = ["checkpoint.json", "checkpoints/after-epoch-0000/state.json", "checkpoints/after-epoch-0000/state.safetensors",
+         "checkpoints/after-epoch-0000/model.safetensors"]
 
 
 def _fresh() -> torch.nn.Module:

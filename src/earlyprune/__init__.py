@@ -6,6 +6,7 @@ Public API:
 * :func:`prune` — one-shot (or few-step) pruning outside a training loop;
 * :func:`save` / :func:`load` — safetensors weights + the pruned structure, no pickle;
 * :func:`measure` — parameters, MACs, node and weight sparsity;
+* :func:`pruning_outcome` — whether a pruner removed channels, and why not when it did not;
 * :func:`structure_similarity` / :func:`early_pruning_indicator` — PaT's Ψ (Eq. 5) and EPI (Eq. 6) on your own
   structure vectors;
 * :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when;
@@ -19,6 +20,7 @@ from .groups import ChannelGroup, ChannelGroups
 from .io import StructureMismatchError, load, save
 from .metrics import ModelStats, measure
 from .oneshot import PruneResult, prune
+from .outcome import PruningOutcome, pruning_outcome
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
@@ -31,6 +33,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "ConfigError", "Criterion", "EarlyPruneError",
     "EarlyPruner", "EpochReport", "InfeasibleTargetError", "InvalidParameterError", "ModelStats", "NonFiniteError", "Plan",
-    "Policy", "PruneResult", "RoundToChoice", "StructureMismatchError", "UnprunableGroupsError",
-    "early_pruning_indicator", "load", "measure", "prune", "save", "select", "structure_similarity",
+    "Policy", "PruneResult", "PruningOutcome", "RoundToChoice", "StructureMismatchError", "UnprunableGroupsError",
+    "early_pruning_indicator", "load", "measure", "prune", "pruning_outcome", "save", "select", "structure_similarity",
 ]

@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"earlyprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~1 minute)",
+    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~10-15 s on "
+                               "a CPU)",
                           description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
                                       "policy triggers (epi if available, else epoch:4), prune during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "

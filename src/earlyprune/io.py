@@ -63,8 +63,15 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
     tmp = path.with_name(f".{path.name}.tmp")
     save_model(model, str(tmp), metadata=header)
     sealed.seal(tmp)  # the checksum of the tensors and of the structure, verified by load()
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give it the mode every other file gets
     os.replace(tmp, path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def read_structure(path: str | os.PathLike) -> dict[str, Any]:

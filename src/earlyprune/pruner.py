@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import math
 from pathlib import Path
 from numbers import Integral, Real
@@ -23,6 +24,7 @@ from .criteria import Criterion
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
+from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
 from .optimizer_state import check_covers
@@ -187,15 +189,24 @@ class EarlyPruner:
         if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
             raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
                              f"is known: pass steps_per_epoch=len(train_loader)")
-        if policy.pruning_batches is None and self.steps_per_epoch is not None and self.steps > self.steps_per_epoch:
-            raise InvalidParameterError(
-                f"steps={self.steps} pruning steps do not fit in an epoch of steps_per_epoch={self.steps_per_epoch} "
-                f"batches (the pruning epoch prunes at most once per batch): pass steps ≤ {self.steps_per_epoch}")
         if (policy.pruning_batches is not None and self.steps > policy.pruning_batches
-                and (crit.needs_batches or crit.uses_gradients)):
+                and self._rescores):
             raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but steps="
                              f"{self.steps}: criterion {crit.name!r} rescores on fresh batches before every step, "
                              f"so steps must be ≤ {policy.pruning_batches}")
+        if policy.pruning_batches is None and self.steps_per_epoch is not None and self.steps > self.steps_per_epoch:
+            n = self.steps_per_epoch
+            why = (f"criterion {crit.name!r} scores fresh batches before every pruning step" if self._rescores
+                   else "the pruning epoch prunes at most once per batch")
+            raise InvalidParameterError(
+                f"steps={self.steps} but an epoch has {n} batch(es) (steps_per_epoch={n}): {why}, so the pruning "
+                f"epoch can hold at most {n} steps — pass steps={n} or fewer, or use more batches per epoch")
+
+    @property
+    def _rescores(self) -> bool:
+        """Whether every pruning step needs batches observed since the previous one (gradient criteria, criteria
+        with passes of their own): then a step cannot follow another without a batch in between."""
+        return bool(self.criterion.needs_batches or self.criterion.uses_gradients)
 
     def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None,
                            num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None) -> None:
@@ -240,6 +251,7 @@ class EarlyPruner:
         self._schedule: list[int] = []
         self._next_step = 0
         self._batches_seen_last_epoch: int | None = None
+        self._last_scores: dict[str, torch.Tensor] | None = None
 
     # -- the two calls of the training loop -----------------------------------------------------------------
     def step(self, inputs: Any = None, targets: Any = None, *, loss: Any = None) -> bool:
@@ -298,8 +310,8 @@ class EarlyPruner:
                     log.info("policy %r triggers: epoch %d will prune", self.policy, self.epoch + 1)
         else:
             if self.phase == "pruning":
-                while self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
-                    self._prune_step()
+                if self._next_step < self.steps:  # fewer batches than scheduled: finish at the epoch boundary
+                    self._finish_short_epoch()
                 self._finish_pruning()
             entry.update({"trigger": False, "trigger_reason": None, "policy_signal": None})
             entry.update(self.signals.empty())
@@ -350,7 +362,8 @@ class EarlyPruner:
         """Everything needed to continue the schedule identically (the model's shape is saved separately,
         with :func:`earlyprune.save`)."""
         return {"epoch": self.epoch, "batch": self.batch, "phase": self.phase, "prune_epoch": self.prune_epoch,
-                "next_step": self._next_step, "schedule": list(self._schedule),
+                "steps": self.steps, "next_step": self._next_step, "schedule": list(self._schedule),
+                "last_scores": self._last_scores,
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
                 "history": [dict(h) for h in self.history], "events": [dict(e) for e in self.events],
                 "policy": self.policy.state_dict(), "criterion": self.criterion.state_dict(),
@@ -362,7 +375,10 @@ class EarlyPruner:
             raise ValueError("not an EarlyPruner state dict (missing or unknown 'phase')")
         self.epoch, self.batch, self.phase = int(state["epoch"]), int(state["batch"]), state["phase"]
         self.prune_epoch = state["prune_epoch"]
+        if state.get("steps", self.steps) != self.steps:  # fitted into a short pruning epoch before the checkpoint
+            self._set_steps(int(state["steps"]))
         self._next_step, self._schedule = int(state["next_step"]), list(state["schedule"])
+        self._last_scores = state.get("last_scores")
         self._batches_seen_last_epoch = state["batches_seen_last_epoch"]
         self.history, self.events = list(state["history"]), list(state["events"])
         self.policy.load_state_dict(state["policy"])
@@ -416,8 +432,7 @@ class EarlyPruner:
                                           min_channels=self.min_channels, batch_size=self._batch_size)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
-            log.info("round_to='auto': %d (predicted layer seconds per candidate: %s)", self.round_to,
-                     ", ".join(f"{r}: {t * 1e3:.2f} ms" for r, t in self.round_to_choice.seconds.items()))
+            log.info("round_to='auto': %s", self.round_to_choice.describe())
         return self.round_to
 
     def _begin_pruning(self) -> None:
@@ -425,7 +440,14 @@ class EarlyPruner:
         if not n_batches:
             raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
                                "pass steps_per_epoch=len(train_loader)")
-        if n_batches < self.steps:
+        if self._rescores and self.steps > n_batches:
+            # learned only now (no steps_per_epoch): fit the steps into the epoch rather than fail after the dense
+            # phase — each step needs a batch of its own
+            log.warning("steps=%d but the pruning epoch has %d batch(es): criterion %r scores fresh batches before "
+                        "every step, so epoch %d prunes in %d steps (pass steps_per_epoch= to be told at "
+                        "construction)", self.steps, n_batches, self.criterion.name, self.epoch, n_batches)
+            self._set_steps(n_batches)
+        elif n_batches < self.steps:
             log.warning("steps=%d pruning steps in an epoch of %d batches: several steps run in one batch (pass "
                         "steps ≤ %d, or steps_per_epoch= to be told at construction)", self.steps, n_batches,
                         n_batches)
@@ -436,14 +458,46 @@ class EarlyPruner:
         self._next_step = 0
         self.criterion.reset()
 
-    def _prune_step(self) -> None:
+    def _set_steps(self, steps: int) -> None:
+        self.steps = steps
+        self._amounts = step_amounts(self.ratio, steps, self.policy.schedule)
+
+    def _finish_short_epoch(self) -> None:
+        """The pruning epoch ended before its last scheduled steps (it had fewer batches than scheduled). Criteria
+        that score from the weights take the remaining steps now; criteria that need fresh batches take one step
+        to the final target — on the batches since the last step, or, when the last step came with the last batch,
+        on that step's scores restricted to the channels it kept (with a warning)."""
+        if not self._rescores:
+            while self._next_step < self.steps:
+                self._prune_step()
+            return
+        self._next_step = self.steps - 1
+        if self.criterion.observations > 0 or self._last_scores is None:
+            self._prune_step()
+            return
+        log.warning("the pruning epoch had fewer batches than scheduled and its last batch was used by a pruning "
+                    "step: the final step reuses that step's %r scores (pass steps_per_epoch= matching the epoch)",
+                    self.criterion.name)
+        self._prune_step(self._last_scores)
+
+    def _prune_step(self, scores: dict[str, torch.Tensor] | None = None) -> None:
         with Stopwatch(device_of(self.model)) as clock:
-            scores = self._scores()
+            scores = self._scores() if scores is None else scores
             amount = self._amounts[self._next_step]
-            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                          round_to=self._resolve_round_to(scores))
+            round_to = self._resolve_round_to(scores)
+            try:
+                plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                              round_to=round_to)
+            except InfeasibleTargetError as exc:
+                if self.checks:  # checked reachable at construction: a failure here is not the user's
+                    raise
+                warnings.warn(f"{exc} — pruning as far as the constraints allow (checks=False skipped the "
+                              f"construction-time check)", stacklevel=3)
+                plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                              round_to=round_to, clip=True)
             removed = self.engine.apply(plan, self.optimizer)
             self.criterion.reset()
+            self._last_scores = _kept_scores(scores, removed)
         self._next_step += 1
         event = {"epoch": self.epoch, "batch": self.batch, "step": self._next_step, "amount": amount,
                  "removed": sum(len(v) for v in removed.values()), "seconds": clock.seconds,
@@ -455,6 +509,16 @@ class EarlyPruner:
     def __repr__(self) -> str:
         return (f"EarlyPruner(ratio={self.ratio}, target={self.target!r}, criterion={self.criterion!r}, "
                 f"policy={self.policy!r}, phase={self.phase!r}, epoch={self.epoch})")
+
+
+def _kept_scores(scores: dict[str, torch.Tensor], removed: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """``scores`` of the channels a step kept, in the numbering the model has after it."""
+    out = {}
+    for name, values in scores.items():
+        keep = torch.ones(len(values), dtype=torch.bool)
+        keep[list(removed.get(name, []))] = False
+        out[name] = values[keep]
+    return out
 
 
 def _json_float(value: float | None) -> float | None:

@@ -51,10 +51,12 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> Path:
-    """Store the state after ``epoch`` epochs (1-based count) and point ``checkpoint.json`` at it."""
+    """Store the state after ``epoch`` epochs (a count: ``checkpoint.json``'s ``epoch``) and point
+    ``checkpoint.json`` at it. The directory is named by the last epoch it holds, numbered from 0 as everywhere a
+    person reads epochs: ``checkpoints/after-epoch-0002`` after epochs 0, 1 and 2."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{epoch:04d}"
+    name = f"after-epoch-{epoch - 1:04d}"
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while writing
     tmp.mkdir()
@@ -71,7 +73,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
     write_json_atomic(run_dir / POINTER, {"format": FORMAT, "version": VERSION, "epoch": epoch,
                                           "path": f"checkpoints/{name}"})
     for old in root.iterdir():
-        if old.name != name and old.name.startswith("epoch-"):
+        if old.name != name and old.name.startswith(("after-epoch-", "epoch-")):  # "epoch-N": before issue 13
             shutil.rmtree(old, ignore_errors=True)
     return final
 

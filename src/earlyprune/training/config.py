@@ -31,7 +31,7 @@ PROGRESS = ("auto", "bar", "log", "none")
 #: fields that may differ when a run is resumed: they change where things are or how they are shown, not what
 #: is computed
 RUNTIME_FIELDS = frozenset({"name", "out_dir", "data_dir", "data_cache", "download", "progress", "threads",
-                            "stop_after"})
+                            "stop_after", "eval_every", "log"})
 
 
 WHOLE_1 = rule(Interval(Integral, 1, None))
@@ -75,7 +75,9 @@ class TrainConfig:
     image_size: int | None = field(default=None, metadata=_meta(
         "resize folder images to SIZE x SIZE (needed when their sizes differ)", "data", WHOLE_1))
     train_subset: int | None = field(default=None, metadata=_meta(
-        "train on a random subset of N images (quick profiles)", "data", WHOLE_1))
+        "train on a random subset of N images (quick profiles; folder datasets decode only those)", "data", WHOLE_1))
+    test_subset: int | None = field(default=None, metadata=_meta(
+        "evaluate on a random subset of N test images (folder datasets decode only those)", "data", WHOLE_1))
     augment: str = field(default="auto", metadata=_meta(
         "training augmentation: standard (pad-4 random crop + horizontal flip), none, or auto (standard for "
         "cifar and folder datasets)", "data", rule(Options(AUGMENTS))))
@@ -83,6 +85,9 @@ class TrainConfig:
     epochs: int = field(default=90, metadata=_meta("training epochs", "optimisation", WHOLE_1))
     batch_size: int = field(default=128, metadata=_meta("training batch size (per process under torchrun: the global batch is this × processes)", "optimisation", WHOLE_1))
     eval_batch_size: int = field(default=500, metadata=_meta("test batch size", "optimisation", WHOLE_1))
+    eval_every: int = field(default=1, metadata=_meta(
+        "evaluate on the test images every N epochs; the last epoch and the last dense one (before pruning) are "
+        "always evaluated", "optimisation", WHOLE_1))
     optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", rule(Options(OPTIMIZERS))))
     lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", POSITIVE))
     momentum: float = field(default=0.9, metadata=_meta("SGD momentum", "optimisation", NON_NEGATIVE))
@@ -134,6 +139,10 @@ class TrainConfig:
         rule(Options(PROGRESS))))
     stop_after: int | None = field(default=None, metadata=_meta(
         "stop after N epochs of this invocation (continue later with --resume)", "run", WHOLE_1))
+    log: list[str] = field(default_factory=list, metadata=_meta(
+        "also log to these trackers: tensorboard (pip install 'earlyprune[tensorboard]') or a logger registered in "
+        "earlyprune.training.loggers.LOGGERS; metrics.jsonl is always written", "run",
+        rule(Each(InstanceOf(str, "a logger name"), nonempty=False))))
 
     # ---------------------------------------------------------------------------------------------------------
     @classmethod
@@ -165,7 +174,7 @@ class TrainConfig:
         """A copy with every automatic value filled in (what actually runs)."""
         from ..policies import POLICIES
 
-        cfg = replace(self, model_args=dict(self.model_args), pruner_args=dict(self.pruner_args))
+        cfg = replace(self, model_args=dict(self.model_args), pruner_args=dict(self.pruner_args), log=list(self.log))
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = round(cfg.epochs * 8 / 90) if cfg.schedule == "pat" else 0
         if cfg.schedule == "step" and cfg.milestones is None:
@@ -179,6 +188,11 @@ class TrainConfig:
 def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:
     from ..criteria import CRITERIA
     from ..policies import POLICIES
+    from .loggers import LOGGERS
+
+    for name in cfg.log:
+        if name != "none":
+            LOGGERS.get(name)  # raises "unknown logger …; available: …"
 
     CRITERIA.get(cfg.criterion.partition(":")[0].strip())  # raises "unknown criterion …; available: …"
     if cfg.policy is not None:

@@ -17,6 +17,7 @@ continuing gives bit-identical weights and metrics.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
+from ..outcome import pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
@@ -47,7 +49,8 @@ from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
 from .parallel import DataParallel
 from .precision import Precision, resolve_device
-from .progress import Progress
+from .loggers import RunLogger, RunStart, build_loggers
+from .progress import Progress, epoch_label
 from .summary import build_summary, epoch_seconds
 
 
@@ -201,7 +204,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     """
     cfg, run_dir = _prepare_config(config, resume, overrides)
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
+    loggers: list[RunLogger] = []
     try:
+        loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
         run = _setup(cfg, run_dir, write, progress, parallel)
         state = _build(run)
@@ -211,9 +216,21 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             run.run_dir = broadcast_object(rundir.create_run_dir(cfg) if parallel.is_main else None)
             if parallel.is_main:
                 rundir.write_config(run.run_dir, cfg)
+        run.loggers = loggers
+        name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
+        for logger in loggers:
+            logger.start(RunStart(name, run.run_dir, rundir.jsonable(cfg.to_dict()), run.start_epoch,
+                                  {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
+                                   "data": run.data.describe()}))
         _loop(run)
-        return _finish(run)
+        result = _finish(run)
+        if result.summary["complete"]:
+            for logger in loggers:
+                logger.finish(result.summary)
+        return result
     finally:
+        for logger in loggers:
+            logger.close()
         parallel.close()
 
 
@@ -242,6 +259,7 @@ class _Run:
     pruner: EarlyPruner = None  # type: ignore[assignment]
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    loggers: list[RunLogger] = field(default_factory=list)
 
     @property
     def writing(self) -> bool:
@@ -269,9 +287,8 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
 
     data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                                  cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
+                                                 train_subset=cfg.train_subset, test_subset=cfg.test_subset,
                                                  log=progress.log))
-    if cfg.train_subset is not None:
-        data = data.subset(cfg.train_subset, seed=cfg.seed)
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
     test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
@@ -334,8 +351,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
                          f"has; the run directory is damaged")
     if run.parallel.is_main:
         rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
-    run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
-                     if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
+    run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
+                     f"(phase {run.pruner.phase})" if start < epochs
+                     else f"{run_dir} is already complete ({epochs} epochs)")
 
 
 def _loop(run: _Run) -> None:
@@ -350,6 +368,10 @@ def _loop(run: _Run) -> None:
     for epoch in range(run.start_epoch, end_epoch):
         row = _epoch(run, epoch)
         run.rows.append(row)
+        for logger in run.loggers:
+            for event in row["events"]:
+                logger.log_event(event)
+            logger.log_epoch(row)
         if run.writing:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
@@ -368,13 +390,24 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
                 else "no checkpoint was written")
         raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
-    with Stopwatch(run.device) as clock:
-        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision, run.parallel)
-    row["eval_seconds"] = clock.seconds
+    row["test_loss"] = row["test_accuracy"] = None
+    row["eval_seconds"] = 0.0
+    if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
+        with Stopwatch(run.device) as clock:
+            row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision,
+                                                              run.parallel)
+        row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
     return row
+
+
+def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
+    """Whether ``epoch`` is evaluated: every ``--eval-every`` epochs (epochs N−1, 2N−1, …), the last epoch, and the
+    last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
+    return ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
+            or bool((row.get("pruner") or {}).get("trigger")))
 
 
 def _finish(run: _Run) -> RunResult:
@@ -382,7 +415,8 @@ def _finish(run: _Run) -> RunResult:
     cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
     summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None)
+                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
+                            outcome=pruning_outcome(pruner, cfg.epochs))
     summary["round_to"] = pruner.round_to_record
     summary["world_size"] = run.parallel.world_size
     summary["global_batch_size"] = run.train_loader.global_batch_size
@@ -395,8 +429,8 @@ def _finish(run: _Run) -> RunResult:
             summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
-                             f"`earlyprune train --resume {run_dir}`")
+            run.progress.log(f"stopped after {len(rows)} of {cfg.epochs} epochs (the last: epoch {len(rows) - 1}); "
+                             f"continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
         raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
                            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
@@ -463,15 +497,24 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
-            "nonfinite_batches": nonfinite,
+            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
+            "nonfinite_batches": nonfinite, "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (other jobs slow a shared machine's timings; reports say so)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     pruned = f"  pruned {len(row['events'])} steps" if row["events"] else ""
-    return (f"epoch {row['epoch'] + 1:3d}/{epochs} {row['phase']:<7} loss {row['train_loss']:.3f} "
-            f"train acc {row['train_accuracy']:6.2%} test acc {row['test_accuracy']:6.2%} "
+    test = "   n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:6.2%}"
+    return (f"{epoch_label(row['epoch'], epochs)} {row['phase']:<7} loss {row['train_loss']:.3f} "
+            f"train acc {row['train_accuracy']:6.2%} test acc {test} "
             f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
             f"{pruned}")
 
