@@ -27,7 +27,8 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
-from .validation import MODEL, InstanceOf, Rule, checked, rule
+from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
+                         shown)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +140,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
-    RULES: dict[str, Rule] = {"model": MODEL,
+    RULES: dict[str, Rule] = {"model": MODEL, "example_inputs": EXAMPLE_INPUTS, "ignored_layers": IGNORED_LAYERS,
                               "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None)}
 
     @checked(RULES)
@@ -149,10 +150,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
-            if not isinstance(layer, nn.Module) or layer not in known:
-                raise ValueError(
-                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
-                )
+            if layer not in known:
+                raise InvalidParameterError(
+                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {shown(layer)}, "
+                    f"which is not part of it")
         self._head_dims = _head_dims(num_heads or {}, known)
         self.model = model
         self.example_inputs = example_inputs
@@ -161,7 +162,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
             self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise ValueError(
+            raise InvalidParameterError(
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import math
 from pathlib import Path
 from numbers import Integral, Real
@@ -23,15 +24,18 @@ from .criteria import Criterion
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
 from .distributed import average_scores, broadcast_object, check_unwrapped
 from .engine import PruningEngine
+from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
 from .metrics import ModelStats, measure
+from .optimizer_state import check_covers
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import select, step_amounts
+from .prunability import check_prunable
+from .selection import check_reachable, select, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, Each, InstanceOf, Interval,
-                         Rule, check_args, rule)
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_,
+                         Each, InstanceOf, Interval, InvalidParameterError, Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -86,11 +90,23 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        checks: check at construction that the target is reachable under ``min_channels`` / ``round_to``
+            (:func:`~earlyprune.selection.check_reachable`) and that every group can be narrowed without breaking
+            the model (:func:`~earlyprune.prunability.check_prunable`, on a copy of the model: it costs about as
+            much as building the groups again). False skips both — e.g. for a model restored from a checkpoint
+            whose pruner state is loaded next.
+
+    Raises:
+        InvalidParameterError: an argument breaks its rule (:attr:`RULES`), or the optimizer does not hold
+            the model's trainable parameters, or ``steps`` exceeds ``steps_per_epoch``.
+        InfeasibleTargetError: ``min_channels`` / ``round_to`` make ``ratio`` unreachable.
+        UnprunableGroupsError: narrowing some group breaks the model's forward.
     """
 
     #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
+        "example_inputs": EXAMPLE_INPUTS,
         "ratio": RATIO,
         "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"),
                           Each(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer")), None),
@@ -105,6 +121,8 @@ class EarlyPruner:
         "record_signals": BOOLEAN,
         "compute_aware": COMPUTE_AWARE,
         "latency_aware": LATENCY_AWARE,
+        "ignored_layers": IGNORED_LAYERS,
+        "checks": BOOLEAN,
     }
 
     def __init__(self, model: nn.Module, example_inputs: Any, ratio: float, *,
@@ -116,11 +134,12 @@ class EarlyPruner:
                  num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
-                 compute_aware: float | None = None, latency_aware: bool = False) -> None:
-        self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
-                              steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
-                              loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware, num_heads=num_heads, head_ratio=head_ratio)
+                 compute_aware: float | None = None, latency_aware: bool = False, checks: bool = True) -> None:
+        self._check_arguments(model=model, example_inputs=example_inputs, ratio=ratio, optimizer=optimizer,
+                              target=target, steps=steps, steps_per_epoch=steps_per_epoch, min_channels=min_channels,
+                              round_to=round_to, loss_fn=loss_fn, record_signals=record_signals,
+                              compute_aware=compute_aware, latency_aware=latency_aware, num_heads=num_heads,
+                              head_ratio=head_ratio, ignored_layers=ignored_layers, checks=checks)
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -135,6 +154,7 @@ class EarlyPruner:
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.record_signals = record_signals
+        self.checks = checks
         self._build_method(criterion, policy, compute_aware, latency_aware)
         self._check_method()
         self._build_model_parts(ignored_layers, num_heads, head_ratio)
@@ -150,6 +170,8 @@ class EarlyPruner:
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
+        if arguments["optimizer"] is not None:
+            check_covers(arguments["model"], arguments["optimizer"])
 
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
                       latency_aware: bool) -> None:
@@ -172,13 +194,13 @@ class EarlyPruner:
             raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but steps="
                              f"{self.steps}: criterion {crit.name!r} rescores on fresh batches before every step, "
                              f"so steps must be ≤ {policy.pruning_batches}")
-        if (policy.pruning_batches is None and self.steps_per_epoch is not None
-                and self.steps > self.steps_per_epoch and self._rescores):
-            raise ValueError(f"steps={self.steps} but an epoch has {self.steps_per_epoch} batch(es) "
-                             f"(steps_per_epoch): criterion {crit.name!r} scores fresh batches before every pruning "
-                             f"step, so the pruning epoch can hold at most {self.steps_per_epoch} steps — pass "
-                             f"steps={self.steps_per_epoch} or fewer (--steps with earlyprune train), or use more "
-                             f"batches per epoch")
+        if policy.pruning_batches is None and self.steps_per_epoch is not None and self.steps > self.steps_per_epoch:
+            n = self.steps_per_epoch
+            why = (f"criterion {crit.name!r} scores fresh batches before every pruning step" if self._rescores
+                   else "the pruning epoch prunes at most once per batch")
+            raise InvalidParameterError(
+                f"steps={self.steps} but an epoch has {n} batch(es) (steps_per_epoch={n}): {why}, so the pruning "
+                f"epoch can hold at most {n} steps — pass steps={n} or fewer, or use more batches per epoch")
 
     @property
     def _rescores(self) -> bool:
@@ -197,6 +219,11 @@ class EarlyPruner:
         if head_ratio is not None:
             self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
         self.policy.validate(self.groups, self.criterion)
+        if self.checks:  # before the criterion's hooks: the prunability check copies the model
+            fixed = self.round_to if isinstance(self.round_to, int) else 1  # "auto" skips multiples that cannot reach
+            check_reachable(self.groups, self.ratio, target=self.target, min_channels=self.min_channels,
+                            round_to=fixed)
+            check_prunable(self.groups, min_channels=self.min_channels, round_to=fixed)
         self.engine = PruningEngine(self.groups)
         self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
         self.criterion.attach(self.groups)
@@ -218,6 +245,8 @@ class EarlyPruner:
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        #: batches left out of the scores for NaN / infinite loss or scores (see :meth:`step`)
+        self.skipped_batches = 0
         self._amounts = step_amounts(self.ratio, self.steps, self.policy.schedule)
         self._schedule: list[int] = []
         self._next_step = 0
@@ -225,12 +254,14 @@ class EarlyPruner:
         self._last_scores: dict[str, torch.Tensor] | None = None
 
     # -- the two calls of the training loop -----------------------------------------------------------------
-    def step(self, inputs: Any = None, targets: Any = None) -> bool:
+    def step(self, inputs: Any = None, targets: Any = None, *, loss: Any = None) -> bool:
         """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
 
         Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
-        ``pruner.step(inputs, targets)``. Returns True when this call removed channels (rebuild a DDP wrapper
-        or a compiled model then).
+        ``pruner.step(inputs, targets)``. ``loss`` (optional) is the batch's training loss: a batch whose loss or
+        scores are NaN or infinite is left out of the scores, and a warning names it when the scores are next
+        used (no host sync per batch). Returns True when this call removed channels (rebuild a DDP wrapper or a
+        compiled model then).
         """
         if inputs is not None and self._batch_size is None:
             self._batch_size = batch_size_of(inputs)
@@ -241,12 +272,13 @@ class EarlyPruner:
                 raise ValueError(f"criterion {self.criterion.name!r} needs the batch: call pruner.step(inputs, "
                                  f"targets)")
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
+        label = (self.epoch, self.batch)
         self.batch += 1
         if self.phase == "dense":
             if self._accumulate:
-                self.criterion.observe(self.groups, batch)
+                self.criterion.observe(self.groups, batch, loss=loss, label=label)
         elif self.phase == "pruning":
-            self.criterion.observe(self.groups, batch)
+            self.criterion.observe(self.groups, batch, loss=loss, label=label)
             while self._next_step < self.steps and self.batch >= self._schedule[self._next_step]:
                 self._prune_step()
             if self._next_step == self.steps:
@@ -265,6 +297,7 @@ class EarlyPruner:
                                  bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
                                  signals=signals.record)
             decision = self.policy.decide(report)
+            self._report_skipped()
             self.criterion.reset()
             entry["trigger"] = decision.trigger
             entry["trigger_reason"] = decision.reason
@@ -378,7 +411,20 @@ class EarlyPruner:
 
     def _scores(self) -> dict[str, torch.Tensor]:
         """The criterion's scores, averaged over the ranks under torch.distributed (identical decisions)."""
+        self._report_skipped()
         return average_scores(self.criterion.scores(self.groups))
+
+    def _report_skipped(self) -> None:
+        """Say which batches the criterion left out for NaN / infinite values since the scores were last read."""
+        skipped = self.criterion.skipped()
+        if not skipped:
+            return
+        self.skipped_batches += len(skipped)
+        shown = ", ".join(f"{b}" for _, b in skipped[:8]) + (" …" if len(skipped) > 8 else "")
+        log.warning("%d batch(es) left out of the %s scores because their loss or scores were NaN or infinite "
+                    "(epoch %d, batch %s): the learning rate is the usual cause (too high, the loss diverges), or "
+                    "fp16/bf16 overflow; the scores average the other batches", len(skipped), self.criterion.name,
+                    skipped[0][0], shown)
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
@@ -401,6 +447,10 @@ class EarlyPruner:
                         "every step, so epoch %d prunes in %d steps (pass steps_per_epoch= to be told at "
                         "construction)", self.steps, n_batches, self.criterion.name, self.epoch, n_batches)
             self._set_steps(n_batches)
+        elif n_batches < self.steps:
+            log.warning("steps=%d pruning steps in an epoch of %d batches: several steps run in one batch (pass "
+                        "steps ≤ %d, or steps_per_epoch= to be told at construction)", self.steps, n_batches,
+                        n_batches)
         self.phase = "pruning"
         self.prune_epoch = self.epoch
         self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs
@@ -434,8 +484,17 @@ class EarlyPruner:
         with Stopwatch(device_of(self.model)) as clock:
             scores = self._scores() if scores is None else scores
             amount = self._amounts[self._next_step]
-            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                          round_to=self._resolve_round_to(scores))
+            round_to = self._resolve_round_to(scores)
+            try:
+                plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                              round_to=round_to)
+            except InfeasibleTargetError as exc:
+                if self.checks:  # checked reachable at construction: a failure here is not the user's
+                    raise
+                warnings.warn(f"{exc} — pruning as far as the constraints allow (checks=False skipped the "
+                              f"construction-time check)", stacklevel=3)
+                plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                              round_to=round_to, clip=True)
             removed = self.engine.apply(plan, self.optimizer)
             self.criterion.reset()
             self._last_scores = _kept_scores(scores, removed)
