@@ -23,21 +23,38 @@ def _train(tmp_path, name, *extra):
 
 
 def test_a_policy_that_fires_after_the_last_epoch_is_reported_as_not_pruned(tmp_path, capsys):
-    summary = _train(tmp_path, "late", "--epochs", "2", "--policy", "epoch:2")
+    # EPI fires at the end of the last epoch (the case; a fixed epoch that late is refused at start-up)
+    summary = _train(tmp_path, "late", "--epochs", "2", "--policy", "epi:cap=30")
     assert summary["pruned"] is False and summary["prune_epoch"] is None
     outcome = summary["pruning"]
     assert outcome["code"] == "triggered_too_late" and outcome["triggered_after_epoch"] == 1
-    assert "the last one" in outcome["reason"] and "epoch:K with K ≤ 1" in outcome["reason"]
+    assert "the last one" in outcome["reason"] and "epi:cap=1" in outcome["reason"]
     capsys.readouterr()
     assert main(["info", str(tmp_path / "late")]) == 0
     info = capsys.readouterr().out
-    assert "not pruned: policy FixedEpoch(2) triggered at the end of epoch 1" in info
+    assert "not pruned: policy EPI(tau=auto, r=5, cap=30) triggered at the end of epoch 1" in info
     assert "pruned during" not in info
+    # the same outcome from the library, for a fixed epoch that a loop never reaches
+    model = ResidualNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    pruner = ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, policy="epoch:2", optimizer=opt, steps=2)
+    _loop(pruner, model, opt, 2)
+    outcome = pruning_outcome(pruner, epochs=2)
+    assert outcome.code == "triggered_too_late" and "epoch:K with K ≤ 1" in outcome.reason
 
 
 def test_a_fixed_epoch_after_the_run_and_a_pruned_run(tmp_path):
-    summary = _train(tmp_path, "never-reached", "--epochs", "2", "--policy", "epoch:5")
-    assert summary["pruning"]["code"] == "not_triggered" and "Train at least 6 epochs" in summary["pruning"]["reason"]
+    # a fixed epoch after the run is refused before training (nothing would be pruned) ...
+    assert main(["train", *FAST, "--out-dir", str(tmp_path), "--name", "never", "--epochs", "2", "--policy",
+                 "epoch:5"]) == 2
+    assert not (tmp_path / "never" / "metrics.jsonl").exists()
+    # ... and a loop that stops before it is told why
+    model = ResidualNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    pruner = ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, policy="epoch:5", optimizer=opt, steps=2)
+    _loop(pruner, model, opt, 2)
+    outcome = pruning_outcome(pruner, epochs=2)
+    assert outcome.code == "not_triggered" and "Train at least 6 epochs" in outcome.reason
     summary = _train(tmp_path, "ok", "--epochs", "2", "--policy", "epoch:1")
     if importlib.util.find_spec("matplotlib") is not None:  # `earlyprune train` ends with the run's picture
         assert (tmp_path / "ok" / "run.png").read_bytes()[:4] == b"\x89PNG"
@@ -81,9 +98,12 @@ def test_steps_that_may_remove_nothing_are_called_blocked():
     model = ResidualNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     widest = max(ep.ChannelGroups(model, torch.randn(2, 3, 8, 8)).widths())
-    with pytest.warns(UserWarning, match="cannot remove"):
+    with pytest.raises(ep.InfeasibleTargetError, match=f"min_channels={widest}"):  # refused at construction
+        ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, policy="epoch:1", optimizer=opt, steps=2,
+                       min_channels=widest)
+    with pytest.warns(UserWarning, match="cannot remove"):  # without the check, the steps run and remove nothing
         pruner = ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, policy="epoch:1", optimizer=opt, steps=2,
-                                min_channels=widest)
+                                min_channels=widest, checks=False)
         _loop(pruner, model, opt, 3)
     outcome = pruning_outcome(pruner, epochs=3)
     assert not outcome.pruned and outcome.code == "blocked" and outcome.steps == 2

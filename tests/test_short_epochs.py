@@ -37,8 +37,9 @@ def test_too_many_steps_for_the_epoch_is_refused_at_construction():
     with pytest.raises(ValueError, match=r"steps=8 but an epoch has 2 batch\(es\).*'taylor'.*pass steps=2"):
         build(policy="epoch:1", steps=8, steps_per_epoch=2)
     build(policy="epoch:1", steps=2, steps_per_epoch=2)  # fits
-    model = ResidualNet()  # criteria that score from the weights need no batch per step: any steps are fine
-    ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, optimizer=None, steps=8, steps_per_epoch=2)
+    model = ResidualNet()  # criteria that score from the weights: at most one step per batch too
+    with pytest.raises(ValueError, match=r"steps=8 but an epoch has 2 batch\(es\).*at most once per batch"):
+        ep.EarlyPruner(model, torch.randn(2, 3, 8, 8), 0.5, optimizer=None, steps=8, steps_per_epoch=2)
 
 
 def test_learned_epoch_length_fits_the_steps_instead_of_failing_after_the_dense_phase(caplog):
@@ -67,14 +68,13 @@ def test_a_pruning_epoch_shorter_than_declared_still_reaches_the_target(caplog):
     assert pruner.groups.totals()["channels"] <= 0.5 * channels + 1e-9
 
 
-def test_the_cli_says_so_before_training(tmp_path, capsys):
+def test_the_cli_fits_the_steps_into_a_short_epoch_and_says_so(tmp_path, capsys):
     argv = ["train", "--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:64", "--batch-size",
             "32", "--criterion", "taylor", "--epochs", "3", "--policy", "epoch:1", "--out-dir", str(tmp_path),
             "--name", "t", "--progress", "none", "--round-to", "1"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "steps=8 but an epoch has 2 batch(es)" in err and "--steps with earlyprune train" in err
-    assert not (tmp_path / "t" / "metrics.jsonl").exists()  # nothing was trained
-    assert main(argv + ["--steps", "2"]) == 0
+    # the trainer knows the epoch's length: it fits the default --steps 8 into the 2 batches and says so
+    assert main([a if a != "none" else "log" for a in argv]) == 0
+    out = capsys.readouterr()
+    assert "--steps 8 is more than the 2 batches of an epoch" in out.out + out.err
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["pruned"] and summary["pruning"]["steps"] == 2

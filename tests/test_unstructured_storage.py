@@ -10,6 +10,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import earlyprune
+from earlyprune import sealed
+from earlyprune.errors import DamagedFileError
 from earlyprune.io import StructureMismatchError
 from earlyprune.unstructured import MaskedWeights, csr_bytes, dense_bytes, reference_disk_size, select_weights
 from earlyprune.unstructured import sparse_io
@@ -124,5 +126,8 @@ def test_damaged_sparse_file_is_refused(tmp_path):
     name = next(k for k in tensors if k.endswith(".csr_values") or k.endswith(".bitmask_values"))
     tensors[name] = tensors[name][:-1].clone()
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(DamagedFileError):                      # the checksum no longer matches
+        earlyprune.load(tmp_path / "bad.safetensors", ResidualNet())
+    sealed.seal(tmp_path / "bad.safetensors")                  # re-sealed: the sparse components themselves disagree
     with pytest.raises(StructureMismatchError, match="cannot be decoded"):
         earlyprune.load(tmp_path / "bad.safetensors", ResidualNet())

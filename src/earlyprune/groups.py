@@ -28,7 +28,8 @@ from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
 from .unstructured.masks import masks_lifted
-from .validation import MODEL, InstanceOf, Rule, checked, rule
+from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
+                         shown)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,7 +143,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
     reads parametrized weights wrongly (no channel can be removed from it anyway; see the engine).
     """
 
-    RULES: dict[str, Rule] = {"model": MODEL,
+    RULES: dict[str, Rule] = {"model": MODEL, "example_inputs": EXAMPLE_INPUTS, "ignored_layers": IGNORED_LAYERS,
                               "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None)}
 
     @checked(RULES)
@@ -157,10 +158,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
-            if not isinstance(layer, nn.Module) or layer not in known:
-                raise ValueError(
-                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
-                )
+            if layer not in known:
+                raise InvalidParameterError(
+                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {shown(layer)}, "
+                    f"which is not part of it")
         self._head_dims = _head_dims(num_heads or {}, known)
         self.model = model
         self.example_inputs = example_inputs
@@ -169,7 +170,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
             self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise ValueError(
+            raise InvalidParameterError(
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc

@@ -9,16 +9,18 @@ Granularity ``"both"`` runs a :class:`ChannelLevel` and then a :class:`WeightLev
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import torch
 
 from .engine import PruningEngine
+from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
 from .selection import select
 from .unstructured.masks import MaskedWeights
 from .unstructured.selection import rank_weights, select_weights, subnetwork_counts
-from .validation import GRANULARITIES, GRANULARITY  # noqa: F401  (re-exported)
+from .validation import GRANULARITIES, GRANULARITY, InvalidParameterError  # noqa: F401  (re-exported)
 #: at most this many weight scores enter the rank correlations recorded per epoch (a fixed, seeded sample)
 RANK_SAMPLE = 65_536
 
@@ -28,11 +30,11 @@ def check_granularity(granularity: str, weight_ratio: float | None, weight_crite
     """What each granularity accepts: the channel options mean nothing to masks, ``weight_ratio`` belongs to
     ``"both"`` only."""
     if granularity == "both" and weight_ratio is None:
-        raise ValueError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
+        raise InvalidParameterError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
                          "are removed), e.g. weight_ratio=0.95")
     if granularity != "both" and (weight_ratio is not None or weight_criterion is not None):
         note = "; at weights, ratio is the weight sparsity" if granularity == "weights" else ""
-        raise ValueError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
+        raise InvalidParameterError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
                          f"{granularity!r}{note})")
     if granularity != "weights":
         return
@@ -40,7 +42,7 @@ def check_granularity(granularity: str, weight_ratio: float | None, weight_crite
                 "latency_aware": False, "num_heads": None, "head_ratio": None}
     wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
     if wrong:
-        raise ValueError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
+        raise InvalidParameterError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
                          f"is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
 
 
@@ -49,10 +51,15 @@ class ChannelLevel:
 
     name = "channels"
 
-    def __init__(self, groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1) -> None:
+    def __init__(self, groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1,
+                 clip: bool = False) -> None:
         self.groups = groups
         self.engine = PruningEngine(groups)
         self.target, self.min_channels = target, min_channels
+        #: an unreachable amount prunes as far as the constraints allow (with a warning) instead of failing — for a
+        #: pruner whose construction-time reachability check was skipped (``checks=False``)
+        self.clip = clip
+        self.removed: dict[str, list[int]] = {}
 
     @property
     def units(self) -> ChannelGroups:
@@ -61,8 +68,16 @@ class ChannelLevel:
     def prune(self, scores: Mapping[str, torch.Tensor], amount: float, optimizer: Any = None,
               round_to: int = 1) -> int:
         """Remove channels until ``amount`` of the original ``target`` is gone; returns how many were removed."""
-        plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                      round_to=round_to)
+        try:
+            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                          round_to=round_to)
+        except InfeasibleTargetError as exc:
+            if not self.clip:  # checked reachable at construction: a failure here is not the user's
+                raise
+            warnings.warn(f"{exc} — pruning as far as the constraints allow (checks=False skipped the "
+                          f"construction-time check)", stacklevel=4)
+            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
+                          round_to=round_to, clip=True)
         self.removed = self.engine.apply(plan, optimizer)
         return sum(len(v) for v in self.removed.values())
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
-from .validation import MODEL, InstanceOf, Rule, checked, rule
 from .unstructured.masks import mask_of, plain_name
+from .validation import EXAMPLE_INPUTS, MODEL, InstanceOf, Rule, checked, rule
 
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -149,6 +149,7 @@ class ModelStats:
 #: the arguments' rules of :func:`measure`
 MEASURE_RULES: dict[str, Rule] = {
     "model": MODEL,
+    "example_inputs": EXAMPLE_INPUTS,
     "baseline": rule(InstanceOf(ModelStats, "the ModelStats that measure() returned for the original model"), None),
 }
 

@@ -21,12 +21,13 @@ from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import SCHEDULES, select, step_amounts
 from .levels import GRANULARITY, WeightLevel, check_granularity
+from .optimizer_state import check_covers
+from .selection import SCHEDULES, check_reachable, select, step_amounts
 from .unstructured.criteria import resolve_criterion
 from .unstructured.masks import MaskedWeights
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean, Callable_, InstanceOf, Interval,
-                         Options, Rule, checked, rule)
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean,
+                         Callable_, InstanceOf, Interval, Options, Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class PruneResult:
 #: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
 PRUNE_RULES: dict[str, Rule] = {
     "model": MODEL,
+    "example_inputs": EXAMPLE_INPUTS,
     "ratio": RATIO,
     "target": TARGET,
     "steps": STEPS,
@@ -62,6 +64,7 @@ PRUNE_RULES: dict[str, Rule] = {
     "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
     "rescale": BOOLEAN,
     "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
+    "ignored_layers": IGNORED_LAYERS,
     "granularity": GRANULARITY,
     "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
     "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
@@ -119,6 +122,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             until ``weight_ratio`` of the dense model's are gone. ``rescale`` / ``reinit`` apply to channels only.
     """
     check_unwrapped(model)
+    if optimizer is not None:
+        check_covers(model, optimizer)
     check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
                       min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
     if granularity == "weights":
@@ -142,6 +147,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     batch_list = _batches(batches, loss_fn, crit)
     choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+    check_reachable(groups, ratio, target=target, min_channels=min_channels,
+                    round_to=rounding if isinstance(rounding, int) else 1)
     before = measure(model, example_inputs)
     fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
     engine = PruningEngine(groups)

@@ -27,15 +27,17 @@ from .distributed import average_scores, broadcast_object, check_unwrapped
 from .groups import ChannelGroups
 from .levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
 from .metrics import ModelStats, measure
+from .optimizer_state import check_covers
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import SCHEDULES, step_amounts
+from .prunability import check_prunable
+from .selection import SCHEDULES, check_reachable, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
 from .unstructured.criteria import resolve_criterion
-from .unstructured.masks import MaskedWeights
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, Each, InstanceOf, Interval,
-                         Options, Rule, check_args, rule)
+from .unstructured.masks import MaskedWeights, masked_counts
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_,
+                         Each, InstanceOf, Interval, InvalidParameterError, Options, Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -91,6 +93,11 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        checks: check at construction that the target is reachable under ``min_channels`` / ``round_to``
+            (:func:`~earlyprune.selection.check_reachable`) and that every group can be narrowed without breaking
+            the model (:func:`~earlyprune.prunability.check_prunable`, on a copy of the model: it costs about as
+            much as building the groups again). False skips both — e.g. for a model restored from a checkpoint
+            whose pruner state is loaded next.
         granularity: ``"channels"`` (removed: a smaller, faster model), ``"weights"`` (masked: ``ratio`` is the
             weight sparsity over the prunable weights, :mod:`earlyprune.unstructured`; a plain criterion name
             takes its weight form, ``"crop"`` → ``"crop-u"``; ``target``, ``round_to``, ``min_channels``,
@@ -103,11 +110,18 @@ class EarlyPruner:
         schedule: the cumulative step fractions — ``"exponential"`` (PaT Algorithm 1) or ``"halving"`` (EarlyCroP
             Algorithm 1 / CroPit: ``ρ − (ρ − 0.5)·0.5^i``); None: the policy's (``before`` halves, others
             exponential).
+
+    Raises:
+        InvalidParameterError: an argument breaks its rule (:attr:`RULES`), or the optimizer does not hold
+            the model's trainable parameters, or ``steps`` exceeds ``steps_per_epoch``.
+        InfeasibleTargetError: ``min_channels`` / ``round_to`` make ``ratio`` unreachable.
+        UnprunableGroupsError: narrowing some group breaks the model's forward.
     """
 
     #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
+        "example_inputs": EXAMPLE_INPUTS,
         "ratio": RATIO,
         "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"),
                           Each(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer")), None),
@@ -122,6 +136,8 @@ class EarlyPruner:
         "record_signals": BOOLEAN,
         "compute_aware": COMPUTE_AWARE,
         "latency_aware": LATENCY_AWARE,
+        "ignored_layers": IGNORED_LAYERS,
+        "checks": BOOLEAN,
         "granularity": GRANULARITY,
         "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
         "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
@@ -137,14 +153,15 @@ class EarlyPruner:
                  num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
-                 compute_aware: float | None = None, latency_aware: bool = False,
+                 compute_aware: float | None = None, latency_aware: bool = False, checks: bool = True,
                  granularity: str = "channels", weight_ratio: float | None = None,
                  weight_criterion: str | Criterion | None = None, min_weights: int = 1,
                  schedule: str | None = None) -> None:
-        self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
-                              steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
-                              loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware, num_heads=num_heads, head_ratio=head_ratio,
+        self._check_arguments(model=model, example_inputs=example_inputs, ratio=ratio, optimizer=optimizer,
+                              target=target, steps=steps, steps_per_epoch=steps_per_epoch, min_channels=min_channels,
+                              round_to=round_to, loss_fn=loss_fn, record_signals=record_signals,
+                              compute_aware=compute_aware, latency_aware=latency_aware, num_heads=num_heads,
+                              head_ratio=head_ratio, ignored_layers=ignored_layers, checks=checks,
                               granularity=granularity, weight_ratio=weight_ratio, min_weights=min_weights,
                               schedule=schedule)
         check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
@@ -167,6 +184,7 @@ class EarlyPruner:
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.record_signals = record_signals
+        self.checks = checks
         self.ignored_layers = list(ignored_layers or [])
         self._build_method(criterion, policy, compute_aware, latency_aware, weight_criterion)
         self._check_method()
@@ -183,6 +201,8 @@ class EarlyPruner:
                             "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
+        if arguments["optimizer"] is not None:
+            check_covers(arguments["model"], arguments["optimizer"])
 
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
                       latency_aware: bool, weight_criterion: str | Criterion | None) -> None:
@@ -197,8 +217,8 @@ class EarlyPruner:
         self._criteria = [self.criterion]
         if self.granularity == "both":
             if weight_criterion is None and not isinstance(criterion, str):
-                raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well (the "
-                                 "weight-level criterion, e.g. 'crop-u')")
+                raise InvalidParameterError("granularity='both' with a Criterion instance: pass weight_criterion= as "
+                                            "well (the weight-level criterion, e.g. 'crop-u')")
             self._criteria.append(resolve_criterion(weight_criterion if weight_criterion is not None else criterion,
                                                     "weights"))
         self.policy: Policy = POLICIES.build(policy)
@@ -220,14 +240,15 @@ class EarlyPruner:
             raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but takes {total} "
                              f"steps{levels}: criterion {rescoring[0]!r} rescores on fresh batches before every step, "
                              f"so steps{levels} must be ≤ {policy.pruning_batches}")
-        if (policy.pruning_batches is None and self.steps_per_epoch is not None
-                and total > self.steps_per_epoch and rescoring):
-            most = max(1, self.steps_per_epoch // len(self._criteria))
-            raise ValueError(f"steps={self.steps}{levels} but an epoch has {self.steps_per_epoch} batch(es) "
-                             f"(steps_per_epoch): criterion {rescoring[0]!r} scores fresh batches before every "
-                             f"pruning step, so the pruning epoch can hold at most {self.steps_per_epoch} steps — "
-                             f"pass steps={most} or fewer (--steps with earlyprune train), or use more batches per "
-                             f"epoch")
+        if policy.pruning_batches is None and self.steps_per_epoch is not None and total > self.steps_per_epoch:
+            n = self.steps_per_epoch
+            why = (f"criterion {rescoring[0]!r} scores fresh batches before every pruning step" if rescoring
+                   else "the pruning epoch prunes at most once per batch")
+            most = max(1, n // len(self._criteria))
+            raise InvalidParameterError(
+                f"steps={self.steps}{levels} but an epoch has {n} batch(es) (steps_per_epoch={n}): {why}, so the "
+                f"pruning epoch can hold at most {n} steps — pass steps={most} or fewer, or use more batches per "
+                f"epoch")
 
     @property
     def _rescores(self) -> bool:
@@ -253,7 +274,15 @@ class EarlyPruner:
                 raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
             if head_ratio is not None:
                 self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
-            first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels)
+            # before the criterion's hooks: the prunability check copies the model; a model with weight masks is
+            # past its channel steps ("both", resumed): nothing is left to check
+            if self.checks and not masked_counts(self.model):
+                fixed = self.round_to if isinstance(self.round_to, int) else 1  # "auto" skips what cannot reach
+                check_reachable(self.groups, self.ratio, target=self.target, min_channels=self.min_channels,
+                                round_to=fixed)
+                check_prunable(self.groups, min_channels=self.min_channels, round_to=fixed)
+            first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels,
+                                 clip=not self.checks)
             self.engine = first.engine
         #: the prunable weights of the dense model, which ``weight_ratio`` refers to (granularity "both")
         self.weight_baseline: int | None = (MaskedWeights(self.model, ignored_layers=ignored_layers).baseline
@@ -281,6 +310,8 @@ class EarlyPruner:
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        #: batches left out of the scores for NaN / infinite loss or scores (see :meth:`step`)
+        self.skipped_batches = 0
         self.schedule_name = schedule or self.policy.schedule
         self._set_steps(self.steps)
         self._schedule: list[int] = []
@@ -289,12 +320,14 @@ class EarlyPruner:
         self._last_scores: dict[str, torch.Tensor] | None = None
 
     # -- the two calls of the training loop -----------------------------------------------------------------
-    def step(self, inputs: Any = None, targets: Any = None) -> bool:
+    def step(self, inputs: Any = None, targets: Any = None, *, loss: Any = None) -> bool:
         """Call once per training batch, after ``optimizer.step()`` (gradients still in place).
 
         Criteria that score batches with passes of their own (``criterion.needs_batches``) need the batch:
-        ``pruner.step(inputs, targets)``. Returns True when this call removed channels or masked weights
-        (rebuild a DDP wrapper or a compiled model then).
+        ``pruner.step(inputs, targets)``. ``loss`` (optional) is the batch's training loss: a batch whose loss or
+        scores are NaN or infinite is left out of the scores, and a warning names it when the scores are next
+        used (no host sync per batch). Returns True when this call removed channels or masked weights (rebuild a
+        DDP wrapper or a compiled model then).
         """
         if inputs is not None and self._batch_size is None:
             self._batch_size = batch_size_of(inputs)
@@ -305,12 +338,13 @@ class EarlyPruner:
             if inputs is None:
                 raise ValueError(f"criterion {crit.name!r} needs the batch: call pruner.step(inputs, targets)")
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
+        label = (self.epoch, self.batch)
         self.batch += 1
         if self.phase == "dense":
             if self._accumulate:
-                crit.observe(self.levels[0].units, batch)
+                crit.observe(self.levels[0].units, batch, loss=loss, label=label)
         elif self.phase == "pruning":
-            crit.observe(self.levels[-1].units, batch)
+            crit.observe(self.levels[-1].units, batch, loss=loss, label=label)
             while self._next_step < self._total_steps and self.batch >= self._schedule[self._next_step]:
                 self._prune_step()
             if self._next_step == self._total_steps:
@@ -329,6 +363,7 @@ class EarlyPruner:
                                  bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
                                  signals=signals.record)
             decision = self.policy.decide(report)
+            self._report_skipped()
             self.criterion.reset()
             entry["trigger"] = decision.trigger
             entry["trigger_reason"] = decision.reason
@@ -415,15 +450,15 @@ class EarlyPruner:
         self.prune_epoch = state["prune_epoch"]
         if state.get("steps", self.steps) != self.steps:  # fitted into a short pruning epoch before the checkpoint
             self._set_steps(int(state["steps"]))
+        if state.get("weight_baseline") is not None:
+            self.weight_baseline = int(state["weight_baseline"])
+        while len(self.levels) < int(state.get("levels", 1)):  # "both", past its channel steps
+            self._next_level()
         self._next_step, self._schedule = int(state["next_step"]), list(state["schedule"])
         self._last_scores = state.get("last_scores")
         self._batches_seen_last_epoch = state["batches_seen_last_epoch"]
         self.history, self.events = list(state["history"]), list(state["events"])
         self.policy.load_state_dict(state["policy"])
-        if state.get("weight_baseline") is not None:
-            self.weight_baseline = int(state["weight_baseline"])
-        while len(self.levels) < int(state.get("levels", 1)):  # "both", past its channel steps
-            self._next_level()
         for crit, crit_state in zip(self._criteria, state.get("criteria") or [state["criterion"]]):
             crit.load_state_dict(crit_state)
         if "signals" in state:
@@ -442,7 +477,7 @@ class EarlyPruner:
     @property
     def _criterion_now(self) -> Criterion:
         """The criterion of the level being pruned (the first level's before and during its steps)."""
-        return self._criteria[len(self.levels) - 1]
+        return self._criteria[len(self.levels) - 1] if hasattr(self, "levels") else self.criterion
 
     @property
     def _total_steps(self) -> int:
@@ -476,7 +511,21 @@ class EarlyPruner:
     def _scores(self) -> dict[str, torch.Tensor]:
         """The current criterion's scores, averaged over the ranks under torch.distributed (identical
         decisions)."""
+        self._report_skipped()
         return average_scores(self._criterion_now.scores(self.levels[-1].units))
+
+    def _report_skipped(self) -> None:
+        """Say which batches the criterion left out for NaN / infinite values since the scores were last read."""
+        crit = self._criterion_now
+        skipped = crit.skipped()
+        if not skipped:
+            return
+        self.skipped_batches += len(skipped)
+        shown = ", ".join(f"{b}" for _, b in skipped[:8]) + (" …" if len(skipped) > 8 else "")
+        log.warning("%d batch(es) left out of the %s scores because their loss or scores were NaN or infinite "
+                    "(epoch %d, batch %s): the learning rate is the usual cause (too high, the loss diverges), or "
+                    "fp16/bf16 overflow; the scores average the other batches", len(skipped), crit.name,
+                    skipped[0][0], shown)
 
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
@@ -494,15 +543,20 @@ class EarlyPruner:
             raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
                                "pass steps_per_epoch=len(train_loader)")
         levels = len(self._criteria)
+        per_level = " per level" if levels > 1 else ""
         if any(_rescores(c) for c in self._criteria) and self._total_steps > n_batches:
             # learned only now (no steps_per_epoch): fit the steps into the epoch rather than fail after the dense
             # phase — each step needs a batch of its own
             fitted = max(1, n_batches // levels)
             log.warning("steps=%d%s but the pruning epoch has %d batch(es): criterion %r scores fresh batches before "
-                        "every step, so epoch %d prunes in %d steps (pass steps_per_epoch= to be told at "
-                        "construction)", self.steps, " per level" if levels > 1 else "", n_batches,
-                        self.criterion.name, self.epoch, fitted)
+                        "every step, so epoch %d prunes in %d steps%s (pass steps_per_epoch= to be told at "
+                        "construction)", self.steps, per_level, n_batches, self.criterion.name, self.epoch, fitted,
+                        per_level)
             self._set_steps(fitted)
+        elif n_batches < self._total_steps:
+            log.warning("steps=%d%s pruning steps in an epoch of %d batches: several steps run in one batch (pass "
+                        "steps ≤ %d, or steps_per_epoch= to be told at construction)", self.steps, per_level,
+                        n_batches, max(1, n_batches // levels))
         self.phase = "pruning"
         self.prune_epoch = self.epoch
         self.signals.stop()  # the signals describe the dense phase: release θ_0 and the previous epochs

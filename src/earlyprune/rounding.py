@@ -31,7 +31,6 @@ after a resume. Pass an integer (``round_to=8``, ``--round-to 8``) for runs that
 from __future__ import annotations
 
 import statistics
-import warnings
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, Mapping
@@ -39,6 +38,7 @@ from typing import Any, Mapping
 import torch
 
 from .criteria.latency import LatencyTable, input_shapes
+from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
 from .selection import Plan, select
 from .validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checked, rule
@@ -145,12 +145,13 @@ class AutoRoundTo:
             shapes = input_shapes(groups)
             layers, macs = {}, {}
             for r in self.usable(groups):
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+                try:
                     plan: Plan = select(groups, scores, amount, target=target, min_channels=min_channels,
                                         round_to=r)
-                if caught and r != 1:  # this multiple cannot reach the target: not a candidate
-                    continue
+                except InfeasibleTargetError:
+                    if r == 1:
+                        raise
+                    continue  # this multiple cannot reach the target: not a candidate
                 layers[r] = table.structure_layers(groups, {k: len(v) for k, v in plan.remove.items()}, shapes)
                 macs[r] = plan.macs
             default = max(r for r in layers if r <= self.default)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..argtypes import parser
 from ..validation import Each, Options, Rule
-from .config import TrainConfig, field_rule, load_config_file, ratio_text
+from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
                 "run": "run directory and output"}
@@ -92,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The configuration of ``--config FILE`` (if given) with the flags applied on top (not yet validated)."""
     flags = _overrides(args)
     values = load_config_file(args.config) if getattr(args, "config", None) is not None else {}
+    if values:
+        check_file_values(values, str(args.config))
     values = {k.replace("-", "_"): v for k, v in values.items()}
     for key in ("model_args", "pruner_args"):
         if isinstance(values.get(key), dict) and key in flags:

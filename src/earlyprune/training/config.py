@@ -10,11 +10,13 @@ learning rate and weight decay.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..validation import (BOOLEAN, GRANULARITY, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf,
                           Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
@@ -163,7 +165,7 @@ class TrainConfig:
         normalised = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(normalised) - names)
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} in {source}; see `earlyprune train --help`")
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; see `earlyprune train --help`")
         return cls(**normalised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,24 +176,24 @@ class TrainConfig:
         for f in fields(self):  # each field by its rule, in flag words (earlyprune.validation)
             field_rule(f).check("--" + f.name.replace("_", "-"), getattr(self, f.name), flag=True)
         if self.warmup_epochs is not None and self.schedule == "pat" and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         if self.precision == "fp16" and self.device == "cpu":
-            raise ValueError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
+            raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
-            raise ValueError(f"--name must be a plain directory name, got {self.name!r}")
+            raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
         if (self.granularity == "both") != (self.weight_ratio is not None):
-            raise ValueError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
-                             "channels are removed), and --granularity both needs it")
+            raise ConfigError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
+                              "channels are removed), and --granularity both needs it")
         if self.lottery_rounds:
             if self.policy not in (None, "never"):
-                raise ValueError(f"--lottery-rounds prunes by itself, between whole trainings: use --policy never "
-                                 f"(got --policy {self.policy})")
+                raise ConfigError(f"--lottery-rounds prunes by itself, between whole trainings: use --policy never "
+                                  f"(got --policy {self.policy})")
             if self.granularity == "both":
-                raise ValueError("--lottery-rounds prunes weights: use --granularity weights")
+                raise ConfigError("--lottery-rounds prunes weights: use --granularity weights")
             if self.lottery_rewind >= self.epochs:
-                raise ValueError(f"--lottery-rewind ({self.lottery_rewind}) must be below --epochs ({self.epochs}): "
-                                 f"each round retrains epochs rewind … epochs−1")
-        _check_specs(self)
+                raise ConfigError(f"--lottery-rewind ({self.lottery_rewind}) must be below --epochs ({self.epochs}): "
+                                  f"each round retrains epochs rewind … epochs−1")
+        _check_specs(self, explicit_policy=self.policy is not None and not getattr(self, "_default_policy", False))
         return self
 
     def resolved(self) -> "TrainConfig":
@@ -207,6 +209,7 @@ class TrainConfig:
             cfg.policy, cfg.granularity, cfg.criterion = "never", "weights", "magnitude"
         if cfg.policy is None:
             cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
+            object.__setattr__(cfg, "_default_policy", True)  # not the user's choice: no warning about its cap
         return cfg.validate()
 
 
@@ -226,7 +229,7 @@ def ratio_text(config: Any) -> str:
     return f"{ratio:g} of {target}"
 
 
-def _check_specs(cfg: TrainConfig) -> None:
+def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:
     from ..criteria import CRITERIA
     from ..policies import POLICIES
     from .loggers import LOGGERS
@@ -237,32 +240,68 @@ def _check_specs(cfg: TrainConfig) -> None:
 
     CRITERIA.get(cfg.criterion.partition(":")[0].strip())  # raises "unknown criterion …; available: …"
     if cfg.policy is not None:
-        POLICIES.build(cfg.policy)  # also checks the ':' argument
+        policy = POLICIES.build(cfg.policy)  # building also checks the ':' argument
+        if explicit_policy:
+            _check_prune_epoch(cfg, policy)
+
+
+def _check_prune_epoch(cfg: TrainConfig, policy: Any) -> None:
+    """A policy whose pruning epoch lies after the run's last epoch would train dense without a word: refused
+    when its schedule fixes that epoch, a warning when only a signal policy's cap lies beyond the run."""
+    first, last = policy.epoch_bounds()
+    epochs, spec = cfg.epochs, cfg.policy
+    if first is not None and first >= epochs:
+        raise ConfigError(f"--policy {spec} prunes in epoch {first} at the earliest, but --epochs {epochs} trains "
+                          f"epochs 0-{epochs - 1}: the run would never prune; choose an epoch below {epochs} (or "
+                          f"--policy never for a dense run)")
+    if last is not None and last >= epochs:
+        if first is not None:
+            raise ConfigError(f"--policy {spec} may prune as late as epoch {last}, but --epochs {epochs} trains "
+                              f"epochs 0-{epochs - 1}: keep the range below {epochs}")
+        fix = (f"set a cap below {epochs}, e.g. --policy {spec.partition(':')[0]}:cap={epochs - 1}" if epochs > 1
+               else "a signal needs a dense epoch first: train more epochs, or use --policy epoch:0")
+        warnings.warn(f"--policy {spec}: if its signal does not fire, it prunes at its cap, epoch {last}, which "
+                      f"--epochs {epochs} never reaches (the run would stay dense); {fix}", UserWarning, stacklevel=2)
+
+
+def check_file_values(values: dict[str, Any], source: str) -> None:
+    """Check the values of a ``--config`` file by their keys' rules, naming the key and the file (a YAML
+    ``channels_last: 'false'`` is text, not a boolean)."""
+    rules = {f.name: field_rule(f) for f in fields(TrainConfig)}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in rules and not rules[name].accepts(value):
+            hint = " (write true or false without quotes)" if isinstance(value, str) and \
+                value.strip().lower() in ("true", "false", "yes", "no", "on", "off") else ""
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{source}: key {key!r}: {rules[name].message(flag, value, flag=True)}{hint}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML (``.yaml``/``.yml``) or JSON file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--config file {path} does not exist")
+        raise ConfigError(f"--config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:  # pragma: no cover - pyyaml is a dependency
-            raise ValueError(f"reading {path} needs PyYAML: pip install pyyaml (or write the config as JSON)") from None
+            raise ConfigError(f"reading {path} needs PyYAML: pip install pyyaml (or write the config as JSON)") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     else:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
+            raise ConfigError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of option names to values, got {type(data).__name__}")
-    data.pop("resume", None)
+        raise ConfigError(f"{path} must hold a mapping of option names to values, got {type(data).__name__}")
+    if "resume" in data:
+        raise ConfigError(f"{path}: 'resume' is not a run option — a config file starts a new run; continue a run "
+                          f"with `earlyprune train --resume RUN_DIR` (without --config)")
     return data

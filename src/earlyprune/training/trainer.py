@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import broadcast_object
+from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
@@ -40,10 +41,14 @@ from ..unstructured.masks import parameters_in_plain_order
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
+from ..validation import InvalidParameterError
 from . import rundir
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
+from ..optimizer_state import check_state
+from .checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                         write_json_atomic)
 from .config import TrainConfig, ratio_text
 from .data import BatchLoader, ImageData, load_dataset
+from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
 from .parallel import DataParallel
 from .precision import Precision, resolve_device
@@ -85,15 +90,43 @@ def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None
 
 
 def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
+    """The model of ``cfg`` for ``data``'s classes and channels; a bad ``--model-arg`` is refused naming it (the
+    zoo's models check their arguments' rules), and the model must run on the dataset's images."""
+    clash = sorted({"num_classes", "in_channels"} & set(cfg.model_args))
+    if clash:
+        raise ConfigError(f"--model-arg {clash[0]}=… is set by the dataset ({data.name}); drop it")
+    given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
     try:
-        return create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+    except InvalidParameterError as exc:
+        raise ConfigError(f"model {cfg.model!r}: {exc}; check --model-arg") from None
     except TypeError as exc:
-        raise ValueError(f"model {cfg.model!r} does not accept these arguments ({exc}); check --model-arg") from None
+        raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
+                          f"--model-arg") from None
+    except (EarlyPruneError, ValueError):  # unknown model, missing package: already said
+        raise
+    except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
+        raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
+            from None
+    return model
+
+
+def _dense_stats(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, data: ImageData) -> ModelStats:
+    """The dense model's size, measured with one forward — which also refuses a model that cannot run on the
+    dataset's images (a bad ``--model-arg``, a wrong ``--image-size``) before anything else is built."""
+    try:
+        return measure(model, example)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run on the data must not start a run
+        given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
+        shape = "x".join(map(str, data.image_shape))
+        raise ConfigError(f"model {cfg.model!r} ({given}) cannot run on {data.name}'s {shape} images "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); check --model-arg and "
+                          f"--image-size") from None
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None
-                  ) -> EarlyPruner:
+                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
+                  log: Callable[[str], None] = print, checks: bool = True) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
                 "loss_fn", "ratio", "granularity", "weight_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
@@ -107,11 +140,18 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
                                                   autocast=precision_dtype, channels_last=cfg.channels_last))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
+    levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
+    steps = min(cfg.steps, max(1, steps_per_epoch // levels))  # at most one pruning step per batch (said in the log)
+    if steps < cfg.steps:
+        log(f"--steps {cfg.steps}{' per level' if levels > 1 else ''} is more than the {steps_per_epoch} batches of "
+            f"an epoch allow: the pruning epoch prunes in {steps} steps{' per level' if levels > 1 else ''}, one per "
+            f"batch")
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
-                           optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
+                           optimizer=optimizer, target=cfg.target, steps=steps, steps_per_epoch=steps_per_epoch,
                            min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
-                           granularity=cfg.granularity, weight_ratio=cfg.weight_ratio, **cfg.pruner_args)
+                           granularity=cfg.granularity, weight_ratio=cfg.weight_ratio,
+                           **{**cfg.pruner_args, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -281,7 +321,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     cfg = run.cfg
     model = build_model(cfg, run.data)
     cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
-    run.dense_stats = measure(model, cpu_example)
+    run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
     state = None
     if run.run_dir is not None:
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
@@ -295,8 +335,9 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.optimizer = build_optimizer(parameters_in_plain_order(run.model), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
     run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # a resumed run was checked when it started (and its model may be pruned already): no construction checks
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype)
+                               run.precision.dtype, log=run.progress.log, checks=state is None)
     if cfg.lottery_rounds:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
@@ -308,15 +349,21 @@ def _build(run: _Run) -> dict[str, Any] | None:
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
     """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:
-        run.precision.scaler.load_state_dict(state["scaler"])
-    run.pruner.load_state_dict(state["pruner"])
-    if run.lottery is not None:
-        run.lottery.load_state_dict(state["lottery"])
-    run.train_loader.load_state_dict(state["loader"])
-    set_rng_state(state["rng"])
+    try:  # a state that does not fit is refused here, not at the first step
+        check_state(run.optimizer, state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            run.precision.scaler.load_state_dict(state["scaler"])
+        run.pruner.load_state_dict(state["pruner"])
+        if run.lottery is not None:
+            run.lottery.load_state_dict(state["lottery"])
+        run.train_loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
+                              f"resumed from it") from None
     _match_state_layout(run.optimizer)
     run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
     assert run_dir is not None
@@ -364,8 +411,13 @@ def _loop(run: _Run) -> None:
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
-    row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    try:
+        row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
+                           run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    except NonFiniteError as exc:  # stopped before this epoch's checkpoint: say what is kept
+        kept = (f"the checkpoint after epoch {epoch - 1} in {run.run_dir} is kept" if run.writing and epoch > 0
+                else "no checkpoint was written")
+        raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     row["test_loss"] = row["test_accuracy"] = None
     row["eval_seconds"] = 0.0
@@ -433,12 +485,14 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, shown = 0, 0
     events_before = len(pruner.events)
+    guard = LossGuard(cfg, device, epoch)
     with Stopwatch(device) as clock:
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 out = net(x)
                 loss = loss_fn(out, y)
+            guard.observe(loss)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)  # criteria that read gradients see true values
@@ -446,7 +500,10 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             scaler.update()
             scheduler.step()
             n_events = len(pruner.events)
-            pruner.step(x, y)
+            try:
+                pruner.step(x, y, loss=loss.detach())
+            except NonFiniteError as exc:  # scores from a diverged model: say what diverged
+                guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
                 net = run.rewrap() if run is not None else model
@@ -458,6 +515,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                                 seen / max(clock.elapsed(), 1e-9))
                 shown = i + 1
     seconds = clock.seconds
+    nonfinite = guard.end_epoch(model)  # before the pruner reads the epoch's scores and before the checkpoint
     with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
         pruner.epoch_end()
@@ -474,7 +532,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
-            "load_average": _load_average(),
+            "nonfinite_batches": nonfinite, "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
 
 

@@ -31,6 +31,7 @@ from ..batch import Batch
 from ..criteria.base import Criterion
 from ..criteria.registry import CRITERIA
 from ..criteria.gates import preserve_norm_stats, twice_differentiable
+from ..validation import InvalidParameterError
 from .masks import MaskedWeights
 
 #: the suffix of a weight-level criterion's name
@@ -182,11 +183,11 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
     if isinstance(spec, Criterion):
         level = getattr(spec, "granularity", "channels")
         if level != granularity:
-            raise ValueError(f"criterion {spec.name!r} scores {level}, but granularity={granularity!r}: pass "
+            raise InvalidParameterError(f"criterion {spec.name!r} scores {level}, but granularity={granularity!r}: pass "
                              f"granularity={level!r} or a {granularity}-level criterion")
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"criterion must be a name or a Criterion instance, got {type(spec).__name__}")
+        return CRITERIA.build(spec)  # refuses what is neither a name nor a Criterion, as for any criterion
     name, sep, arg = spec.partition(":")
     name = CRITERIA.resolve(name.strip())  # a renamed criterion: its current name (with one warning)
     spec = name + sep + arg
@@ -194,12 +195,12 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
     if granularity == "weights" and level != "weights":
         weight_name = name + SUFFIX
         if weight_name not in CRITERIA:
-            raise ValueError(f"criterion {name!r} has no weight-level form; weight criteria: "
+            raise InvalidParameterError(f"criterion {name!r} has no weight-level form; weight criteria: "
                              f"{', '.join(weight_criteria())} (or a plain name of one: crop, snip, grasp, magnitude, "
                              f"random)")
         spec = weight_name + sep + arg
     elif granularity == "channels" and level == "weights":
-        raise ValueError(f"criterion {name!r} scores single weights: pass granularity='weights' (or "
+        raise InvalidParameterError(f"criterion {name!r} scores single weights: pass granularity='weights' (or "
                          f"{name.removesuffix(SUFFIX)!r} to score channels)")
     return CRITERIA.build(spec)
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ...errors import EarlyPruneError
 
-class DataError(ValueError):
+
+class DataError(EarlyPruneError, ValueError):
     """A dataset is missing, truncated, corrupt or laid out differently than expected."""
 
 
@@ -26,6 +28,10 @@ class ImageData:
     augment: str = "none"            #: the augmentation "auto" means for this dataset
 
     def __post_init__(self) -> None:
+        if len(self.classes) < 2:  # one class trains to 100 % accuracy and says nothing
+            raise DataError(f"{self.name}: a classification dataset needs at least 2 classes, found "
+                            f"{len(self.classes)} ({', '.join(map(str, self.classes)) or 'none'}); a folder dataset "
+                            f"needs one train/<class>/ folder per class")
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise DataError(f"{self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} "

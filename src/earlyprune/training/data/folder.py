@@ -79,7 +79,9 @@ def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: s
                     img = img.resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"cannot decode {name} in {where} ({exc}); the file is truncated or not an image") from None
+            detail = "not a recognised image format" if "BytesIO" in str(exc) else str(exc)  # PIL names its buffer
+            raise DataError(f"cannot decode {name} in {where} ({detail}); the file is truncated or not an image: "
+                            f"replace or delete it") from None
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         arrays = list(pool.map(decode, items, chunksize=256))
@@ -133,7 +135,7 @@ def _build(path: Path, image_size: int | None, log: Callable[[str], None], train
         if n is not None and n < len(items):  # decode only what is used
             items = [items[int(i)] for i in subset_indices(len(items), n, seed)]
         blobs = _read(path, [name for _, name in items])
-        labelled = [(f"{split}/{c}", blob) for (c, _), blob in zip(items, blobs)]
+        labelled = [(name, blob) for (_, name), blob in zip(items, blobs)]  # errors name the file
         images = _decode_all(labelled, image_size, str(path))
         out[f"{key}_x"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         out[f"{key}_y"] = np.array([index[c] for c, _ in items], dtype=np.int64)
