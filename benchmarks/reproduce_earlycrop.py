@@ -6,12 +6,12 @@ Profiles:
 
 * ``quick`` — this 2-core CPU, one thread per run: ResNet-18 at width 16 (0.7 M parameters instead of 11 M) on a
   class-balanced CIFAR-10 subset (4,000 training and 2,000 test images, 32 × 32; the same subset as PaT's quick
-  profile), 8 epochs of Adam 2e-3 with a
-  one-cycle schedule (EarlyCroP's recipe, scaled down: 80 epochs on the full set there), batch 64, bf16 +
-  channels_last; 95 % weight sparsity (Table 1); EarlyCroP's dense phase capped at 3 epochs (the paper's m),
-  its Algorithm 1 as 4 halving steps within the first 8 batches of the pruning epoch (2 scored batches per
-  step); CroPit as 4 halving steps within the first 4 batches; LTR with 2 rounds rewound to epoch 1. Twelve runs; at most about an hour of one CPU thread. A plumbing and
-  trend check: at this size and length, accuracy differences of a few points are noise.
+  profile), 8 epochs of Adam 2e-3 with a one-cycle schedule (EarlyCroP's recipe, scaled down: 80 epochs on the
+  full set there), batch 64, bf16 + channels_last; 95 % weight sparsity (Table 1); EarlyCroP's dense phase capped
+  at 3 epochs (the paper's m), its Algorithm 1 as 4 halving steps within the first 8 batches of the pruning epoch
+  (2 scored batches per step); CroPit as 4 halving steps within the first 4 batches; LTR with 2 rounds rewound to
+  epoch 1. Twelve runs: 38 min of one CPU thread (2026-11-30). A plumbing and trend check: at this size and
+  length, accuracy differences of a few points are noise.
 * ``full`` — a GPU: ResNet-18 (width 64) on all of CIFAR-10, 80 epochs, batch 256, Adam 2e-3 one-cycle, LTR with
   its default rounds (Frankle's 20 % per round, at most 10). Not run (no GPU was lent).
 * ``smoke`` — synthetic data, a tiny CNN, 2 epochs, in-process: checks that this part runs.
@@ -230,7 +230,8 @@ def markdown(res: dict[str, Any], title: str, markdown_table: Any) -> str:
              "Train s: the run's training seconds, wall clock (evaluation excluded; LTR: all its rounds) — on this "
              "shared 2-core machine (load average ≈ 11 while these ran) differences of ±20 % between runs are noise; "
              "batch ms: the CPU time of one fp32 training step of the final model at the run's batch size on one "
-             "thread (median of 20, after the runs), masks included — the speed comparison to read; peak RSS: the run's process (a CPU has no GPU RAM; the dataset is included). **Weight "
+             "thread (median of 20, after the runs), masks included — the speed comparison to read; peak RSS: "
+             "the run's process (a CPU has no GPU RAM; the dataset is included). **Weight "
              "masks run on dense kernels: the U rows save neither time nor memory — only disk.** CSR: the "
              "weights in compressed sparse rows with fp32 values and the narrowest integer indices; ref. formula: "
              "the EarlyCroP reference code's `Σ nnz·34 + 2·(min(rows, cols)+1)` / 10⁶, the paper's \"Disk (MB)\"; "

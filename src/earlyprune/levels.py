@@ -30,20 +30,20 @@ def check_granularity(granularity: str, weight_ratio: float | None, weight_crite
     """What each granularity accepts: the channel options mean nothing to masks, ``weight_ratio`` belongs to
     ``"both"`` only."""
     if granularity == "both" and weight_ratio is None:
-        raise InvalidParameterError("granularity='both' needs weight_ratio= (the final weight sparsity, after the channels "
-                         "are removed), e.g. weight_ratio=0.95")
+        raise InvalidParameterError("granularity='both' needs weight_ratio= (the final weight sparsity, after the "
+                                    "channels are removed), e.g. weight_ratio=0.95")
     if granularity != "both" and (weight_ratio is not None or weight_criterion is not None):
         note = "; at weights, ratio is the weight sparsity" if granularity == "weights" else ""
-        raise InvalidParameterError(f"weight_ratio= and weight_criterion= apply to granularity='both' only (granularity="
-                         f"{granularity!r}{note})")
+        raise InvalidParameterError(f"weight_ratio= and weight_criterion= apply to granularity='both' only "
+                                    f"(granularity={granularity!r}{note})")
     if granularity != "weights":
         return
     defaults = {"target": "channels", "round_to": 1, "min_channels": 1, "compute_aware": None,
                 "latency_aware": False, "num_heads": None, "head_ratio": None}
     wrong = [k for k, v in channel.items() if not (v == defaults[k] or (k == "round_to" and v == "auto"))]
     if wrong:
-        raise InvalidParameterError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' (ratio "
-                         f"is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
+        raise InvalidParameterError(f"{wrong[0]}= shapes channel pruning; it does not apply to granularity='weights' "
+                                    f"(ratio is the weight sparsity): leave it at its default {defaults[wrong[0]]!r}")
 
 
 class ChannelLevel:

@@ -183,8 +183,8 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
     if isinstance(spec, Criterion):
         level = getattr(spec, "granularity", "channels")
         if level != granularity:
-            raise InvalidParameterError(f"criterion {spec.name!r} scores {level}, but granularity={granularity!r}: pass "
-                             f"granularity={level!r} or a {granularity}-level criterion")
+            raise InvalidParameterError(f"criterion {spec.name!r} scores {level}, but granularity={granularity!r}: "
+                                        f"pass granularity={level!r} or a {granularity}-level criterion")
         return spec
     if not isinstance(spec, str):
         return CRITERIA.build(spec)  # refuses what is neither a name nor a Criterion, as for any criterion
@@ -196,12 +196,12 @@ def resolve_criterion(spec: str | Criterion, granularity: str) -> Criterion:
         weight_name = name + SUFFIX
         if weight_name not in CRITERIA:
             raise InvalidParameterError(f"criterion {name!r} has no weight-level form; weight criteria: "
-                             f"{', '.join(weight_criteria())} (or a plain name of one: crop, snip, grasp, magnitude, "
-                             f"random)")
+                                        f"{', '.join(weight_criteria())} (or a plain name of one: crop, snip, grasp, "
+                                        f"magnitude, random)")
         spec = weight_name + sep + arg
     elif granularity == "channels" and level == "weights":
         raise InvalidParameterError(f"criterion {name!r} scores single weights: pass granularity='weights' (or "
-                         f"{name.removesuffix(SUFFIX)!r} to score channels)")
+                                    f"{name.removesuffix(SUFFIX)!r} to score channels)")
     return CRITERIA.build(spec)
 
 
