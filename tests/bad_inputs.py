@@ -220,6 +220,16 @@ case("API", "EarlyPruner(..., optimizer='sgd')", ep.InvalidParameterError, "got 
 case("API", "EarlyPruner(..., criterion='vibes')", ep.InvalidParameterError, "'vibes'")(
     lambda tmp: _pruner(criterion="vibes"))
 case("API", "EarlyPruner(..., criterion=3)", ep.InvalidParameterError, "got 3")(lambda tmp: _pruner(criterion=3))
+case("API", "EarlyPruner(..., granularity='blocks')", ep.InvalidParameterError, "got 'blocks'")(
+    lambda tmp: _pruner(granularity="blocks"))
+case("API", "EarlyPruner(..., granularity='both')", ep.InvalidParameterError, "weight_ratio")(
+    lambda tmp: _pruner(granularity="both"))
+case("API", "EarlyPruner(..., granularity='weights', target='flops')", ep.InvalidParameterError,
+     "target= shapes channel pruning")(lambda tmp: _pruner(granularity="weights", target="flops"))
+case("API", "EarlyPruner(..., granularity='weights', criterion='taylor')", ep.InvalidParameterError,
+     "no weight-level form")(lambda tmp: _pruner(granularity="weights", criterion="taylor"))
+case("API", "EarlyPruner(..., criterion='crop-u')", ep.InvalidParameterError, "granularity='weights'")(
+    lambda tmp: _pruner(criterion="crop-u"))
 case("API", "EarlyPruner(..., policy='epoch:-1')", ep.InvalidParameterError, "'epoch:-1'")(
     lambda tmp: _pruner(policy="epoch:-1"))
 case("API", "EarlyPruner(model, 'x', 0.5)", ep.InvalidParameterError, "got 'x'")(lambda tmp: _pruner(inputs="x"))

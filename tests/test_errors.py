@@ -35,6 +35,7 @@ def test_the_exceptions_are_one_set_of_classes_wherever_imported():
 
 #: parameters checked elsewhere than the rule table, and where
 CHECKED_ELSEWHERE = {"criterion": "the criteria registry", "policy": "the policies registry",
+                     "weight_criterion": "the criteria registry (its weight forms)",
                      "batches": "prune()'s _batches: (inputs, targets) pairs with loss_fn"}
 
 

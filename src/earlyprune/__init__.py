@@ -27,6 +27,7 @@ from .rounding import AutoRoundTo, RoundToChoice
 from .selection import Plan, select
 from .signals.measures import early_pruning_indicator, structure_similarity
 from .validation import InvalidParameterError
+from .unstructured import criteria as _weight_criteria  # registers crop-u, snip-u, grasp-u, magnitude-u, random-u
 
 __version__ = "0.1.0"
 

@@ -22,6 +22,7 @@ from .batch import call_model
 from .optimizer_state import StateSurgery
 from .rollback import Snapshot
 from .selection import Plan
+from .unstructured.masks import masked_counts
 
 
 def check_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
@@ -51,6 +52,11 @@ class PruningEngine:
         produced them for the current model). Afterwards the groups are refreshed (widths, costs).
         """
         optimizers = check_optimizers(optimizer)
+        if plan.remove and masked_counts(self.groups.model):
+            raise RuntimeError("channels cannot be removed from a model with weight masks (torch-pruning cannot cut a "
+                               "parametrized weight): remove channels first, then mask weights (granularity='both' "
+                               "does), or take the masks off with earlyprune.unstructured.MaskedWeights(model)"
+                               ".remove()")
         unknown = [n for n in plan.remove if n not in self.groups.names]
         if unknown:
             raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")

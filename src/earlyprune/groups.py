@@ -27,6 +27,7 @@ from torch import nn
 from . import structure
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, profile_layers
+from .unstructured.masks import masks_lifted
 from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
                          shown)
 
@@ -137,7 +138,9 @@ class ChannelGroups(Sequence[ChannelGroup]):
             key and value projections of a transformer block, as in torch-pruning's own ``num_heads``): their
             groups lose whole heads only, so every head keeps its width and the head count per layer may differ.
 
-    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
+    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs. A model that carries
+    weight masks (:mod:`earlyprune.unstructured`) is traced with its masks lifted for the moment: torch-pruning
+    reads parametrized weights wrongly (no channel can be removed from it anyway; see the engine).
     """
 
     RULES: dict[str, Rule] = {"model": MODEL, "example_inputs": EXAMPLE_INPUTS, "ignored_layers": IGNORED_LAYERS,
@@ -147,6 +150,11 @@ class ChannelGroups(Sequence[ChannelGroup]):
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None,
                  num_heads: Mapping[nn.Module, int] | None = None) -> None:
+        with masks_lifted(model):
+            self._build(model, example_inputs, ignored_layers, num_heads)
+
+    def _build(self, model: nn.Module, example_inputs: Any, ignored_layers: Iterable[nn.Module] | None,
+               num_heads: Mapping[nn.Module, int] | None) -> None:
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:

@@ -8,6 +8,10 @@ structure document (types, and a history that removes no more than each layer ha
 model *you* built (the original architecture), checks every shape, then loads the tensors. Nothing unpickles, and
 every malformed file is a :class:`StructureMismatchError` (:class:`~earlyprune.errors.DamagedFileError` when it is
 damaged) that says what was wrong.
+
+Weights masked by unstructured pruning (:mod:`earlyprune.unstructured`) are stored sparse — the kept values
+and the mask, in CSR or as a bit mask, whichever is smaller per tensor (:mod:`earlyprune.unstructured.sparse_io`)
+— and :func:`load` puts the same masks back on, so a saved sparse model is restored exactly and trains on.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from safetensors.torch import load_model, save_model
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from . import sealed, structure
 from .errors import DamagedFileError, StructureMismatchError
+from .unstructured import sparse_io
+from .unstructured.masks import MaskedWeights, mask_of, masked_counts, plain_state_dict
 from .validation import EXAMPLE_INPUTS, MODEL, PATH, InstanceOf, InvalidParameterError, Rule, checked, rule, shown
 
 _KEY = "earlyprune.structure"
@@ -35,7 +43,11 @@ def structure_json(model: nn.Module, example_inputs: Any = None) -> dict[str, An
     if record is None:  # never pruned by earlyprune: the original is the model itself
         record = structure.StructureRecord(original=structure.signature(model),
                                            inputs=structure.input_spec(example_inputs))
-    return record.to_json(model)
+    doc = record.to_json(model)
+    counts = masked_counts(model)
+    if counts:  # weight-level pruning on top of (or instead of) removed channels
+        doc["masks"] = {name: {"kept": kept, "entries": entries} for name, (kept, entries) in counts.items()}
+    return doc
 
 
 #: the arguments' rules of :func:`save` and :func:`load`
@@ -61,11 +73,32 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
                                         f"{sealed.CHECKSUM_KEY!r}; got {key!r}: {shown(value)}")
         header[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp), metadata=header)
+    counts = masked_counts(model)
+    if counts:
+        tensors, masks_meta = _sparse_tensors(model, set(counts))
+        header[sparse_io.MASKS_KEY] = json.dumps(masks_meta)
+        save_file(tensors, str(tmp), metadata=header)
+    else:
+        save_model(model, str(tmp), metadata=header)
     sealed.seal(tmp)  # the checksum of the tensors and of the structure, verified by load()
     os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give it the mode every other file gets
     os.replace(tmp, path)
     return path
+
+
+def _sparse_tensors(model: nn.Module, masked: set[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a masked model's file: dense entries copied as they are, masked weights encoded sparse."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, value in plain_state_dict(model).items():
+        if name in masked:
+            module_name, _, attr = name.rpartition(".")
+            mask = mask_of(model.get_submodule(module_name) if module_name else model, attr)
+            parts, meta[name] = sparse_io.encode(name, value, mask.keep)  # type: ignore[union-attr]
+            tensors.update(parts)
+        else:  # copies: safetensors refuses tensors that share memory (tied weights)
+            tensors[name] = value.detach().cpu().clone()
+    return tensors, meta
 
 
 def _umask() -> int:
@@ -95,10 +128,24 @@ def _read(path: Path) -> tuple[sealed.Header, dict[str, Any]]:
     return header, doc
 
 
-def _check_tensors(path: Path, header: sealed.Header, final: list) -> None:
-    """The tensors in the file are those of the saved model's final shapes (shared ones stored once)."""
+def _check_tensors(path: Path, header: sealed.Header, final: list, masks: dict[str, Any] | None = None) -> None:
+    """The tensors in the file are those of the saved model's final shapes (shared ones stored once); a masked
+    weight is stored as its sparse components instead, declared with the final shape."""
     shapes = {name: tuple(shape) for name, shape in final}
+    components: set[str] = set()
+    for name, meta in (masks or {}).items():
+        if name not in shapes or tuple(meta.get("shape", ())) != shapes[name] \
+                or meta.get("encoding") not in sparse_io.ENCODINGS:
+            raise StructureMismatchError(f"{path}: masked weight {name!r} ({shown(meta)}) is not part of the saved "
+                                         f"structure")
+        del shapes[name]
+        components.update(sparse_io.component_names(name, meta))
+    missing_parts = sorted(components - set(header.tensors))
+    if missing_parts:
+        raise StructureMismatchError(f"{path} lacks the tensors {', '.join(missing_parts[:3])} of its masked weights")
     for name, entry in header.tensors.items():
+        if name in components:
+            continue
         if shapes.get(name) != entry.shape:
             raise StructureMismatchError(f"{path}: tensor {name!r} of shape {list(entry.shape)} is not part of the "
                                          f"saved structure (expected {list(shapes[name]) if name in shapes else 'none'})")
@@ -127,11 +174,17 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     """
     path = Path(path)
     header, doc = _read(path)
-    _check_tensors(path, header, doc["final"])
+    masks = _read_masks(header)
+    _check_tensors(path, header, doc["final"], masks)
     replay(model, doc, example_inputs, source=str(path))
     try:
-        load_model(model, str(path), strict=True)  # shapes and names were checked above
+        if masks is None:
+            load_model(model, str(path), strict=True)  # shapes and names were checked above
+        else:  # weight masks: stored sparse; the same masks go back on
+            _load_sparse(path, model, masks)
     except (RuntimeError, ValueError, OSError) as exc:
+        if isinstance(exc, StructureMismatchError):
+            raise
         raise StructureMismatchError(f"{path}: its tensors cannot be loaded into the model ({exc})") from None
     return model
 
@@ -170,3 +223,37 @@ def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *,
         raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
     structure.adopt(model, doc["original"], doc["example_inputs"], history)
+
+
+def _read_masks(header: sealed.Header) -> dict[str, Any] | None:
+    """The masked weights' entry of the header (None for a file without weight masks)."""
+    if sparse_io.MASKS_KEY not in header.metadata:
+        return None
+    try:
+        masks = json.loads(header.metadata[sparse_io.MASKS_KEY])
+    except ValueError as exc:
+        raise DamagedFileError(f"{header.path}: its weight-mask entry is not JSON ({exc})") from None
+    if not isinstance(masks, dict) or not all(isinstance(v, dict) for v in masks.values()):
+        raise StructureMismatchError(f"{header.path}: its weight-mask entry is not a map of masked weights")
+    return masks
+
+
+def _load_sparse(path: Path | str, model: nn.Module, masks: dict[str, Any]) -> None:
+    """Load a file with sparse-encoded masked weights: dense values into the plain model, then the masks on."""
+    with safe_open(str(path), framework="pt") as f:
+        stored = {key: f.get_tensor(key) for key in f.keys()}
+    state: dict[str, torch.Tensor] = {}
+    keep: dict[str, torch.Tensor] = {}
+    components = set()
+    for name, meta in masks.items():
+        try:
+            state[name], keep[name] = sparse_io.decode(name, stored, meta)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise StructureMismatchError(f"{path}: masked weight {name!r} cannot be decoded ({exc})") from None
+        components.update(sparse_io.component_names(name, meta))
+    state.update({k: v for k, v in stored.items() if k not in components})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise StructureMismatchError(f"{path} does not match the model: missing {list(missing)[:3]}, unexpected "
+                                     f"{list(unexpected)[:3]}")
+    MaskedWeights(model).apply(keep)

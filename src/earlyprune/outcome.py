@@ -34,19 +34,22 @@ class PruningOutcome:
     steps: int                       #: pruning steps that ran
     triggered_after_epoch: int | None  #: the dense epoch at whose end the policy fired (None: never / at start)
     reason: str | None               #: why nothing was removed, in words a user can act on (None when pruned)
+    weights_masked: int = 0          #: single weights masked (granularity "weights" / "both", LTR)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PruningOutcome":
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        return cls(**{k: data.get(k, 0 if k == "weights_masked" else None)  # type: ignore[arg-type]
+                      for k in cls.__dataclass_fields__})
 
     def describe(self) -> str:
         """One line: ``pruned during epoch 3 (8 steps, 120 channels removed)`` or ``not pruned: <reason>``."""
         if self.pruned:
-            return (f"during epoch {self.epoch} ({self.steps} step{'s' * (self.steps != 1)}, "
-                    f"{self.channels_removed:,} channels removed)")
+            what = ", ".join(([f"{self.channels_removed:,} channels removed"] if self.channels_removed else [])
+                             + ([f"{self.weights_masked:,} weights masked"] if self.weights_masked else []))
+            return f"during epoch {self.epoch} ({self.steps} step{'s' * (self.steps != 1)}, {what})"
         return f"not pruned: {self.reason}"
 
 
@@ -59,14 +62,16 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
             that ended without pruning.
     """
     events = list(pruner.events)
-    removed = sum(int(e.get("removed", 0)) for e in events)
+    masked = sum(int(e.get("removed", 0)) for e in events if e.get("level") == "weights")
+    removed = sum(int(e.get("removed", 0)) for e in events if e.get("level") != "weights")
     trained = int(pruner.epoch)  # epoch_end() calls so far
     last = trained - 1
     triggers = [h["epoch"] for h in pruner.history if h.get("trigger")]
     triggered_after = triggers[-1] if triggers else None
     policy = pruner.policy
-    if removed > 0:
-        return PruningOutcome(True, PRUNED, pruner.prune_epoch, removed, len(events), triggered_after, None)
+    if removed > 0 or masked > 0:
+        return PruningOutcome(True, PRUNED, pruner.prune_epoch, removed, len(events), triggered_after, None,
+                              masked)
     if events:  # steps ran and removed nothing
         rt = getattr(pruner, "round_to", 1)
         rounding = rt if isinstance(rt, int) else "auto"

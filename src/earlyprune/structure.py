@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import StructureMismatchError
+from .unstructured.masks import plain_state_dict
 from .validation import shown
 
 FORMAT = "earlyprune.structure"
@@ -28,8 +29,9 @@ READABLE_VERSIONS = (1, 2)
 
 
 def signature(model: nn.Module) -> list[list[Any]]:
-    """``[[name, shape], …]`` of every parameter and buffer in the state dict."""
-    return [[name, list(t.shape)] for name, t in model.state_dict().items()]
+    """``[[name, shape], …]`` of every parameter and buffer in the state dict, under the names they have without
+    parametrizations (a weight mask changes neither name nor shape of what is saved)."""
+    return [[name, list(t.shape)] for name, t in plain_state_dict(model).items()]
 
 
 def input_spec(example_inputs: Any) -> Any:

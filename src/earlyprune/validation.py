@@ -384,6 +384,9 @@ RATIO = rule(Interval(Real, 0, 1, closed="neither",
 AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the target to remove")
 TARGETS = ("channels", "flops", "params")
 TARGET = rule(Options(TARGETS))
+#: what is pruned (:mod:`earlyprune.levels`): channels removed, weights masked, or channels then weights
+GRANULARITIES = ("channels", "weights", "both")
+GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights masked, or channels then weights")
 MIN_CHANNELS = rule(Interval(Integral, 1, None), hint="no layer may collapse")
 #: an integer multiple; ``round_to`` itself also takes "auto" (ROUND_TO)
 MULTIPLE = rule(Interval(Integral, 1, None))

@@ -21,6 +21,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from ..training.config import ratio_text
 from .runs import Run
 
 PHASE_COLOURS = {"dense": "#4C72B0", "pruning": "#DD8452", "sparse": "#55A868"}
@@ -101,7 +102,7 @@ def draw_run(run: Run, path: str | Path) -> Path:
     axes = fig.subplots(2, 2)
     c = run.config
     fig.suptitle(f"{run.name}: {c.get('model')} on {_data_text(run)}, criterion {run.criterion}, policy "
-                 f"{run.policy}, ratio {run.ratio:g} of {c.get('target', 'channels')}\n{headline(run)}",
+                 f"{run.policy}, ratio {ratio_text(c)}\n{headline(run)}",
                  fontsize=11)
 
     # 1. training loss

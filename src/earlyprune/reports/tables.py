@@ -197,6 +197,7 @@ def _cost_columns(comparison: Comparison, energy: bool) -> list[tuple[str, Calla
         ("weight sparsity", lambda r: r._summary("weight_sparsity"), ".1%"),
         ("peak memory (MiB)", lambda r: _mib(r.peak_memory_bytes), ",.0f"),
         ("model size (KiB)", lambda r: _kib(r._summary("model_bytes")), ",.0f"),
+        ("CSR size (KiB)", lambda r: _kib(r.nested("disk", "csr_bytes")), ",.0f"),
     ]
     if energy:
         cols += [("energy (Wh)", lambda r: 1000 * r.energy["kwh"] if r.energy else None, ",.2f"),
@@ -207,7 +208,8 @@ def _cost_columns(comparison: Comparison, energy: bool) -> list[tuple[str, Calla
 def cost_table(comparison: Comparison) -> str:
     """One row per (criterion, ratio, policy) and the dense reference: top-1, gap to the oracle, prune epoch,
     automatic, then training time, speedup over dense, the MACs-ideal speedup, final MACs and parameters, node and
-    weight sparsity, peak memory, model size on disk, and energy / CO₂ when codecarbon measured the runs. Values
+    weight sparsity, peak memory, model size on disk (the file, and the weights in CSR as EarlyCroP's appendix
+    counts them: fp32 values, narrowest integer indices), and energy / CO₂ when codecarbon measured the runs. Values
     of repeated runs (``random``) are means."""
     energy = any(r.energy for c in comparison.cells for r in c.complete_runs)
     cols = _cost_columns(comparison, energy)
@@ -241,7 +243,9 @@ def cost_table(comparison: Comparison) -> str:
             "Δ vs oracle: top-1 change in points (negative = worse). speedup: the run's dense-equivalent "
             "time (its median dense epoch × epochs) over its measured time, as no dense run was measured")
     note += ("; MACs-ideal: what the speedup would be if time followed MACs (epochs × dense MACs / Σ per-epoch "
-             "MACs). Training time excludes evaluation.")
+             "MACs). Training time excludes evaluation. Runs with weight masks (unstructured) train on dense kernels: "
+             "masks save neither time nor memory (MACs and parameters count what the kernels compute and store); "
+             "their gain is the CSR size.")
     note += (" n: complete runs behind the row (several: means, top-1 ± its standard deviation)."
              if any(c.n > 1 for c in comparison.cells) else "")
     return markdown_table(header, rows, "lll" + "r" * (len(header) - 3)) + "\n\n" + note

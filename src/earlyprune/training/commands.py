@@ -17,7 +17,7 @@ from typing import Any
 
 from ..argtypes import parser
 from ..validation import Each, Options, Rule
-from .config import TrainConfig, check_file_values, field_rule, load_config_file
+from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
                 "run": "run directory and output"}
@@ -177,7 +177,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(summary if summary is not None else {"complete": False, "epochs": len(rows)}, indent=1))
         return 0
     print(f"{run_dir}: {cfg.model} on {cfg.dataset}, criterion {cfg.criterion}, policy {cfg.policy}, "
-          f"ratio {cfg.ratio} of {cfg.target}, {cfg.epochs} epochs, {cfg.precision}")
+          f"ratio {ratio_text(cfg)}, {cfg.epochs} epochs, {cfg.precision}")
     if summary is not None and summary.get("epochs") == len(rows):
         print(format_summary(summary))
         return 0

@@ -16,9 +16,9 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
-                          Options, Rule, rule)
 from ..errors import ConfigError
+from ..validation import (BOOLEAN, GRANULARITY, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf,
+                          Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -128,6 +128,20 @@ class TrainConfig:
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
         "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    granularity: str = field(default="channels", metadata=_meta(
+        "what is pruned: channels (removed: a smaller, faster model), weights (masked: --ratio is the weight sparsity; "
+        "a smaller file, not a faster model), or both (channels, then weights to --weight-ratio)", "pruning",
+        GRANULARITY))
+    weight_ratio: float | None = field(default=None, metadata=_meta(
+        "with --granularity both: the final weight sparsity, relative to the dense model's prunable weights", "pruning",
+        RATIO))
+    lottery_rounds: int = field(default=0, metadata=_meta(
+        "Lottery Ticket Rewinding: train --epochs, then this many rounds of global magnitude pruning (to --ratio of "
+        "the weights in the last) each rewound to --lottery-rewind and retrained; 0: off. Prunes weights by itself "
+        "(--policy never)", "pruning", rule(Interval(Integral, 0, None))))
+    lottery_rewind: int = field(default=1, metadata=_meta(
+        "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning",
+        rule(Interval(Integral, 0, None))))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------
@@ -167,6 +181,18 @@ class TrainConfig:
             raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
+        if (self.granularity == "both") != (self.weight_ratio is not None):
+            raise ConfigError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
+                              "channels are removed), and --granularity both needs it")
+        if self.lottery_rounds:
+            if self.policy not in (None, "never"):
+                raise ConfigError(f"--lottery-rounds prunes by itself, between whole trainings: use --policy never "
+                                  f"(got --policy {self.policy})")
+            if self.granularity == "both":
+                raise ConfigError("--lottery-rounds prunes weights: use --granularity weights")
+            if self.lottery_rewind >= self.epochs:
+                raise ConfigError(f"--lottery-rewind ({self.lottery_rewind}) must be below --epochs ({self.epochs}): "
+                                  f"each round retrains epochs rewind … epochs−1")
         _check_specs(self, explicit_policy=self.policy is not None and not getattr(self, "_default_policy", False))
         return self
 
@@ -179,10 +205,28 @@ class TrainConfig:
             cfg.warmup_epochs = round(cfg.epochs * 8 / 90) if cfg.schedule == "pat" else 0
         if cfg.schedule == "step" and cfg.milestones is None:
             cfg.milestones = sorted({max(1, cfg.epochs // 2), max(1, cfg.epochs * 3 // 4)})
+        if cfg.lottery_rounds:  # LTR prunes weights by magnitude between its trainings; the pruner stays dense
+            cfg.policy, cfg.granularity, cfg.criterion = "never", "weights", "magnitude"
         if cfg.policy is None:
             cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
             object.__setattr__(cfg, "_default_policy", True)  # not the user's choice: no warning about its cap
         return cfg.validate()
+
+
+def ratio_text(config: Any) -> str:
+    """What a run's ratio prunes, in words: ``"0.5 of channels"``, ``"0.9 of the weights"``, ``"0.5 of channels
+    then 0.95 of the weights"`` or Lottery Ticket Rewinding's — from a :class:`TrainConfig` or its ``config.json``
+    mapping."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    ratio, target, granularity = get("ratio"), get("target", "channels"), get("granularity", "channels")
+    if get("lottery_rounds", 0):
+        return (f"{ratio:g} of the weights by Lottery Ticket Rewinding ({get('lottery_rounds')} rounds, rewound to "
+                f"epoch {get('lottery_rewind', 1)})")
+    if granularity == "weights":
+        return f"{ratio:g} of the weights"
+    if granularity == "both":
+        return f"{ratio:g} of {target} then {get('weight_ratio'):g} of the weights"
+    return f"{ratio:g} of {target}"
 
 
 def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:

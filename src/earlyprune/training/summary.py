@@ -143,4 +143,14 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         lines.append(f"{'peak memory':28}{mem['bytes'] / 2**20:,.0f} MiB ({mem.get('kind', '')})")
     if summary.get("model_bytes"):
         lines.append(f"{'model file':28}{summary['model_bytes'] / 2**10:,.0f} KiB")
+    disk = summary.get("disk") or {}
+    if disk.get("csr_bytes"):
+        lines.append(f"{'weights in CSR':28}{disk['csr_bytes'] / 2**10:,.0f} KiB (dense "
+                     f"{disk['dense_bytes'] / 2**10:,.0f} KiB; {disk['csr_precision']})")
+    if summary.get("granularity") in ("weights", "both"):
+        lines.append(f"{'note':28}weight masks run on dense kernels: they save no time and no memory, only disk")
+    if summary.get("lottery"):
+        lot = summary["lottery"]
+        lines.append(f"{'lottery ticket rewinding':28}{lot['rounds']} rounds of {lot['epochs_per_round']} epochs, "
+                     f"rewound to epoch {lot['rewind_epoch']}")
     return "\n".join(lines)

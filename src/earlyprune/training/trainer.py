@@ -33,9 +33,12 @@ from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
-from ..outcome import pruning_outcome
+from ..outcome import PRUNED, PruningOutcome, pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
+from ..unstructured.lottery import LotteryTicketRewinding
+from ..unstructured.masks import parameters_in_plain_order
+from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
 from ..validation import InvalidParameterError
@@ -43,7 +46,7 @@ from . import rundir
 from ..optimizer_state import check_state
 from .checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          write_json_atomic)
-from .config import TrainConfig
+from .config import TrainConfig, ratio_text
 from .data import BatchLoader, ImageData, load_dataset
 from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
@@ -125,24 +128,29 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
                   steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
                   log: Callable[[str], None] = print, checks: bool = True) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
-                "loss_fn", "ratio"}
+                "loss_fn", "ratio", "granularity", "weight_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
-    if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
+    if cfg.granularity == "weights":
+        round_to = 1  # masks keep every width
+    elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=cfg.channels_last))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
-    steps = min(cfg.steps, steps_per_epoch)  # at most one pruning step per batch (said in the log)
+    levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
+    steps = min(cfg.steps, max(1, steps_per_epoch // levels))  # at most one pruning step per batch (said in the log)
     if steps < cfg.steps:
-        log(f"--steps {cfg.steps} is more than the {steps_per_epoch} batches of an epoch: the pruning epoch prunes "
-            f"in {steps} steps, one per batch")
+        log(f"--steps {cfg.steps}{' per level' if levels > 1 else ''} is more than the {steps_per_epoch} batches of "
+            f"an epoch allow: the pruning epoch prunes in {steps} steps{' per level' if levels > 1 else ''}, one per "
+            f"batch")
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
                            optimizer=optimizer, target=cfg.target, steps=steps, steps_per_epoch=steps_per_epoch,
                            min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
+                           granularity=cfg.granularity, weight_ratio=cfg.weight_ratio,
                            **{**cfg.pruner_args, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
@@ -257,6 +265,7 @@ class _Run:
     scheduler: Any = None
     loss_fn: nn.Module = None  # type: ignore[assignment]
     pruner: EarlyPruner = None  # type: ignore[assignment]
+    lottery: LotteryTicketRewinding | None = None
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     loggers: list[RunLogger] = field(default_factory=list)
@@ -269,6 +278,11 @@ class _Run:
         """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
         self.net = self.parallel.wrap(self.model)
         return self.net
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the run trains in all: ``--epochs``, or LTR's ``E + R·(E − K)``."""
+        return self.lottery.total_epochs if self.lottery is not None else self.cfg.epochs
 
 
 def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
@@ -316,12 +330,18 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.model.train()
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
-    run.optimizer = build_optimizer(run.model.parameters(), cfg)
+    # masks (a resumed sparse run) move weights behind their module's other parameters: keep the original order,
+    # which the checkpoint's optimizer state is indexed by
+    run.optimizer = build_optimizer(parameters_in_plain_order(run.model), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
     run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     # a resumed run was checked when it started (and its model may be pruned already): no construction checks
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
                                run.precision.dtype, log=run.progress.log, checks=state is None)
+    if cfg.lottery_rounds:
+        run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
+                                             rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
+                                             scheduler=run.scheduler)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
     run.rewrap()
     return state
@@ -336,6 +356,8 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         if state["scaler"]:
             run.precision.scaler.load_state_dict(state["scaler"])
         run.pruner.load_state_dict(state["pruner"])
+        if run.lottery is not None:
+            run.lottery.load_state_dict(state["lottery"])
         run.train_loader.load_state_dict(state["loader"])
         set_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
@@ -343,7 +365,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
                               f"resumed from it") from None
     _match_state_layout(run.optimizer)
-    run_dir, start, epochs = run.run_dir, run.start_epoch, run.cfg.epochs
+    run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
     assert run_dir is not None
     run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
     if len(run.rows) != start:
@@ -361,12 +383,19 @@ def _loop(run: _Run) -> None:
     cfg = run.cfg
     if run.start_epoch == 0:
         stats = run.dense_stats
+        what = (f"ratio {ratio_text(cfg)}" if run.lottery is not None else
+                f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {ratio_text(cfg)}")
         run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
-                         f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
-                         + (f"; run directory {run.run_dir}" if run.run_dir else ""))
-    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start_epoch + cfg.stop_after)
+                         f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
+    end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
     for epoch in range(run.start_epoch, end_epoch):
+        if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
+            _set_memory_format(run.model, run.optimizer, cfg.channels_last)
         row = _epoch(run, epoch)
+        if run.lottery is not None:
+            run.lottery.epoch_end(epoch)
+            where = run.lottery.locate(epoch)
+            row.update(lottery_round=where.round, round_epoch=where.epoch)
         run.rows.append(row)
         for logger in run.loggers:
             for event in row["events"]:
@@ -376,8 +405,8 @@ def _loop(run: _Run) -> None:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
             _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                        run.train_loader)
-        run.progress.end_epoch(_epoch_line(row, cfg.epochs))
+                        run.train_loader, run.lottery)
+        run.progress.end_epoch(_epoch_line(row, run.epochs))
 
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
@@ -414,22 +443,27 @@ def _finish(run: _Run) -> RunResult:
     """The summary (and, once complete, the final model) of the run."""
     cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
-    summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
+    summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
                             final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
-                            outcome=pruning_outcome(pruner, cfg.epochs))
+                            outcome=_outcome(run))
     summary["round_to"] = pruner.round_to_record
     summary["world_size"] = run.parallel.world_size
     summary["global_batch_size"] = run.train_loader.global_batch_size
     summary["ranks"] = run.parallel.agreement(run.model)
+    summary["granularity"] = cfg.granularity
+    summary["disk"] = disk_record(run.model)
+    if run.lottery is not None:
+        summary["lottery"] = {"rounds": cfg.lottery_rounds, "rewind_epoch": cfg.lottery_rewind,
+                              "epochs_per_round": cfg.epochs, "history": run.lottery.history}
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
         if summary["complete"]:
             _write_model(run_dir, run.model)
-            summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
+            summary["model_bytes"] = summary["disk"]["file_bytes"] = (run_dir / rundir.MODEL).stat().st_size
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after {len(rows)} of {cfg.epochs} epochs (the last: epoch {len(rows) - 1}); "
+            run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
                              f"continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
         raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
@@ -520,11 +554,30 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: Any, scheduler: Any,
-                precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
+                precision: Precision, pruner: EarlyPruner, loader: BatchLoader,
+                lottery: LotteryTicketRewinding | None = None) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
              "rng": rng_state(), "world_size": loader.world_size}
+    if lottery is not None:
+        state["lottery"] = lottery.state_dict()
     save_checkpoint(run_dir, epochs_done, model, state)
+
+
+def _outcome(run: _Run) -> PruningOutcome:
+    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
+    if run.lottery is None or not run.lottery.history:
+        return pruning_outcome(run.pruner, run.epochs)
+    history = run.lottery.history
+    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
+                          sum(int(h["pruned"]) for h in history))
+
+
+def disk_record(model: nn.Module) -> dict[str, Any]:
+    """The model's size on disk as EarlyCroP reports it (:mod:`earlyprune.unstructured.storage`): its weight
+    tensors in CSR (fp32 values, the narrowest integer indices), the reference code's formula, and dense."""
+    return {"csr_bytes": csr_bytes(model), "csr_precision": "values fp32, indices the narrowest of 8/16/32/64 bits",
+            "reference_size": reference_disk_size(model), "dense_bytes": dense_bytes(model), "file_bytes": None}
 
 
 def _write_model(run_dir: Path, model: nn.Module) -> None:
