@@ -53,7 +53,7 @@ from torch import nn
 
 from . import timing
 from .batch import call_model
-from .criteria.latency import LatencyTable, _channels, _timed
+from .criteria.latency import LatencyTable, _channels, _timed, traced
 from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, _flat_tensors, is_depthwise
 from .validation import Boolean, InstanceOf, Interval, Options, Rule, check_args, rule
@@ -328,25 +328,15 @@ def structure_links(groups: ChannelGroups) -> tuple[list[nn.Module], list[list[L
 def _shapes(groups: ChannelGroups, layers: Sequence[nn.Module]) -> dict[nn.Module, tuple[tuple[int, ...], int]]:
     """Input shape and output positions per channel (per example) of every layer, from one traced forward."""
     found: dict[nn.Module, tuple[tuple[int, ...], int]] = {}
-    handles = []
-    for m in layers:
-        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-            if mod in found or not inputs or not isinstance(inputs[0], torch.Tensor):
-                return
-            out = output if isinstance(output, torch.Tensor) else _flat_tensors(output)[0]
-            channels = _channels(mod)[1]
-            found[mod] = (tuple(inputs[0].shape), max(out.numel() // max(out.shape[0] * channels, 1), 1)
-                          if out.dim() > 1 else 1)
-        handles.append(m.register_forward_hook(hook))
-    model = groups.model
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            call_model(model.eval(), groups.example_inputs)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+
+    def record(mod: nn.Module, inputs: Any, output: Any) -> None:
+        if mod in found or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        out = output if isinstance(output, torch.Tensor) else _flat_tensors(output)[0]
+        channels = _channels(mod)[1]
+        found[mod] = (tuple(inputs[0].shape), max(out.numel() // max(out.shape[0] * channels, 1), 1)
+                      if out.dim() > 1 else 1)
+    traced(groups, layers, record)
     return found
 
 

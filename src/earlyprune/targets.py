@@ -21,29 +21,33 @@ from .timebudget import select_by_time
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
            target: str = "channels", min_channels: int = 1, round_to: int = 1,
-           max_group_ratio: float = MAX_GROUP_RATIO, predictor: StepTimePredictor | None = None) -> Plan:
+           max_group_ratio: float = MAX_GROUP_RATIO, predictor: StepTimePredictor | None = None,
+           clip: bool = False) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
     Arguments as :func:`earlyprune.selection.select`, plus ``target="latency"`` with ``predictor``: the step-time
-    model (:func:`~earlyprune.steptime.measure_step_time`); the plan's ``seconds`` is its predicted step.
+    model (:func:`~earlyprune.steptime.measure_step_time`); the plan's ``seconds`` is its predicted step. A time
+    budget the constraints cannot meet is pruned as far as they allow, with a warning (it is predicted, not counted).
     """
     if target != "latency":
         return select_counted(groups, scores, amount, target=target, min_channels=min_channels, round_to=round_to,
-                              max_group_ratio=max_group_ratio)
+                              max_group_ratio=max_group_ratio, clip=clip)
     return select_many(groups, scores, [amount], target=target, min_channels=min_channels, round_to=round_to,
-                       max_group_ratio=max_group_ratio, predictor=predictor)[0]
+                       max_group_ratio=max_group_ratio, predictor=predictor, clip=clip)[0]
 
 
 def select_many(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amounts: Iterable[float], *,
                 target: str = "channels", min_channels: int = 1, round_to: int = 1,
-                max_group_ratio: float = MAX_GROUP_RATIO, predictor: StepTimePredictor | None = None) -> list[Plan]:
-    """One plan per amount (the time target plans them all in one greedy pass)."""
+                max_group_ratio: float = MAX_GROUP_RATIO, predictor: StepTimePredictor | None = None,
+                clip: bool = False) -> list[Plan]:
+    """One plan per amount (the time target plans them all in one greedy pass); ``clip`` as
+    :func:`earlyprune.selection.select`."""
     amounts = list(amounts)
     for amount in amounts:
         validate_target(amount, target, min_channels, round_to, max_group_ratio)
     if target != "latency":
         return [select_counted(groups, scores, a, target=target, min_channels=min_channels, round_to=round_to,
-                               max_group_ratio=max_group_ratio) for a in amounts]
+                               max_group_ratio=max_group_ratio, clip=clip) for a in amounts]
     if predictor is None:
         raise ValueError("target='latency' needs the step-time predictor: pass predictor="
                          "earlyprune.measure_step_time(groups, batch_size=...)")

@@ -116,12 +116,14 @@ def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int)
     return clock.seconds / number, clock.cpu_seconds / number
 
 
-def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1) -> float:
-    """Wall seconds per call of ``number`` back-to-back calls of ``fn`` (one sample, device synchronised) — for
-    benchmarks that interleave their own rounds; :func:`measure` adds the warm-up and the median."""
+def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1,
+              cpu: bool = False) -> float:
+    """Wall seconds (process CPU seconds with ``cpu``) per call of ``number`` back-to-back calls of ``fn`` (one
+    sample, device synchronised) — for benchmarks that interleave their own rounds; :func:`measure` adds the
+    warm-up and the median."""
     if number < 1:
         raise ValueError(f"number must be ≥ 1 (calls per sample), got {number}")
-    return _once(fn, device, number)[0]
+    return _once(fn, device, number)[1 if cpu else 0]
 
 
 def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 2, number: int = 1,

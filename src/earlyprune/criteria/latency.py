@@ -20,7 +20,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from numbers import Integral, Real
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -123,6 +123,8 @@ class LatencyTable:
         self._timer = timer
         self._file_loaded = False
         self.measured = 0   #: layer timings taken by this table (cache misses)
+        self._info: dict[str, tuple[nn.Module, int, int, tuple[int, ...]]] = {}
+        self._runs: dict[str, tuple[Callable[[], None], torch.device]] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
     def table(self, groups: ChannelGroups) -> dict[str, list[tuple[int, float]]]:
@@ -163,7 +165,6 @@ class LatencyTable:
         with self._file_cache():
             return self._total(_narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes), shapes)
 
-    # -- internals ----------------------------------------------------------------------------------------------
     def _total(self, change: dict[int, list[Any]], shapes: dict[nn.Module, tuple[int, ...]]) -> float:
         total = 0.0
         for m, d_in, d_out in change.values():
@@ -171,12 +172,53 @@ class LatencyTable:
             total += self._layer_time(m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
         return total
 
-    def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+    def structure_layers(self, groups: ChannelGroups, removed: dict[str, int],
+                         shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> dict[str, int]:
+        """``{layer signature: how many layers of the model have it}`` with each group narrowed by
+        ``removed[group name]`` channels — what :meth:`structure_latency` sums, for timing the signatures one
+        :meth:`sample` at a time (``round_to="auto"`` does, in interleaved rounds)."""
+        shapes = shapes if shapes is not None else input_shapes(groups)
+        counts: dict[str, int] = {}
+        for m, d_in, d_out in _narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes).values():
+            c_in, c_out = _channels(m)
+            args = (m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
+            key, build = self._layer(*args)
+            if build is not None:
+                counts[key] = counts.get(key, 0) + 1
+                self._info[key] = args
+        return counts
+
+    def sample(self, key: str) -> float:
+        """One uncached timing (seconds) of the layer with signature ``key`` from :meth:`structure_layers`: a
+        single forward (+ backward), the device synchronised around it. The layer and its input are built once
+        and kept until :meth:`release`."""
+        return self._sample(*self._info[key])
+
+    def release(self) -> None:
+        """Forget the layers :meth:`sample` built."""
+        self._runs.clear()
+        self._info.clear()
+
+    def _sample(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+        key, build = self._layer(m, c_in, c_out, in_shape)
+        if build is None:
+            return 0.0
+        if key not in self._runs:
+            self._runs[key] = build()
+        run, device = self._runs[key]
+        return (float(self._timer(run)) if self._timer is not None
+                else timing.time_once(run, device=device, cpu=timing.clock(device, self.clock) == "cpu"))
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _layer(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]
+               ) -> tuple[str, Callable[[], tuple[Callable[[], None], torch.device]] | None]:
+        """The signature of ``m`` narrowed to ``c_in`` / ``c_out`` channels, and a builder of its timed call
+        (None when such a layer cannot be built)."""
         # the timing must not move the training's random streams (layer init, inputs): fork them
         with torch.random.fork_rng(devices=[]):
             layer = _variant(m, c_in, c_out)
         if layer is None:
-            return 0.0
+            return "", None
         ref_param = next(m.parameters(), None)
         device = ref_param.device if ref_param is not None else torch.device("cpu")
         dtype = ref_param.dtype if ref_param is not None else torch.float32
@@ -189,18 +231,31 @@ class LatencyTable:
                f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}")
         if timing.clock(device, self.clock) == "cpu":
             key += "|cpu-time"
+
+        def build() -> tuple[Callable[[], None], torch.device]:
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+                if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                return self._run(layer, shape, device, dtype, cl), device
+
+        return key, build
+
+    def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+        key, build = self._layer(m, c_in, c_out, in_shape)
+        if build is None:
+            return 0.0
         if key in _CACHE:
             return _CACHE[key]
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            seconds = self._measure(layer, shape, device, dtype, cl)
+        run, device = build()
+        cpu = timing.clock(device, self.clock) == "cpu"
+        seconds = (float(self._timer(run)) if self._timer is not None else timing.seconds(
+            timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device, cpu=cpu), cpu))
         _CACHE[key] = seconds
         self.measured += 1
         return seconds
 
-    def _measure(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
-                 cl: bool) -> float:
+    def _run(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
+             cl: bool) -> Callable[[], None]:
         layer = layer.to(device=device, dtype=dtype).train()
         x = torch.randn(shape, device=device, dtype=dtype)
         if cl:
@@ -214,11 +269,7 @@ class LatencyTable:
             if self.backward:
                 y.backward(torch.ones_like(y))
 
-        if self._timer is not None:
-            return float(self._timer(run))
-        cpu = timing.clock(device, self.clock) == "cpu"
-        return timing.seconds(timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device, cpu=cpu),
-                              cpu)
+        return run
 
     @contextmanager
     def _file_cache(self) -> Iterator[None]:
@@ -279,17 +330,11 @@ def _narrowed(removals: list[tuple[ChannelGroup, int]], shapes: dict[nn.Module, 
     return change
 
 
-def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
-    """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
+def traced(groups: ChannelGroups, modules: Iterable[nn.Module], record: Callable[[nn.Module, Any, Any], None]) -> None:
+    """One forward pass of the groups' model on its example inputs (eval mode, no gradients; the mode restored)
+    with ``record(module, inputs, output)`` hooked on each of ``modules``."""
     model = groups.model
-    modules = {ref.module for g in groups for ref in g.layers if _timed(ref.module)}
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-    handles = []
-    for m in modules:
-        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-            if inputs and isinstance(inputs[0], torch.Tensor) and mod not in shapes:
-                shapes[mod] = tuple(inputs[0].shape)
-        handles.append(m.register_forward_hook(hook))
+    handles = [m.register_forward_hook(record) for m in modules]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -298,6 +343,16 @@ def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
         model.train(was_training)
         for h in handles:
             h.remove()
+
+
+def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
+    """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(mod: nn.Module, inputs: Any, output: Any) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and mod not in shapes:
+            shapes[mod] = tuple(inputs[0].shape)
+    traced(groups, {ref.module for g in groups for ref in g.layers if _timed(ref.module)}, record)
     return shapes
 
 

@@ -105,10 +105,10 @@ def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tens
     constraints. One ranking serves every ratio — no pass over the data; with ``target="latency"`` one greedy
     pass of the time-budget selection (``predictor``) gives every ratio's plan."""
     ratios = list(ratios)
-    with warnings.catch_warnings():  # a ratio the constraints cannot reach is pruned as far as they allow
+    with warnings.catch_warnings():  # a ratio the constraints cannot reach is pruned as far as they allow (clip)
         warnings.simplefilter("ignore")
         plans = select_many(groups, scores, ratios, target=target, min_channels=min_channels, round_to=round_to,
-                            max_group_ratio=max_group_ratio, predictor=predictor)
+                            max_group_ratio=max_group_ratio, predictor=predictor, clip=True)
     return {ratio: plan.structure for ratio, plan in zip(ratios, plans)}
 
 
