@@ -11,7 +11,7 @@ from nets import ARCHITECTURES, MLP, ResidualNet
 import earlyprune as ep
 from earlyprune import steptime
 from earlyprune.criteria import LatencyTable
-from earlyprune.criteria.latency import _channels, _timed, clear_cache
+from earlyprune.criteria.latency import _channels, _timed
 from earlyprune.metrics import is_depthwise as _is_depthwise
 from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
@@ -21,11 +21,7 @@ from loops import blobs
 from loops import train as run
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_latency_cache")
 
 
 def fake_layer_time(cost):
