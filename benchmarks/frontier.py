@@ -30,7 +30,7 @@ dense reference's training loop and charges the methods that do not prune their 
 alternatives a user weighs are plain training, without the signals ``earlyprune train`` records by default.
 
     python benchmarks/frontier.py --profile tiny            # smoke test (minutes)
-    python benchmarks/frontier.py --profile full --jobs 2   # ~2 h on a 2-core CPU; resumable
+    python benchmarks/frontier.py --profile full --jobs 2   # ~4-5 h on a shared 2-core CPU; resumable
     python benchmarks/frontier.py --profile full --report   # tables + plot from what has finished
 
 Writes ``benchmarks/results/frontier[_PROFILE].json``, ``.md`` and ``.png``; run directories under
