@@ -131,7 +131,7 @@ def test_bad_config_files_and_run_dirs(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     err = _error(["train", "--dataset", "synthetic", "--out-dir", str(tmp_path), "--name", "taken"], capsys)
-    assert "already holds files" in err and "--resume" in err
+    assert "already holds files but no run" in err and "move the files away" in err
 
 
 def test_external_models_name_the_missing_package():

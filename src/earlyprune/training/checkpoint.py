@@ -7,15 +7,26 @@ A checkpoint is a directory ``checkpoints/epoch-NNNN/`` in the run directory wit
 * ``state.json`` + ``state.safetensors`` — optimizer, LR scheduler, gradient scaler, pruner (and policy), data
   order and RNG states, encoded by :mod:`.statecodec` (JSON with references to tensors).
 
-The directory is complete before ``checkpoint.json`` — the pointer a resume reads — is replaced to name it
-(``os.replace`` is atomic), so a run killed at any moment keeps the previous checkpoint. Older checkpoint
-directories are removed afterwards.
+The write protocol, so that a kill at any instant leaves a run that ``--resume`` continues:
+
+1. the files are written into ``checkpoints/.tmp-epoch-NNNN/`` (a leftover of a killed write is removed first);
+2. that directory is renamed to ``checkpoints/epoch-NNNN/`` (one ``os.replace``; a complete directory of that
+   name that no pointer names — left by a run killed between steps 2 and 3 — is replaced);
+3. ``checkpoint.json`` — the pointer, the only thing a resume trusts — is written to a temporary file and
+   ``os.replace``-d over the old one: the commit point;
+4. older ``epoch-*`` directories are removed.
+
+Before step 3 completes, the pointer names the previous checkpoint, which is untouched; a run killed before its
+first pointer exists is resumed from epoch 0 (:func:`has_checkpoint`). The pointer may only name
+``checkpoints/epoch-NNNN`` inside its own run directory. Only one process writes a run directory (rank 0 under
+``torchrun``); :mod:`.faults` names the points between these steps for the fault-injection tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,24 +37,28 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..io import StructureMismatchError, load, save
-from . import statecodec
+from . import faults, statecodec
 
 FORMAT = "earlyprune.checkpoint"
 VERSION = 1
 POINTER = "checkpoint.json"
+_NAME = re.compile(r"checkpoints/epoch-(\d{4,})")
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or from an incompatible version."""
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+def write_json_atomic(path: Path, doc: Any, *, kill_point: str | None = None) -> None:
+    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``; ``kill_point`` names the
+    :mod:`.faults` point between the two."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    if kill_point is not None:
+        faults.point(kill_point)
     os.replace(tmp, path)
 
 
@@ -56,35 +71,60 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while writing
     tmp.mkdir()
     save(model, tmp / "model.safetensors")
+    faults.point("checkpoint.model")
     doc, tensors = statecodec.encode(state)
     save_file(tensors, str(tmp / "state.safetensors"))
     write_json_atomic(tmp / "state.json", {"format": FORMAT, "version": VERSION, "epoch": epoch, "state": doc})
+    faults.point("checkpoint.files")
     final = root / name
     if final.exists():  # written by a killed run but never pointed to: not a checkpoint anyone relies on
         shutil.rmtree(final)
     os.replace(tmp, final)
+    faults.point("checkpoint.renamed")
     write_json_atomic(run_dir / POINTER, {"format": FORMAT, "version": VERSION, "epoch": epoch,
-                                          "path": f"checkpoints/{name}"})
+                                          "path": f"checkpoints/{name}"}, kill_point="checkpoint.pointer-written")
+    faults.point("checkpoint.pointer")
     for old in root.iterdir():
         if old.name != name and old.name.startswith("epoch-"):
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run has committed a checkpoint (its pointer exists); without one it restarts at epoch 0."""
+    return (run_dir / POINTER).is_file()
+
+
 def read_pointer(run_dir: Path) -> dict[str, Any]:
     path = run_dir / POINTER
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} has no {POINTER}: it is not a run directory written by `earlyprune train` "
-                              f"(or was stopped before its first epoch ended); start a new run instead")
+        raise CheckpointError(f"{run_dir} has no {POINTER}: no epoch of it has finished (`earlyprune train --resume "
+                              f"{run_dir}` restarts it at epoch 0)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}); the run cannot be resumed") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        raise CheckpointError(f"{path} is format {doc.get('format')!r} version {doc.get('version')!r}, this "
-                              f"earlyprune reads {FORMAT!r} version {VERSION}; resume it with the earlyprune that "
-                              f"wrote it")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else (type(doc).__name__, None)
+        raise CheckpointError(f"{path} is format {got[0]!r} version {got[1]!r}, this earlyprune reads {FORMAT!r} "
+                              f"version {VERSION}; resume it with the earlyprune that wrote it")
+    _check_pointer(run_dir, doc)
     return doc
+
+
+def _check_pointer(run_dir: Path, doc: dict[str, Any]) -> None:
+    """The pointer may name only ``checkpoints/epoch-NNNN`` of its own run (not a path elsewhere, not through a
+    link that leaves the run directory), for the epoch it states."""
+    target, epoch = doc.get("path"), doc.get("epoch")
+    match = _NAME.fullmatch(target) if isinstance(target, str) else None
+    where = run_dir / POINTER
+    if match is None or isinstance(epoch, bool) or not isinstance(epoch, int) or int(match.group(1)) != epoch:
+        raise CheckpointError(f"{where} names {target!r} for epoch {epoch!r}; a checkpoint pointer may only name "
+                              f"checkpoints/epoch-NNNN of its own run for its epoch: the run directory is damaged")
+    root = run_dir.resolve()
+    if not (run_dir / target).resolve().is_relative_to(root):
+        raise CheckpointError(f"{where} names {target!r}, which leads outside {run_dir} (a link?); a checkpoint "
+                              f"pointer may only name a directory inside its run")
 
 
 def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Module, dict[str, Any]]:
