@@ -108,3 +108,25 @@ def test_an_earlyprune_model_with_a_bare_parameter_prunes_and_names_it():
     ep.prune(model, torch.randn(2, 3, 8, 8), 0.5, optimizer=opt)
     assert model.scale.shape[0] == model.conv1.out_channels < 8
     assert opt.state[model.scale]["momentum_buffer"].shape == model.scale.shape   # sliced along pruning_dim
+
+
+def test_index_mapping_internals_that_tracing_guards():
+    from torch_pruning.dependency import index_mapping
+
+    from earlyprune import tracing
+
+    for name in tracing._UPDATES:
+        need(callable(getattr(index_mapping, name, None)), f"torch_pruning.dependency.index_mapping.{name}",
+             "tracing.py (_guard_updates: unmapped nodes)")
+    flatten = getattr(index_mapping, "_FlattenIndexMapping", None)
+    need(flatten is not None, "index_mapping._FlattenIndexMapping", "tracing.py (bounded index lists)")
+    mapping = flatten(stride=3, reverse=False)
+    need(hasattr(mapping, "_stride") and hasattr(mapping, "reverse"), "_FlattenIndexMapping._stride / .reverse",
+         "tracing.py (bounded index lists)")
+    need(isinstance(getattr(tp.DependencyGraph(), "IGNORED_LAYERS_IN_TRACING", None), list),
+         "DependencyGraph.IGNORED_LAYERS_IN_TRACING (a list)", "groups.py (ChannelGroups._tp_groups)")
+    model = ScaledNet()
+    graph = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8), verbose=False,
+                                                  unwrapped_parameters=[(model.scale, 0)])
+    need(graph._module2name.get(model.conv1) == "conv1", "DependencyGraph._module2name",
+         "tracing.py (check_fits: the layer's name)")

@@ -13,12 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch_pruning as tp
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from . import structure
+from . import structure, tracing
 from .validation import MODEL, PATH, InstanceOf, Rule, checked, rule
 
 _KEY = "earlyprune.structure"
@@ -110,14 +109,13 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
         if inputs is None:
             raise ValueError(f"{path} does not describe its example inputs: pass example_inputs= to load()")
-        was_training = model.training
-        graph = tp.DependencyGraph().build_dependency(model, inputs, verbose=False)
+        # traced as the pruning graph was (training mode for auxiliary heads), with the same guards
+        graph = tracing.build_graph(model, inputs, train=doc.get("trace") == "train")
         graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
-        model.train(was_training)
     final = structure.signature(model)
     if final != doc["final"]:
         raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
     load_model(model, str(path), strict=True)  # shapes and names were checked above
-    structure.adopt(model, doc["original"], doc["example_inputs"], history)
+    structure.adopt(model, doc["original"], doc["example_inputs"], history, trace=doc.get("trace", "eval"))
     return model

@@ -56,20 +56,25 @@ class StructureRecord:
     inputs: Any
     earlier: list[list[Any]] = field(default_factory=list)  # history of graphs attached before the current one
     graph: Any = None
+    #: "train" when the graph was traced in training mode (auxiliary heads): load() must trace the same way
+    trace: str = "eval"
 
     def history(self) -> list[list[Any]]:
         current = self.graph.pruning_history() if self.graph is not None else []
         return self.earlier + [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in current]
 
     def to_json(self, model: nn.Module) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "original": self.original, "example_inputs": self.inputs,
-                "history": self.history(), "final": signature(model)}
+        doc = {"format": FORMAT, "version": VERSION, "original": self.original, "example_inputs": self.inputs,
+               "history": self.history(), "final": signature(model)}
+        if self.trace != "eval":
+            doc["trace"] = self.trace
+        return doc
 
 
 _RECORDS: "weakref.WeakKeyDictionary[nn.Module, StructureRecord]" = weakref.WeakKeyDictionary()
 
 
-def attach(model: nn.Module, graph: Any, example_inputs: Any) -> StructureRecord:
+def attach(model: nn.Module, graph: Any, example_inputs: Any, trace: str = "eval") -> StructureRecord:
     """Start (or continue) the record of ``model`` with a new dependency graph that will do the pruning."""
     record = _RECORDS.get(model)
     if record is None:
@@ -77,6 +82,8 @@ def attach(model: nn.Module, graph: Any, example_inputs: Any) -> StructureRecord
     else:
         record.earlier = record.history()
     record.graph = graph
+    if trace != "eval":
+        record.trace = trace
     _RECORDS[model] = record
     return record
 
@@ -85,6 +92,7 @@ def record_of(model: nn.Module) -> StructureRecord | None:
     return _RECORDS.get(model)
 
 
-def adopt(model: nn.Module, original: list[list[Any]], inputs: Any, history: list[list[Any]]) -> None:
+def adopt(model: nn.Module, original: list[list[Any]], inputs: Any, history: list[list[Any]],
+          trace: str = "eval") -> None:
     """Record that ``model`` (just rebuilt by :func:`earlyprune.load`) carries ``history`` already."""
-    _RECORDS[model] = StructureRecord(original=original, inputs=inputs, earlier=list(history))
+    _RECORDS[model] = StructureRecord(original=original, inputs=inputs, earlier=list(history), trace=trace)
