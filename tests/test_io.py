@@ -81,3 +81,22 @@ def test_foreign_and_broken_files_are_refused(tmp_path):
         ep.load(tmp_path / "missing.safetensors", MLP())
     with pytest.raises(ValueError, match="metadata"):
         ep.save(MLP(), tmp_path / "x.safetensors", metadata={"earlyprune.structure": "x"})
+
+
+def test_tracing_a_model_does_not_keep_it_alive_and_its_history_outlives_the_graph(tmp_path):
+    """The structure record holds the pruning graph weakly (the graph references the model; a strong reference
+    kept every traced model in memory), and copies its history after each removal."""
+    import gc
+    import weakref
+
+    model, x = randomize_(ResidualNet()), torch.randn(2, 3, 8, 8)
+    alive = weakref.ref(model)
+    ep.ChannelGroups(model, x)
+    del model
+    gc.collect()
+    assert alive() is None
+    model = randomize_(ResidualNet())
+    ep.prune(model, x, 0.5, steps=2)  # its groups and graph are gone after the call
+    gc.collect()
+    loaded = ep.load(ep.save(model, tmp_path / "m.safetensors"), ResidualNet())
+    assert torch.equal(loaded.eval()(x), model.eval()(x))

@@ -51,6 +51,7 @@ class PruningEngine:
             pending.finish()
             removed[name] = sorted(set(idxs))
         if removed:
+            self.groups.record.sync()  # the structure record holds the graph weakly: keep its history
             self.groups.refresh()
             self._check_runs(removed)
         return removed

@@ -55,13 +55,31 @@ class StructureRecord:
     original: list[list[Any]]
     inputs: Any
     earlier: list[list[Any]] = field(default_factory=list)  # history of graphs attached before the current one
-    graph: Any = None
     #: "train" when the graph was traced in training mode (auxiliary heads): load() must trace the same way
     trace: str = "eval"
+    # the graph doing the pruning, held weakly: it references the model, and a strong reference from this map's
+    # value would keep every model ever traced alive; its history is copied after every removal (sync)
+    _graph: Any = field(default=None, repr=False)
+    _current: list[list[Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def graph(self) -> Any:
+        return self._graph() if self._graph is not None else None
+
+    @graph.setter
+    def graph(self, graph: Any) -> None:
+        self._graph = weakref.ref(graph) if graph is not None else None
+        self._current = []
+
+    def sync(self) -> None:
+        """Copy the live graph's removal history (call after every removal)."""
+        graph = self.graph
+        if graph is not None:
+            self._current = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
 
     def history(self) -> list[list[Any]]:
-        current = self.graph.pruning_history() if self.graph is not None else []
-        return self.earlier + [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in current]
+        self.sync()
+        return self.earlier + [list(entry) for entry in self._current]
 
     def to_json(self, model: nn.Module) -> dict[str, Any]:
         doc = {"format": FORMAT, "version": VERSION, "original": self.original, "example_inputs": self.inputs,
