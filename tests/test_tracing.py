@@ -1,6 +1,7 @@
 """earlyprune.tracing: groups torch-pruning cannot compute or map are kept whole (the rest is still pruned
 exactly), index mappings are bounded, and torch-pruning is unchanged for everyone else."""
 
+import contextlib
 import copy
 import warnings
 
@@ -76,3 +77,22 @@ def test_a_model_with_kept_groups_saves_and_loads(tmp_path):
         ep.prune(model, x, 0.3)
         loaded = ep.load(ep.save(model, tmp_path / "m.safetensors"), ShuffleNet())
     assert torch.equal(loaded.eval()(x), model(x))
+
+
+@pytest.mark.parametrize("net", [ConcatNet, ShuffleNet])
+def test_index_mappings_computed_once_per_unchanged_model_give_the_same_groups(monkeypatch, net):
+    def layers(groups):
+        return [[(r.name, r.role, r.idxs.tolist(), r.root_idxs.tolist()) for r in g.layers] for g in groups]
+
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        once = ChannelGroups(net().eval(), x)
+        calls = []
+        original = tracing._ORIGINAL_UPDATES["update_index_mapping"]
+        monkeypatch.setitem(tracing._ORIGINAL_UPDATES, "update_index_mapping",
+                            lambda graph: (calls.append(1), original(graph))[1])
+        monkeypatch.setattr(tracing.Graph, "unchanged", lambda self: contextlib.nullcontext())
+        every = ChannelGroups(net().eval(), x)
+    assert len(calls) > 2 * len(every)  # without the block: once per group, and again per refresh
+    assert once.names == every.names and layers(once) == layers(every) and once.kept == every.kept

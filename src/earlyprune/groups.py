@@ -201,8 +201,18 @@ class ChannelGroups(Sequence[ChannelGroup]):
         graph = self.graph
         # torch-pruning internal: the layers its tracer skips (tests/test_torch_pruning_internals.py)
         ignored = set(self.ignored_layers) | set(graph.IGNORED_LAYERS_IN_TRACING)
-        visited: set[Any] = set()
-        groups = []
+        with graph.unchanged():
+            groups = self._tp_groups_of(graph, ignored)
+        if self.kept:
+            names = list(self.kept)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            warnings.warn(f"{len(names)} layer(s) keep all their output channels because torch-pruning cannot map "
+                          f"their channel dependencies ({shown}; first cause: {self.kept[names[0]]}); the rest of "
+                          f"the model is pruned. ChannelGroups.kept lists them", stacklevel=4)
+        return groups
+
+    def _tp_groups_of(self, graph: tracing.Graph, ignored: set[Any]) -> list[tp.Group]:
+        groups, visited = [], set()
         for module in list(graph.module2node):
             if module in ignored or module in visited or not isinstance(module, ROOT_TYPES):
                 continue
@@ -226,12 +236,6 @@ class ChannelGroups(Sequence[ChannelGroup]):
                         self.kept[self._name_of(m)] = "its channels pass an operation torch-pruning cannot map"
                 continue
             groups.append(group)
-        if self.kept:
-            names = list(self.kept)
-            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-            warnings.warn(f"{len(names)} layer(s) keep all their output channels because torch-pruning cannot map "
-                          f"their channel dependencies ({shown}; first cause: {self.kept[names[0]]}); the rest of "
-                          f"the model is pruned. ChannelGroups.kept lists them", stacklevel=4)
         return groups
 
     # -- Sequence protocol -----------------------------------------------------------------------------------
@@ -271,6 +275,15 @@ class ChannelGroups(Sequence[ChannelGroup]):
 
     def refresh(self) -> None:
         """Re-read every group's layers, width and per-channel cost from the (possibly pruned) model."""
+        with self.graph.unchanged():
+            self._refresh_layers()
+        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
+                              sum(p.numel() for p in self.model.parameters()))
+        for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
+            group.macs_per_channel = float(macs)
+            group.params_per_channel = float(params)
+
+    def _refresh_layers(self) -> None:
         for group in self._groups:
             tp_group = self.tp_group(group)
             width = len(tp_group[0].idxs)
@@ -290,11 +303,6 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.ch_groups = _channel_groups(group)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
-        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
-                              sum(p.numel() for p in self.model.parameters()))
-        for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
-            group.macs_per_channel = float(macs)
-            group.params_per_channel = float(params)
 
     def _name_of(self, obj: Any) -> str:
         if obj in self._module_names:

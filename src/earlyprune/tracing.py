@@ -50,7 +50,8 @@ INDEX_LIMIT_FACTOR = 4
 #: the index-list bound of the Graph whose walk is running (None outside: torch-pruning behaves as shipped)
 _LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("earlyprune_index_limit", default=None)
 
-#: torch-pruning internal: index_mapping's update functions, replaced by guarded ones (test_torch_pruning_internals)
+#: torch-pruning internal: index_mapping's update functions, replaced by guarded ones (test_torch_pruning_internals);
+#: update_index_mapping (all of them) is also wrapped, by Graph.unchanged
 _UPDATES = ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
             "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping",
             "update_flatten_index_mapping")
@@ -66,6 +67,7 @@ class Graph(tp.DependencyGraph):
         self.index_limit: int | None = None
         #: "train" when traced in training mode (:func:`build_graph`)
         self.mode = "eval"
+        self._frozen = self._mapped = False
 
     def get_pruning_group(self, module: Any, pruning_fn: Any, idxs: Any) -> tp.Group:
         token = _LIMIT.set(self.index_limit)
@@ -73,6 +75,17 @@ class Graph(tp.DependencyGraph):
             return super().get_pruning_group(module, pruning_fn, idxs)
         finally:
             _LIMIT.reset(token)
+
+    @contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Many groups of a model that is not pruned meanwhile: torch-pruning recomputes every index mapping of
+        the graph before each group (minutes for MaxViT's 124 roots); inside this block it does so once."""
+        self._mapped = False
+        self._frozen = True
+        try:
+            yield
+        finally:
+            self._frozen = False
 
 
 def _guard_updates() -> None:
@@ -108,6 +121,18 @@ def _guard_updates() -> None:
                 return None
 
         setattr(_tp_index_mapping, name, functools.wraps(original)(guarded))
+
+    update_all = _ORIGINAL_UPDATES["update_index_mapping"] = _tp_index_mapping.update_index_mapping
+
+    @functools.wraps(update_all)
+    def update_unless_unchanged(graph: Any) -> Any:
+        if isinstance(graph, Graph) and graph._frozen:
+            if graph._mapped:
+                return None
+            graph._mapped = True
+        return _ORIGINAL_UPDATES["update_index_mapping"](graph)
+
+    _tp_index_mapping.update_index_mapping = update_unless_unchanged
 
 
 #: torch-pruning's own update functions, called by the guarded ones
