@@ -105,6 +105,25 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         raise
 
 
+#: weight of each auxiliary classifier's loss (GoogLeNet, Szegedy et al. 2015, §5: "weighted by 0.3")
+AUX_WEIGHT = 0.3
+
+
+def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, loss)`` of a training-mode output: a tensor, or a tuple whose first entry is the logits and the
+    rest auxiliary classifiers (torchvision's GoogLeNet / Inception-v3), added with :data:`AUX_WEIGHT`."""
+    if isinstance(out, torch.Tensor):
+        return out, loss_fn(out, targets)
+    if isinstance(out, tuple) and out and all(isinstance(o, torch.Tensor) or o is None for o in out) \
+            and isinstance(out[0], torch.Tensor):
+        aux = [o for o in out[1:] if o is not None]
+        return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
+                                                                   torch.zeros((), device=out[0].device))
+    raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
+                    f"or a tuple (logits, auxiliary logits…)")
+
+
 def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on ``loader``."""
     model.eval()
@@ -404,8 +423,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out = model(x)
-                loss = loss_fn(out, y)
+                out, loss = training_loss(model(x), y, loss_fn)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)  # criteria that read gradients see true values
