@@ -165,6 +165,28 @@ def test_batch_loader_normalises_orders_and_resumes():
     assert len(BatchLoader(x[:65], y[:65], 32, mean, std)) == 2  # a single-image tail is dropped (BatchNorm)
 
 
+@pytest.mark.parametrize("n", [70, 67])
+def test_sharded_ranks_together_see_the_single_process_global_batches(n):
+    x = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8)
+    y = torch.arange(n)
+    mean, std = channel_stats(x)
+    single = BatchLoader(x, y, 16, mean, std, augment=True, shuffle=True, seed=5)
+    ranks = [BatchLoader(x, y, 8, mean, std, augment=True, shuffle=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert ranks[0].global_batch_size == 16 and len(ranks[0]) == len(ranks[1])
+    # n=67: the global tail of 3 images cannot give both ranks 2 images — the ranks drop it (so their generator
+    # differs from the single process's from then on: one epoch compared); n=70: a 3 + 3 tail, two epochs
+    for _ in range(2 if n == 70 else 1):
+        expected = list(single)
+        got = list(zip(*ranks))
+        assert len(got) == (5 if n == 70 else 4) and len(expected) == 5
+        for (x0, y0), (x1, y1) in got:
+            assert len(y0) == len(y1)
+        for ((x0, y0), (x1, y1)), (xs, ys) in zip(got, expected):
+            assert torch.equal(torch.cat([y0, y1]), ys) and torch.equal(torch.cat([x0, x1]), xs)
+    with pytest.raises(ValueError, match="rank must be in"):
+        BatchLoader(x, y, 8, mean, std, rank=2, world_size=2)
+
+
 def test_digits_and_synthetic_and_unknown_names():
     pytest.importorskip("sklearn")
     digits = load_dataset("digits")

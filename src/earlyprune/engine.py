@@ -8,7 +8,7 @@ wrapped in a :class:`~earlyprune.optimizer_state.StateSurgery`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -19,24 +19,37 @@ from .optimizer_state import StateSurgery
 from .selection import Plan
 
 
+def check_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """``optimizer`` as a list (None → empty), refusing anything that is not a torch optimizer."""
+    if optimizer is None:
+        return []
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a list of them), got {type(opt).__name__}")
+    return optimizers
+
+
 class PruningEngine:
     """Removes planned channels from ``groups.model`` and keeps ``optimizer`` (if any) consistent."""
 
     def __init__(self, groups: ChannelGroups) -> None:
         self.groups = groups
 
-    def apply(self, plan: Plan, optimizer: torch.optim.Optimizer | None = None) -> dict[str, list[int]]:
+    def apply(self, plan: Plan, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None
+              ) -> dict[str, list[int]]:
         """Remove ``plan.remove[name]`` channels from each named group; returns what was removed.
+
+        ``optimizer`` may be several optimizers (a Lightning module with more than one): each one follows.
 
         The plan's indices refer to the current numbering of each group (as :func:`~earlyprune.selection.select`
         produced them for the current model). Afterwards the groups are refreshed (widths, costs).
         """
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        optimizers = check_optimizers(optimizer)
         unknown = [n for n in plan.remove if n not in self.groups.names]
         if unknown:
             raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")
-        surgery = StateSurgery(optimizer)
+        surgeries = [StateSurgery(opt) for opt in optimizers] or [StateSurgery(None)]
         removed: dict[str, list[int]] = {}
         for name, idxs in plan.remove.items():
             group = self.groups[name]
@@ -46,9 +59,10 @@ class PruningEngine:
                 raise ValueError(f"cannot remove {len(set(idxs))} channels {idxs[:5]}… from group {name!r} of width "
                                  f"{group.width}; plans must leave channels and index the current width")
             tp_group = self.groups.tp_group(group, sorted(set(idxs)))
-            pending = surgery.prepare(tp_group, self._locate)
+            pending = [surgery.prepare(tp_group, self._locate) for surgery in surgeries]
             tp_group.prune()
-            pending.finish()
+            for p in pending:
+                p.finish()
             removed[name] = sorted(set(idxs))
         if removed:
             self.groups.record.sync()  # the structure record holds the graph weakly: keep its history

@@ -19,7 +19,7 @@ import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch_pruning as tp
@@ -28,7 +28,7 @@ from torch import nn
 from . import structure, tracing
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, LayerProfile, profile_layers
-from .validation import MODEL, Rule, checked
+from .validation import MODEL, InstanceOf, Rule, checked, rule
 
 
 #: layers whose output channels root a group (as torch-pruning's get_all_groups)
@@ -64,6 +64,9 @@ class ChannelGroup:
     ch_groups: int = 1
     #: the kept width must be a multiple of this (``num_heads`` of an ``nn.MultiheadAttention`` on the channels)
     width_multiple: int = 1
+    #: channels are removed in whole blocks of this many consecutive channels: one attention head (its
+    #: query/key/value features) when the group's producers were declared with ``num_heads=``; 1 otherwise
+    head_dim: int = 1
     _root: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
     _root_fn: Any = field(repr=False, default=None)
 
@@ -98,6 +101,25 @@ class ChannelGroup:
                 for p, idx, value in reversed(saved):
                     p[idx] = value
 
+    def units(self) -> torch.Tensor:
+        """The removable units as a ``(n_units, unit_size)`` index tensor: row ``u`` holds the channels that go
+        together — position ``j`` of every convolution group (:attr:`ch_groups`), or one attention head's
+        consecutive channels (:attr:`head_dim`). A group that cannot lose a symmetric subset is one unit."""
+        channels = torch.arange(self.width)
+        if self.head_dim > 1 and self.ch_groups == 1:
+            return channels.reshape(self.width // self.head_dim, self.head_dim)
+        return channels.reshape(self.ch_groups, self.width // self.ch_groups).T
+
+    @property
+    def part(self) -> str:
+        """What the group's channels are, for per-part ratios: ``"heads"`` (attention heads) or ``"channels"``."""
+        return "heads" if self.head_dim > 1 and self.unit_size == self.head_dim else "channels"
+
+    @property
+    def unit_size(self) -> int:
+        """Channels per removable unit (see :meth:`units`)."""
+        return self.head_dim if self.head_dim > 1 and self.ch_groups == 1 else self.ch_groups
+
     def producers(self) -> list[LayerRef]:
         """Convolution / linear layers whose *output* channels are the group's channels (PaT's filters)."""
         return [ref for ref in self.layers if ref.role == "out" and isinstance(ref.module, CHANNEL_LAYERS)]
@@ -115,15 +137,20 @@ class ChannelGroups(Sequence[ChannelGroup]):
         model: the network; it is traced once with ``example_inputs`` (in eval mode, gradients on).
         example_inputs: a tensor, tuple of positional tensors or dict of keyword tensors.
         ignored_layers: modules whose output channels must be kept, in addition to the detected output layers.
+        num_heads: ``{layer: heads}`` for layers whose output channels are split into attention heads (the query,
+            key and value projections of a transformer block, as in torch-pruning's own ``num_heads``): their
+            groups lose whole heads only, so every head keeps its width and the head count per layer may differ.
 
     After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
     """
 
-    RULES: dict[str, Rule] = {"model": MODEL}
+    RULES: dict[str, Rule] = {"model": MODEL,
+                              "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None)}
 
     @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
-                 ignored_layers: Iterable[nn.Module] | None = None) -> None:
+                 ignored_layers: Iterable[nn.Module] | None = None,
+                 num_heads: Mapping[nn.Module, int] | None = None) -> None:
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
@@ -131,6 +158,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
                 raise ValueError(
                     f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
                 )
+        self._head_dims = _head_dims(num_heads or {}, known)
         self.model = model
         self.example_inputs = example_inputs
         self._module_names = {m: n for n, m in model.named_modules()}
@@ -168,6 +196,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self._by_name = {g.name: g for g in self._groups}
         self.refresh()
         self.baseline = self.totals()
+        self.baseline_widths = self.widths()
+        #: ``{part: scale}``: each part (see :attr:`ChannelGroup.part`) is ranked on its own and loses
+        #: ``amount × scale`` of its original channels (a separate head ratio); empty: one global ranking
+        self.part_ratios: dict[str, float] = {}
 
     def _trace(self, model: nn.Module, example_inputs: Any) -> tuple[tracing.Graph, list[nn.Module]]:
         """torch-pruning's graph, traced in eval mode — or in training mode when that reaches layers eval mode
@@ -303,6 +335,19 @@ class ChannelGroups(Sequence[ChannelGroup]):
             group.ch_groups = _channel_groups(group)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
+            group.head_dim = self._group_head_dim(group)
+
+    def _group_head_dim(self, group: ChannelGroup) -> int:
+        dims = {self._head_dims[ref.module] for ref in group.layers
+                if ref.role == "out" and isinstance(ref.module, nn.Module) and ref.module in self._head_dims}
+        if not dims:
+            return 1
+        # whole heads are consecutive channels only if every declared layer maps the group's channels 1:1
+        aligned = all(ref.multiplicity == 1 and torch.equal(ref.idxs, ref.root_idxs) for ref in group.layers
+                      if isinstance(ref.module, nn.Module) and ref.module in self._head_dims)
+        if len(dims) > 1 or not aligned or group.width % next(iter(dims)):
+            return group.width  # no consistent head layout: one unit, never pruned
+        return dims.pop()
 
     def _name_of(self, obj: Any) -> str:
         if obj in self._module_names:
@@ -348,6 +393,29 @@ def _channel_groups(group: ChannelGroup) -> int:
             return group.width
         units = math.lcm(units, m.groups)
     return units if group.width % units == 0 else group.width
+
+
+def _head_dims(num_heads: Mapping[nn.Module, int], known: set[nn.Module]) -> dict[nn.Module, int]:
+    """Channels per head of each layer declared in ``num_heads`` (fixed: pruning removes whole heads)."""
+    dims = {}
+    for layer, heads in num_heads.items():
+        if not isinstance(layer, nn.Module) or layer not in known:
+            raise ValueError(f"num_heads keys must be submodules of the model (the query/key/value projections); "
+                             f"got {layer!r}")
+        width = _out_width(layer)
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or width is None or width % heads:
+            raise ValueError(f"num_heads[{type(layer).__name__}] must be a positive integer dividing its "
+                             f"{width} output channels, got {heads!r}")
+        dims[layer] = width // heads
+    return dims
+
+
+def _out_width(layer: nn.Module) -> int | None:
+    if isinstance(layer, nn.Linear):
+        return layer.out_features
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer.out_channels
+    return None  # a layer type whose output width we do not know: refused with the message above
 
 
 def _has_params(obj: Any) -> bool:

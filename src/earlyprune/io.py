@@ -98,24 +98,35 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
         example_inputs: inputs to trace the model with; by default rebuilt from the shapes stored in the file.
     """
     doc = read_structure(path)
+    replay(model, doc, example_inputs, source=str(path))
+    load_model(model, str(path), strict=True)  # shapes and names were checked above
+    return model
+
+
+def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *, source: str = "the record") -> None:
+    """Prune a freshly built original ``model`` in place to the structure document ``doc`` (from
+    :func:`structure_json` or :func:`read_structure`) — shapes only, the weights stay as they are. Integrations
+    call it before loading a state dict saved from a pruned model (Lightning checkpoints, ``save_pretrained``)."""
+    if doc.get("format") != structure.FORMAT or doc.get("version") != structure.VERSION:
+        raise StructureMismatchError(f"{source}: unsupported structure format {doc.get('format')!r} "
+                                     f"version {doc.get('version')!r}")
     current = structure.signature(model)
     if current != doc["original"]:
         hint = _diff(doc["original"], current)
         raise StructureMismatchError(
-            f"{path} was saved from a different architecture than the model given ({hint}); build the same "
+            f"{source} was saved from a different architecture than the model given ({hint}); build the same "
             f"original (unpruned) model the file was trained from and pass that")
     history = doc["history"]
     if history:
         inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
         if inputs is None:
-            raise ValueError(f"{path} does not describe its example inputs: pass example_inputs= to load()")
-        # traced as the pruning graph was (training mode for auxiliary heads), with the same guards
+            raise ValueError(f"{source} does not describe its example inputs: pass example_inputs=")
+        # traced as the pruning graph was (training mode for auxiliary heads; BatchNorm statistics untouched;
+        # through autograd even under no_grad()), with the same guards (earlyprune.tracing)
         graph = tracing.build_graph(model, inputs, train=doc.get("trace") == "train")
         graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
     final = structure.signature(model)
     if final != doc["final"]:
-        raise StructureMismatchError(f"replaying the structure of {path} gave other shapes than the saved weights "
+        raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    load_model(model, str(path), strict=True)  # shapes and names were checked above
     structure.adopt(model, doc["original"], doc["example_inputs"], history, trace=doc.get("trace", "eval"))
-    return model

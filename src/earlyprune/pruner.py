@@ -12,8 +12,8 @@ import json
 import logging
 import math
 from pathlib import Path
-from numbers import Integral
-from typing import Any, Callable, ClassVar, Iterable
+from numbers import Integral, Real
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,8 +30,8 @@ from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, 
 from .selection import select, step_amounts
 from .signals.recorder import SignalRecorder
 from .timing import Stopwatch, device_of
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, InstanceOf, Interval, Rule,
-                         check_args, rule)
+from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_, Each, InstanceOf, Interval,
+                         Rule, check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -58,7 +58,8 @@ class EarlyPruner:
         ratio: fraction of the original ``target`` quantity to remove, in (0, 1) (PaT's α).
         criterion: a :data:`~earlyprune.criteria.CRITERIA` name or a :class:`~earlyprune.criteria.Criterion`.
         policy: a :data:`~earlyprune.policies.POLICIES` spec (``"epoch:3"``, ``"never"``…) or a Policy.
-        optimizer: the optimizer training ``model``; its param groups and state follow every removal. Required:
+        optimizer: the optimizer training ``model`` (or a list of them); param groups and state follow every
+            removal. Required:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
         target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
@@ -70,6 +71,11 @@ class EarlyPruner:
             this device at the first pruning step (see :mod:`earlyprune.rounding`; the choice is in
             ``round_to_choice``). Signals recorded before that use 1.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
+        num_heads: ``{layer: heads}`` for the query / key / value projections of attention blocks: their groups
+            lose whole heads (see :class:`~earlyprune.groups.ChannelGroups`).
+        head_ratio: fraction of the attention heads to remove, ranked apart from the other channels (which lose
+            ``ratio``); None ranks heads and channels together under ``ratio``. Needs ``num_heads`` and
+            ``target="channels"``; the step schedule and the signals scale it with ``ratio``.
         loss_fn: ``loss_fn(outputs, targets)``, needed by criteria that score batches with passes of their own
             (then call ``pruner.step(inputs, targets)``); ignored otherwise.
         record_signals: record every when-to-prune signal of :mod:`earlyprune.signals` in ``history`` at the end
@@ -86,7 +92,10 @@ class EarlyPruner:
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
         "ratio": RATIO,
-        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"),
+                          Each(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer")), None),
+        "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None),
+        "head_ratio": rule(Interval(Real, 0, 1, closed="left"), None, hint="the fraction of attention heads to remove"),
         "target": TARGET,
         "steps": STEPS,
         "steps_per_epoch": rule(Interval(Integral, 0, None, closed="neither"), None, hint="batches per epoch"),
@@ -104,13 +113,14 @@ class EarlyPruner:
                  target: str = "channels", steps: int = 8, steps_per_epoch: int | None = None,
                  min_channels: int = 1, round_to: int | str | AutoRoundTo = 1,
                  ignored_layers: Iterable[nn.Module] | None = None,
+                 num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None,
                  loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
                  record_signals: bool = True,
                  compute_aware: float | None = None, latency_aware: bool = False) -> None:
         self._check_arguments(model=model, ratio=ratio, optimizer=optimizer, target=target, steps=steps,
                               steps_per_epoch=steps_per_epoch, min_channels=min_channels, round_to=round_to,
                               loss_fn=loss_fn, record_signals=record_signals, compute_aware=compute_aware,
-                              latency_aware=latency_aware)
+                              latency_aware=latency_aware, num_heads=num_heads, head_ratio=head_ratio)
         self.model = model
         self.example_inputs = example_inputs
         self.ratio = float(ratio)
@@ -127,7 +137,7 @@ class EarlyPruner:
         self.record_signals = record_signals
         self._build_method(criterion, policy, compute_aware, latency_aware)
         self._check_method()
-        self._build_model_parts(ignored_layers)
+        self._build_model_parts(ignored_layers, num_heads, head_ratio)
         self._reset_progress()
         if self.policy.start():
             self._begin_pruning()
@@ -163,12 +173,16 @@ class EarlyPruner:
                              f"{self.steps}: criterion {crit.name!r} rescores on fresh batches before every step, "
                              f"so steps must be ≤ {policy.pruning_batches}")
 
-    def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None) -> None:
-        """Trace the model once: channel groups, the engine, the dense statistics, the criterion's hooks and the
-        signal recorder (which takes θ_0 now)."""
-        self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers)
+    def _build_model_parts(self, ignored_layers: Iterable[nn.Module] | None,
+                           num_heads: Mapping[nn.Module, int] | None = None, head_ratio: float | None = None) -> None:
+        """Trace the model once: channel groups (heads ranked apart when ``head_ratio`` is given), the engine, the
+        dense statistics, the criterion's hooks and the signal recorder (which takes θ_0 now)."""
+        self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers,
+                                    num_heads=num_heads)
         if len(self.groups) == 0:
             raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+        if head_ratio is not None:
+            self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
         self.policy.validate(self.groups, self.criterion)
         self.engine = PruningEngine(self.groups)
         self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
@@ -393,3 +407,13 @@ class EarlyPruner:
 
 def _json_float(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _head_scale(groups: ChannelGroups, head_ratio: float, ratio: float, target: str) -> dict[str, float]:
+    """``part_ratios`` giving the head groups ``head_ratio`` when the others get ``ratio``."""
+    if target != "channels":
+        raise ValueError(f"head_ratio counts heads: use target='channels' with it, not {target!r}")
+    if not any(g.part == "heads" for g in groups):
+        raise ValueError("head_ratio= needs attention-head groups: declare the query/key/value projections with "
+                         "num_heads={layer: heads}")
+    return {"heads": float(head_ratio) / float(ratio)}

@@ -12,7 +12,8 @@ are removed until the target is met:
 Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2), and
 with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
 widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
-``num_heads`` the same way.
+``num_heads`` the same way. Channels that must go together — position ``j`` of every group of a grouped
+convolution, or all channels of one attention head — are ranked and removed as one unit (their mean score).
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     validate_target(amount, target, min_channels, round_to)
     names = groups.names
     widths = np.array(groups.widths(), dtype=np.int64)
-    unit = np.array([g.ch_groups for g in groups], dtype=np.int64)   # channels per removable unit
+    unit = np.array([g.unit_size for g in groups], dtype=np.int64)   # channels per removable unit
     # granularity of kept widths: round_to, whole units, and what the layers require (attention heads)
-    step = np.array([math.lcm(round_to, g.ch_groups, g.width_multiple) for g in groups], dtype=np.int64)
+    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
+    units = [g.units() for g in groups]
     per_group_order: list[np.ndarray] = []
     cand_scores, cand_groups = [], []
     min_keep = np.empty(len(widths), dtype=np.int64)
@@ -91,59 +93,80 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
         if not torch.isfinite(s).all():
             raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
-        # a unit is position j of every block of width/ch_groups channels; it scores the mean of its channels
-        unit_scores = s.reshape(g.ch_groups, g.width // g.ch_groups).mean(0)
+        # a unit (position j of every convolution group, or one attention head) scores the mean of its channels
+        unit_scores = s[units[g.index]].mean(1)
         order = torch.argsort(unit_scores, stable=True).numpy()
         per_group_order.append(order)
         keep = min(g.width, math.ceil(min_channels / step[g.index]) * step[g.index])
         min_keep[g.index] = keep
-        n_cand = (g.width - keep) // g.ch_groups
+        n_cand = (g.width - keep) // g.unit_size
         cand_scores.append(unit_scores.numpy()[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
-    all_scores = np.concatenate(cand_scores) if cand_scores else np.zeros(0)
-    all_groups = np.concatenate(cand_groups) if cand_groups else np.zeros(0, dtype=np.int64)
-    ranking = np.argsort(all_scores, kind="stable")
-    ranked_groups = all_groups[ranking]
-
-    def removed_for(n: int) -> np.ndarray:
-        removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
-        if (step > unit).any():
-            kept = widths - removed
-            rounded = np.round(kept / step).astype(np.int64) * step
-            rounded = np.where(widths < step, widths, rounded)
-            kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
-            removed = widths - kept
-        return removed
-
     cost = groups.cost
-    measure = {
-        "channels": lambda r: float((widths - r).sum()),
-        "flops": cost.macs,
-        "params": cost.params,
-    }[target]
-    goal = (1.0 - float(amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
-    lo, hi = 0, len(ranked_groups)
-    if measure(removed_for(hi)) > goal + 1e-6:
-        warnings.warn(
-            f"cannot remove {amount:.1%} of the {target} with min_channels={min_channels}, round_to={round_to}: "
-            f"pruning as far as the constraints allow", stacklevel=2)
-        lo = hi
-    while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
-        mid = (lo + hi) // 2
-        if measure(removed_for(mid)) <= goal + 1e-6:
-            hi = mid
+    removed = np.zeros(len(widths), dtype=np.int64)
+    for members, part_amount in _budgets(groups, amount, target):
+        chosen = np.isin(np.arange(len(widths)), members)
+        part_scores = [c for c, g in zip(cand_scores, groups) if chosen[g.index]]
+        part_groups = [c for c, g in zip(cand_groups, groups) if chosen[g.index]]
+        all_scores = np.concatenate(part_scores) if part_scores else np.zeros(0)
+        all_groups = np.concatenate(part_groups) if part_groups else np.zeros(0, dtype=np.int64)
+        ranked_groups = all_groups[np.argsort(all_scores, kind="stable")]
+
+        def removed_for(n: int) -> np.ndarray:
+            removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
+            if (step > unit).any():
+                kept = widths - removed
+                rounded = np.round(kept / step).astype(np.int64) * step
+                rounded = np.where(widths < step, widths, rounded)
+                kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
+                removed = np.where(chosen, widths - kept, 0)
+            return removed
+
+        if len(members) < len(widths):  # one part of a per-part budget: channels of its groups
+            baseline = float(np.asarray(groups.baseline_widths)[chosen].sum())
+            measure = lambda r: float((widths - r)[chosen].sum())  # noqa: E731
+            goal = (1.0 - part_amount) * baseline
         else:
-            lo = mid + 1
-    removed = removed_for(lo)
+            measure = {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs,
+                       "params": cost.params}[target]
+            goal = (1.0 - float(part_amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
+        lo, hi = 0, len(ranked_groups)
+        if measure(removed_for(hi)) > goal + 1e-6:
+            warnings.warn(
+                f"cannot remove {part_amount:.1%} of the {target} with min_channels={min_channels}, "
+                f"round_to={round_to}: pruning as far as the constraints allow", stacklevel=2)
+            lo = hi
+        while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
+            mid = (lo + hi) // 2
+            if measure(removed_for(mid)) <= goal + 1e-6:
+                hi = mid
+            else:
+                lo = mid + 1
+        removed += removed_for(lo)
     remove = {}
     for i, g in enumerate(groups):
         if removed[i] > 0:
-            positions = per_group_order[i][: removed[i] // g.ch_groups]
-            block = g.width // g.ch_groups
-            remove[names[i]] = sorted(int(p) + b * block for p in positions for b in range(g.ch_groups))
+            positions = per_group_order[i][: removed[i] // g.unit_size]
+            remove[names[i]] = sorted(units[i][torch.as_tensor(positions, dtype=torch.long)].reshape(-1).tolist())
     kept = (widths - removed).tolist()
     return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
                 macs=cost.macs(removed), params=cost.params(removed))
+
+
+def _budgets(groups: ChannelGroups, amount: float, target: str) -> list[tuple[np.ndarray, float]]:
+    """The groups ranked together and the fraction each such set loses: all groups and ``amount``, or — when
+    :attr:`~earlyprune.groups.ChannelGroups.part_ratios` scales a part (attention heads) — one set per part,
+    each losing ``amount × scale`` of its own original channels."""
+    everything = np.arange(len(groups))
+    if not groups.part_ratios:
+        return [(everything, amount)]
+    if target != "channels":
+        raise ValueError(f"per-part ratios (e.g. a head ratio) count channels: use target='channels', not {target!r}")
+    parts: dict[str, list[int]] = {}
+    for g in groups:
+        parts.setdefault(g.part, []).append(g.index)
+    # a part scaled past 1 (head_ratio > ratio at a small signal ratio) prunes as far as its constraints allow
+    return [(np.array(members), min(amount * groups.part_ratios.get(part, 1.0), 1.0)) for part, members in parts.items()]
 
 
 def iterative_amounts(amount: float, steps: int) -> list[float]:

@@ -142,7 +142,7 @@ class LatencyTable:
         return result
 
     def widths(self, group: ChannelGroup) -> list[int]:
-        unit = max(group.ch_groups, 1)
+        unit = max(group.unit_size, 1)
         widths = {max(unit, int(round(group.width * f / unit)) * unit) for f in self.fractions}
         return sorted((w for w in widths if w <= group.width), reverse=True)
 

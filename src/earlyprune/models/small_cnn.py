@@ -8,12 +8,20 @@ from .registry import register_model
 
 
 class SmallCNN(nn.Module):
-    """conv-bn-relu ×3 (32/64/128 channels, one 2× pooling) → global average pool → linear."""
+    """conv-bn-relu ×3 (32/64/128 channels, one 2× pooling) → global average pool → linear.
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
+    ``batchnorm=False`` builds conv(bias)-relu blocks: a model whose result does not depend on how a batch is
+    split, so data-parallel training equals one process with the global batch (the torchrun test uses it).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, batchnorm: bool = True) -> None:
         super().__init__()
+        if not isinstance(batchnorm, bool):
+            raise TypeError(f"batchnorm must be true or false, got {batchnorm!r}")
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
+            if not batchnorm:
+                return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(*block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2),
@@ -24,4 +32,4 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-register_model("small_cnn", "small CNN, conv-bn-relu x3 (the demo model; kwargs: width=32)")(SmallCNN)
+register_model("small_cnn", "small CNN, conv-bn-relu x3 (the demo model; kwargs: width=32, batchnorm=true)")(SmallCNN)

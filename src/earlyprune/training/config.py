@@ -79,7 +79,7 @@ class TrainConfig:
         "cifar and folder datasets)", "data", rule(Options(AUGMENTS))))
     # -- optimisation ------------------------------------------------------------------------------------------
     epochs: int = field(default=90, metadata=_meta("training epochs", "optimisation", WHOLE_1))
-    batch_size: int = field(default=128, metadata=_meta("training batch size", "optimisation", WHOLE_1))
+    batch_size: int = field(default=128, metadata=_meta("training batch size (per process under torchrun: the global batch is this × processes)", "optimisation", WHOLE_1))
     eval_batch_size: int = field(default=500, metadata=_meta("test batch size", "optimisation", WHOLE_1))
     optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", rule(Options(OPTIMIZERS))))
     lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", POSITIVE))

@@ -5,6 +5,10 @@ step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evalu
 line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
 from the configuration; the trainer never looks at which criterion or policy runs.
 
+Under ``torchrun`` the same loop runs data-parallel (:mod:`earlyprune.training.parallel`): each rank trains on
+its slice of every global batch through a DDP wrapper rebuilt after each removal, metrics are summed over the
+ranks, only rank 0 writes.
+
 Exact resumption (CPU): the checkpoint after an epoch holds everything that the next epoch reads — model
 (current shape), optimizer, scheduler, scaler, pruner (and policy) state, the data loader's generator and the
 global RNG states — and a resumed run rebuilds every object in the same order before restoring them, so
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import broadcast_object
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
@@ -37,6 +42,7 @@ from .config import TrainConfig
 from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
 from .data import BatchLoader, ImageData, load_dataset
 from .optim import build_optimizer, build_scheduler
+from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .progress import Progress
 from .summary import build_summary, epoch_seconds
@@ -124,8 +130,9 @@ def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any],
                     f"or a tuple (logits, auxiliary logits…)")
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``loader``."""
+def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
+             parallel: DataParallel | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``loader`` (over all ranks' shards under torchrun)."""
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=precision.device)
     correct = torch.zeros((), dtype=torch.long, device=precision.device)
@@ -137,6 +144,9 @@ def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision) -> tup
             correct += (out.argmax(1) == y).sum()
             n += len(y)
     model.train()
+    if parallel is not None and parallel.active:
+        loss_sum, correct_sum, n = parallel.sums([loss, correct, n])
+        return loss_sum / n, correct_sum / n
     return loss.item() / n, correct.item() / n
 
 
@@ -202,23 +212,29 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             refused with the list of differences (:class:`~earlyprune.training.resume.ResumeRefused`).
     """
     cfg, check = _prepare_config(config, resume, overrides, parse_allowed(allow_changed))
-    run = _setup(cfg, check.run_dir if check else None, write, Progress(cfg.progress, log=log))
-    env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
-    run.environment = env
-    if check is not None:
-        check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
-    state = _build(run)
-    if state is not None:
-        _restore(run, state)
-    elif check is not None:
-        _restart(run)
-    elif write:
-        run.run_dir = rundir.create_run_dir(cfg, env)
-        faults.point("run.created")
-    if check is not None:
-        _record_resume(run, check)
-    _loop(run)
-    return _finish(run)
+    parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
+    try:
+        progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
+        run = _setup(cfg, check.run_dir if check else None, write, progress, parallel)
+        env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
+        run.environment = env
+        if check is not None:
+            check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
+        state = _build(run)
+        if state is not None:
+            _restore(run, state)
+        elif check is not None:
+            _restart(run)
+        elif write:  # rank 0 names and creates the run directory; the others learn where it is
+            run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
+            if parallel.is_main:
+                faults.point("run.created")
+        if check is not None:
+            _record_resume(run, check)
+        _loop(run)
+        return _finish(run)
+    finally:
+        parallel.close()
 
 
 @dataclass
@@ -235,7 +251,9 @@ class _Run:
     data: ImageData
     train_loader: BatchLoader
     test_loader: BatchLoader
+    parallel: DataParallel
     model: nn.Module = None  # type: ignore[assignment]
+    net: nn.Module = None  # type: ignore[assignment]  #: what the training forward runs through (DDP or model)
     example: torch.Tensor = None  # type: ignore[assignment]
     dense_stats: ModelStats = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
@@ -249,14 +267,21 @@ class _Run:
 
     @property
     def writing(self) -> bool:
-        return self.run_dir is not None and self.write
+        return self.run_dir is not None and self.write and self.parallel.is_main
+
+    def rewrap(self) -> nn.Module:
+        """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
+        self.net = self.parallel.wrap(self.model)
+        return self.net
 
 
-def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress) -> _Run:
-    """Threads, device, precision, seeds; the data on the device and its loaders."""
+def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
+           parallel: DataParallel | None = None) -> _Run:
+    """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
+    parallel = parallel or DataParallel("cpu")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = parallel.device(resolve_device(cfg.device))
     precision = Precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -264,18 +289,20 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
         torch.backends.cudnn.benchmark = False  # reproducible kernel choice
         torch.cuda.reset_peak_memory_stats(device)
 
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, cache=cfg.data_cache,
-                        image_size=cfg.image_size, seed=cfg.seed, log=progress.log)
+    data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                                 cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
+                                                 log=progress.log))
     if cfg.train_subset is not None:
         data = data.subset(cfg.train_subset, seed=cfg.seed)
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+    test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, channels_last=cfg.channels_last)
+                               seed=cfg.seed, channels_last=cfg.channels_last, rank=parallel.rank,
+                               world_size=parallel.world_size)
     test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
                               channels_last=cfg.channels_last)
-    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader)
+    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
 
 
 def _build(run: _Run) -> dict[str, Any] | None:
@@ -289,6 +316,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     state = None
     if run.run_dir is not None and has_checkpoint(run.run_dir):
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
+        run.parallel.check_resume(state, run.run_dir)
     run.model = model.to(run.device)
     run.model.train()
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
@@ -299,6 +327,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
                                run.precision.dtype)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+    run.rewrap()
     return state
 
 
@@ -318,8 +347,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     if len(run.rows) != start:
         raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
                          f"has; the run directory is damaged")
-    rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
-    faults.point("resume.restored")
+    if run.parallel.is_main:
+        rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+        faults.point("resume.restored")
     run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
                      if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
 
@@ -327,8 +357,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
 def _restart(run: _Run) -> None:
     """Resume a run stopped before its first checkpoint: from epoch 0, as it started (its lines dropped)."""
     assert run.run_dir is not None
-    rundir.write_metrics(run.run_dir, [])
-    faults.point("resume.restored")
+    if run.parallel.is_main:
+        rundir.write_metrics(run.run_dir, [])
+        faults.point("resume.restored")
     run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
 
 
@@ -374,9 +405,10 @@ def _loop(run: _Run) -> None:
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
     row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device)
+                       run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     with Stopwatch(run.device) as clock:
-        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision)
+        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision, run.parallel)
     row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
@@ -393,6 +425,9 @@ def _finish(run: _Run) -> RunResult:
     summary["round_to"] = pruner.round_to_record
     summary["environment"] = run.environment
     summary["resume_changes"] = run.resume_changes
+    summary["world_size"] = run.parallel.world_size
+    summary["global_batch_size"] = run.train_loader.global_batch_size
+    summary["ranks"] = run.parallel.agreement(run.model)
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
@@ -404,13 +439,18 @@ def _finish(run: _Run) -> RunResult:
         if not summary["complete"]:
             run.progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
                              f"`earlyprune train --resume {run_dir}`")
+    if not summary["ranks"]["agree"]:
+        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
+                           f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
     return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
 
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device) -> dict[str, Any]:
+                 loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
+                 ) -> dict[str, Any]:
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
+    net = run.net if run is not None else model  # the DDP wrapper under torchrun
     scaler = precision.scaler
     model.train()
     progress.start_epoch(epoch, cfg.epochs, len(loader), phase)
@@ -423,7 +463,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out, loss = training_loss(model(x), y, loss_fn)
+                out, loss = training_loss(net(x), y, loss_fn)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)  # criteria that read gradients see true values
@@ -434,6 +474,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             pruner.step(x, y)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
+                net = run.rewrap() if run is not None else model
                 faults.point("prune.step")
             faults.point("train.batch")
             loss_sum += loss.detach().double() * len(y)
@@ -449,7 +490,13 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         pruner.epoch_end()
         if len(pruner.events) != n_events:
             _set_memory_format(model, optimizer, cfg.channels_last)
+            if run is not None:
+                run.rewrap()
     pruner_seconds = pruner_clock.seconds
+    if run is not None and run.parallel.active:  # the epoch's totals over all ranks
+        loss_total, correct_total, seen = run.parallel.sums([loss_sum, correct, seen])
+        loss_sum, correct = torch.tensor(loss_total), torch.tensor(correct_total)
+        seen = int(seen)
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
@@ -469,7 +516,7 @@ def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: An
                 precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
-             "rng": rng_state()}
+             "rng": rng_state(), "world_size": loader.world_size}
     save_checkpoint(run_dir, epochs_done, model, state)
 
 

@@ -17,12 +17,20 @@ import torch.nn.functional as F
 PAD = 4
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
-    """Pad ``x`` (B, C, H, W) by ``pad`` zeros, crop a random H×W window per image, flip half horizontally."""
+def crop_flip_draws(b: int, gen: torch.Generator, pad: int = PAD) -> tuple[torch.Tensor, ...]:
+    """The random draws of :func:`random_crop_flip` for ``b`` images: row and column offsets, flips."""
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    flip = torch.rand(b, generator=gen) < 0.5
+    return oy, ox, flip
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD,
+                     draws: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """Pad ``x`` (B, C, H, W) by ``pad`` zeros, crop a random H×W window per image, flip half horizontally
+    (``draws``: given by :func:`crop_flip_draws`, else drawn from ``gen``)."""
     b, c, h, w = x.shape
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    oy, ox, flip = (t.to(x.device) for t in (draws if draws is not None else crop_flip_draws(b, gen, pad)))
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
     x = padded.gather(2, rows)
@@ -43,15 +51,22 @@ class BatchLoader:
         shuffle: a new random order every epoch.
         seed: seeds the loader's generator (order and augmentation).
         channels_last: return batches in channels_last memory format.
+        rank, world_size: data-parallel sharding (torchrun). Every rank draws the same permutation and the same
+            augmentation for each *global* batch of ``batch_size × world_size`` images and keeps its own slice, so
+            the ranks together see exactly what one process with the global batch would see, and every rank
+            has the same number of batches (a global tail too small to give every rank 2 images is dropped).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: tuple[float, ...],
                  std: tuple[float, ...], *, augment: bool = False, shuffle: bool = False, seed: int = 0,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.augment, self.shuffle = augment, shuffle
@@ -63,16 +78,24 @@ class BatchLoader:
         # (x/255 - mean)/std as one subtract and one multiply on the raw 0-255 values
         self._shift = (torch.tensor(mean) * 255).view(1, c, 1, 1).to(x.device)
         self._scale = (1.0 / (torch.tensor(std) * 255)).view(1, c, 1, 1).to(x.device)
-        n = len(y)
-        self._batches = n // batch_size + (1 if n % batch_size > 1 or (n < batch_size) else 0)
+        n, g = len(y), batch_size * world_size
+        if world_size == 1:  # a single-image tail is dropped (BatchNorm cannot train on it)
+            self._batches = n // batch_size + (1 if n % batch_size > 1 or (n < batch_size) else 0)
+        else:  # every rank needs 2 images of the tail, or all would have to skip it together
+            self._batches = n // g + (1 if n % g >= 2 * world_size else 0)
 
     def __len__(self) -> int:
         return self._batches
 
     @property
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all ranks: ``batch_size × world_size``."""
+        return self.batch_size * self.world_size
+
+    @property
     def num_images(self) -> int:
-        """Images per epoch (a dropped single-image tail excluded)."""
-        return min(len(self.y), self._batches * self.batch_size)
+        """Images per epoch over all ranks (a dropped tail excluded)."""
+        return min(len(self.y), self._batches * self.global_batch_size)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         out = x.float().sub_(self._shift).mul_(self._scale)
@@ -82,10 +105,15 @@ class BatchLoader:
         n = len(self.y)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order[: self.num_images].to(self.x.device)
-        for idx in order.split(self.batch_size):
+        for idx in order.split(self.global_batch_size):
+            draws = crop_flip_draws(len(idx), self.generator) if self.augment else None
+            if self.world_size > 1:  # this rank's slice of the global batch, and of its draws
+                part = torch.arange(len(idx)).tensor_split(self.world_size)[self.rank]
+                idx = idx[part.to(idx.device)]
+                draws = tuple(d[part] for d in draws) if draws is not None else None
             x = self.x[idx]
             if self.augment:
-                x = random_crop_flip(x, self.generator)
+                x = random_crop_flip(x, self.generator, draws=draws)
             yield self.normalise(x), self.y[idx]
 
     def state_dict(self) -> dict:

@@ -1,0 +1,15 @@
+"""Import an optional framework, or say which extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def require(module: str, extra: str, what: str) -> ModuleType:
+    """``importlib.import_module(module)``, or an ImportError naming the pip extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{what} needs the {module!r} package, which is not installed: "
+                          f'pip install "earlyprune[{extra}]"  ({exc})') from exc
