@@ -130,3 +130,16 @@ def test_index_mapping_internals_that_tracing_guards():
                                                   unwrapped_parameters=[(model.scale, 0)])
     need(graph._module2name.get(model.conv1) == "conv1", "DependencyGraph._module2name",
          "tracing.py (check_fits: the layer's name)")
+
+
+def test_group_internals_that_tracing_indexes(graph):
+    model, g = graph
+    group = g.get_pruning_group(model.conv1, tp.prune_conv_out_channels, [0, 1])
+    for attr in ("has_pruning_op", "add_dep", "add_and_merge"):
+        need(callable(getattr(tp.dependency.Group, attr, None)), f"Group.{attr}", "tracing.py (_ItemIndex)")
+    need(isinstance(getattr(group, "_group", None), list) and all(hasattr(i, "dep") and hasattr(i, "idxs")
+                                                                   for i in group._group),
+         "Group._group (a list of items with .dep and .idxs)", "tracing.py (_ItemIndex)")
+    item = tp._helpers.GroupItem(dep=group[0].dep, idxs=[0])
+    need(item.dep is group[0].dep and item.idxs == [0], "torch_pruning._helpers.GroupItem(dep=, idxs=)",
+         "tracing.py (add_and_merge)")

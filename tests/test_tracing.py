@@ -15,7 +15,7 @@ from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
 from earlyprune.selection import select
 from masking import mask_, removed_entries
-from nets import ConcatNet, ShuffleNet, randomize_
+from nets import ConcatNet, DepthwiseNet, ResidualNet, ShuffleNet, randomize_
 
 SHUFFLED = {"stem.0", "units.0.branch.5", "units.1.branch.5"}  # their channels pass the channel shuffle
 
@@ -96,3 +96,22 @@ def test_index_mappings_computed_once_per_unchanged_model_give_the_same_groups(m
         every = ChannelGroups(net().eval(), x)
     assert len(calls) > 2 * len(every)  # without the block: once per group, and again per refresh
     assert once.names == every.names and layers(once) == layers(every) and once.kept == every.kept
+
+
+@pytest.mark.parametrize("net", [ConcatNet, ShuffleNet, ResidualNet, DepthwiseNet])
+def test_the_indexed_group_walk_gives_torch_pruning_s_own_groups(monkeypatch, net):
+    """Inside a Graph's walk, Group.has_pruning_op / add_and_merge answer from an index; outside, torch-pruning's
+    own scans run: the groups (layers, index sets) must be the same."""
+    def layers(groups):
+        return [[(r.name, r.role, r.idxs.tolist(), r.root_idxs.tolist()) for r in g.layers] for g in groups]
+
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        indexed = ChannelGroups(randomize_(net()).eval(), x)
+        monkeypatch.setattr(tracing, "INDEX_LIMIT_FACTOR", 10**9)  # never diverges: only the walk differs
+        bounded = ChannelGroups(randomize_(net()).eval(), x)
+        monkeypatch.setattr(tracing.Graph, "get_pruning_group", tp.DependencyGraph.get_pruning_group)
+        scanned = ChannelGroups(randomize_(net()).eval(), x)
+    assert bounded.names == scanned.names and layers(bounded) == layers(scanned)
+    assert set(indexed.kept) == set(scanned.kept)

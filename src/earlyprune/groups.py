@@ -214,11 +214,19 @@ class ChannelGroups(Sequence[ChannelGroup]):
         missing = tracing.unreached_layers(model, graph)
         if not missing:
             return graph, []
-        try:
+        try:  # one training-mode forward says whether tracing in training mode would reach them
             with tracing.preserved(model):
                 train_profile: LayerProfile = profile_layers(model, example_inputs, train=True)
-            train_graph = tracing.build_graph(model, example_inputs, train=True)
         except Exception as exc:  # noqa: BLE001 - e.g. BatchNorm needs more than one example in training mode
+            _warn_untraced(missing, f"tracing in training mode failed ({type(exc).__name__}: {exc})")
+            return graph, []
+        if not any(model.get_submodule(name) in train_profile.mac_factors for name in missing):
+            _warn_untraced(missing, "they are not called in training mode either (their weights used through "
+                                    "torch.nn.functional?)")
+            return graph, []
+        try:
+            train_graph = tracing.build_graph(model, example_inputs, train=True)
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's failure in training mode: the eval graph stays
             _warn_untraced(missing, f"tracing in training mode failed ({type(exc).__name__}: {exc})")
             return graph, []
         still = tracing.unreached_layers(model, train_graph)
@@ -367,10 +375,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
 def _warn_untraced(missing: list[str], why: str) -> None:
     """Warn about layers the traced forward pass never reached: their input channels would not follow pruning."""
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}; {why}. If they run in "
-                  f"training (auxiliary heads), their inputs will not be pruned with their producers: pass "
-                  f"example_inputs of at least 2 examples, disable them (e.g. aux_logits=False) or keep their "
-                  f"producers with ignored_layers=", stacklevel=4)
+    warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}; {why}. Their inputs "
+                  f"will not be pruned with their producers (if pruning them breaks the model, the first pruning "
+                  f"step says so): for auxiliary heads pass example_inputs of at least 2 examples or disable them "
+                  f"(e.g. aux_logits=False); otherwise keep their producers with ignored_layers=", stacklevel=4)
 
 
 def _channel_groups(group: ChannelGroup) -> int:

@@ -134,6 +134,76 @@ def _guard_updates() -> None:
 
     _tp_index_mapping.update_index_mapping = update_unless_unchanged
 
+    # torch-pruning internal: Group.has_pruning_op / add_dep / add_and_merge / _group
+    # (tests/test_torch_pruning_internals.py). Both lookups scan every item of the group being built: quadratic,
+    # 413 s + 60 s for Swin-S's residual stream. Inside a Graph's walk the same answers come from indexes of the
+    # items by (target, handler).
+    group_cls = tp.dependency.Group
+    original_has, original_add, original_merge = group_cls.has_pruning_op, group_cls.add_dep, group_cls.add_and_merge
+
+    @functools.wraps(original_has)
+    def has_pruning_op(self: Any, dep: Any, idxs: Any) -> bool:
+        if _LIMIT.get() is None:
+            return original_has(self, dep, idxs)
+        return any(known == idxs for known in _ItemIndex.of(self).idxs.get((dep.target, dep.handler), ()))
+
+    @functools.wraps(original_add)
+    def add_dep(self: Any, dep: Any, idxs: Any) -> None:
+        index = getattr(self, "_earlyprune_index", None)
+        original_add(self, dep, idxs)
+        if index is not None:
+            index.appended(self, dep, idxs)
+
+    @functools.wraps(original_merge)
+    def add_and_merge(self: Any, dep: Any, idxs: Any) -> None:
+        if _LIMIT.get() is None:
+            return original_merge(self, dep, idxs)
+        index = _ItemIndex.of(self)
+        i = index.first.get((dep.target, dep.handler))
+        if i is None:
+            return self.add_dep(dep, idxs)
+        _dep, _idxs = self._group[i]
+        seen: set[int] = set()
+        merged = [x for x in _idxs + idxs if not (x.idx in seen or seen.add(x.idx))]  # first occurrence of each idx
+        self._group[i] = tp._helpers.GroupItem(dep=_dep, idxs=merged)
+        index.replaced(self, i, _idxs, merged)
+        return None
+
+    group_cls.has_pruning_op, group_cls.add_dep, group_cls.add_and_merge = has_pruning_op, add_dep, add_and_merge
+
+
+class _ItemIndex:
+    """A torch-pruning group's items by ``(target, handler)``: their index lists, and the first item's position."""
+
+    def __init__(self, group: Any) -> None:
+        self.idxs: dict[tuple[Any, Any], list[Any]] = {}
+        self.first: dict[tuple[Any, Any], int] = {}
+        for i, (dep, idxs) in enumerate(group._group):
+            self.idxs.setdefault((dep.target, dep.handler), []).append(idxs)
+            self.first.setdefault((dep.target, dep.handler), i)
+        self.size = len(group._group)
+
+    @classmethod
+    def of(cls, group: Any) -> "_ItemIndex":
+        index = getattr(group, "_earlyprune_index", None)
+        if index is None or index.size != len(group._group):  # changed behind add_dep: rebuild
+            index = group._earlyprune_index = cls(group)
+        return index
+
+    def appended(self, group: Any, dep: Any, idxs: Any) -> None:
+        if self.size != len(group._group) - 1:
+            group._earlyprune_index = None
+            return
+        key = (dep.target, dep.handler)
+        self.idxs.setdefault(key, []).append(idxs)
+        self.first.setdefault(key, self.size)
+        self.size += 1
+
+    def replaced(self, group: Any, i: int, old: Any, new: Any) -> None:
+        dep = group._group[i].dep
+        lists = self.idxs[(dep.target, dep.handler)]
+        lists[next(k for k, known in enumerate(lists) if known is old)] = new
+
 
 #: torch-pruning's own update functions, called by the guarded ones
 _ORIGINAL_UPDATES: dict[str, Any] = {}
