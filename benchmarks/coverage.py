@@ -23,7 +23,7 @@ MaxViT needs 224, Inception-v3 299 (its auxiliary head); a model whose dense ste
 and 299.
 
     python benchmarks/coverage.py [--timeout 900] [--memory-gb 8] [--only resnet18,vit_b_16] [--out FILE]
-    python benchmarks/coverage.py --markdown FILE.json      # the tables for benchmarks/README.md
+    python benchmarks/coverage.py --markdown FILE.json [RERUN.json]   # the tables for benchmarks/README.md
     python benchmarks/coverage.py --oneshot ...             # the older one-shot check (ep.prune + one step)
 """
 
@@ -292,23 +292,32 @@ def run_oneshot(name: str, memory_gb: float) -> dict:
     return rec
 
 
-def markdown(path: Path) -> str:
-    """The failure table and the pass table of a results file."""
-    doc = json.loads(path.read_text())
-    rows = doc["results"]
+def markdown(paths: list[Path]) -> str:
+    """The failure table and the pass table of a results file (later files replace the models they hold: a
+    rerun of some models, e.g. with more memory)."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    by_model = {r["model"]: r for doc in docs for r in doc["results"]}
+    rows = [by_model[n] for n in sorted(by_model)]
     ok = [r for r in rows if r["ok"]]
-    lines = [f"**{len(ok)} of {len(rows)} pass** ({doc['date']}, {doc['machine']}).", "",
+    fixed = [r for r in ok if r.get("ignored_layers")]
+    lines = [f"**{len(ok)} of {len(rows)} pass** ({len(ok) - len(fixed)} as built, {len(fixed)} with the "
+             f"`ignored_layers` fix that earlyprune's error asks for); {docs[0]['date']}, {docs[0]['machine']}.", "",
              "| model | stage | error |", "|---|---|---|"]
     for r in rows:
         if not r["ok"]:
             lines.append(f"| {r['model']} | {r.get('stage') or 'result'} | `{(r.get('error') or '')[:300]}` |")
+    lines += ["", "| model | first error | ignored_layers (the groups that break the model when narrowed) |",
+              "|---|---|---|"]
+    for r in fixed:
+        lines.append(f"| {r['model']} | `{r['first_error'][:160]}` | {', '.join(r['ignored_layers'])} |")
     lines += ["", "| model | H=W | traced | groups | layers kept whole | channels kept | params (M) before → after "
-              "| MACs (G) before → after | MACs kept | s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| MACs (G) before → after | MACs kept | s | memory limit (GB) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in ok:
         lines.append(f"| {r['model']} | {r['input'][2]} | {r['traced']} | {r['groups']} | {r['kept_layers']} | "
                      f"{r['channels_kept']:.2f} | {r['params_before'] / 1e6:.2f} → {r['params_after'] / 1e6:.2f} | "
                      f"{r['macs_before'] / 1e9:.3f} → {r['macs_after'] / 1e9:.3f} | {r['macs_kept']:.2f} | "
-                     f"{r['seconds']:.0f} |")
+                     f"{r['seconds']:.0f} | {r.get('memory_gb', '')} |")
     return "\n".join(lines)
 
 
@@ -320,16 +329,17 @@ def main() -> None:
     ap.add_argument("--oneshot", action="store_true", help="the older one-shot check instead of the training path")
     ap.add_argument("--out", default=None, help="results JSON (default: results/coverage_training.json, or "
                                                 "results/coverage.json with --oneshot)")
-    ap.add_argument("--markdown", default=None, metavar="JSON", help="print the Markdown tables of a results file")
+    ap.add_argument("--markdown", default=None, nargs="+", metavar="JSON",
+                    help="print the Markdown tables of results files (later files replace the models they hold)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # worker mode
     args = ap.parse_args()
 
     if args.markdown:
-        print(markdown(Path(args.markdown)))
+        print(markdown([Path(p) for p in args.markdown]))
         return
     if args.one:
         work = run_oneshot if args.oneshot else run_one
-        print("@@RESULT@@" + json.dumps(work(args.one, args.memory_gb)), flush=True)
+        print("@@RESULT@@" + json.dumps({**work(args.one, args.memory_gb), "memory_gb": args.memory_gb}), flush=True)
         return
 
     import torch

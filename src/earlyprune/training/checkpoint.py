@@ -90,6 +90,18 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
     return final
 
 
+def remove_stale(run_dir: Path) -> None:
+    """Remove what killed writes left in ``checkpoints/``: every directory the pointer does not name (all of
+    them when there is no pointer yet)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return
+    keep = read_pointer(run_dir)["path"].rpartition("/")[2] if has_checkpoint(run_dir) else None
+    for entry in root.iterdir():
+        if entry.name != keep and (entry.name.startswith("epoch-") or entry.name.startswith(".tmp-epoch-")):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether the run has committed a checkpoint (its pointer exists); without one it restarts at epoch 0."""
     return (run_dir / POINTER).is_file()

@@ -37,7 +37,8 @@ from ..pruner import EarlyPruner
 from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
 from . import environment, faults, rundir
-from .checkpoint import has_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json_atomic
+from .checkpoint import (has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint, set_rng_state,
+                         write_json_atomic)
 from .config import TrainConfig
 from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
 from .data import BatchLoader, ImageData, load_dataset
@@ -349,6 +350,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
                          f"has; the run directory is damaged")
     if run.parallel.is_main:
         rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+        remove_stale(run_dir)
         faults.point("resume.restored")
     run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
                      if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
@@ -359,6 +361,7 @@ def _restart(run: _Run) -> None:
     assert run.run_dir is not None
     if run.parallel.is_main:
         rundir.write_metrics(run.run_dir, [])
+        remove_stale(run.run_dir)
         faults.point("resume.restored")
     run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
 
