@@ -112,6 +112,26 @@ def test_grouped_convolution_channels_come_in_units_of_its_groups():
         assert len(removed) == 4 * len(positions)           # a position leaves every group at once
 
 
+def test_a_grouped_convolution_pruned_to_one_channel_per_group_is_not_depthwise():
+    """Pruned to one input and one output channel per group, a grouped convolution looks depthwise, but its input
+    and output channels are two groups: neither may lose a channel any more (RegNet-Y broke at the second step)."""
+    from nets import GroupedNet
+
+    model, x = GroupedNet().eval(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    engine = PruningEngine(groups)
+    # stem: 8 → 4 (one channel per conv group), grouped: 16 → 4 (one per group)
+    engine.apply(Plan({"stem.0": [0, 2, 4, 6], "grouped.0": [i for i in range(16) if i % 4]}, [], [], 0, 0.0, 0.0))
+    conv = model.grouped[0]
+    assert conv.groups == conv.in_channels == conv.out_channels == 4
+    assert groups["stem.0"].ch_groups == groups["stem.0"].width == 4
+    assert groups["grouped.0"].ch_groups == groups["grouped.0"].width == 4
+    plan = ep.select(groups, {g.name: torch.rand(g.width) for g in groups}, 0.9)
+    assert "stem.0" not in plan.remove and "grouped.0" not in plan.remove
+    engine.apply(plan)
+    assert model(x).shape == (2, 5)
+
+
 def test_bad_model_and_inputs_are_explained():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ChannelGroups("resnet", torch.randn(1, 3))

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import structure, tracing
 from .cost import CostModel
-from .metrics import CHANNEL_LAYERS, LayerProfile, profile_layers
+from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise, profile_layers
 from .validation import MODEL, InstanceOf, Rule, checked, rule
 
 
@@ -169,6 +169,8 @@ class ChannelGroups(Sequence[ChannelGroup]):
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc
+        #: convolutions depthwise as traced (a grouped one pruned to one channel per group is not one of them)
+        self._depthwise = {m for m in model.modules() if is_depthwise(m)}
         self.graph, train_outputs = self._trace(model, example_inputs)
         self.output_layers = tuple(dict.fromkeys(list(self.profile.output_layers) + train_outputs))
         self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
@@ -340,7 +342,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
                                          torch.as_tensor(list(item.root_idxs), dtype=torch.long))
             group.layers = tuple(refs.values())
             group.width = width
-            group.ch_groups = _channel_groups(group)
+            group.ch_groups = _channel_groups(group, self._depthwise)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
             group.head_dim = self._group_head_dim(group)
@@ -381,20 +383,23 @@ def _warn_untraced(missing: list[str], why: str) -> None:
                   f"(e.g. aux_logits=False); otherwise keep their producers with ignored_layers=", stacklevel=4)
 
 
-def _channel_groups(group: ChannelGroup) -> int:
+def _channel_groups(group: ChannelGroup, depthwise: set[nn.Module]) -> int:
     """Units in which ``group`` can lose channels (see :attr:`ChannelGroup.ch_groups`).
 
     A grouped convolution with ``g`` groups keeps working only if every group loses the same positions, so its
     coupled channels are removed ``g`` at a time: channel ``j + b·width/g`` for every block ``b``. When several
     grouped layers couple (lcm of their groups) or the channels reach a grouped layer through a permutation or
-    concatenation, no symmetric removal exists and the whole group is one unit (never pruned).
+    concatenation, no symmetric removal exists and the whole group is one unit (never pruned). Only convolutions
+    that were depthwise when the graph was traced (``depthwise``) lose any subset: a grouped convolution pruned
+    down to one channel per group looks depthwise, but its input and output channels are still in two different
+    groups, and removing either would empty a convolution group.
     """
     units = 1
     for ref in group.layers:
         m = ref.module
         if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1:
             continue
-        if m.groups == m.in_channels == m.out_channels:  # depthwise: channel-wise, any subset works
+        if m in depthwise:  # depthwise: channel-wise, any subset works
             continue
         size = m.out_channels if ref.role == "out" else m.in_channels
         if size != group.width or ref.multiplicity != 1 or not torch.equal(ref.idxs, ref.root_idxs):
