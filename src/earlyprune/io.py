@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from . import structure, tracing
@@ -99,8 +100,24 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     """
     doc = read_structure(path)
     replay(model, doc, example_inputs, source=str(path))
-    load_model(model, str(path), strict=True)  # shapes and names were checked above
+    _load_weights(model, path)  # shapes and names were checked above
     return model
+
+
+def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """The tensors of ``path`` into ``model``, strictly, with the model's own module versions attached to the state
+    dict (``load_state_dict`` hands each module its version; torchvision's MNASNet refuses to load without one).
+    Keys the file lacks because ``save_model`` stored tied tensors once are filled through the tie."""
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    state = OrderedDict(tensors)
+    state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {own[k].untyped_storage().data_ptr() for k in tensors if k in own}
+    missing = [k for k in missing if own[k].untyped_storage().data_ptr() not in loaded]
+    if missing or unexpected:
+        raise StructureMismatchError(f"{path} does not hold the tensors of this model (missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]})")
 
 
 def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *, source: str = "the record") -> None:
