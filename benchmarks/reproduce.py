@@ -1,6 +1,9 @@
 """Reproduce PaT's comparison on CIFAR-10: the oracle grid, every when-to-prune policy, both criterion families
 (magnitude, taylor = gradient), ratios 0.3 / 0.5 / 0.7, plus a 3SP Table-2-style table at 50 % and 80 % MACs
-removed. Writes ``results/reproduction_<profile>.json`` and (quick / full) ``REPRODUCTION.md``.
+removed. Writes ``results/reproduction_<profile>.json`` and (quick / full) ``REPRODUCTION.md``. With
+``--part earlycrop``: EarlyCroP's Tables 1/2 instead (structured and unstructured CroP, CroPit, EarlyCroP, SNIP,
+GraSP, random, LTR at 95 % weight sparsity; :mod:`reproduce_earlycrop`), ``results/reproduction_earlycrop_<profile>
+.json``.
 
 Profiles:
 
@@ -25,6 +28,7 @@ figures at any time.
     python benchmarks/reproduce.py --profile quick --threads 1 [--data /work/shared/data/cifar10-jpeg.zip] [--dry-run]
     python benchmarks/reproduce.py --profile full --device cuda [--model resnet20]
     python benchmarks/reproduce.py --profile smoke --root /tmp/smoke
+    nice python benchmarks/reproduce.py --part earlycrop --profile quick --threads 1
 """
 
 from __future__ import annotations
@@ -292,12 +296,30 @@ def reproduction_md(results: dict[str, dict[str, Any]]) -> str:
 
 
 def write_markdown() -> Path:
-    """REPRODUCTION.md from every committed ``results/reproduction_<profile>.json`` plus the notes."""
+    """REPRODUCTION.md from every committed ``results/reproduction_<profile>.json`` (and
+    ``reproduction_earlycrop_<profile>.json``) plus the notes."""
     done = {pr: json.loads((HERE / "results" / f"reproduction_{pr}.json").read_text()) for pr in ("quick", "full")
             if (HERE / "results" / f"reproduction_{pr}.json").is_file()}
+    markdown = reproduction_md(done)
+    for pr in ("quick", "full"):
+        path = HERE / "results" / f"reproduction_earlycrop_{pr}.json"
+        if path.is_file():
+            markdown += "\n" + earlycrop_md(json.loads(path.read_text())) + "\n"
     path = HERE / "REPRODUCTION.md"
-    path.write_text(with_notes(reproduction_md(done), HERE / "reproduction_notes.md"), encoding="utf-8")
+    path.write_text(with_notes(markdown, HERE / "reproduction_notes.md"), encoding="utf-8")
     return path
+
+
+def earlycrop_md(res: dict[str, Any]) -> str:
+    """The EarlyCroP section of REPRODUCTION.md from one results file."""
+    import reproduce_earlycrop
+
+    cfg = res["config"]
+    title = (f"profile `{res['profile']}` ({res['date']}; {cfg['model']} {cfg.get('model_args') or ''}, "
+             f"{cfg['dataset']}, {cfg['epochs']} epochs, {cfg['precision']}; "
+             f"{res['machine']['gpu'] or res['machine']['cpu']}, "
+             f"{res['machine']['threads_per_run']} thread(s) per run; {res['run_seconds'] / 60:.0f} min of runs)")
+    return reproduce_earlycrop.markdown(res, title, markdown_table)
 
 
 def with_notes(markdown: str, notes: Path) -> str:
@@ -315,6 +337,8 @@ def _fmt(value: float | None, spec: str) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", choices=("quick", "full", "smoke"), required=True)
+    p.add_argument("--part", choices=("pat", "earlycrop"), default="pat",
+                   help="pat: PaT's comparison and 3SP's table; earlycrop: EarlyCroP's Tables 1/2")
     p.add_argument("--data", default=str(DEFAULT_ZIP), help="cifar10-jpeg.zip (train/<class>, test/<class>)")
     p.add_argument("--root", type=Path, default=None, help="where run directories go (default "
                                                            "benchmarks/runs/<profile>)")
@@ -331,6 +355,8 @@ def main() -> int:
         write_markdown()
         return 0
     args.root = args.root or HERE / "runs" / args.profile
+    if args.part == "earlycrop":
+        return earlycrop_main(args)
     settings = profiles(args)
     base: TrainConfig = settings["base"]
     compare_base = replace(base, out_dir=str(args.root), name="compare")
@@ -361,6 +387,33 @@ def main() -> int:
     if args.profile == "smoke":
         md_path = args.root / "REPRODUCTION.md"
         md_path.write_text(reproduction_md({"smoke": results}), encoding="utf-8")
+    else:
+        md_path = write_markdown()
+    print(f"results: {out}\nsummary: {md_path}")
+    return 0
+
+
+def earlycrop_main(args: argparse.Namespace) -> int:
+    """``--part earlycrop``: train the EarlyCroP rows (resumable), write their results JSON and REPRODUCTION.md."""
+    import reproduce_earlycrop
+
+    res = reproduce_earlycrop.run(args, prepare_subset)
+    if args.dry_run:
+        return 0
+    settings = reproduce_earlycrop.profile(args, prepare_subset)
+    from earlyprune.reports import load_run as _load
+
+    runs = [_load(Path(res["root"]) / r["run"]) for r in res["rows"]]
+    res.update(profile=args.profile, date=date.today().isoformat(), machine=machine(settings["base"].threads),
+               config=json.loads(json.dumps(settings["base"].resolved().to_dict())),
+               run_seconds=sum((r.train_seconds or 0) + ((r.summary or {}).get("eval_seconds") or 0) for r in runs))
+    out = args.out or (args.root / "reproduction_earlycrop_smoke.json" if args.profile == "smoke"
+                       else HERE / "results" / f"reproduction_earlycrop_{args.profile}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    if args.profile == "smoke":
+        md_path = args.root / "REPRODUCTION_earlycrop.md"
+        md_path.write_text(earlycrop_md(res) + "\n", encoding="utf-8")
     else:
         md_path = write_markdown()
     print(f"results: {out}\nsummary: {md_path}")

@@ -17,10 +17,10 @@ def _seed():
 
 
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.slow`` tests run only when asked for (``-m slow``); the default suite stays fast."""
+    """``@pytest.mark.slow`` tests (long fuzzing profiles, sweeps) run only when asked for with ``-m slow``."""
     if "slow" in (config.getoption("markexpr") or ""):
         return
-    skip = pytest.mark.skip(reason="slow: opt in with `-m slow`")
+    skip = pytest.mark.skip(reason="slow: opt in with -m slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)

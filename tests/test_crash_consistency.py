@@ -120,7 +120,7 @@ def _scenario(name, tmp_path, reference):
     proc = _cli(["--resume", str(run)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _same(_result(run), reference), f"{name}: the resumed run differs from the uninterrupted one"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0004"]  # leftovers cleaned up
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["after-epoch-0003"]  # leftovers cleaned up
     assert not list(tmp_path.glob(".k.new-*"))
 
 
@@ -205,13 +205,14 @@ def test_a_pointer_may_only_name_a_checkpoint_inside_its_run(tmp_path, capsys):
     run = tmp_path / "r"
     pointer = json.loads((run / "checkpoint.json").read_text())
     fresh = lambda: create_model("small_cnn", width=4, in_channels=3)  # noqa: E731
-    for path in ("../other/checkpoints/epoch-0001", "/tmp/epoch-0001", "checkpoints/epoch-0002", "state.json"):
+    for path in ("../other/checkpoints/after-epoch-0000", "/tmp/after-epoch-0000", "checkpoints/after-epoch-0001",
+                 "checkpoints/epoch-0002", "state.json"):
         (run / "checkpoint.json").write_text(json.dumps({**pointer, "path": path}))
         with pytest.raises(CheckpointError, match="may only name"):
             load_checkpoint(run, fresh())
     outside = tmp_path / "elsewhere"
-    (run / "checkpoints" / "epoch-0001").rename(outside)
-    (run / "checkpoints" / "epoch-0001").symlink_to(outside, target_is_directory=True)
+    (run / "checkpoints" / "after-epoch-0000").rename(outside)
+    (run / "checkpoints" / "after-epoch-0000").symlink_to(outside, target_is_directory=True)
     (run / "checkpoint.json").write_text(json.dumps(pointer))
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 2

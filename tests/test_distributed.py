@@ -43,9 +43,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         changed = pruner.step(x, y)
         res = ep.prune(ResidualNet(), x[:2], 0.5, criterion="snip", batches=[(x, y)],
                        loss_fn=nn.functional.cross_entropy, round_to="auto")
+        masked = ResidualNet()
+        wres = ep.prune(masked, x[:2], 0.9, granularity="weights", criterion="crop", batches=[(x, y)],
+                        loss_fn=nn.functional.cross_entropy)
+        kept = torch.cat([m.flatten() for m in ep.unstructured.MaskedWeights(masked).masks().values()])
         result = {"world": world_size(), "mean": {k: v.tolist() for k, v in mean.items()}, "changed": changed,
                   "structure": pruner.structure(), "oneshot": res.structure, "round_to": res.round_to,
-                  "local_structure": local_structure}
+                  "local_structure": local_structure, "weights": wres.weight_structure,
+                  "kept_positions": int(kept.nonzero().sum())}
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(result, f)
     finally:
@@ -68,6 +73,7 @@ def test_ranks_with_different_data_prune_the_same_channels(tmp_path):
     assert r0["changed"] and r1["changed"]
     assert r0["structure"] == r1["structure"]              # … but all remove the same channels
     assert r0["oneshot"] == r1["oneshot"] and r0["round_to"] == r1["round_to"]
+    assert r0["weights"] == r1["weights"] and r0["kept_positions"] == r1["kept_positions"]  # same weight masks
 
 
 def test_a_ddp_wrapper_is_refused_with_the_fix():

@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import save_file
 
 import earlyprune as ep
@@ -131,3 +132,16 @@ def test_load_passes_module_versions_and_restores_tied_weights(tmp_path):
     tied = Tied()
     loaded = ep.load(ep.save(tied, tmp_path / "t.safetensors"), Tied())
     assert loaded.a.weight is loaded.b.weight and torch.equal(loaded.a.weight, tied.a.weight)
+
+
+def test_saved_files_follow_the_umask_like_every_other_file(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        ep.save(nn.Linear(2, 2), tmp_path / "m.safetensors")
+        (tmp_path / "other.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "m.safetensors").stat().st_mode & 0o777
+    assert mode == 0o640 == (tmp_path / "other.json").stat().st_mode & 0o777  # not safetensors' own 0600

@@ -32,3 +32,13 @@ def test_readme_criterion_and_policy_examples_plug_into_the_pruner():
             pruner.step()
         pruner.epoch_end()
     assert pruner.prune_epoch == 2 and pruner.done
+
+
+def test_the_demo_help_and_the_readme_quote_the_same_time():
+    from earlyprune.cli import build_parser
+
+    quick = README.read_text(encoding="utf-8").split("## Quick start", 1)[1].split("```", 2)[1]
+    readme = re.search(r"earlyprune demo .*\(~([0-9-]+ s)\)", quick).group(1)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    demo_help = next(c.help for c in sub._choices_actions if c.dest == "demo")
+    assert f"~{readme}" in demo_help, (readme, demo_help)

@@ -14,7 +14,7 @@ from earlyprune.criteria import CRITERIA, LatencyTable
 from earlyprune.criteria.latency import _channels, _timed, clear_cache
 from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
-from earlyprune.rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to, pick
+from earlyprune.rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to, decide
 from earlyprune.selection import select
 
 
@@ -60,10 +60,52 @@ def test_structure_latency_sees_the_widths_the_engine_leaves(arch, monkeypatch):
         assert predicted[id(m)] == _channels(m), m
 
 
-def test_pick_takes_the_smallest_multiple_within_tolerance():
-    assert pick({1: 1.0, 2: 0.99, 4: 0.90, 8: 0.89}, 0.03) == 4
-    assert pick({1: 1.0, 2: 0.99, 4: 0.90, 8: 0.89}, 0.0) == 8
-    assert pick({1: 0.5, 8: 0.6}, 0.03) == 1
+def test_decide_keeps_the_default_unless_a_multiple_wins_clearly():
+    # paired by round: 1 is 20 % faster than 8 in every round → measured
+    rounds = {1: [0.8, 1.6, 0.8, 0.8], 4: [1.0, 2.0, 1.0, 1.0], 8: [1.0, 2.0, 1.0, 1.0]}
+    value, rule, ratios = decide(rounds, 8, 0.05)
+    assert (value, rule) == (1, "measured") and ratios[1]["median"] == pytest.approx(0.8)
+    # faster in the median but not in three rounds of four: the default stays
+    rounds = {1: [0.8, 0.8, 1.1, 1.2], 8: [1.0, 1.0, 1.0, 1.0]}
+    assert decide(rounds, 8, 0.05)[:2] == (8, "default")
+    # 3 % faster is not clearly faster with a 5 % margin, but is with 2 %
+    rounds = {2: [0.97] * 5, 8: [1.0] * 5}
+    assert decide(rounds, 8, 0.05)[0] == 8 and decide(rounds, 8, 0.02)[0] == 2
+    # among clear winners the smallest multiple within the tolerance of the best
+    rounds = {1: [0.705] * 3, 2: [0.70] * 3, 16: [0.9] * 3, 8: [1.0] * 3}
+    assert decide(rounds, 8, 0.05, tolerance=0.01)[0] == 1 and decide(rounds, 8, 0.05, tolerance=0.0)[0] == 2
+
+
+def sample_from(cost, calls=None, noise=0.0, seed=0):
+    """Replace LatencyTable's clock by ``cost(c_in, c_out)`` per layer sample, times a random factor in
+    [1 − noise, 1 + noise] (a loaded machine)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(self, m, c_in, c_out, in_shape):
+        if calls is not None:
+            calls.append((m, c_in, c_out, self.batch_size))
+        return float(cost(c_in, c_out)) * (1 + noise * (2 * torch.rand((), generator=gen).item() - 1))
+    return sample
+
+
+def test_noise_gives_the_documented_default_not_a_coin_toss(monkeypatch):
+    model, x = wide_net(), torch.randn(4, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    scores = CRITERIA.build("random:1").scores(groups)
+    # a device where time follows MACs (no multiple is really faster), timed under ±40 % noise: every draw of
+    # the load gives the same answer
+    for seed in range(6):
+        monkeypatch.setattr(LatencyTable, "_sample", sample_from(lambda c_in, c_out: c_in * c_out, noise=0.4,
+                                                                 seed=seed))
+        choice = AutoRoundTo(rounds=5).choose(groups, scores, 0.5)
+        assert (choice.value, choice.rule, choice.default) == (8, "default", 8), seed
+        assert set(choice.rounds) == {1, 2, 4, 8} and all(len(v) == 5 for v in choice.rounds.values())
+    # a device where multiples of 8 are slow (twice the cost): a narrower multiple wins clearly through ±10 % noise
+    monkeypatch.setattr(LatencyTable, "_sample", sample_from(
+        lambda c_in, c_out: c_in * c_out * (2 if c_out % 8 == 0 else 1), noise=0.1))
+    choice = AutoRoundTo().choose(groups, scores, 0.5)
+    assert choice.rule == "measured" and choice.value in (1, 2) and choice.ratios[choice.value]["q3"] < 0.95
+    assert "faster than the default 8" in choice.describe()
 
 
 def test_auto_prefers_tile_aligned_widths_when_the_device_does(monkeypatch):
@@ -71,27 +113,26 @@ def test_auto_prefers_tile_aligned_widths_when_the_device_does(monkeypatch):
     groups = ChannelGroups(model, x)
     scores = CRITERIA.build("random:1").scores(groups)
     # a device that computes in 8×8 tiles: a layer costs the tiles it touches
-    tiles, _ = fake_layer_time(lambda c_in, c_out: math.ceil(c_in / 8) * math.ceil(c_out / 8))
-    monkeypatch.setattr(LatencyTable, "_layer_time", tiles)
+    monkeypatch.setattr(LatencyTable, "_sample", sample_from(lambda c_in, c_out: math.ceil(c_in / 8) *
+                                                             math.ceil(c_out / 8)))
     choice = AutoRoundTo().choose(groups, scores, 0.5)
     assert set(choice.seconds) == {1, 2, 4, 8}                       # 16, 32 > a quarter of the median width
-    assert choice.value > 1 and choice.seconds[choice.value] < choice.seconds[1]
+    assert choice.value == 8 and choice.seconds[8] < choice.seconds[1]
     widths = select(groups, scores, 0.5, round_to=choice.value).structure
     assert all(w % 8 == 0 for w in widths), widths                    # the plan it keeps fills whole tiles
-    # a device where time follows MACs: no multiple beats the unconstrained plan by the tolerance → 1
-    macs, _ = fake_layer_time(lambda c_in, c_out: c_in * c_out)
-    monkeypatch.setattr(LatencyTable, "_layer_time", macs)
-    assert AutoRoundTo(tolerance=0.2).choose(groups, scores, 0.5).value == 1
+    # with a default of 1, a multiple has to win — and one does, clearly: the smallest as fast as the fastest
+    choice = AutoRoundTo(default=1).choose(groups, scores, 0.5)
+    assert choice.rule == "measured" and choice.value > 1
+    assert choice.seconds[choice.value] <= 1.01 * min(choice.seconds.values()) < choice.seconds[1]
 
 
 def test_auto_skips_multiples_that_cannot_reach_the_target(monkeypatch):
     model, x = wide_net(), torch.randn(4, 3, 8, 8)
     groups = ChannelGroups(model, x)
-    layer_time, _ = fake_layer_time(lambda c_in, c_out: 1.0)
-    monkeypatch.setattr(LatencyTable, "_layer_time", layer_time)
+    monkeypatch.setattr(LatencyTable, "_sample", sample_from(lambda c_in, c_out: 1.0))
     choice = AutoRoundTo(candidates=(1, 8), max_fraction=1.0).choose(
         groups, CRITERIA.build("random:1").scores(groups), 0.9)   # 90 % with widths of multiples of 8: impossible
-    assert set(choice.seconds) == {1} and choice.value == 1
+    assert choice.macs.keys() == {1} and (choice.value, choice.rule) == (1, "only candidate")
 
 
 def test_round_to_values_are_validated():
@@ -122,8 +163,9 @@ def test_timing_leaves_the_random_streams_alone():
 
 
 def test_pruner_measures_once_records_the_choice_and_keeps_it_across_a_resume(monkeypatch):
-    tiles, calls = fake_layer_time(lambda c_in, c_out: math.ceil(c_in / 8) * math.ceil(c_out / 8))
-    monkeypatch.setattr(LatencyTable, "_layer_time", tiles)
+    calls = []
+    monkeypatch.setattr(LatencyTable, "_sample", sample_from(lambda c_in, c_out: math.ceil(c_in / 8) *
+                                                             math.ceil(c_out / 8), calls))
     model, x = wide_net(), torch.randn(6, 3, 8, 8)
     twin = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -153,12 +195,23 @@ def test_pruner_measures_once_records_the_choice_and_keeps_it_across_a_resume(mo
 def test_prune_auto_times_at_the_batches_batch_size(monkeypatch):
     seen = []
 
-    def layer_time(self, m, c_in, c_out, in_shape):
+    def sample(self, m, c_in, c_out, in_shape):
         seen.append(self.batch_size)
         return 1.0
-    monkeypatch.setattr(LatencyTable, "_layer_time", layer_time)
+    monkeypatch.setattr(LatencyTable, "_sample", sample)
     model, x = wide_net(), torch.randn(16, 3, 8, 8)
     res = ep.prune(model, x[:2], 0.5, criterion="snip", batches=[(x, torch.zeros(16, dtype=torch.long))],
                    loss_fn=lambda out, y: out.sum(), round_to="auto")
-    assert set(seen) == {16} and res.round_to == res.round_to_choice.value == 1   # all equal: smallest wins
+    assert set(seen) == {16} and res.round_to == res.round_to_choice.value == 8   # all equal: the default
+    assert res.round_to_choice.rule == "default"
     assert isinstance(model, nn.Module)
+
+
+def test_the_real_clock_times_every_plan_in_rounds():
+    model, x = wide_net(), torch.randn(4, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    choice = AutoRoundTo(rounds=3, table=LatencyTable(warmup=1)).choose(
+        groups, CRITERIA.build("random:1").scores(groups), 0.5)
+    assert choice.value in (1, 2, 4, 8) and choice.rule in ("default", "measured")
+    assert all(len(v) == 3 and min(v) > 0 for v in choice.rounds.values())
+    assert RoundToChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice  # recorded in full

@@ -65,10 +65,12 @@ def test_flops_target_removes_more_macs_than_channel_target_of_same_ratio():
     assert by_flops.macs <= 0.5 * groups.baseline["macs"] + 1e-6
 
 
-def test_unreachable_target_warns_and_prunes_as_far_as_allowed(mlp_groups):
+def test_unreachable_target_is_refused_or_clipped_to_what_is_allowed(mlp_groups):
     scores = {"net.0": torch.rand(32), "net.2": torch.rand(24)}
-    with pytest.warns(UserWarning, match="cannot remove"):
-        plan = select(mlp_groups, scores, 0.9, min_channels=10)
+    with pytest.raises(ep.InfeasibleTargetError, match=r"at most 64\.3% can be removed; limited by group\(s\) ") as info:
+        select(mlp_groups, scores, 0.9, min_channels=10)
+    assert "net.0 (width 32, keeps ≥ 10)" in str(info.value) and "net.2 (width 24, keeps ≥ 10)" in str(info.value)
+    plan = select(mlp_groups, scores, 0.9, min_channels=10, clip=True)   # as far as the constraints allow
     assert plan.structure == [10, 10]
 
 

@@ -143,3 +143,22 @@ def test_group_internals_that_tracing_indexes(graph):
     item = tp._helpers.GroupItem(dep=group[0].dep, idxs=[0])
     need(item.dep is group[0].dep and item.idxs == [0], "torch_pruning._helpers.GroupItem(dep=, idxs=)",
          "tracing.py (add_and_merge)")
+
+
+def test_what_a_rollback_restores_and_assumes(graph):
+    """rollback.py (Snapshot) restores these graph attributes and relies on a removal replacing parameters by new
+    tensors (the old ones stay intact, so holding references is a complete backup)."""
+    model, g = graph
+    need(isinstance(getattr(g, "_pruning_history", None), list), "DependencyGraph._pruning_history (a list)",
+         "rollback.py (Snapshot.restore)")
+    need(all(hasattr(n, "module") for n in g.module2node.values()), "Node.module", "rollback.py (Snapshot.restore)")
+    old_weight, old_scale = model.conv1.weight, model.scale
+    kept = old_weight.detach().clone()
+    group = g.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[0, 1])
+    group.prune()
+    need(model.conv1.weight is not old_weight and torch.equal(old_weight.detach(), kept)
+         and old_weight.shape[0] == 8, "Group.prune() replacing parameters by new ones (the old left intact)",
+         "rollback.py (Snapshot keeps references, not copies)")
+    need(model.scale is not old_scale and g._param_to_name.get(model.scale) == "scale",
+         "bare parameters re-keyed in _param_to_name after pruning", "rollback.py (Snapshot.restore)")
+    need(len(g._pruning_history) == 1, "one _pruning_history entry per Group.prune()", "rollback.py and io.py")

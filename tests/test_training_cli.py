@@ -18,7 +18,7 @@ def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
             str(tmp_path), "--name", "syn", "--label-smoothing", "0.1", "--schedule", "step", "--nesterov"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "epoch   2/3 pruning" in out and "speedup" in out
+    assert "epoch 1 (2/3) pruning" in out and "speedup" in out  # numbered from 0, then how many done
     run = tmp_path / "syn"
     assert {"config.json", "metrics.jsonl", "summary.json", "model.safetensors", "structure.json",
             "checkpoint.json", "checkpoints"} <= {p.name for p in run.iterdir()}
@@ -44,7 +44,7 @@ def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
 
     assert main(["info", str(run)]) == 0
     info = capsys.readouterr().out
-    assert "pruned during epoch         1" in info and "parameters" in info
+    assert "pruning                     during epoch 1 (2 steps," in info and "parameters" in info
     assert main(["info", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prune_epoch"] == 1
 
@@ -194,3 +194,30 @@ def test_models_with_auxiliary_classifiers_train_and_prune(tmp_path):
     finally:
         MODELS.pop("aux_test_net"), DESCRIPTIONS.pop("aux_test_net")
     assert result.model.aux.in_features == result.model.head.in_features < 8
+
+
+def test_eval_every_test_subset_and_tensorboard(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    argv = ["train", *FAST, "--dataset", "synthetic:96", "--epochs", "5", "--policy", "epoch:3", "--eval-every", "2",
+            "--test-subset", "10", "--log", "tensorboard", "--out-dir", str(tmp_path), "--name", "ev",
+            "--round-to", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "96 train / 10 test images" in out and "test acc    n/a" in out
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "metrics.jsonl").read_text().splitlines()]
+    # every 2nd epoch (1, 3), the last dense one (2: the policy fired at its end) and the last (4); not epoch 0
+    assert [r["epoch"] for r in rows if r["test_accuracy"] is not None] == [1, 2, 3, 4]
+    assert rows[0]["eval_seconds"] == 0.0 and rows[0]["batches"] == 3
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == rows[4]["test_accuracy"]
+    assert summary["dense_test_accuracy"] == rows[2]["test_accuracy"] and summary["best_epoch"] in (1, 2, 3, 4)
+    events = EventAccumulator(str(tmp_path / "ev" / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("test/accuracy")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3, 4]
+    assert [e.value for e in events.Scalars("pruning/phase")] == [0, 0, 0, 1, 2]
+    assert max(e.value for e in events.Scalars("pruning/channels_removed")) > 0
+    # flags that only change what is shown may change on --resume; an unknown logger is refused up front
+    assert main(["train", *FAST, "--dataset", "synthetic:96", "--log", "nothing", "--out-dir", str(tmp_path)]) == 2
+    assert "unknown logger 'nothing'; available:" in capsys.readouterr().err

@@ -104,6 +104,33 @@ def test_folder_loader_reads_a_zip_and_caches_the_decoded_arrays(tmp_path):
     assert "damaged cache" in logs[0]
 
 
+def test_folder_subsets_decode_only_the_images_used(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    from earlyprune.training.data import folder
+
+    src = _fake_zip(tmp_path / "imgs.zip")
+    decoded = []
+    real = folder._decode_all
+    monkeypatch.setattr(folder, "_decode_all", lambda items, *a: decoded.append(len(items)) or real(items, *a))
+    logs = []
+    small = load_dataset(f"folder:{src}", cache=str(tmp_path / "c.npz"), train_subset=5, test_subset=3, seed=7,
+                         log=logs.append)
+    assert decoded == [5, 3] and "decoded 5 + 3 images" in logs[0] and "subsets of 12 + 6" in logs[0]
+    # the same images, labels and statistics as decoding everything and drawing the subsets afterwards
+    full = load_dataset(f"folder:{src}", cache="none", log=logs.append)
+    drawn = full.subset(5, 7, test=3)
+    assert torch.equal(small.train_x, drawn.train_x) and torch.equal(small.test_y, drawn.test_y)
+    assert small.mean == pytest.approx(channel_stats(drawn.train_x)[0])
+    decoded.clear()
+    again = load_dataset(f"folder:{src}", cache=str(tmp_path / "c.npz"), train_subset=5, test_subset=3, seed=7)
+    assert not decoded and torch.equal(again.train_x, small.train_x)  # its own cache
+    # with a full cache present, the subset comes from it: nothing decoded, same arrays and statistics
+    load_dataset(f"folder:{src}", cache=str(tmp_path / "full.npz"), log=logs.append)
+    decoded.clear()
+    served = load_dataset(f"folder:{src}", cache=str(tmp_path / "full.npz"), train_subset=5, test_subset=3, seed=7)
+    assert not decoded and torch.equal(served.test_x, small.test_x) and served.mean == pytest.approx(small.mean)
+
+
 def test_folder_loader_directory_val_split_and_resizing(tmp_path):
     pytest.importorskip("PIL")
     src = _fake_zip(tmp_path / "imgs.zip", split="val", prefix="", sizes={("train", "dog", 1): (10, 6)})

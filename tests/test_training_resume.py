@@ -12,7 +12,7 @@ from earlyprune.training import statecodec
 from earlyprune.training.checkpoint import load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds"}
+TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average"}  # the machine, not the run
 
 
 def _base(out, *extra):
@@ -61,17 +61,17 @@ def test_resume_drops_metrics_of_an_epoch_without_checkpoint_and_ignores_leftove
     run = tmp_path / "r"
     with open(run / "metrics.jsonl", "a") as f:  # a run killed after logging epoch 3 but before its checkpoint
         f.write(json.dumps({"epoch": 2, "phase": "sparse"}) + "\n")
-    (run / "checkpoints" / ".tmp-epoch-0003").mkdir()  # killed while writing the checkpoint
-    (run / "checkpoints" / ".tmp-epoch-0003" / "model.safetensors").write_bytes(b"partial")
+    (run / "checkpoints" / ".tmp-after-epoch-0002").mkdir()  # killed while writing the checkpoint
+    (run / "checkpoints" / ".tmp-after-epoch-0002" / "model.safetensors").write_bytes(b"partial")
     assert main(["train", "--resume", str(run), "--progress", "none"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0004"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["after-epoch-0003"]  # epochs 0–3 done
 
 
 def test_checkpoint_holds_the_pruned_shape_and_no_pickle(tmp_path):
     assert main(_base(tmp_path, "--policy", "epoch:1", "--name", "r", "--epochs", "2")) == 0
-    ckpt = tmp_path / "r" / "checkpoints" / "epoch-0002"
+    ckpt = tmp_path / "r" / "checkpoints" / "after-epoch-0001"
     assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
     fresh = create_model("small_cnn", width=8, in_channels=3)
     dense_params = sum(p.numel() for p in fresh.parameters())
@@ -98,7 +98,7 @@ def test_damaged_or_foreign_resume_directories_are_refused(tmp_path, capsys):
         [0]  # the stored --stop-after 1
     assert json.loads((tmp_path / "norun" / "checkpoint.json").read_text())["epoch"] == 1
     capsys.readouterr()
-    state = tmp_path / "r" / "checkpoints" / "epoch-0001" / "state.safetensors"
+    state = tmp_path / "r" / "checkpoints" / "after-epoch-0000" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:40])  # truncated
     assert main(["train", "--resume", str(tmp_path / "r")]) == 2
     assert "is damaged" in capsys.readouterr().err

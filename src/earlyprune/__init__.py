@@ -6,27 +6,34 @@ Public API:
 * :func:`prune` — one-shot (or few-step) pruning outside a training loop;
 * :func:`save` / :func:`load` — safetensors weights + the pruned structure, no pickle;
 * :func:`measure` — parameters, MACs, node and weight sparsity;
+* :func:`pruning_outcome` — whether a pruner removed channels, and why not when it did not;
 * :func:`structure_similarity` / :func:`early_pruning_indicator` — PaT's Ψ (Eq. 5) and EPI (Eq. 6) on your own
   structure vectors;
 * :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when;
-* :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here.
+* :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here;
+* :class:`EarlyPruneError` — the base of every error earlyprune raises on purpose (see ``docs/errors.md``).
 """
 
 from .criteria import CRITERIA, Criterion
+from .errors import ConfigError, EarlyPruneError, InfeasibleTargetError, NonFiniteError, UnprunableGroupsError
 from .groups import ChannelGroup, ChannelGroups
 from .io import StructureMismatchError, load, save
 from .metrics import ModelStats, measure
 from .oneshot import PruneResult, prune
+from .outcome import PruningOutcome, pruning_outcome
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
 from .selection import Plan, select
 from .signals.measures import early_pruning_indicator, structure_similarity
+from .validation import InvalidParameterError
+from .unstructured import criteria as _weight_criteria  # registers crop-u, snip-u, grasp-u, magnitude-u, random-u
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "Criterion", "EarlyPruner", "EpochReport",
-    "ModelStats", "Plan", "Policy", "PruneResult", "RoundToChoice", "StructureMismatchError", "early_pruning_indicator", "load",
-    "measure", "prune", "save", "select", "structure_similarity",
+    "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "ConfigError", "Criterion", "EarlyPruneError",
+    "EarlyPruner", "EpochReport", "InfeasibleTargetError", "InvalidParameterError", "ModelStats", "NonFiniteError", "Plan",
+    "Policy", "PruneResult", "PruningOutcome", "RoundToChoice", "StructureMismatchError", "UnprunableGroupsError",
+    "early_pruning_indicator", "load", "measure", "prune", "pruning_outcome", "save", "select", "structure_similarity",
 ]

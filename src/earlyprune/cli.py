@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from . import __version__
+from .errors import EarlyPruneError
 from .argtypes import ratio, whole
 from .experiments.commands import add_compare_parser, add_sweep_parser, run_compare, run_sweep
 from .reports.commands import add_report_parser, run_report
@@ -19,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"earlyprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~1 minute)",
+    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~10-15 s on "
+                               "a CPU)",
                           description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
                                       "policy triggers (epi if available, else epoch:4), prune during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "
@@ -74,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"demo": _demo, "train": run_train, "models": run_models, "info": run_info, "sweep": run_sweep,
                 "compare": run_compare, "report": run_report}
     try:
-        return commands[args.command](args)
-    except (ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
+        with warnings.catch_warnings():  # warnings in the errors' shape: one line, no source location
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"earlyprune {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+            return commands[args.command](args)
+    except (EarlyPruneError, ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
         message = " ".join(str(exc).split())
         print(f"earlyprune {args.command}: error: {message}", file=sys.stderr)
         return 2

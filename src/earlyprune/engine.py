@@ -4,6 +4,10 @@ The engine knows nothing about criteria or policies: it takes a :class:`~earlypr
 indices per group) and removes them through torch-pruning's groups, in place, as often as asked (PaT's
 iterative pruning calls it S times within one epoch). Every removed group is one torch-pruning ``Group.prune()``
 wrapped in a :class:`~earlyprune.optimizer_state.StateSurgery`.
+
+A step is all or nothing: if a removal fails, or the pruned model no longer runs on the example inputs (a
+forward that hard-codes a width), the model, the optimizer and torch-pruning's graph are restored to their state
+before the step (:class:`~earlyprune.rollback.Snapshot`) before the error is raised.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from torch import nn
 from .groups import ChannelGroups
 from .batch import call_model
 from .optimizer_state import StateSurgery
+from .rollback import Snapshot
 from .selection import Plan
+from .unstructured.masks import masked_counts
 
 
 def check_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
@@ -46,28 +52,46 @@ class PruningEngine:
         produced them for the current model). Afterwards the groups are refreshed (widths, costs).
         """
         optimizers = check_optimizers(optimizer)
+        if plan.remove and masked_counts(self.groups.model):
+            raise RuntimeError("channels cannot be removed from a model with weight masks (torch-pruning cannot cut a "
+                               "parametrized weight): remove channels first, then mask weights (granularity='both' "
+                               "does), or take the masks off with earlyprune.unstructured.MaskedWeights(model)"
+                               ".remove()")
         unknown = [n for n in plan.remove if n not in self.groups.names]
         if unknown:
             raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")
-        surgeries = [StateSurgery(opt) for opt in optimizers] or [StateSurgery(None)]
-        removed: dict[str, list[int]] = {}
         for name, idxs in plan.remove.items():
-            group = self.groups[name]
-            if not idxs:
-                continue
-            if len(set(idxs)) >= group.width or min(idxs) < 0 or max(idxs) >= group.width:
+            width = self.groups[name].width
+            if idxs and (len(set(idxs)) >= width or min(idxs) < 0 or max(idxs) >= width):
                 raise ValueError(f"cannot remove {len(set(idxs))} channels {idxs[:5]}… from group {name!r} of width "
-                                 f"{group.width}; plans must leave channels and index the current width")
-            tp_group = self.groups.tp_group(group, sorted(set(idxs)))
-            pending = [surgery.prepare(tp_group, self._locate) for surgery in surgeries]
-            tp_group.prune()
-            for p in pending:
-                p.finish()
-            removed[name] = sorted(set(idxs))
-        if removed:
-            self.groups.record.sync()  # the structure record holds the graph weakly: keep its history
+                                 f"{width}; plans must leave channels and index the current width")
+        if not any(plan.remove.values()):
+            return {}
+        snapshot = Snapshot(self.groups.model, optimizers, self.groups.graph)
+        try:
+            surgeries = [StateSurgery(opt) for opt in optimizers] or [StateSurgery(None)]
+            removed: dict[str, list[int]] = {}
+            for name, idxs in plan.remove.items():
+                if not idxs:
+                    continue
+                tp_group = self.groups.tp_group(self.groups[name], sorted(set(idxs)))
+                pending = [surgery.prepare(tp_group, self._locate) for surgery in surgeries]
+                tp_group.prune()
+                for p in pending:
+                    p.finish()
+                removed[name] = sorted(set(idxs))
             self.groups.refresh()
             self._check_runs(removed)
+            self.groups.record.sync()  # the structure record holds the graph weakly: keep its history
+        except BaseException as exc:  # KeyboardInterrupt too: never leave a half-pruned model behind
+            snapshot.restore()
+            self.groups.refresh()
+            if isinstance(exc, _ModelBroken):
+                raise RuntimeError(str(exc)) from exc.__cause__
+            if hasattr(exc, "add_note"):
+                exc.add_note("earlyprune: the model and optimizer were restored to their state before this pruning "
+                             "step")
+            raise
         return removed
 
     def _check_runs(self, removed: dict[str, list[int]]) -> None:
@@ -81,10 +105,12 @@ class PruningEngine:
         except Exception as exc:  # noqa: BLE001 - re-raised with context
             names = list(removed)
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            raise RuntimeError(
+            raise _ModelBroken(
                 f"after pruning groups {shown} the model no longer runs on example_inputs "
                 f"({type(exc).__name__}: {exc}). Its forward probably uses a width fixed at construction (e.g. "
-                f"torchvision ViT's hidden_dim): keep those channels with ignored_layers=[<their producing layer>]"
+                f"torchvision ViT's hidden_dim, an attention reshape with a hard-coded head size): keep those "
+                f"channels with ignored_layers=[<their producing layer>]. Nothing was pruned: the model and the "
+                f"optimizer are as they were before this step"
             ) from exc
         finally:
             model.train(was_training)
@@ -97,3 +123,7 @@ class PruningEngine:
             return lambda: model.get_parameter(name)
         name = next(n for n, q in target.named_parameters() if q is param)
         return lambda: target.get_parameter(name)
+
+
+class _ModelBroken(RuntimeError):
+    """The pruned model no longer runs (raised inside :meth:`PruningEngine.apply`, which rolls back first)."""

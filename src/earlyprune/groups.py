@@ -28,7 +28,9 @@ from torch import nn
 from . import structure, tracing
 from .cost import CostModel
 from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise, profile_layers
-from .validation import MODEL, InstanceOf, Rule, checked, rule
+from .unstructured.masks import masks_lifted
+from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
+                         shown)
 
 
 #: layers whose output channels root a group (as torch-pruning's get_all_groups)
@@ -141,23 +143,30 @@ class ChannelGroups(Sequence[ChannelGroup]):
             key and value projections of a transformer block, as in torch-pruning's own ``num_heads``): their
             groups lose whole heads only, so every head keeps its width and the head count per layer may differ.
 
-    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs.
+    After the model is pruned, :meth:`refresh` re-reads widths, index mappings and costs. A model that carries
+    weight masks (:mod:`earlyprune.unstructured`) is traced with its masks lifted for the moment: torch-pruning
+    reads parametrized weights wrongly (no channel can be removed from it anyway; see the engine).
     """
 
-    RULES: dict[str, Rule] = {"model": MODEL,
+    RULES: dict[str, Rule] = {"model": MODEL, "example_inputs": EXAMPLE_INPUTS, "ignored_layers": IGNORED_LAYERS,
                               "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None)}
 
     @checked(RULES)
     def __init__(self, model: nn.Module, example_inputs: Any,
                  ignored_layers: Iterable[nn.Module] | None = None,
                  num_heads: Mapping[nn.Module, int] | None = None) -> None:
+        with masks_lifted(model):
+            self._build(model, example_inputs, ignored_layers, num_heads)
+
+    def _build(self, model: nn.Module, example_inputs: Any, ignored_layers: Iterable[nn.Module] | None,
+               num_heads: Mapping[nn.Module, int] | None) -> None:
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
-            if not isinstance(layer, nn.Module) or layer not in known:
-                raise ValueError(
-                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}"
-                )
+            if layer not in known:
+                raise InvalidParameterError(
+                    f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {shown(layer)}, "
+                    f"which is not part of it")
         self._head_dims = _head_dims(num_heads or {}, known)
         self.model = model
         self.example_inputs = example_inputs
@@ -165,7 +174,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
             self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise ValueError(
+            raise InvalidParameterError(
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc

@@ -7,9 +7,13 @@ pooling and the attention matmuls of ``nn.MultiheadAttention`` are not counted (
 cost of the networks this library targets, and every counter disagrees on them).
 
 Sparsity follows the definitions of the EarlyCroP reference code (see ``REFERENCE.md``): *weight sparsity* is
-``1 − weights/weights₀`` over every parameter named ``weight`` (BatchNorm γ included); *node sparsity* is
+``1 − weights/weights₀`` over every parameter whose name contains ``weight`` (BatchNorm γ, an LSTM's
+``weight_hh_l0`` and attention's ``in_proj_weight`` included, as the reference code's ``'weight' in name``), a
+weight masked by unstructured pruning (:mod:`earlyprune.unstructured.masks`) counting as removed; *node
+sparsity* is
 ``1 − nodes/nodes₀`` over the output channels of convolution and linear layers, the classifier outputs
-excluded.
+excluded (unstructured masks remove no node: dense kernels still compute every output). Parameters and MACs
+count what dense kernels store and compute, masked entries included.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch
 from torch import nn
 
 from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
-from .validation import MODEL, InstanceOf, Rule, checked, rule
+from .unstructured.masks import mask_of, plain_name
+from .validation import EXAMPLE_INPUTS, MODEL, InstanceOf, Rule, checked, rule
 
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -146,6 +151,7 @@ class ModelStats:
 #: the arguments' rules of :func:`measure`
 MEASURE_RULES: dict[str, Rule] = {
     "model": MODEL,
+    "example_inputs": EXAMPLE_INPUTS,
     "baseline": rule(InstanceOf(ModelStats, "the ModelStats that measure() returned for the original model"), None),
 }
 
@@ -162,7 +168,8 @@ def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None =
     """
     profile = profile_layers(model, example_inputs)
     params = sum(p.numel() for p in model.parameters())
-    weights = sum(p.numel() for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "weight")
+    weights = sum(_kept_entries(model, plain_name(name), p) for name, p in model.named_parameters()
+                  if "weight" in plain_name(name).rsplit(".", 1)[-1])
     macs = sum(profile.macs(m) for m in profile.mac_factors)
     nodes = sum(_out_channels(m) for m in model.modules()
                 if isinstance(m, CHANNEL_LAYERS) and m not in profile.output_layers)
@@ -171,6 +178,13 @@ def measure(model: nn.Module, example_inputs: Any, baseline: ModelStats | None =
         node_sp = 1.0 - nodes / baseline.nodes if baseline.nodes else 0.0
         weight_sp = 1.0 - weights / baseline.weights if baseline.weights else 0.0
     return ModelStats(params, macs, weights, nodes, node_sp, weight_sp)
+
+
+def _kept_entries(model: nn.Module, name: str, param: torch.Tensor) -> int:
+    """Entries of a parameter that are not masked away (all of them when it carries no weight mask)."""
+    module_name, _, attr = name.rpartition(".")
+    mask = mask_of(model.get_submodule(module_name) if module_name else model, attr)
+    return param.numel() if mask is None else mask.kept
 
 
 def _out_channels(module: nn.Module) -> int:

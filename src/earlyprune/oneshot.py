@@ -1,9 +1,11 @@
-"""Pruning outside a training loop — before training (3SP, CroP-S, CroPit, SNAP-it) or of a trained model: score,
-select, remove, once or in a few rescored steps; optionally rescale or re-initialise what is left (3SP §3.1)."""
+"""Pruning outside a training loop — before training (3SP, CroP-S, CroPit, SNAP-it; at weight level CroP-U,
+CroPit-U, SNIP, GraSP) or of a trained model: score, select, remove (or mask), once or in a few rescored steps;
+optionally rescale or re-initialise what is left (3SP §3.1)."""
 
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -19,9 +21,13 @@ from .groups import ChannelGroups
 from .metrics import CHANNEL_LAYERS, ModelStats, measure
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .selection import SCHEDULES, select, step_amounts
-from .validation import (BOOLEAN, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean, Callable_, InstanceOf, Options,
-                         Rule, checked, rule)
+from .levels import GRANULARITY, WeightLevel, check_granularity
+from .optimizer_state import check_covers
+from .selection import SCHEDULES, check_reachable, select, step_amounts
+from .unstructured.criteria import resolve_criterion
+from .unstructured.masks import MaskedWeights
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean,
+                         Callable_, InstanceOf, Interval, Options, Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,17 @@ class PruneResult:
     removed: list[dict[str, list[int]]] = field(default_factory=list)  #: per step: group → removed indices
     round_to: int = 1                        #: the multiple kept widths were rounded to
     round_to_choice: RoundToChoice | None = None  #: what ``round_to="auto"`` measured
+    granularity: str = "channels"
+    #: per weight-level step: weights newly masked (granularity "weights" / "both")
+    masked: list[int] = field(default_factory=list)
+    weight_structure: list[int] = field(default_factory=list)   #: kept weights per masked tensor
+    weight_names: list[str] = field(default_factory=list)
 
 
 #: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
 PRUNE_RULES: dict[str, Rule] = {
     "model": MODEL,
+    "example_inputs": EXAMPLE_INPUTS,
     "ratio": RATIO,
     "target": TARGET,
     "steps": STEPS,
@@ -52,6 +64,10 @@ PRUNE_RULES: dict[str, Rule] = {
     "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
     "rescale": BOOLEAN,
     "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
+    "ignored_layers": IGNORED_LAYERS,
+    "granularity": GRANULARITY,
+    "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
+    "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
 }
 
 
@@ -64,12 +80,17 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
           batches: Iterable[tuple[Any, Any]] | None = None,
           loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
           compute_aware: float | None = None, latency_aware: bool = False, schedule: str = "auto",
-          rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False) -> PruneResult:
-    """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters, see ``target``).
+          rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False,
+          granularity: str = "channels", weight_ratio: float | None = None,
+          weight_criterion: str | Criterion | None = None, min_weights: int = 1) -> PruneResult:
+    """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters, see ``target``) — or to
+    mask ``ratio`` of its weights (``granularity="weights"``), or both in turn (``"both"``).
 
     Pruning before training: 3SP is ``criterion="snip"`` with one batch (``compute_aware=λ`` for 3SP + CA,
     ``rescale=True`` / ``reinit=True`` for its initialisation options); CroP-S is ``criterion="crop"``; CroPit /
-    SNAP-it are ``crop`` / ``snip`` with ``steps > 1`` (rescored after every step, ``"halving"`` schedule).
+    SNAP-it are ``crop`` / ``snip`` with ``steps > 1`` (rescored after every step, ``"halving"`` schedule). At
+    ``granularity="weights"``: CroP-U ``criterion="crop"``, CroPit-U the same with ``steps > 1``, SNIP ``"snip"``,
+    GraSP ``"grasp"``, Random-U ``"random"`` (names take their weight form, :mod:`earlyprune.unstructured.criteria`).
 
     Args:
         model: the network, pruned in place.
@@ -96,10 +117,28 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             pruning (3SP: restores the He-initialisation variance; fan-out = ``C_out/groups·K²``).
         reinit: re-initialise the pruned model: True calls every layer's ``reset_parameters()`` (PyTorch's
             default initialisation); a callable ``reinit(model)`` applies your own scheme (as SNIP does).
+        granularity, weight_ratio, weight_criterion, min_weights: as for :class:`~earlyprune.EarlyPruner` —
+            ``"weights"`` masks ``ratio`` of the prunable weights; ``"both"`` removes channels, then masks weights
+            until ``weight_ratio`` of the dense model's are gone. ``rescale`` / ``reinit`` apply to channels only.
     """
     check_unwrapped(model)
+    if optimizer is not None:
+        check_covers(model, optimizer)
+    check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
+                      min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
+    if granularity == "weights":
+        if rescale or reinit is not False:
+            raise ValueError("rescale= and reinit= restore the initialisation after channels are removed; they do not "
+                             "apply to granularity='weights'")
+        return _prune_weights(model, example_inputs, ratio, criterion=criterion, steps=steps, schedule=schedule,
+                              ignored_layers=ignored_layers, optimizer=optimizer, batches=batches, loss_fn=loss_fn,
+                              min_weights=min_weights)
+    baseline = MaskedWeights(model, ignored_layers=ignored_layers).baseline if granularity == "both" else None
     rounding = check_round_to(round_to)
-    crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
+    crit = with_modifiers(resolve_criterion(criterion, "channels"), compute_aware=compute_aware,
+                          latency_aware=latency_aware)
+    if granularity == "both" and weight_criterion is None and not isinstance(criterion, str):
+        raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well")
     if schedule == "auto":
         schedule = "halving" if crit.needs_batches else "exponential"
     if rescale and reinit is not False:
@@ -108,6 +147,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     batch_list = _batches(batches, loss_fn, crit)
     choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+    check_reachable(groups, ratio, target=target, min_channels=min_channels,
+                    round_to=rounding if isinstance(rounding, int) else 1)
     before = measure(model, example_inputs)
     fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
     engine = PruningEngine(groups)
@@ -115,13 +156,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     crit.attach(groups)
     try:
         for amount in step_amounts(float(ratio), steps, schedule):
-            for batch in batch_list:
-                if crit.uses_gradients:  # gradient criteria read .grad: give them this batch's
-                    model.zero_grad(set_to_none=True)
-                    batch.loss(model).backward()
-                crit.observe(groups, batch)
-            if crit.uses_gradients:
-                model.zero_grad(set_to_none=True)
+            _observe(model, crit, groups, batch_list)
             scores = average_scores(crit.scores(groups))
             if isinstance(rounding, AutoRoundTo):
                 choice = broadcast_object(rounding.choose(
@@ -141,9 +176,53 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
                 m.reset_parameters()
     elif callable(reinit):
         reinit(model)
+    masked: PruneResult | None = None
+    if granularity == "both":
+        masked = _prune_weights(model, example_inputs, weight_ratio,  # type: ignore[arg-type]
+                                criterion=weight_criterion if weight_criterion is not None else criterion,
+                                steps=steps, schedule=schedule, ignored_layers=ignored_layers, optimizer=optimizer,
+                                batches=batches, loss_fn=loss_fn, min_weights=min_weights, baseline=baseline)
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
-                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice)
+                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice,
+                       granularity=granularity, masked=masked.masked if masked else [],
+                       weight_structure=masked.weight_structure if masked else [],
+                       weight_names=masked.weight_names if masked else [])
+
+
+def _prune_weights(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion, steps: int,
+                   schedule: str, ignored_layers: Iterable[nn.Module] | None, optimizer: Any,
+                   batches: Iterable[tuple[Any, Any]] | None, loss_fn: Any, min_weights: int,
+                   baseline: int | None = None) -> PruneResult:
+    """Weight-level :func:`prune`: rescore on ``batches`` and mask, ``steps`` times (CroPit-U, SNIP-it at weight
+    level), one global ranking each time."""
+    crit = resolve_criterion(criterion, "weights")
+    if schedule == "auto":
+        schedule = "halving" if crit.needs_batches or crit.uses_gradients else "exponential"
+    batch_list = _batches(batches, loss_fn, crit)
+    before = measure(model, example_inputs)
+    weights = MaskedWeights(model, ignored_layers=ignored_layers, baseline=baseline)
+    level = WeightLevel(weights, min_weights=min_weights)
+    masked = []
+    for amount in step_amounts(float(ratio), steps, schedule):
+        _observe(model, crit, weights, batch_list)
+        masked.append(level.prune(average_scores(crit.scores(weights)), amount, optimizer))
+        crit.reset()
+    after = measure(model, example_inputs, baseline=before)
+    return PruneResult(before=before, after=after, structure=weights.widths(), group_names=weights.names,
+                       granularity="weights", masked=masked, weight_structure=weights.widths(),
+                       weight_names=weights.names)
+
+
+def _observe(model: nn.Module, crit: Criterion, units: Any, batch_list: list[Batch]) -> None:
+    """Every batch through the criterion (gradient criteria read ``.grad``: each gets its batch's)."""
+    for batch in batch_list:
+        if crit.uses_gradients:
+            model.zero_grad(set_to_none=True)
+            batch.loss(model).backward()
+        crit.observe(units, batch)
+    if crit.uses_gradients:
+        model.zero_grad(set_to_none=True)
 
 
 def _fan_out(m: nn.Module) -> int:

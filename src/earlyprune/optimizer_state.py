@@ -21,10 +21,52 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from .validation import InvalidParameterError
+
+
+def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> None:
+    """Refuse an ``optimizer`` (or list of them) that does not hold every trainable parameter of ``model``: pruning
+    replaces the parameters of every pruned layer, and only those the optimizer holds are re-pointed — an optimizer
+    built over another model (or before the model was replaced) would train nothing and be pruned anyway."""
+    optimizers = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+    held = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    missing = [name for name, p in trainable if id(p) not in held]
+    if not missing:
+        return
+    if len(missing) == len(trainable):
+        raise InvalidParameterError(
+            f"optimizer holds none of the model's {len(trainable)} trainable parameters (built for another model, "
+            f"or before the model was rebuilt?): build it from this model, e.g. torch.optim.SGD(model.parameters(), "
+            f"lr=...)")
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise InvalidParameterError(
+        f"optimizer lacks {len(missing)} of the model's {len(trainable)} trainable parameters ({shown}): pruning "
+        f"replaces the parameters of pruned layers and re-points only those the optimizer holds — add them to a "
+        f"param group, or set requires_grad=False on parameters that must not train")
+
+
+def check_state(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
+    """Refuse a saved optimizer ``state_dict`` that does not fit ``optimizer``'s parameters: other group sizes, or
+    a per-parameter tensor (momentum, Adam moments…) of another shape than its parameter — which
+    ``load_state_dict`` would accept and the first step would broadcast or fail on. Raises ``ValueError``."""
+    if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list) \
+            or not isinstance(state_dict.get("state"), dict):
+        raise ValueError("the optimizer state is not a torch.optim state_dict (param_groups, state)")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = [i for group in state_dict["param_groups"] for i in group.get("params", [])]
+    if len(ids) != len(params):
+        raise ValueError(f"the optimizer state holds {len(ids)} parameters, the optimizer {len(params)}")
+    for i, p in zip(ids, params):
+        for key, value in state_dict["state"].get(i, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise ValueError(f"the optimizer state's {key!r} of parameter {i} has shape {list(value.shape)}, the "
+                                 f"parameter {list(p.shape)}")
 
 
 def _shadow(module: nn.Module, replace: dict[int, torch.Tensor]) -> nn.Module:

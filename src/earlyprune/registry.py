@@ -14,6 +14,8 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Generic, TypeVar
 
+from .validation import InvalidParameterError, shown
+
 T = TypeVar("T")
 
 
@@ -80,7 +82,7 @@ class Registry(Generic[T]):
         try:
             return self._classes[self.resolve(name)]
         except KeyError:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             ) from None
 
@@ -91,9 +93,9 @@ class Registry(Generic[T]):
                 raise ValueError(f"options {sorted(kwargs)} only apply when the {self.kind} is given by name")
             return spec  # type: ignore[return-value]
         if not isinstance(spec, str):
-            raise TypeError(
+            raise InvalidParameterError(
                 f"{self.kind} must be a name ({', '.join(self.names())}) or a {self.base.__name__} instance, "
-                f"got {type(spec).__name__}"
+                f"got {shown(spec)}"
             )
         name, sep, arg = spec.partition(":")
         cls = self.get(name.strip())

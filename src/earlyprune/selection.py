@@ -14,24 +14,30 @@ with ``round_to=r`` every group's kept width is rounded to the nearest multiple 
 widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
 ``num_heads`` the same way. Channels that must go together — position ``j`` of every group of a grouped
 convolution, or all channels of one attention head — are ranked and removed as one unit (their mean score).
+A target those constraints make unreachable raises
+:class:`~earlyprune.errors.InfeasibleTargetError` naming the limiting groups and the reachable maximum
+(:func:`check_reachable` says so before training; ``select(..., clip=True)`` prunes as far as allowed instead).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 import torch
 
+from .errors import InfeasibleTargetError, NonFiniteError
 from .groups import ChannelGroups
 from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
 from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
 #: the target's rules, shared by :func:`select` and every entry point that plans one
 TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE}
+#: a plan meets its goal within this fraction of the baseline (float noise), and a target is reachable when the
+#: reachable fraction falls short of it by no more than this
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,83 @@ def validate_target(amount: float, target: str, min_channels: int, round_to: int
     check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to})
 
 
+def _granularity(groups: ChannelGroups, min_channels: int, round_to: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(widths, unit, step, min_keep)`` per group: current widths, channels per removable unit, the granularity
+    of kept widths (round_to, whole units, what the layers require: attention heads) and the fewest channels a
+    group may keep."""
+    widths = np.array(groups.widths(), dtype=np.int64)
+    unit = np.array([g.unit_size for g in groups], dtype=np.int64)
+    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
+    min_keep = np.minimum(widths, -(-min_channels // step) * step)
+    return widths, unit, step, min_keep
+
+
+def _rounded(widths: np.ndarray, removed: np.ndarray, step: np.ndarray, min_keep: np.ndarray) -> np.ndarray:
+    """``removed`` after rounding every kept width to the nearest multiple of its ``step`` (a group narrower than
+    its step is left alone; no group below its ``min_keep``)."""
+    kept = widths - removed
+    rounded = np.round(kept / step).astype(np.int64) * step
+    rounded = np.where(widths < step, widths, rounded)
+    return widths - np.clip(rounded, np.minimum(min_keep, widths), widths)
+
+
+def _measure(groups: ChannelGroups, target: str, widths: np.ndarray):  # noqa: ANN202 - a cost function
+    cost = groups.cost
+    return {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs, "params": cost.params}[target]
+
+
+def _most_removed(groups: ChannelGroups, min_channels: int, round_to: int) -> np.ndarray:
+    """Channels removed per group when every group is cut to its minimum (what no plan can exceed)."""
+    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to)
+    removed = (widths - min_keep) // unit * unit
+    return _rounded(widths, removed, step, min_keep) if (step > unit).any() else removed
+
+
+def reachable(groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1, round_to: int = 1) -> float:
+    """The largest fraction of the original ``target`` quantity a plan can remove under ``min_channels`` and
+    ``round_to`` (counting what was removed before: the groups' ``baseline`` is the reference)."""
+    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to})
+    widths = np.array(groups.widths(), dtype=np.int64)
+    left = _measure(groups, target, widths)(_most_removed(groups, min_channels, round_to))
+    base = groups.baseline[{"flops": "macs"}.get(target, target)]
+    return 1.0 - left / base if base > 0 else 0.0
+
+
+def check_reachable(groups: ChannelGroups, amount: float, *, target: str = "channels", min_channels: int = 1,
+                    round_to: int = 1) -> None:
+    """Raise :class:`~earlyprune.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
+    before anything is trained: it names the groups that limit it and the reachable maximum."""
+    most = reachable(groups, target=target, min_channels=min_channels, round_to=round_to)
+    if most + TOLERANCE < float(amount):
+        raise InfeasibleTargetError(_unreachable(groups, float(amount), most, target, min_channels, round_to))
+
+
+def _unreachable(groups: ChannelGroups, amount: float, most: float, target: str, min_channels: int,
+                 round_to: int) -> str:
+    """Why ``amount`` cannot be removed: the groups that cannot give up their share, heaviest first."""
+    widths = np.array(groups.widths(), dtype=np.int64)
+    floor = widths - _most_removed(groups, min_channels, round_to)
+    per_channel = {"channels": np.ones(len(widths)),
+                   "flops": np.array([g.macs_per_channel for g in groups]),
+                   "params": np.array([g.params_per_channel for g in groups])}[target]
+    excess = (floor - (1.0 - amount) * widths) * per_channel
+    limiting = [i for i in np.argsort(-excess, kind="stable") if excess[i] > 0]
+    what = {"channels": "channels", "flops": "MACs", "params": "parameters"}[target]
+    head = (f"cannot remove {amount:.1%} of the {what} with min_channels={min_channels}, round_to={round_to}: at most "
+            f"{max(most, 0.0):.1%} can be removed")
+    ratio = math.floor(max(most, 0.0) * 1000) / 1000
+    lower_ratio = f", or the ratio to at most {ratio:g}" if ratio > 0 else ""
+    if limiting:
+        shown = ", ".join(f"{groups[int(i)].name} (width {widths[i]}, keeps ≥ {floor[i]})" for i in limiting[:4])
+        more = f" and {len(limiting) - 4} more" if len(limiting) > 4 else ""
+        return f"{head}; limited by group(s) {shown}{more}: lower min_channels or round_to{lower_ratio}"
+    return (f"{head}: the layers outside the prunable groups (output and ignored layers) keep the rest; prune by "
+            f"another target{lower_ratio}")
+
+
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-           target: str = "channels", min_channels: int = 1, round_to: int = 1) -> Plan:
+           target: str = "channels", min_channels: int = 1, round_to: int = 1, clip: bool = False) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
     Args:
@@ -74,17 +155,18 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         target: ``"channels"``, ``"flops"`` or ``"params"``.
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to a multiple of this.
+        clip: when no plan reaches ``amount`` under the constraints, prune as far as they allow instead of raising
+            :class:`~earlyprune.errors.InfeasibleTargetError` (the signals' N_t at fixed ratios).
+
+    The plan removes the fewest lowest-ranked units whose removal meets the target; with ``round_to`` > 1 the
+    rounding of kept widths may remove a little more.
     """
     validate_target(amount, target, min_channels, round_to)
     names = groups.names
-    widths = np.array(groups.widths(), dtype=np.int64)
-    unit = np.array([g.unit_size for g in groups], dtype=np.int64)   # channels per removable unit
-    # granularity of kept widths: round_to, whole units, and what the layers require (attention heads)
-    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
+    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to)
     units = [g.units() for g in groups]
     per_group_order: list[np.ndarray] = []
     cand_scores, cand_groups = [], []
-    min_keep = np.empty(len(widths), dtype=np.int64)
     for g in groups:
         if g.name not in scores:
             raise ValueError(f"scores are missing group {g.name!r}")
@@ -92,14 +174,13 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         if s.dim() != 1 or s.numel() != g.width:
             raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
         if not torch.isfinite(s).all():
-            raise ValueError(f"scores for group {g.name!r} contain NaN or infinity; check the loss and criterion")
+            raise NonFiniteError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
+                                 f"come from are not finite (a learning rate too high, or fp16/bf16 overflow)")
         # a unit (position j of every convolution group, or one attention head) scores the mean of its channels
         unit_scores = s[units[g.index]].mean(1)
         order = torch.argsort(unit_scores, stable=True).numpy()
         per_group_order.append(order)
-        keep = min(g.width, math.ceil(min_channels / step[g.index]) * step[g.index])
-        min_keep[g.index] = keep
-        n_cand = (g.width - keep) // g.unit_size
+        n_cand = (g.width - min_keep[g.index]) // g.unit_size
         cand_scores.append(unit_scores.numpy()[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
     cost = groups.cost
@@ -115,30 +196,35 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         def removed_for(n: int) -> np.ndarray:
             removed = np.bincount(ranked_groups[:n], minlength=len(widths)) * unit
             if (step > unit).any():
-                kept = widths - removed
-                rounded = np.round(kept / step).astype(np.int64) * step
-                rounded = np.where(widths < step, widths, rounded)
-                kept = np.clip(rounded, np.minimum(min_keep, widths), widths)
-                removed = np.where(chosen, widths - kept, 0)
+                removed = np.where(chosen, _rounded(widths, removed, step, min_keep), 0)
             return removed
 
-        if len(members) < len(widths):  # one part of a per-part budget: channels of its groups
+        whole = len(members) == len(widths)
+        if whole:
+            measure = _measure(groups, target, widths)
+            baseline = groups.baseline[{"flops": "macs"}.get(target, target)]
+        else:  # one part of a per-part budget: channels of its groups
             baseline = float(np.asarray(groups.baseline_widths)[chosen].sum())
             measure = lambda r: float((widths - r)[chosen].sum())  # noqa: E731
-            goal = (1.0 - part_amount) * baseline
-        else:
-            measure = {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs,
-                       "params": cost.params}[target]
-            goal = (1.0 - float(part_amount)) * groups.baseline[{"flops": "macs"}.get(target, target)]
+        goal = (1.0 - float(part_amount)) * baseline
+        tol = TOLERANCE * max(baseline, 1.0)  # relative: MACs run to billions, channels to tens
         lo, hi = 0, len(ranked_groups)
-        if measure(removed_for(hi)) > goal + 1e-6:
-            warnings.warn(
-                f"cannot remove {part_amount:.1%} of the {target} with min_channels={min_channels}, "
-                f"round_to={round_to}: pruning as far as the constraints allow", stacklevel=2)
+        if measure(removed_for(hi)) > goal + tol:
+            # a part scaled past its whole (head_ratio > ratio at a small signal ratio) prunes as far as allowed
+            if not clip and whole:
+                raise InfeasibleTargetError(_unreachable(groups, float(part_amount),
+                                                         reachable(groups, target=target, min_channels=min_channels,
+                                                                   round_to=round_to),
+                                                         target, min_channels, round_to))
+            if not clip and part_amount < 1.0:
+                part = groups[int(members[0])].part
+                raise InfeasibleTargetError(f"cannot remove {part_amount:.1%} of the {part} with "
+                                            f"min_channels={min_channels}, round_to={round_to}: their groups cannot "
+                                            f"lose that much; lower min_channels or round_to, or the part's ratio")
             lo = hi
-        while lo < hi:  # smallest n whose plan meets the goal; removal is monotone in n
+        while lo < hi:  # smallest n whose plan meets the goal (hi always does: the search keeps that invariant)
             mid = (lo + hi) // 2
-            if measure(removed_for(mid)) <= goal + 1e-6:
+            if measure(removed_for(mid)) <= goal + tol:
                 hi = mid
             else:
                 lo = mid + 1

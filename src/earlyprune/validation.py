@@ -35,11 +35,14 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from torch import nn
 
+from .errors import EarlyPruneError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class InvalidParameterError(ValueError, TypeError):
-    """An argument that breaks its declared rule (a ``ValueError`` and a ``TypeError``)."""
+class InvalidParameterError(EarlyPruneError, ValueError, TypeError):
+    """An argument that breaks its declared rule (an :class:`~earlyprune.errors.EarlyPruneError`, a ``ValueError``
+    and a ``TypeError``)."""
 
 
 class Constraint:
@@ -123,8 +126,11 @@ class Interval(Constraint):
         return "a number"
 
     def describe(self, flag: bool = False) -> str:
-        if not flag and self.high is None and self.low == 0 and self.closed in ("right", "neither"):
-            return "a positive integer" if self.kind is Integral else "a positive number"
+        if not flag and self.low == 0 and self.closed in ("right", "neither"):
+            if self.high is None:
+                return "a positive integer" if self.kind is Integral else "a positive number"
+            if self.kind is Integral:
+                return f"a positive integer {'≤' if self.closed == 'right' else '<'} {_fmt(self.high)}"
         return f"{self.noun(flag)} {self.range_text(flag)}".rstrip()
 
 
@@ -214,13 +220,15 @@ class _NoneConstraint(Constraint):
 
 @dataclass(frozen=True)
 class Each(Constraint):
-    """A list or tuple (``nonempty`` by default) whose every item meets ``item``."""
+    """A list or tuple (``nonempty`` by default; ``containers`` widens the kinds, e.g. sets) whose every item
+    meets ``item``."""
 
     item: Constraint
     nonempty: bool = True
+    containers: tuple[type, ...] = (list, tuple)
 
     def accepts(self, value: Any) -> bool:
-        if not isinstance(value, (list, tuple)) or (self.nonempty and not value):
+        if not isinstance(value, self.containers) or (self.nonempty and not value):
             return False
         return all(self.item.accepts(v) for v in value)
 
@@ -228,7 +236,41 @@ class Each(Constraint):
         return f"a {'non-empty ' if self.nonempty else ''}list, each {self.item.describe(flag)}"
 
 
-def _shown(value: Any, limit: int = 80) -> str:
+def _batch_tensors(value: Any, depth: int = 0) -> list[Any] | None:
+    """The tensors of example inputs (a tensor, or a tuple / list / dict holding some), None when the value is
+    none of those; nesting beyond a few levels is not an input batch."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth > 4 or not isinstance(value, (tuple, list, dict)):
+        return None
+    found: list[Any] = []
+    for item in (value.values() if isinstance(value, dict) else value):
+        found += _batch_tensors(item, depth + 1) or []
+    return found
+
+
+@dataclass(frozen=True)
+class ExampleInputs(Constraint):
+    """Example inputs to trace a model with: a tensor whose first dimension is a non-empty batch, or a tuple /
+    list (positional arguments) or dict (keyword arguments) holding at least one; floating-point values finite."""
+
+    def accepts(self, value: Any) -> bool:
+        tensors = _batch_tensors(value)
+        if not tensors:
+            return False
+        batched = [t for t in tensors if t.dim() >= 1]
+        if not batched or any(t.shape[0] == 0 for t in batched):
+            return False
+        return all(bool(t.isfinite().all()) for t in tensors if t.is_floating_point() and not t.is_meta)
+
+    def describe(self, flag: bool = False) -> str:
+        return ("a tensor with a non-empty batch dimension first, or a tuple / list / dict holding such tensors, "
+                "with finite values")
+
+
+def shown(value: Any, limit: int = 80) -> str:
     """``repr(value)``, cut short (a model or a tensor given by mistake must not flood the message)."""
     text = repr(value)
     if len(text) <= limit and "\n" not in text:
@@ -276,8 +318,10 @@ class Rule:
             if flag and len(typed) == 1 and len(self.constraints) == 1 and isinstance(typed[0], Interval) \
                     and typed[0].kind is Real:
                 accepted = typed[0].range_text(flag)   # the parser made it a number: the range is what is wrong
+        if isinstance(value, float) and not math.isfinite(value):  # inf / nan: said, not just "out of range"
+            accepted = accepted.replace("a number", "a finite number", 1)
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{name} must be {accepted}, got {_shown(value)}{hint}"
+        return f"{name} must be {accepted}, got {shown(value)}{hint}"
 
     def check(self, name: str, value: Any, flag: bool = False) -> Any:
         """``value`` if accepted, else :class:`InvalidParameterError` with :meth:`message`."""
@@ -340,20 +384,32 @@ RATIO = rule(Interval(Real, 0, 1, closed="neither",
 AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the target to remove")
 TARGETS = ("channels", "flops", "params")
 TARGET = rule(Options(TARGETS))
+#: what is pruned (:mod:`earlyprune.levels`): channels removed, weights masked, or channels then weights
+GRANULARITIES = ("channels", "weights", "both")
+GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights masked, or channels then weights")
 MIN_CHANNELS = rule(Interval(Integral, 1, None), hint="no layer may collapse")
 #: an integer multiple; ``round_to`` itself also takes "auto" (ROUND_TO)
 MULTIPLE = rule(Interval(Integral, 1, None))
 ROUND_TO = rule(Interval(Integral, 1, None), Options(["auto"]),
                 hint="'auto': the multiple measured fastest on this device")
-STEPS = rule(Interval(Integral, 0, None, closed="neither"), hint="pruning steps within the pruning epoch")
+#: the most pruning steps one run may ask for: PaT uses 8; far more only repeats the ranking on almost the same
+#: scores, and every step is a removal with optimizer surgery (``steps=100000`` made 100,000 events)
+MAX_STEPS = 1000
+STEPS = rule(Interval(Integral, 0, MAX_STEPS, closed="right"), hint="pruning steps within the pruning epoch")
 POSITIVE_INT = rule(Interval(Integral, 0, None, closed="neither"))
 BOOLEAN = rule(Boolean())
 #: a file path
 PATH = rule(InstanceOf((str, os.PathLike), "a path (str or os.PathLike)"))
 #: ``model=`` of every entry point
 MODEL = rule(InstanceOf(nn.Module, "a torch.nn.Module"))
+#: ``example_inputs=`` of every entry point that traces a model
+EXAMPLE_INPUTS = rule(ExampleInputs(), hint="a batch shaped like the training inputs")
+#: ``ignored_layers=``: modules whose output channels are kept
+IGNORED_LAYERS = rule(Each(InstanceOf(nn.Module, "a torch.nn.Module"), nonempty=False,
+                           containers=(list, tuple, set, frozenset)), None, hint="e.g. ignored_layers=[model.fc]")
 
 
-__all__ = ["AMOUNT", "BOOLEAN", "Boolean", "Callable_", "Constraint", "Each", "HasAttributes", "InstanceOf", "Interval",
-           "InvalidParameterError", "MIN_CHANNELS", "MODEL", "MULTIPLE", "Options", "PATH", "POSITIVE_INT", "RATIO",
-           "ROUND_TO", "Rule", "STEPS", "TARGET", "TARGETS", "check_args", "checked", "rule"]
+__all__ = ["AMOUNT", "BOOLEAN", "Boolean", "Callable_", "Constraint", "EXAMPLE_INPUTS", "Each", "ExampleInputs",
+           "HasAttributes", "IGNORED_LAYERS", "InstanceOf", "Interval", "InvalidParameterError", "MAX_STEPS",
+           "MIN_CHANNELS", "MODEL", "MULTIPLE", "Options", "PATH", "POSITIVE_INT", "RATIO", "ROUND_TO", "Rule", "STEPS",
+           "TARGET", "TARGETS", "check_args", "checked", "rule", "shown"]

@@ -8,6 +8,7 @@ import torch
 
 from ..batch import Batch
 from ..groups import ChannelGroups
+from ..validation import InvalidParameterError
 from .gates import PRODUCTS, GatedCriterion, complete, gate_hvp
 from .registry import CRITERIA
 
@@ -42,7 +43,7 @@ class CroP(GatedCriterion):
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "CroP":
         if arg not in PRODUCTS:
-            raise ValueError(f"criterion '{cls.name}:PRODUCT' takes one of {', '.join(PRODUCTS)}, got {cls.name}:{arg}")
+            raise InvalidParameterError(f"criterion '{cls.name}:PRODUCT' takes one of {', '.join(PRODUCTS)}, got {cls.name}:{arg}")
         return cls(product=arg, **kwargs)
 
     def hessian_gradient(self, groups: ChannelGroups, batch: Batch | None) -> dict[str, torch.Tensor]:

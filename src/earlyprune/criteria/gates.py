@@ -118,6 +118,20 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Run attention through PyTorch's reference ("math") kernel for the duration: the fused scaled-dot-product
+    kernels (flash attention on CPU, among others) have no second derivative, which the Hessian-vector products
+    of ``crop`` / ``grasp`` need. Without ``torch.nn.attention`` (torch < 2.3) nothing changes."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - old torch
+        yield
+        return
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+@contextmanager
 def preserve_norm_stats(model: nn.Module) -> Iterator[None]:
     """Restore BatchNorm running statistics after a scoring pass: a criterion must not change the model."""
     saved = []
@@ -233,7 +247,7 @@ def gate_hvp(groups: ChannelGroups, batch: Batch, product: str = "gate", gates: 
         raise ValueError(f"product must be one of {', '.join(PRODUCTS)}, got {product!r}")
     gates = gates or Gates(groups)
     model = groups.model
-    with torch.enable_grad(), preserve_norm_stats(model), gates.open(values) as gv:
+    with torch.enable_grad(), preserve_norm_stats(model), twice_differentiable(), gates.open(values) as gv:
         names = list(gv)
         gate_list = [gv[n] for n in names]
         params = [p for p in model.parameters() if p.requires_grad] if product != "gate" else []
@@ -290,4 +304,5 @@ class GatedCriterion(Criterion):
 
 
 __all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view",
-           "gate_gradients", "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats"]
+           "gate_gradients", "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats",
+           "twice_differentiable"]

@@ -120,6 +120,8 @@ class LatencyTable:
         self._timer = timer
         self._file_loaded = False
         self.measured = 0   #: layer timings taken by this table (cache misses)
+        self._info: dict[str, tuple[nn.Module, int, int, tuple[int, ...]]] = {}
+        self._runs: dict[str, tuple[Callable[[], None], torch.device]] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
     def table(self, groups: ChannelGroups) -> dict[str, list[tuple[int, float]]]:
@@ -160,7 +162,6 @@ class LatencyTable:
         with self._file_cache():
             return self._total(_narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes), shapes)
 
-    # -- internals ----------------------------------------------------------------------------------------------
     def _total(self, change: dict[int, list[Any]], shapes: dict[nn.Module, tuple[int, ...]]) -> float:
         total = 0.0
         for m, d_in, d_out in change.values():
@@ -168,12 +169,52 @@ class LatencyTable:
             total += self._layer_time(m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
         return total
 
-    def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+    def structure_layers(self, groups: ChannelGroups, removed: dict[str, int],
+                         shapes: dict[nn.Module, tuple[int, ...]] | None = None) -> dict[str, int]:
+        """``{layer signature: how many layers of the model have it}`` with each group narrowed by
+        ``removed[group name]`` channels — what :meth:`structure_latency` sums, for timing the signatures one
+        :meth:`sample` at a time (``round_to="auto"`` does, in interleaved rounds)."""
+        shapes = shapes if shapes is not None else input_shapes(groups)
+        counts: dict[str, int] = {}
+        for m, d_in, d_out in _narrowed([(g, int(removed.get(g.name, 0))) for g in groups], shapes).values():
+            c_in, c_out = _channels(m)
+            args = (m, max(c_in - d_in, 1), max(c_out - d_out, 1), shapes[m])
+            key, build = self._layer(*args)
+            if build is not None:
+                counts[key] = counts.get(key, 0) + 1
+                self._info[key] = args
+        return counts
+
+    def sample(self, key: str) -> float:
+        """One uncached timing (seconds) of the layer with signature ``key`` from :meth:`structure_layers`: a
+        single forward (+ backward), the device synchronised around it. The layer and its input are built once
+        and kept until :meth:`release`."""
+        return self._sample(*self._info[key])
+
+    def release(self) -> None:
+        """Forget the layers :meth:`sample` built."""
+        self._runs.clear()
+        self._info.clear()
+
+    def _sample(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+        key, build = self._layer(m, c_in, c_out, in_shape)
+        if build is None:
+            return 0.0
+        if key not in self._runs:
+            self._runs[key] = build()
+        run, device = self._runs[key]
+        return float(self._timer(run)) if self._timer is not None else timing.time_once(run, device=device)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _layer(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]
+               ) -> tuple[str, Callable[[], tuple[Callable[[], None], torch.device]] | None]:
+        """The signature of ``m`` narrowed to ``c_in`` / ``c_out`` channels, and a builder of its timed call
+        (None when such a layer cannot be built)."""
         # the timing must not move the training's random streams (layer init, inputs): fork them
         with torch.random.fork_rng(devices=[]):
             layer = _variant(m, c_in, c_out)
         if layer is None:
-            return 0.0
+            return "", None
         ref_param = next(m.parameters(), None)
         device = ref_param.device if ref_param is not None else torch.device("cpu")
         dtype = ref_param.dtype if ref_param is not None else torch.float32
@@ -184,18 +225,30 @@ class LatencyTable:
         cl = self.channels_last and len(shape) == 4
         key = (f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
                f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}")
+
+        def build() -> tuple[Callable[[], None], torch.device]:
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+                if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                return self._run(layer, shape, device, dtype, cl), device
+
+        return key, build
+
+    def _layer_time(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]) -> float:
+        key, build = self._layer(m, c_in, c_out, in_shape)
+        if build is None:
+            return 0.0
         if key in _CACHE:
             return _CACHE[key]
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            seconds = self._measure(layer, shape, device, dtype, cl)
+        run, device = build()
+        seconds = (float(self._timer(run)) if self._timer is not None
+                   else timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device).seconds)
         _CACHE[key] = seconds
         self.measured += 1
         return seconds
 
-    def _measure(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
-                 cl: bool) -> float:
+    def _run(self, layer: nn.Module, shape: list[int], device: torch.device, dtype: torch.dtype,
+             cl: bool) -> Callable[[], None]:
         layer = layer.to(device=device, dtype=dtype).train()
         x = torch.randn(shape, device=device, dtype=dtype)
         if cl:
@@ -209,9 +262,7 @@ class LatencyTable:
             if self.backward:
                 y.backward(torch.ones_like(y))
 
-        if self._timer is not None:
-            return float(self._timer(run))
-        return timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device).seconds
+        return run
 
     @contextmanager
     def _file_cache(self) -> Iterator[None]:

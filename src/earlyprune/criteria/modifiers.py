@@ -101,8 +101,12 @@ class Modifier(Criterion):
     def finalize(self, mean: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.inner.finalize(mean)
 
-    def observe(self, groups: ChannelGroups, batch: Batch | None = None) -> None:
-        self.inner.observe(groups, batch)
+    def observe(self, groups: ChannelGroups, batch: Batch | None = None, *, loss: Any = None,
+                label: Any = None) -> None:
+        self.inner.observe(groups, batch, loss=loss, label=label)
+
+    def skipped(self) -> list[Any]:
+        return self.inner.skipped()
 
     @property
     def observations(self) -> int:

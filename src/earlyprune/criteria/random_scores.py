@@ -9,7 +9,7 @@ import torch
 
 from ..batch import Batch
 from ..groups import ChannelGroups
-from ..validation import Interval, Rule, checked, rule
+from ..validation import Interval, InvalidParameterError, Rule, checked, rule
 from .base import Criterion
 from .registry import CRITERIA
 
@@ -36,7 +36,7 @@ class Random(Criterion):
         try:
             return cls(int(arg), **kwargs)
         except ValueError:
-            raise ValueError(f"criterion 'random:SEED' needs an integer seed, got 'random:{arg}'") from None
+            raise InvalidParameterError(f"criterion 'random:SEED' needs an integer seed, got 'random:{arg}'") from None
 
     def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         return {g.name: torch.rand(g.width, generator=self._generator) for g in groups}

@@ -8,7 +8,7 @@ import torch
 
 from ..batch import Batch
 from ..groups import ChannelGroups
-from ..validation import BOOLEAN, Rule, checked
+from ..validation import BOOLEAN, InvalidParameterError, Rule, checked
 from .base import Criterion
 from .gates import complete, gate_points, parameter_taylor
 from .registry import CRITERIA
@@ -45,7 +45,7 @@ class Taylor(Criterion):
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Taylor":
         if arg != "batch":
-            raise ValueError(f"criterion 'taylor' takes ':batch' (mean of per-batch |I|) or nothing, got "
+            raise InvalidParameterError(f"criterion 'taylor' takes ':batch' (mean of per-batch |I|) or nothing, got "
                              f"'taylor:{arg}'")
         return cls(per_batch=True, **kwargs)
 

@@ -3,7 +3,9 @@
 The plan, per criterion and ratio: the oracle grid (``epoch:K`` for every K of ``oracle_epochs``), then each
 policy. Fixed-epoch policies reuse grid runs (``init`` is ``epoch:0``; ``random:A-B`` is drawn ``repeats`` times
 with seeds 0…n−1 and each draw is the ``epoch:K`` run it picked — trained once, shared with the grid);
-signal-driven policies (``epi``, ``earlycrop``, ``earlybird``) get a run each. ``POLICY@CRITERION`` pins a
+signal-driven policies (``epi``, ``earlycrop``, ``earlybird``) get a run each. ``ltr`` (or ``ltr:rounds=R,rewind=K``)
+is Lottery Ticket Rewinding, run with ``--lottery-rounds`` at the ratio as weight sparsity — compare it with runs at
+``--granularity weights``. ``POLICY@CRITERION`` pins a
 policy to its own criterion (``before@snip``: 3SP, ``before@crop``: CroP), run once per ratio and shown in
 every criterion's table; a bare ``before`` becomes ``before:STEPS`` (one fresh batch per pruning step, as
 CroPit / SNAP-it). One dense run (``never``) per criterion gives the reference accuracy and time, and the EPI
@@ -13,7 +15,8 @@ to ``compare.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,6 +44,23 @@ def default_oracle_epochs(epochs: int) -> list[int]:
         grid.add(k)
         k *= 2
     return sorted(e for e in grid if e < epochs)
+
+
+#: the Lottery Ticket Rewinding baseline's label in ``--policies`` (not a when-to-prune policy: a training procedure)
+LTR = "ltr"
+
+
+def lottery_options(spec: str, ratio: float) -> tuple[int, int]:
+    """``ltr`` / ``ltr:rounds=R,rewind=K`` → ``(R, K)``. Default R: the rounds that Frankle et al.'s 20 % per round
+    takes to reach ``ratio``, at most 10 (EarlyCroP: LTR "re-trains the network up to 10 times"); K = 1."""
+    from ..policies.base import parse_options
+
+    options = parse_options(LTR, spec.partition(":")[2], {"rounds": int, "rewind": int}) if ":" in spec else {}
+    rounds = options.get("rounds", min(10, max(1, math.ceil(math.log(1 - ratio) / math.log(0.8)))))
+    rewind = options.get("rewind", 1)
+    if rounds < 1 or rewind < 0:
+        raise ValueError(f"--policies {spec}: rounds must be ≥ 1 and rewind ≥ 0")
+    return rounds, rewind
 
 
 def split_policy(entry: str) -> tuple[str, str | None]:
@@ -105,7 +125,9 @@ def plan_comparison(base: TrainConfig, *, policies: Sequence[str] | None = None,
     for entry in policies:
         policy, pinned = split_policy(entry)
         name = policy.partition(":")[0]
-        if is_automatic(policy) is None:
+        if name == LTR:
+            lottery_options(policy, ratios[0])  # a bad option fails before any training
+        elif is_automatic(policy) is None:
             from ..policies import POLICIES
 
             POLICIES.get(name)  # raises "unknown policy …; available: …"
@@ -120,6 +142,12 @@ def plan_comparison(base: TrainConfig, *, policies: Sequence[str] | None = None,
                     cell["draws"] = [e for _, e in draws]
                     cell["runs"] = [plan.add(fixed_epoch_spec(base, plan.root, crit, r, e)) for _, e in draws]
                     check_prune_epochs(cell["draws"], base.epochs, f"--policies {entry}")
+                elif name == LTR:
+                    rounds, rewind = lottery_options(policy, r)
+                    check_prune_epochs([rewind], base.epochs, f"--policies {entry} (rewind)")
+                    spec = make_spec(replace(base, lottery_rounds=rounds, lottery_rewind=rewind), plan.root,
+                                     criterion="magnitude", ratio=r, policy="never", what=f"ltr{rounds}-k{rewind}")
+                    cell["runs"] = [plan.add(spec)]
                 elif name in ("init", "epoch"):
                     e = 0 if name == "init" else int(policy.partition(":")[2])
                     check_prune_epochs([e], base.epochs, f"--policies {entry}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from ..validation import checked
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
 from .init import kaiming_init_
 
 # (output channels, stride) of the 13 depthwise-separable blocks, as in the paper
@@ -23,10 +24,11 @@ def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1) -
 
 
 class MobileNetV1(nn.Module):
+    RULES = {"num_classes": NUM_CLASSES, "in_channels": IN_CHANNELS, "width_mult": WIDTH_MULT}
+
+    @checked(RULES)
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> None:
         super().__init__()
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
 
         def c(n: int) -> int:
             return max(8, int(n * width_mult))

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Callable
 
 from torch import nn
+
+from ..validation import Interval, rule
+
+#: constructor-argument rules shared by the zoo's models (each model class declares its table with them, so
+#: ``--model-arg width=0`` is refused before a layer of width 0 is built)
+NUM_CLASSES = rule(Interval(Integral, 1, None), hint="classes of the dataset")
+IN_CHANNELS = rule(Interval(Integral, 1, None), hint="channels of the input images")
+WIDTH = rule(Interval(Integral, 1, None), hint="channels of the first stage")
+WIDTH_MULT = rule(Interval(Real, 0, None, closed="neither"), hint="multiplies every layer's width")
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 #: one-line description per registered model (``earlyprune models`` prints them)
@@ -33,4 +43,5 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "create_model", "register_model"]
+__all__ = ["DESCRIPTIONS", "IN_CHANNELS", "MODELS", "NUM_CLASSES", "WIDTH", "WIDTH_MULT", "create_model",
+           "register_model"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from ..validation import checked
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 from .init import kaiming_init_
 
 
@@ -59,6 +60,9 @@ def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
 class ResNet(nn.Module):
     """ResNet for small images: 3×3 stem, four stages, global average pool, linear classifier."""
 
+    RULES = {"num_classes": NUM_CLASSES, "in_channels": IN_CHANNELS, "width": WIDTH}
+
+    @checked(RULES)
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], blocks: tuple[int, ...], num_classes: int = 10,
                  in_channels: int = 3, width: int = 64) -> None:
         super().__init__()

@@ -6,14 +6,21 @@ coupled channel group that the dependency graph can prune.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 from torch import nn
 
-from .registry import register_model
+from ..validation import Interval, checked, rule
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 from .resnet import BasicBlock
 from .init import kaiming_init_
 
 
 class CifarResNet(nn.Module):
+    RULES = {"depth": rule(Interval(Integral, 8, None), hint="6n+2: 20, 32, 44, 56, 110"), "num_classes": NUM_CLASSES,
+             "width": WIDTH, "in_channels": IN_CHANNELS}
+
+    @checked(RULES)
     def __init__(self, depth: int, num_classes: int = 10, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6:

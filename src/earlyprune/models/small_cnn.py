@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from ..validation import BOOLEAN, checked
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 
 
 class SmallCNN(nn.Module):
@@ -14,10 +15,11 @@ class SmallCNN(nn.Module):
     split, so data-parallel training equals one process with the global batch (the torchrun test uses it).
     """
 
+    RULES = {"num_classes": NUM_CLASSES, "in_channels": IN_CHANNELS, "width": WIDTH, "batchnorm": BOOLEAN}
+
+    @checked(RULES)
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, batchnorm: bool = True) -> None:
         super().__init__()
-        if not isinstance(batchnorm, bool):
-            raise TypeError(f"batchnorm must be true or false, got {batchnorm!r}")
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             if not batchnorm:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from ..validation import Options, checked, rule
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
 from .init import kaiming_init_
 
 _CONFIGS = {
@@ -18,12 +19,12 @@ _CONFIGS = {
 
 
 class VGG(nn.Module):
+    RULES = {"depth": rule(Options(tuple(_CONFIGS))), "num_classes": NUM_CLASSES, "in_channels": IN_CHANNELS,
+             "width_mult": WIDTH_MULT}
+
+    @checked(RULES)
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> None:
         super().__init__()
-        if depth not in _CONFIGS:
-            raise ValueError(f"VGG depth must be one of {sorted(_CONFIGS)}, got {depth}")
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
         layers: list[nn.Module] = []
         c_in = in_channels
         for item in _CONFIGS[depth]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..groups import ChannelGroups
 from ..registry import Registry
-from ..validation import Interval, Rule, checked, rule
+from ..validation import Interval, InvalidParameterError, Rule, checked, rule
 
 
 @dataclass
@@ -98,7 +98,7 @@ class Policy:
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Policy":
-        raise ValueError(f"policy {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
+        raise InvalidParameterError(f"policy {cls.name!r} takes no ':' argument, got {cls.name}:{arg}")
 
     def validate(self, groups: ChannelGroups, criterion: Any) -> None:
         """Raise a clear error if the policy cannot work with this model or criterion (called by
@@ -107,6 +107,12 @@ class Policy:
     def start(self) -> bool:
         """Prune during epoch 0?"""
         return False
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        """``(earliest, latest)`` epoch the policy can prune in, as far as its definition fixes them (None: it
+        depends on a signal, or has no bound). A run checks them against its length before training: a schedule
+        that starts after the last epoch would silently train dense."""
+        return (0, 0) if self.start() else (None, None)
 
     def evaluate(self, report: EpochReport) -> Decision:
         """The decision for ``report`` and the state after it — without changing the policy (asking twice gives
@@ -161,12 +167,12 @@ def parse_options(spec: str, arg: str, types: dict[str, Callable[[str], Any]]) -
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in types:
-            raise ValueError(f"policy '{spec}:{arg}': expected comma-separated key=value options among "
+            raise InvalidParameterError(f"policy '{spec}:{arg}': expected comma-separated key=value options among "
                              f"{', '.join(types)}, got {part!r}")
         try:
             options[key] = types[key](value.strip())
         except ValueError:
-            raise ValueError(f"policy '{spec}:{arg}': bad value {value.strip()!r} for {key}") from None
+            raise InvalidParameterError(f"policy '{spec}:{arg}': bad value {value.strip()!r} for {key}") from None
     return options
 
 
@@ -223,6 +229,9 @@ class SignalPolicy(Policy):
 
     def signal(self) -> float | None:
         return self._signal
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return None, self.cap  # the rule fires when it fires; the cap is the latest
 
     def state_dict(self) -> dict[str, Any]:
         return {"signal": self._signal, **self._own_state()}

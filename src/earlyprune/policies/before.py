@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any, ClassVar
 
-from ..validation import Interval, Rule, checked, rule
+from ..validation import Interval, InvalidParameterError, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 
@@ -42,7 +42,7 @@ class Before(Policy):
         try:
             return cls(int(arg), **kwargs)
         except ValueError:
-            raise ValueError(f"policy 'before:K' needs a whole number of batches K ≥ 1, got 'before:{arg}'") from None
+            raise InvalidParameterError(f"policy 'before:K' needs a whole number of batches K ≥ 1, got 'before:{arg}'") from None
 
     def start(self) -> bool:
         return True

@@ -4,7 +4,7 @@ from their initialisation."""
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 from ..signals.measures import weight_change_score
@@ -31,8 +31,12 @@ class EarlyCroP(SignalPolicy):
     Args:
         th: the threshold; None (default) means ``1 − ratio`` — higher ratios wait longer, as the paper intends.
         cap: the latest pruning epoch (EarlyCroP's "maximum dense training time m"); default 30.
+        batches: prune within the first ``batches`` batches of the pruning epoch, each step scoring the batches
+            since the previous one — EarlyCroP's Algorithm 1 prunes its iterations at one point of training
+            (its reference code scores 5 batches per iteration). None (default): the steps spread over the whole
+            pruning epoch, as PaT's Algorithm 1. Data-driven criteria need ``steps ≤ batches``.
 
-    Spec: ``earlycrop`` or ``earlycrop:th=0.3,cap=20``.
+    Spec: ``earlycrop`` or ``earlycrop:th=0.3,cap=20,batches=8``.
     """
 
     needs_signals = frozenset({"weight_change"})
@@ -41,18 +45,21 @@ class EarlyCroP(SignalPolicy):
         **SignalPolicy.RULES,
         "th": rule(Interval(Real, 0, None, closed="neither"), None,
                    hint="the score is expected in [0, 1]; None: 1 − ratio"),
+        "batches": rule(Interval(Integral, 1, None), None, hint="batches the pruning steps spread over"),
     }
 
     @checked(RULES)
-    def __init__(self, th: float | None = None, cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
+    def __init__(self, th: float | None = None, cap: int | None = SignalPolicy.DEFAULT_CAP,
+                 batches: int | None = None) -> None:
         super().__init__(cap)
         self.th = None if th is None else float(th)
+        self.pruning_batches = batches
         self._prev = 0.0                 # Δ_{t−1}; Δ_0 = ‖θ_0 − θ_0‖² = 0
         self._ref: float | None = None   # Δ_1
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "EarlyCroP":
-        options = parse_options("earlycrop", arg, {"th": float, "cap": optional_int})
+        options = parse_options("earlycrop", arg, {"th": float, "cap": optional_int, "batches": int})
         return cls(**{**kwargs, **options})
 
     def threshold(self, ratio: float) -> float:
@@ -77,4 +84,5 @@ class EarlyCroP(SignalPolicy):
 
     def __repr__(self) -> str:
         th = "1-ratio" if self.th is None else f"{self.th:g}"
-        return f"EarlyCroP(th={th}, cap={self.cap})"
+        batches = f", batches={self.pruning_batches}" if self.pruning_batches is not None else ""
+        return f"EarlyCroP(th={th}, cap={self.cap}{batches})"

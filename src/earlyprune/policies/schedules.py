@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..validation import Interval, Rule, checked, rule
+from ..validation import Interval, InvalidParameterError, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 
@@ -27,10 +27,13 @@ class FixedEpoch(Policy):
         try:
             return cls(int(arg), **kwargs)
         except ValueError:
-            raise ValueError(f"policy 'epoch:K' needs a whole number K ≥ 0, got 'epoch:{arg}'") from None
+            raise InvalidParameterError(f"policy 'epoch:K' needs a whole number K ≥ 0, got 'epoch:{arg}'") from None
 
     def start(self) -> bool:
         return self.epoch == 0
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return self.epoch, self.epoch
 
     def evaluate(self, report: EpochReport) -> Decision:
         if report.epoch + 1 == self.epoch:
@@ -53,7 +56,7 @@ class Init(FixedEpoch):
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Init":
-        raise ValueError(f"policy 'init' takes no ':' argument, got 'init:{arg}'")
+        raise InvalidParameterError(f"policy 'init' takes no ':' argument, got 'init:{arg}'")
 
     def __repr__(self) -> str:
         return "Init()"
@@ -75,7 +78,7 @@ class RandomEpoch(FixedEpoch):
     @checked(RULES)
     def __init__(self, low: int = 0, high: int = 30, seed: int | None = None) -> None:
         if low > high:
-            raise ValueError(f"random:A-B needs A ≤ B, got random:{low}-{high}")
+            raise InvalidParameterError(f"random:A-B needs A ≤ B, got random:{low}-{high}")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.low, self.high, self.seed = low, high, seed
         super().__init__(int(torch.randint(low, high + 1, (1,), generator=generator)))
@@ -97,8 +100,11 @@ class RandomEpoch(FixedEpoch):
             return cls(int(low), int(high), seed=seed, **kwargs)
         except ValueError as exc:
             detail = f": {exc}" if str(exc) else ""
-            raise ValueError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole numbers "
+            raise InvalidParameterError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole numbers "
                              f"0 ≤ A ≤ B, got 'random:{arg}'{detail}") from None
+
+    def epoch_bounds(self) -> tuple[int | None, int | None]:
+        return self.low, self.high
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch}

@@ -4,8 +4,15 @@ the dense reference.
 A :class:`Comparison` comes either from the manifest ``compare.json`` that ``earlyprune compare`` writes (it
 says which run answers which cell, including the ``random`` draws and the runs shared between the grid and
 ``init`` / ``epoch:K``), or is inferred from plain run directories (:func:`infer_comparisons`: ``epoch:K`` runs
-form the oracle grid, ``never`` is the dense reference, every other policy is a column; seeds of ``random``
-runs are repeats). Cells keep :class:`~.runs.MissingRun` entries, so averages can say what they lack.
+form the oracle grid, ``never`` is the dense reference, every other policy is a column). Cells keep
+:class:`~.runs.MissingRun` entries, so averages can say what they lack.
+
+Runs are never averaged silently. A cell holds several runs only over *declared* seeds — the draws of
+``random:A-B,seed=S`` — or when asked (``aggregate=True``, ``earlyprune report --aggregate``: runs that differ
+only by ``--seed``, and identical repeats); such a cell shows its mean with ``n`` and the standard deviation.
+Otherwise two runs of one configuration are two cells, labelled with their run names, so that each is its own
+point. A run that removed no channel stays in its cell but is marked "not pruned" and never counts as a policy
+result (no gap to the oracle, never the oracle itself).
 """
 
 from __future__ import annotations
@@ -40,9 +47,15 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+def _stdev(values: Iterable[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.stdev(present) if len(present) > 1 else None
+
+
 @dataclass
 class Cell:
-    """The runs behind one entry of a table: one run, or the repeats of ``random`` (averaged)."""
+    """The runs behind one entry of a table: one run, or repeats over declared seeds (averaged, with ``n`` and
+    the spread)."""
 
     kind: str                      #: "oracle" (a grid point), "policy" or "dense"
     label: str                     #: column label: the policy spec ("epi", "random:0-30", "before@snip")
@@ -71,13 +84,35 @@ class Cell:
         """The mean of ``value(run)`` over the complete runs (None if none has it)."""
         return _mean(value(r) for r in self.complete_runs)
 
+    def spread(self, value: Callable[[Run], Any]) -> float | None:
+        """The sample standard deviation of ``value(run)`` over the complete runs (None below two)."""
+        return _stdev(value(r) for r in self.complete_runs)
+
+    @property
+    def n(self) -> int:
+        """Complete runs behind the cell's numbers."""
+        return len(self.complete_runs)
+
     @property
     def accuracy(self) -> float | None:
         return self.mean(lambda r: r.final_accuracy)
 
     @property
+    def accuracy_sd(self) -> float | None:
+        return self.spread(lambda r: r.final_accuracy)
+
+    @property
     def prune_epochs(self) -> list[int | None]:
         return [r.prune_epoch for r in self.complete_runs]
+
+    @property
+    def pruned(self) -> bool:
+        """Every complete run removed channels (a run that did not is no result of its policy)."""
+        return bool(self.complete_runs) and all(r.pruned is not False for r in self.complete_runs)
+
+    @property
+    def not_pruned(self) -> list[Run]:
+        return [r for r in self.complete_runs if r.pruned is False]
 
 
 @dataclass
@@ -108,27 +143,41 @@ class Comparison:
 
     def oracle(self, criterion: str, ratio: float) -> tuple[float, int] | None:
         """The best final accuracy over the grid's complete points and its prune epoch (the *oracle estimate*:
-        a grid search over the pruning epoch with everything else fixed)."""
-        scored = [(c.accuracy, c.epoch) for c in self.oracle_points(criterion, ratio) if c.accuracy is not None]
+        a grid search over the pruning epoch with everything else fixed). Points that removed nothing (``epoch:K``
+        at or after the last epoch) are not candidates."""
+        scored = [(c.accuracy, c.epoch) for c in self.oracle_points(criterion, ratio)
+                  if c.accuracy is not None and c.pruned]
         if not scored:
             return None
         acc, epoch = max(scored, key=lambda t: (t[0], -(t[1] or 0)))  # ties: the earlier epoch
         return acc, int(epoch or 0)
 
-    def dense_cells(self) -> list[Cell]:
-        return [c for c in self.cells if c.kind == DENSE]
+    def dense_cells(self, criterion: str | None = None) -> list[Cell]:
+        """The dense reference cells (of ``criterion``, when given)."""
+        return [c for c in self.cells if c.kind == DENSE and (criterion is None or c.criterion == criterion)]
 
-    def dense_accuracy(self) -> float | None:
-        return _mean(c.accuracy for c in self.dense_cells())
+    def dense_cell(self, criterion: str | None = None) -> Cell | None:
+        """The one dense reference for ``criterion`` (its own dense run, else the comparison's only one); None
+        when there is none or several that were not aggregated (they are not averaged behind the reader's
+        back)."""
+        cells = self.dense_cells(criterion) if criterion is not None else []
+        if not cells:
+            cells = self.dense_cells()
+        return cells[0] if len(cells) == 1 else None
 
-    def dense_seconds(self) -> float | None:
-        """Mean training seconds of the complete dense runs (the criterion does not change dense training)."""
-        return _mean(r.train_seconds for c in self.dense_cells() for r in c.complete_runs)
+    def dense_accuracy(self, criterion: str | None = None) -> float | None:
+        cell = self.dense_cell(criterion)
+        return cell.accuracy if cell is not None else None
+
+    def dense_seconds(self, criterion: str | None = None) -> float | None:
+        """Training seconds of the dense reference (see :meth:`dense_cell`)."""
+        cell = self.dense_cell(criterion)
+        return cell.mean(lambda r: r.train_seconds) if cell is not None else None
 
     def speedup(self, run: Run) -> float | None:
-        """Training-time speedup of ``run`` over the measured dense run, or — without one — over the run's own
-        dense-equivalent time (``summary.json``'s ``speedup``)."""
-        dense = self.dense_seconds()
+        """Training-time speedup of ``run`` over the measured dense run of its criterion, or — without one — over
+        the run's own dense-equivalent time (``summary.json``'s ``speedup``)."""
+        dense = self.dense_seconds(run.criterion)
         if dense is not None and run.train_seconds:
             return dense / run.train_seconds
         return run.summary.get("speedup") if run.summary else None
@@ -137,7 +186,7 @@ class Comparison:
         """Oracle accuracy minus the cell's, in percentage points (PaT Table 1: lower is better; negative when
         the policy beat the grid)."""
         oracle = self.oracle(cell.criterion, cell.ratio) if cell.ratio is not None else None
-        if oracle is None or cell.accuracy is None:
+        if oracle is None or cell.accuracy is None or not cell.pruned:
             return None
         return 100.0 * (oracle[0] - cell.accuracy)
 
@@ -196,16 +245,20 @@ def load_comparison(directory: str | Path) -> Comparison:
 
 
 # -- inference from plain run directories ------------------------------------------------------------------------
-def infer_comparisons(runs: Iterable[Run]) -> list[Comparison]:
+def infer_comparisons(runs: Iterable[Run], aggregate: bool = False) -> list[Comparison]:
     """Comparisons from run directories alone, one per setting: ``epoch:K`` runs are the oracle grid, ``never``
-    the dense reference, every other policy a column (``random`` runs differing by seed are averaged)."""
+    the dense reference, every other policy a column.
+
+    ``random`` runs differing by their declared seed (``random:A-B,seed=S``) are averaged. With ``aggregate``,
+    runs that differ only by ``--seed`` (and identical repeats) are averaged too; without it, each seed is its
+    own setting and identical repeats become separate cells labelled ``label [run name]``.
+    """
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault(r.setting(), []).append(r)
+        groups.setdefault(r.setting(ignore_seed=aggregate), []).append(r)
     out = []
     for members in groups.values():
         cells: dict[tuple, Cell] = {}
-        labels: list[str] = []
         for r in members:
             if r.policy == "never":
                 key: tuple = (DENSE, "dense", r.criterion, None)
@@ -219,10 +272,31 @@ def infer_comparisons(runs: Iterable[Run]) -> list[Comparison]:
                 key = (POLICY, label, r.criterion, r.ratio)
                 cell = cells.setdefault(key, Cell(POLICY, label, r.criterion, r.ratio, [],
                                                   automatic=is_automatic(label)))
-                if label not in labels:
-                    labels.append(label)
             cell.runs.append(r)
+        final: list[Cell] = []
+        notes: list[str] = []
+        for cell in cells.values():
+            repeats = [r for r in cell.runs if isinstance(r, Run)]
+            declared = len({r.policy for r in repeats}) == len(repeats)  # e.g. random draws with their seeds
+            if aggregate or len(repeats) < 2 or declared:
+                final.append(cell)
+                continue
+            for r in repeats:  # identical configurations: each run its own cell, never an average
+                final.append(Cell(cell.kind, f"{cell.label} [{r.name}]", cell.criterion, cell.ratio, [r],
+                                  epoch=cell.epoch, automatic=cell.automatic))
+            notes.append(f"Runs {', '.join(f'`{r.name}`' for r in repeats)} have the same configuration "
+                         f"({cell.label}, criterion {cell.criterion}"
+                         + (f", ratio {cell.ratio:g}" if cell.ratio is not None else "")
+                         + "): shown separately. `earlyprune report --aggregate` averages repeats and seeds.")
+        labels = list(dict.fromkeys(c.label for c in final if c.kind == POLICY))
         criteria = list(dict.fromkeys(r.criterion for r in members))
         ratios = sorted({r.ratio for r in members if r.policy != "never"})
-        out.append(Comparison(members[0].setting_title(), criteria, ratios, labels, list(cells.values())))
+        seeds = sorted({str(r.config.get("seed")) for r in members})
+        title = members[0].setting_title()
+        if aggregate and len(seeds) > 1:
+            title += f" (seeds {', '.join(seeds)} aggregated)"
+        if aggregate and any(len({r.policy for r in c.complete_runs}) < c.n for c in final):
+            notes.append(f"Aggregated on request (seeds {', '.join(seeds)}): a cell of several runs shows their "
+                         f"mean ± the standard deviation and n.")
+        out.append(Comparison(title, criteria, ratios, labels, final, notes=notes))
     return out

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Sequence
 from .comparison import DENSE, ORACLE, POLICY, Comparison
 from .runs import Run
 
-MARKERS = ["*", "D", "^", "v", "s", "P", "X", "h", "<", ">"]
+#: one marker per policy; the star is the dense run's alone
+MARKERS = ["D", "^", "v", "s", "P", "X", "h", "<", ">", "p"]
 DPI = 130
 
 
@@ -130,14 +131,27 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
     fig, axes = _figure(len(panels), "Final accuracy vs the epoch pruning starts (PaT Fig. 3/4)")
     for ax, (comparison, criterion) in zip(axes, panels):
         markers = _policy_markers(comparison)
+        capped_any = False
         auto = [label for label in comparison.labels if comparison.automatic(label)]
         for ratio in comparison.ratios:
-            pts = [(c.epoch, 100 * c.accuracy) for c in comparison.oracle_points(criterion, ratio)
-                   if c.accuracy is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, "-o", color=_colour(comparison.ratios, ratio), ms=4,
+            colour = _colour(comparison.ratios, ratio)
+            points = [c for c in comparison.oracle_points(criterion, ratio) if c.accuracy is not None]
+            pruned = [c for c in points if c.pruned]
+            epochs = [c.epoch for c in pruned]
+            # one line through the grid when each epoch has one point; repeats that were not aggregated are
+            # markers only (never averaged into a line)
+            style = "-o" if len(set(epochs)) == len(epochs) else "o"
+            if pruned:
+                ax.plot(epochs, [100 * c.accuracy for c in pruned], style, color=colour, ms=4,
                         label=f"prune {100 * ratio:g}% (grid)")
+            for c in pruned:
+                if c.accuracy_sd is not None:
+                    ax.errorbar(c.epoch, 100 * c.accuracy, yerr=100 * c.accuracy_sd, color=colour, capsize=3,
+                                lw=1, ls="none")
+            for c in points:
+                if not c.pruned:
+                    ax.plot(c.epoch, 100 * c.accuracy, "x", color=colour, ms=7, ls="none",
+                            label="grid point that removed nothing")
             for label in comparison.labels:
                 cell = comparison.find(POLICY, label, criterion, ratio)
                 if cell is None or not comparison.automatic(label):
@@ -146,16 +160,24 @@ def accuracy_vs_prune_epoch(comparisons: Sequence[Comparison], path: Path) -> Pa
                 offset = 0.08 * (auto.index(label) - (len(auto) - 1) / 2)
                 for r in cell.complete_runs:
                     if r.prune_epoch is not None and r.final_accuracy is not None:
-                        ax.plot(r.prune_epoch + offset, 100 * r.final_accuracy, markers[label], ms=10, mec="black",
-                                color=_colour(comparison.ratios, ratio), ls="none")
+                        colour = _colour(comparison.ratios, ratio)
+                        capped = r.trigger_reason == "cap"  # hollow: the cap decided, not the policy's signal
+                        capped_any = capped_any or capped
+                        ax.plot(r.prune_epoch + offset, 100 * r.final_accuracy, markers[label], ms=10,
+                                mec=colour if capped else "black", mew=2 if capped else 1,
+                                color="none" if capped else colour, ls="none")
         for label in comparison.labels:  # one legend entry per policy marker
             if comparison.automatic(label) and comparison.policy_cells(criterion, label):
                 ax.plot([], [], markers[label], color="0.6", mec="black", ms=10, ls="none", label=f"{label} chose")
-        dense = comparison.dense_accuracy()
+        if capped_any:
+            ax.plot([], [], "o", color="none", mec="0.3", mew=2, ms=10, ls="none",
+                    label="hollow: fired at its cap, not by its signal")
+        dense = comparison.dense_accuracy(criterion)
         if dense is not None:
             ax.axhline(100 * dense, color="0.3", ls="--", lw=1, label=f"dense {100 * dense:.2f}%")
         _finish(ax, _title((comparison, criterion), len(comparisons) > 1),
-                "epoch at which pruning starts (policy markers slightly offset)", "final top-1 accuracy (%)",
+                "epoch during which pruning runs (from 0 = at initialisation; policy markers slightly offset)",
+                "final top-1 accuracy (%)",
                 integer_x=True)
     return _save(fig, path)
 
@@ -181,7 +203,8 @@ def epi_curves(comparisons: Sequence[Comparison], path: Path) -> Path | None:
         tau = epi_threshold(comparison, criterion)
         if tau is not None:
             ax.axhline(tau, color="black", ls="--", lw=1.2, label=f"τ = {tau:g}")
-        _finish(ax, _title((comparison, criterion), len(comparisons) > 1), "epoch", "EPI (structure stability)",
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1),
+                "dense epoch (numbered from 0; EPI needs two epochs or more)", "EPI (structure stability)",
                 integer_x=True)
     return _save(fig, path)
 
@@ -196,7 +219,7 @@ def accuracy_vs_time(comparisons: Sequence[Comparison], path: Path) -> Path | No
     fig, axes = _figure(len(panels), "Accuracy vs training time (PaT Fig. 5)")
     for ax, (comparison, criterion) in zip(axes, panels):
         markers = _policy_markers(comparison)
-        grid_labelled = False
+        grid_labelled = capped_any = spread_any = False
         for ratio in comparison.ratios:
             colour = _colour(comparison.ratios, ratio)
             for c in comparison.oracle_points(criterion, ratio):
@@ -208,11 +231,30 @@ def accuracy_vs_time(comparisons: Sequence[Comparison], path: Path) -> Path | No
                 cell = comparison.find(POLICY, label, criterion, ratio)
                 if cell is not None and cell.accuracy is not None:
                     secs = cell.mean(lambda r: r.train_seconds)
-                    ax.plot(secs, 100 * cell.accuracy, markers[label], color=colour, mec="black", ms=10, ls="none")
+                    if not cell.pruned:  # the policy removed nothing: not a result of it
+                        ax.plot(secs, 100 * cell.accuracy, "x", color=colour, ms=9, ls="none",
+                                label="policy run that removed nothing")
+                        continue
+                    capped = all(r.trigger_reason == "cap" for r in cell.complete_runs)
+                    capped_any = capped_any or capped
+                    ax.plot(secs, 100 * cell.accuracy, markers[label], ms=10, ls="none",
+                            color="none" if capped else colour, mec=colour if capped else "black",
+                            mew=2 if capped else 1)
+                    if cell.n > 1:  # declared seeds or aggregated on request: the spread, both ways
+                        spread_any = True
+                        sd_t = cell.spread(lambda r: r.train_seconds)
+                        ax.errorbar(secs, 100 * cell.accuracy, xerr=sd_t, yerr=100 * (cell.accuracy_sd or 0.0),
+                                    color=colour, capsize=3, lw=1, ls="none")
             ax.plot([], [], "s", color=colour, ms=8, ls="none", label=f"prune {100 * ratio:g}%")
         for label in comparison.labels:
             if comparison.policy_cells(criterion, label):
                 ax.plot([], [], markers[label], color="0.6", mec="black", ms=10, ls="none", label=label)
+        if capped_any:
+            ax.plot([], [], "o", color="none", mec="0.3", mew=2, ms=10, ls="none",
+                    label="hollow: fired at its cap, not by its signal")
+        if spread_any:
+            ax.errorbar([], [], xerr=[], yerr=[], color="0.4", capsize=3, lw=1, ls="none",
+                        label="bars: ± sd over the n runs of a cell")
         for cell in comparison.cells:
             if cell.kind == DENSE and cell.criterion == criterion:
                 for r in cell.complete_runs:
@@ -247,7 +289,7 @@ def epi_vs_rank_correlation(comparisons: Sequence[Comparison], path: Path) -> Pa
             if series:
                 xs, ys = zip(*series)
                 ax.plot(xs, ys, style, color="black", ms=4, label=name)
-        _finish(ax, _title((comparison, criterion), len(comparisons) > 1), "epoch",
+        _finish(ax, _title((comparison, criterion), len(comparisons) > 1), "dense epoch (numbered from 0)",
                 "similarity to previous epoch(s)", integer_x=True)
     return _save(fig, path)
 

@@ -115,13 +115,55 @@ class Run:
         return self._summary("final_test_accuracy")
 
     @property
+    def pruned(self) -> bool | None:
+        """Whether the run removed channels (None: unknown — an unfinished run that has not pruned yet).
+
+        ``summary.json`` says so since it records the pruning outcome; for older runs it is read from the
+        pruning events (``removed``) or the parameter counts, so that a run whose policy fired after the last
+        epoch is not taken for a pruned one."""
+        if self.summary and isinstance(self.summary.get("pruned"), bool):
+            return self.summary["pruned"]
+        events = [e for r in self.rows for e in r.get("events") or []]
+        if any("removed" in e for e in events):
+            return sum(int(e.get("removed", 0)) for e in events) > 0
+        params = (self.summary or {}).get("params") or {}
+        if self.complete and params.get("final") is not None and params.get("dense") is not None:
+            return params["final"] < params["dense"]
+        return True if any(r.get("phase") in ("pruning", "sparse") for r in self.rows) else \
+            (False if self.complete else None)
+
+    @property
+    def not_pruned_reason(self) -> str | None:
+        """Why a complete run removed nothing (from ``summary.json``), None if it pruned."""
+        if self.pruned is not False:
+            return None
+        outcome = (self.summary or {}).get("pruning") or {}
+        if outcome.get("reason"):
+            return str(outcome["reason"])
+        if self.policy == "never":
+            return "policy 'never': a dense reference run"
+        return "no channel was removed (the policy did not trigger in time, or nothing could be removed)"
+
+    @property
     def prune_epoch(self) -> int | None:
-        """The epoch during which the run pruned (None: never, or not yet)."""
+        """The epoch during which the run removed channels (None: it did not, or not yet)."""
+        if self.pruned is False:
+            return None
         if self.summary and self.summary.get("prune_epoch") is not None:
             return int(self.summary["prune_epoch"])
         for row in self.rows:
             if row.get("phase") == "pruning":
                 return int(row["epoch"])
+        return None
+
+    @property
+    def trigger_reason(self) -> str | None:
+        """Why the policy fired: ``"signal"``, ``"cap"`` (a signal policy that never fired by its rule and pruned
+        at its cap on dense epochs), ``"schedule"``; None when it never fired or pruned from the start."""
+        for row in self.rows:
+            pruner = row.get("pruner") or {}
+            if pruner.get("trigger"):
+                return pruner.get("trigger_reason")
         return None
 
     @property
@@ -189,12 +231,13 @@ class Run:
             out.append((total, float(row["test_accuracy"])))
         return out
 
-    def setting(self) -> tuple[tuple[str, str], ...]:
+    def setting(self, ignore_seed: bool = False) -> tuple[tuple[str, str], ...]:
         """What makes runs comparable: the configuration without what a comparison varies (criterion, policy,
-        ratio) and without where/how it was shown (name, output folder, progress, threads …)."""
+        ratio) and without where/how it was shown (name, output folder, progress, threads …); ``ignore_seed``
+        also leaves out ``seed`` (runs of several seeds, aggregated on request)."""
         from ..training.config import RUNTIME_FIELDS
 
-        skip = set(RUNTIME_FIELDS) | {"criterion", "policy", "ratio"}
+        skip = set(RUNTIME_FIELDS) | {"criterion", "policy", "ratio"} | ({"seed"} if ignore_seed else set())
         return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.config.items() if k not in skip))
 
     def setting_title(self) -> str:

@@ -18,7 +18,6 @@ part that keeps what they compare against across epochs.
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -103,13 +102,9 @@ def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tens
     """``N_t`` at each ratio: kept channels per group of the sub-network the global ranking of ``scores`` would
     select now (PaT: "the top k neurons by ranking the importance scores"), with the run's target and
     constraints. One ranking serves every ratio — no pass over the data."""
-    out = {}
-    with warnings.catch_warnings():  # a ratio the constraints cannot reach is pruned as far as they allow
-        warnings.simplefilter("ignore")
-        for ratio in ratios:
-            out[ratio] = select(groups, scores, ratio, target=target, min_channels=min_channels,
-                                round_to=round_to).structure
-    return out
+    # a ratio the constraints cannot reach is pruned as far as they allow (clip)
+    return {ratio: select(groups, scores, ratio, target=target, min_channels=min_channels, round_to=round_to,
+                          clip=True).structure for ratio in ratios}
 
 
 # -- EarlyCroP: weight change --------------------------------------------------------------------------------

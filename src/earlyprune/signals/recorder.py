@@ -15,6 +15,7 @@ import torch
 from ..groups import ChannelGroups, scores_to_vector
 from ..selection import validate_target
 from ..validation import RATIO, Each, Interval, Rule, checked, rule
+from ..unstructured.selection import mask_distance as weight_mask_distance
 from .measures import (LOOKBACK, bn_mask, early_pruning_indicator, kendall_tau, mask_distance, spearman_rho,
                        subnetwork_structures, weight_change_score, weight_distance)
 
@@ -88,6 +89,7 @@ class SignalRecorder:
         self.queue = queue
         self.groups: ChannelGroups | None = None
         self.needs: frozenset[str] | None = None
+        self.level: Any = None
         self.active = False
         self._reset_state()
 
@@ -98,13 +100,20 @@ class SignalRecorder:
         self._structures: dict[str, list[list[int]]] = {}
         self._masks: list[torch.Tensor] = []
         self._ranking: torch.Tensor | None = None
+        self._weight_mask: dict[str, torch.Tensor] | None = None
 
     def start(self, groups: ChannelGroups, *, ratio: float, target: str = "channels", min_channels: int = 1,
-              round_to: int = 1, needs: Iterable[str] | None = None) -> None:
+              round_to: int = 1, needs: Iterable[str] | None = None, level: Any = None) -> None:
         """Bind to a model before training and take ``θ_0``.
 
         ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
         ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
+
+        ``level``: for pruning units other than channel groups (single weights: a
+        :class:`~earlyprune.levels.WeightLevel`, with ``groups`` its :class:`~earlyprune.unstructured.MaskedWeights`)
+        — an object whose ``subnetworks(scores, ratios)`` gives ``N_t`` per ratio, ``score_vector(scores)`` the
+        scores ranked for Kendall / Spearman and ``keep_masks(scores, ratio)`` the top-k masks, whose normalised
+        Hamming distance between consecutive epochs is recorded as ``weight_mask_distance``.
         """
         validate_target(ratio, target, min_channels, round_to, rule=RATIO)
         if needs is not None:
@@ -112,7 +121,7 @@ class SignalRecorder:
             unknown = needs - SIGNALS
             if unknown:
                 raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
-        self.groups, self.needs = groups, needs
+        self.groups, self.needs, self.level = groups, needs, level
         self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
         self._reset_state()
         if self._wants("weight_change"):
@@ -134,7 +143,10 @@ class SignalRecorder:
         return self.needs is None or signal in self.needs
 
     def empty(self) -> dict[str, Any]:
-        return empty_record(self.curve_ratios if self.groups is not None else self.ratios)
+        record = empty_record(self.curve_ratios if self.groups is not None else self.ratios)
+        if self.level is not None:
+            record["weight_mask_distance"] = None
+        return record
 
     # -- one epoch -------------------------------------------------------------------------------------------
     def epoch_end(self, scores: Mapping[str, torch.Tensor] | None) -> EpochSignals:
@@ -148,8 +160,9 @@ class SignalRecorder:
         out = EpochSignals(record)
         if scores is not None and (self._wants("structure")):
             ratios = self.curve_ratios or [self.ratio]
-            structures = subnetwork_structures(groups, scores, ratios, target=self.target,
-                                               min_channels=self.min_channels, round_to=self.round_to)
+            structures = (self.level.subnetworks(scores, ratios) if self.level is not None else
+                          subnetwork_structures(groups, scores, ratios, target=self.target,
+                                                min_channels=self.min_channels, round_to=self.round_to))
             out.structure = structures[self.ratio]
             record["subnetwork"] = list(out.structure)
             for ratio in self.curve_ratios:
@@ -181,8 +194,15 @@ class SignalRecorder:
                 if older:
                     record["earlybird_distance"] = max(mask_distance(mask, m) for m in older)
                 self._masks = (older + [mask])[-(self.queue - 1):]
+        if scores is not None and self.needs is None and self.level is not None:
+            keep = self.level.keep_masks(scores, self.ratio)
+            if self._weight_mask is not None and self._weight_mask.keys() == keep.keys() and all(
+                    self._weight_mask[k].shape == v.shape for k, v in keep.items()):
+                record["weight_mask_distance"] = weight_mask_distance(keep, self._weight_mask)
+            self._weight_mask = keep
         if scores is not None and self.needs is None:
-            vector = scores_to_vector(groups, dict(scores))
+            vector = (self.level.score_vector(scores) if self.level is not None
+                      else scores_to_vector(groups, dict(scores)))
             if self._ranking is not None and self._ranking.numel() == vector.numel() and vector.numel() >= 2:
                 record["kendall_tau"] = _clean(kendall_tau(self._ranking, vector))
                 record["spearman_rho"] = _clean(spearman_rho(self._ranking, vector))
@@ -199,7 +219,9 @@ class SignalRecorder:
                 "delta_prev": self._delta_prev, "delta_ref": self._delta_ref,
                 "structures": {k: [list(s) for s in v] for k, v in self._structures.items()},
                 "masks": [m.clone() for m in self._masks],
-                "ranking": self._ranking.clone() if self._ranking is not None else None}
+                "ranking": self._ranking.clone() if self._ranking is not None else None,
+                "weight_mask": ({k: v.clone() for k, v in self._weight_mask.items()}
+                                if self._weight_mask is not None else None)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.active = bool(state["active"])
@@ -210,3 +232,5 @@ class SignalRecorder:
         self._structures = {k: [list(map(int, s)) for s in v] for k, v in state["structures"].items()}
         self._masks = [m.clone().bool() for m in state["masks"]]
         self._ranking = state["ranking"].clone() if state["ranking"] is not None else None
+        weight_mask = state.get("weight_mask")
+        self._weight_mask = {k: v.clone().bool() for k, v in weight_mask.items()} if weight_mask else None

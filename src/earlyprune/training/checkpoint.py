@@ -1,6 +1,7 @@
 """Checkpoints that continue a run exactly, written atomically, without pickle.
 
-A checkpoint is a directory ``checkpoints/epoch-NNNN/`` in the run directory with
+A checkpoint is a directory ``checkpoints/after-epoch-NNNN/`` (named by the last epoch it holds, from 0) in the
+run directory with
 
 * ``model.safetensors`` — the model in its current (possibly pruned) shape, written by :func:`earlyprune.save`:
   weights plus the pruned structure, rebuilt on resume from the original architecture by :func:`earlyprune.load`;
@@ -9,21 +10,23 @@ A checkpoint is a directory ``checkpoints/epoch-NNNN/`` in the run directory wit
 
 The write protocol, so that a kill at any instant leaves a run that ``--resume`` continues:
 
-1. the files are written into ``checkpoints/.tmp-epoch-NNNN/`` (a leftover of a killed write is removed first);
-2. that directory is renamed to ``checkpoints/epoch-NNNN/`` (one ``os.replace``; a complete directory of that
-   name that no pointer names — left by a run killed between steps 2 and 3 — is replaced);
+1. the files are written into ``checkpoints/.tmp-after-epoch-NNNN/`` (a leftover of a killed write is removed
+   first);
+2. that directory is renamed to ``checkpoints/after-epoch-NNNN/`` (one ``os.replace``; a complete directory of
+   that name that no pointer names — left by a run killed between steps 2 and 3 — is replaced);
 3. ``checkpoint.json`` — the pointer, the only thing a resume trusts — is written to a temporary file and
    ``os.replace``-d over the old one: the commit point;
-4. older ``epoch-*`` directories are removed.
+4. older checkpoint directories are removed.
 
 Before step 3 completes, the pointer names the previous checkpoint, which is untouched; a run killed before its
 first pointer exists is resumed from epoch 0 (:func:`has_checkpoint`). The pointer may only name
-``checkpoints/epoch-NNNN`` inside its own run directory. Only one process writes a run directory (rank 0 under
+``checkpoints/after-epoch-NNNN`` (or an older run's ``checkpoints/epoch-NNNN``) inside its own run directory. Only one process writes a run directory (rank 0 under
 ``torchrun``); :mod:`.faults` names the points between these steps for the fault-injection tests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,16 +39,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import DamagedFileError, EarlyPruneError
+from .. import sealed
 from ..io import StructureMismatchError, load, save
 from . import faults, statecodec
 
 FORMAT = "earlyprune.checkpoint"
 VERSION = 1
 POINTER = "checkpoint.json"
-_NAME = re.compile(r"checkpoints/epoch-(\d{4,})")
+#: what a pointer may name, and the epoch count each name stands for (``epoch-N``: runs from before issue 13)
+_NAMES = ((re.compile(r"checkpoints/after-epoch-(\d{4,})"), 1), (re.compile(r"checkpoints/epoch-(\d{4,})"), 0))
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EarlyPruneError, ValueError):
     """A checkpoint is missing, truncated or from an incompatible version."""
 
 
@@ -63,10 +69,12 @@ def write_json_atomic(path: Path, doc: Any, *, kill_point: str | None = None) ->
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> Path:
-    """Store the state after ``epoch`` epochs (1-based count) and point ``checkpoint.json`` at it."""
+    """Store the state after ``epoch`` epochs (a count: ``checkpoint.json``'s ``epoch``) and point
+    ``checkpoint.json`` at it. The directory is named by the last epoch it holds, numbered from 0 as everywhere a
+    person reads epochs: ``checkpoints/after-epoch-0002`` after epochs 0, 1 and 2."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{epoch:04d}"
+    name = f"after-epoch-{epoch - 1:04d}"
     tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while writing
     tmp.mkdir()
@@ -74,7 +82,9 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
     faults.point("checkpoint.model")
     doc, tensors = statecodec.encode(state)
     save_file(tensors, str(tmp / "state.safetensors"))
-    write_json_atomic(tmp / "state.json", {"format": FORMAT, "version": VERSION, "epoch": epoch, "state": doc})
+    sealed.seal(tmp / "state.safetensors")
+    write_json_atomic(tmp / "state.json", _with_checksum({"format": FORMAT, "version": VERSION, "epoch": epoch,
+                                                          "state": doc}))
     faults.point("checkpoint.files")
     final = root / name
     if final.exists():  # written by a killed run but never pointed to: not a checkpoint anyone relies on
@@ -85,7 +95,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
                                           "path": f"checkpoints/{name}"}, kill_point="checkpoint.pointer-written")
     faults.point("checkpoint.pointer")
     for old in root.iterdir():
-        if old.name != name and old.name.startswith("epoch-"):
+        if old.name != name and old.name.startswith(("after-epoch-", "epoch-")):  # "epoch-N": before issue 13
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -98,7 +108,7 @@ def remove_stale(run_dir: Path) -> None:
         return
     keep = read_pointer(run_dir)["path"].rpartition("/")[2] if has_checkpoint(run_dir) else None
     for entry in root.iterdir():
-        if entry.name != keep and (entry.name.startswith("epoch-") or entry.name.startswith(".tmp-epoch-")):
+        if entry.name != keep and entry.name.startswith(("after-epoch-", "epoch-", ".tmp-")):
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -117,22 +127,25 @@ def read_pointer(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is unreadable ({exc}); the run cannot be resumed") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        got = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else (type(doc).__name__, None)
-        raise CheckpointError(f"{path} is format {got[0]!r} version {got[1]!r}, this earlyprune reads {FORMAT!r} "
-                              f"version {VERSION}; resume it with the earlyprune that wrote it")
+        doc = doc if isinstance(doc, dict) else {}
+        raise CheckpointError(f"{path} is format {doc.get('format')!r} version {doc.get('version')!r}, this "
+                              f"earlyprune reads {FORMAT!r} version {VERSION}; resume it with the earlyprune that "
+                              f"wrote it")
     _check_pointer(run_dir, doc)
     return doc
 
 
 def _check_pointer(run_dir: Path, doc: dict[str, Any]) -> None:
-    """The pointer may name only ``checkpoints/epoch-NNNN`` of its own run (not a path elsewhere, not through a
-    link that leaves the run directory), for the epoch it states."""
+    """The pointer may name only ``checkpoints/after-epoch-NNNN`` of its own run (not a path elsewhere, not through
+    a link that leaves the run directory), for the epochs it counts."""
     target, epoch = doc.get("path"), doc.get("epoch")
-    match = _NAME.fullmatch(target) if isinstance(target, str) else None
+    counts = [int(m.group(1)) + offset for pattern, offset in _NAMES
+              if isinstance(target, str) and (m := pattern.fullmatch(target))]
     where = run_dir / POINTER
-    if match is None or isinstance(epoch, bool) or not isinstance(epoch, int) or int(match.group(1)) != epoch:
+    if not counts or isinstance(epoch, bool) or not isinstance(epoch, int) or counts[0] != epoch:
         raise CheckpointError(f"{where} names {target!r} for epoch {epoch!r}; a checkpoint pointer may only name "
-                              f"checkpoints/epoch-NNNN of its own run for its epoch: the run directory is damaged")
+                              f"checkpoints/after-epoch-NNNN of its own run for the epochs it counts: the run "
+                              f"directory is damaged")
     root = run_dir.resolve()
     if not (run_dir / target).resolve().is_relative_to(root):
         raise CheckpointError(f"{where} names {target!r}, which leads outside {run_dir} (a link?); a checkpoint "
@@ -143,19 +156,50 @@ def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Modu
     """``(epochs done, model, state)``: the model is ``fresh_model`` (the original architecture) pruned to the
     stored structure with the stored weights."""
     pointer = read_pointer(run_dir)
-    directory = run_dir / pointer["path"]
+    directory = run_dir / str(pointer.get("path"))
+    state_path = directory / "state.json"
+    try:  # every file verified before any is used: state first (cheap), then the model
+        doc = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{state_path} is unreadable or not JSON ({type(exc).__name__}: {exc}); the run "
+                              f"cannot be resumed from it") from None
+    _verify_checksum(doc, state_path)
     try:
-        model = load(directory / "model.safetensors", fresh_model)
-        doc = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        sealed.read_verified(directory / "state.safetensors")
         tensors = load_file(str(directory / "state.safetensors"))
+        model = load(directory / "model.safetensors", fresh_model)
+    except DamagedFileError as exc:
+        raise CheckpointError(f"the checkpoint in {directory} is damaged ({exc}); the run cannot be resumed from "
+                              f"it") from None
     except StructureMismatchError as exc:
         raise CheckpointError(f"the checkpoint in {directory} cannot be loaded: {exc}") from None
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise CheckpointError(f"the checkpoint in {directory} is damaged ({type(exc).__name__}: {exc}); "
                               f"the run cannot be resumed from it") from None
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION or doc.get("epoch") != pointer["epoch"]:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION \
+            or doc.get("epoch") != pointer.get("epoch"):
         raise CheckpointError(f"{directory}/state.json does not match {POINTER}; the checkpoint is damaged")
-    return int(pointer["epoch"]), model, statecodec.decode(doc["state"], tensors)
+    try:
+        state = statecodec.decode(doc["state"], tensors)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{directory}/state.json is damaged ({type(exc).__name__}: {exc})") from None
+    return int(pointer["epoch"]), model, state
+
+
+def _with_checksum(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "sha256": _digest(doc)}
+
+
+def _digest(doc: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _verify_checksum(doc: Any, path: Path) -> None:
+    """``state.json``'s own checksum (absent in checkpoints written before it existed)."""
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path} is damaged: a JSON {type(doc).__name__}, not an object")
+    if "sha256" in doc and doc["sha256"] != _digest({k: v for k, v in doc.items() if k != "sha256"}):
+        raise CheckpointError(f"{path} is damaged: its checksum does not match its content")
 
 
 def rng_state() -> dict[str, Any]:

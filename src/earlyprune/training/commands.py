@@ -17,7 +17,7 @@ from typing import Any
 
 from ..argtypes import parser
 from ..validation import Each, Options, Rule
-from .config import TrainConfig, field_rule, load_config_file
+from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
                 "run": "run directory and output"}
@@ -63,7 +63,7 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         meta = f.metadata
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        shown = "" if default in (None, {}) else f" (default: {default})"
+        shown = "" if default in (None, {}, []) else f" (default: {default})"
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": meta["help"] + shown}
         group = groups[meta["group"]]
         if f.name in ("model_args", "pruner_args"):
@@ -97,6 +97,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The configuration of ``--config FILE`` (if given) with the flags applied on top (not yet validated)."""
     flags = _overrides(args)
     values = load_config_file(args.config) if getattr(args, "config", None) is not None else {}
+    if values:
+        check_file_values(values, str(args.config))
     values = {k.replace("-", "_"): v for k, v in values.items()}
     for key in ("model_args", "pruner_args"):
         if isinstance(values.get(key), dict) and key in flags:
@@ -119,7 +121,26 @@ def run_train(args: argparse.Namespace) -> int:
 
     if result.run_dir is not None:
         print(format_summary(result.summary, title=f"\n{result.run_dir}"))
+        print(draw_run_figure(result.run_dir))
     return 0
+
+
+def draw_run_figure(run_dir: Path) -> str:
+    """Draw ``run_dir/run.png`` (the run's picture, as ``earlyprune report`` draws it) and say where it is — or,
+    without matplotlib, how to get it. Never fails the run: the figure is a view of files already written."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return (f"{'figure':28}pip install 'earlyprune[report]' for a picture of the run "
+                f"(then: earlyprune report {run_dir})")
+    from ..reports.run_figure import draw_run
+    from ..reports.runs import load_run
+
+    try:
+        path = draw_run(load_run(run_dir), Path(run_dir) / "run.png")
+    except (ValueError, OSError) as exc:
+        return f"{'figure':28}not drawn ({exc})"
+    return f"{'figure':28}{path}  (loss, accuracy, EPI, seconds per epoch)"
 
 
 def add_models_parser(sub: Any) -> None:
@@ -163,14 +184,16 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(summary if summary is not None else {"complete": False, "epochs": len(rows)}, indent=1))
         return 0
     print(f"{run_dir}: {cfg.model} on {cfg.dataset}, criterion {cfg.criterion}, policy {cfg.policy}, "
-          f"ratio {cfg.ratio} of {cfg.target}, {cfg.epochs} epochs, {cfg.precision}")
+          f"ratio {ratio_text(cfg)}, {cfg.epochs} epochs, {cfg.precision}")
     if summary is not None and summary.get("epochs") == len(rows):
         print(format_summary(summary))
         return 0
-    print(f"incomplete: {len(rows)} of {cfg.epochs} epochs done; continue with `earlyprune train --resume {run_dir}`")
+    print(f"incomplete: {len(rows)} of {cfg.epochs} epochs done (epochs 0–{len(rows) - 1}); continue with "
+          f"`earlyprune train --resume {run_dir}`" if rows else
+          f"incomplete: no epoch done yet; continue with `earlyprune train --resume {run_dir}`")
     for r in rows[-5:]:
-        print(f"  epoch {r['epoch'] + 1:3d} {r['phase']:<7} test acc {r['test_accuracy']:6.2%}  "
-              f"{epoch_seconds(r):6.1f}s  params {r['params']:,}")
+        acc = "   n/a" if r.get("test_accuracy") is None else f"{r['test_accuracy']:6.2%}"
+        print(f"  epoch {r['epoch']:3d} {r['phase']:<7} test acc {acc}  {epoch_seconds(r):6.1f}s  params {r['params']:,}")
     return 0
 
 

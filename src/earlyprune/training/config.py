@@ -10,13 +10,15 @@ learning rate and weight decay.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..validation import (BOOLEAN, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf, Interval,
-                          Options, Rule, rule)
+from ..errors import ConfigError
+from ..validation import (BOOLEAN, GRANULARITY, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf,
+                          Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -29,7 +31,7 @@ PROGRESS = ("auto", "bar", "log", "none")
 #: fields that may differ when a run is resumed: they change where things are or how they are shown, not what
 #: is computed
 RUNTIME_FIELDS = frozenset({"name", "out_dir", "data_dir", "data_cache", "download", "progress", "threads",
-                            "stop_after"})
+                            "stop_after", "eval_every", "log"})
 
 
 WHOLE_1 = rule(Interval(Integral, 1, None))
@@ -73,7 +75,9 @@ class TrainConfig:
     image_size: int | None = field(default=None, metadata=_meta(
         "resize folder images to SIZE x SIZE (needed when their sizes differ)", "data", WHOLE_1))
     train_subset: int | None = field(default=None, metadata=_meta(
-        "train on a random subset of N images (quick profiles)", "data", WHOLE_1))
+        "train on a random subset of N images (quick profiles; folder datasets decode only those)", "data", WHOLE_1))
+    test_subset: int | None = field(default=None, metadata=_meta(
+        "evaluate on a random subset of N test images (folder datasets decode only those)", "data", WHOLE_1))
     augment: str = field(default="auto", metadata=_meta(
         "training augmentation: standard (pad-4 random crop + horizontal flip), none, or auto (standard for "
         "cifar and folder datasets)", "data", rule(Options(AUGMENTS))))
@@ -81,6 +85,9 @@ class TrainConfig:
     epochs: int = field(default=90, metadata=_meta("training epochs", "optimisation", WHOLE_1))
     batch_size: int = field(default=128, metadata=_meta("training batch size (per process under torchrun: the global batch is this × processes)", "optimisation", WHOLE_1))
     eval_batch_size: int = field(default=500, metadata=_meta("test batch size", "optimisation", WHOLE_1))
+    eval_every: int = field(default=1, metadata=_meta(
+        "evaluate on the test images every N epochs; the last epoch and the last dense one (before pruning) are "
+        "always evaluated", "optimisation", WHOLE_1))
     optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", rule(Options(OPTIMIZERS))))
     lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", POSITIVE))
     momentum: float = field(default=0.9, metadata=_meta("SGD momentum", "optimisation", NON_NEGATIVE))
@@ -121,6 +128,20 @@ class TrainConfig:
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
         "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    granularity: str = field(default="channels", metadata=_meta(
+        "what is pruned: channels (removed: a smaller, faster model), weights (masked: --ratio is the weight sparsity; "
+        "a smaller file, not a faster model), or both (channels, then weights to --weight-ratio)", "pruning",
+        GRANULARITY))
+    weight_ratio: float | None = field(default=None, metadata=_meta(
+        "with --granularity both: the final weight sparsity, relative to the dense model's prunable weights", "pruning",
+        RATIO))
+    lottery_rounds: int = field(default=0, metadata=_meta(
+        "Lottery Ticket Rewinding: train --epochs, then this many rounds of global magnitude pruning (to --ratio of "
+        "the weights in the last) each rewound to --lottery-rewind and retrained; 0: off. Prunes weights by itself "
+        "(--policy never)", "pruning", rule(Interval(Integral, 0, None))))
+    lottery_rewind: int = field(default=1, metadata=_meta(
+        "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning",
+        rule(Interval(Integral, 0, None))))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------
@@ -132,6 +153,10 @@ class TrainConfig:
         rule(Options(PROGRESS))))
     stop_after: int | None = field(default=None, metadata=_meta(
         "stop after N epochs of this invocation (continue later with --resume)", "run", WHOLE_1))
+    log: list[str] = field(default_factory=list, metadata=_meta(
+        "also log to these trackers: tensorboard (pip install 'earlyprune[tensorboard]') or a logger registered in "
+        "earlyprune.training.loggers.LOGGERS; metrics.jsonl is always written", "run",
+        rule(Each(InstanceOf(str, "a logger name"), nonempty=False))))
 
     # ---------------------------------------------------------------------------------------------------------
     @classmethod
@@ -140,7 +165,7 @@ class TrainConfig:
         normalised = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(normalised) - names)
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} in {source}; see `earlyprune train --help`")
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} in {source}; see `earlyprune train --help`")
         return cls(**normalised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,60 +176,132 @@ class TrainConfig:
         for f in fields(self):  # each field by its rule, in flag words (earlyprune.validation)
             field_rule(f).check("--" + f.name.replace("_", "-"), getattr(self, f.name), flag=True)
         if self.warmup_epochs is not None and self.schedule == "pat" and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         if self.precision == "fp16" and self.device == "cpu":
-            raise ValueError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
+            raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
-            raise ValueError(f"--name must be a plain directory name, got {self.name!r}")
-        _check_specs(self)
+            raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
+        if (self.granularity == "both") != (self.weight_ratio is not None):
+            raise ConfigError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
+                              "channels are removed), and --granularity both needs it")
+        if self.lottery_rounds:
+            if self.policy not in (None, "never"):
+                raise ConfigError(f"--lottery-rounds prunes by itself, between whole trainings: use --policy never "
+                                  f"(got --policy {self.policy})")
+            if self.granularity == "both":
+                raise ConfigError("--lottery-rounds prunes weights: use --granularity weights")
+            if self.lottery_rewind >= self.epochs:
+                raise ConfigError(f"--lottery-rewind ({self.lottery_rewind}) must be below --epochs ({self.epochs}): "
+                                  f"each round retrains epochs rewind … epochs−1")
+        _check_specs(self, explicit_policy=self.policy is not None and not getattr(self, "_default_policy", False))
         return self
 
     def resolved(self) -> "TrainConfig":
         """A copy with every automatic value filled in (what actually runs)."""
         from ..policies import POLICIES
 
-        cfg = replace(self, model_args=dict(self.model_args), pruner_args=dict(self.pruner_args))
+        cfg = replace(self, model_args=dict(self.model_args), pruner_args=dict(self.pruner_args), log=list(self.log))
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = round(cfg.epochs * 8 / 90) if cfg.schedule == "pat" else 0
         if cfg.schedule == "step" and cfg.milestones is None:
             cfg.milestones = sorted({max(1, cfg.epochs // 2), max(1, cfg.epochs * 3 // 4)})
+        if cfg.lottery_rounds:  # LTR prunes weights by magnitude between its trainings; the pruner stays dense
+            cfg.policy, cfg.granularity, cfg.criterion = "never", "weights", "magnitude"
         if cfg.policy is None:
             cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
+            object.__setattr__(cfg, "_default_policy", True)  # not the user's choice: no warning about its cap
         return cfg.validate()
 
 
-def _check_specs(cfg: TrainConfig) -> None:
+def ratio_text(config: Any) -> str:
+    """What a run's ratio prunes, in words: ``"0.5 of channels"``, ``"0.9 of the weights"``, ``"0.5 of channels
+    then 0.95 of the weights"`` or Lottery Ticket Rewinding's — from a :class:`TrainConfig` or its ``config.json``
+    mapping."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    ratio, target, granularity = get("ratio"), get("target", "channels"), get("granularity", "channels")
+    if get("lottery_rounds", 0):
+        return (f"{ratio:g} of the weights by Lottery Ticket Rewinding ({get('lottery_rounds')} rounds, rewound to "
+                f"epoch {get('lottery_rewind', 1)})")
+    if granularity == "weights":
+        return f"{ratio:g} of the weights"
+    if granularity == "both":
+        return f"{ratio:g} of {target} then {get('weight_ratio'):g} of the weights"
+    return f"{ratio:g} of {target}"
+
+
+def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:
     from ..criteria import CRITERIA
     from ..policies import POLICIES
+    from .loggers import LOGGERS
+
+    for name in cfg.log:
+        if name != "none":
+            LOGGERS.get(name)  # raises "unknown logger …; available: …"
 
     CRITERIA.get(cfg.criterion.partition(":")[0].strip())  # raises "unknown criterion …; available: …"
     if cfg.policy is not None:
-        POLICIES.build(cfg.policy)  # also checks the ':' argument
+        policy = POLICIES.build(cfg.policy)  # building also checks the ':' argument
+        if explicit_policy:
+            _check_prune_epoch(cfg, policy)
+
+
+def _check_prune_epoch(cfg: TrainConfig, policy: Any) -> None:
+    """A policy whose pruning epoch lies after the run's last epoch would train dense without a word: refused
+    when its schedule fixes that epoch, a warning when only a signal policy's cap lies beyond the run."""
+    first, last = policy.epoch_bounds()
+    epochs, spec = cfg.epochs, cfg.policy
+    if first is not None and first >= epochs:
+        raise ConfigError(f"--policy {spec} prunes in epoch {first} at the earliest, but --epochs {epochs} trains "
+                          f"epochs 0-{epochs - 1}: the run would never prune; choose an epoch below {epochs} (or "
+                          f"--policy never for a dense run)")
+    if last is not None and last >= epochs:
+        if first is not None:
+            raise ConfigError(f"--policy {spec} may prune as late as epoch {last}, but --epochs {epochs} trains "
+                              f"epochs 0-{epochs - 1}: keep the range below {epochs}")
+        fix = (f"set a cap below {epochs}, e.g. --policy {spec.partition(':')[0]}:cap={epochs - 1}" if epochs > 1
+               else "a signal needs a dense epoch first: train more epochs, or use --policy epoch:0")
+        warnings.warn(f"--policy {spec}: if its signal does not fire, it prunes at its cap, epoch {last}, which "
+                      f"--epochs {epochs} never reaches (the run would stay dense); {fix}", UserWarning, stacklevel=2)
+
+
+def check_file_values(values: dict[str, Any], source: str) -> None:
+    """Check the values of a ``--config`` file by their keys' rules, naming the key and the file (a YAML
+    ``channels_last: 'false'`` is text, not a boolean)."""
+    rules = {f.name: field_rule(f) for f in fields(TrainConfig)}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in rules and not rules[name].accepts(value):
+            hint = " (write true or false without quotes)" if isinstance(value, str) and \
+                value.strip().lower() in ("true", "false", "yes", "no", "on", "off") else ""
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{source}: key {key!r}: {rules[name].message(flag, value, flag=True)}{hint}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML (``.yaml``/``.yml``) or JSON file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--config file {path} does not exist")
+        raise ConfigError(f"--config file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:  # pragma: no cover - pyyaml is a dependency
-            raise ValueError(f"reading {path} needs PyYAML: pip install pyyaml (or write the config as JSON)") from None
+            raise ConfigError(f"reading {path} needs PyYAML: pip install pyyaml (or write the config as JSON)") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     else:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
+            raise ConfigError(f"{path} is not valid JSON ({exc}); YAML files need a .yaml or .yml suffix") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of option names to values, got {type(data).__name__}")
-    data.pop("resume", None)
+        raise ConfigError(f"{path} must hold a mapping of option names to values, got {type(data).__name__}")
+    if "resume" in data:
+        raise ConfigError(f"{path}: 'resume' is not a run option — a config file starts a new run; continue a run "
+                          f"with `earlyprune train --resume RUN_DIR` (without --config)")
     return data

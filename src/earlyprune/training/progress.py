@@ -6,6 +6,14 @@ import sys
 from typing import Callable, TextIO
 
 
+def epoch_label(epoch: int, epochs: int) -> str:
+    """``epoch 2 (3/10)``: the epoch's number (from 0, as everywhere in earlyprune) and how many of the run's
+    epochs it completes."""
+    width = len(str(max(epochs - 1, 0)))
+    done = f"({epoch + 1}/{epochs})"
+    return f"epoch {epoch:{width}d} {done:>{len(str(epochs)) * 2 + 3}}"  # aligned from epoch 0 to the last
+
+
 class Progress:
     """``mode``: "bar", "log", "none", or "auto" (a bar when ``stream`` is a terminal, log lines otherwise)."""
 
@@ -33,7 +41,7 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{epochs} {phase}", file=self.stream,
+            self._bar = tqdm(total=batches, desc=f"{epoch_label(epoch, epochs)} {phase}", file=self.stream,
                              leave=True, dynamic_ncols=True, unit="batch")
 
     def update(self, batches: int, loss: float, accuracy: float, images_per_s: float) -> None:

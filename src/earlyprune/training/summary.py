@@ -4,14 +4,20 @@ Time is training time only (forward, backward, optimizer, pruner; evaluation exc
 time is what the whole run would have taken at the speed of its dense epochs: the median dense epoch (epoch 0
 left out when later dense epochs exist: it includes warm-up) times the number of epochs; the speedup is that
 over the measured time. A run that prunes during epoch 0 has no dense epoch to compare with (null).
+
+Whether the run pruned at all is said explicitly (``pruned``, and ``pruning``: the
+:class:`~earlyprune.outcome.PruningOutcome` with the reason when nothing was removed); ``prune_epoch`` is set
+only when channels were removed. Epochs are numbered from 0 (a 10-epoch run has epochs 0–9).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
 
 from ..metrics import ModelStats
+from ..outcome import PruningOutcome
 
 
 def _median(values: list[float]) -> float | None:
@@ -22,30 +28,45 @@ def epoch_seconds(row: dict[str, Any]) -> float:
     return float(row["seconds"]) + float(row.get("pruner_seconds", 0.0))
 
 
-def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int | None, dense: ModelStats,
-                  final: ModelStats, peak_memory: dict[str, Any], model_bytes: int | None) -> dict[str, Any]:
-    accs = [r["test_accuracy"] for r in rows]
-    best = max(range(len(rows)), key=lambda i: accs[i]) if rows else None
+def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """Median seconds of a dense epoch (epoch 0 left out when later dense epochs exist: it includes warm-up) and
+    of a sparse (pruned) epoch; None where the run has no such epoch."""
     dense_rows = [r for r in rows if r["phase"] == "dense"]
     dense_secs = [epoch_seconds(r) for r in (dense_rows[1:] if len(dense_rows) > 1 else dense_rows)]
-    sparse_secs = [epoch_seconds(r) for r in rows if r["phase"] == "sparse"]
+    return _median(dense_secs), _median([epoch_seconds(r) for r in rows if r["phase"] == "sparse"])
+
+
+def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int | None, dense: ModelStats,
+                  final: ModelStats, peak_memory: dict[str, Any], model_bytes: int | None,
+                  outcome: PruningOutcome | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a run; with ``outcome`` (what :func:`~earlyprune.outcome.pruning_outcome` says),
+    ``prune_epoch`` is the epoch during which channels were removed, None when none were."""
+    if outcome is not None:
+        prune_epoch = outcome.epoch
+    accs = [r.get("test_accuracy") for r in rows]   # None for epochs not evaluated (--eval-every)
+    evaluated = [i for i, a in enumerate(accs) if a is not None]
+    best = max(evaluated, key=lambda i: accs[i]) if evaluated else None
+    dense_rows = [r for r in rows if r["phase"] == "dense"]
+    dense_evaluated = [r for r in dense_rows if r.get("test_accuracy") is not None]
+    dense_epoch, sparse_epoch = phase_seconds(rows)
     train_seconds = sum(epoch_seconds(r) for r in rows)
-    dense_epoch = _median(dense_secs)
     dense_equivalent = dense_epoch * len(rows) if dense_epoch is not None else None
-    last_dense = dense_rows[-1] if dense_rows else None
+    last_dense = dense_evaluated[-1] if dense_evaluated else None
     return {
         "complete": len(rows) >= epochs,
         "epochs": len(rows),
         "epochs_planned": epochs,
-        "final_test_accuracy": accs[-1] if rows else None,
+        "final_test_accuracy": accs[evaluated[-1]] if evaluated else None,
         "best_test_accuracy": accs[best] if best is not None else None,
         "best_epoch": best,
         "dense_test_accuracy": last_dense["test_accuracy"] if last_dense else None,
+        "pruned": outcome.pruned if outcome is not None else final.params < dense.params,
         "prune_epoch": prune_epoch,
+        "pruning": outcome.to_dict() if outcome is not None else None,
         "train_seconds": train_seconds,
         "eval_seconds": sum(float(r.get("eval_seconds", 0.0)) for r in rows),
         "dense_epoch_seconds": dense_epoch,
-        "sparse_epoch_seconds": _median(sparse_secs),
+        "sparse_epoch_seconds": sparse_epoch,
         "dense_equivalent_seconds": dense_equivalent,
         "speedup": dense_equivalent / train_seconds if dense_equivalent and train_seconds else None,
         "dense_images_per_second": _median([r["images_per_second"] for r in dense_rows]),
@@ -56,6 +77,8 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "node_sparsity": final.node_sparsity,
         "weight_sparsity": final.weight_sparsity,
         "peak_memory": peak_memory,
+        "load_average": _median([float(r["load_average"]) for r in rows if r.get("load_average") is not None]),
+        "cpu_count": os.cpu_count(),
         "model_bytes": model_bytes,
     }
 
@@ -68,17 +91,29 @@ def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.1f} s"
 
 
+def pruning_text(summary: dict[str, Any]) -> str:
+    """``during epoch 3 (8 steps, 120 channels removed)`` or ``not pruned: <why>`` (summaries written before the
+    reason was recorded: from the parameter counts)."""
+    if summary.get("pruning"):
+        return PruningOutcome.from_dict(summary["pruning"]).describe()
+    prune, params = summary.get("prune_epoch"), summary.get("params") or {}
+    if prune is None:
+        return "not pruned: the policy did not trigger"
+    if params.get("final") is not None and params.get("final") == params.get("dense"):
+        return f"not pruned: nothing was removed (the policy triggered for epoch {prune})"
+    return f"during epoch {prune}"
+
+
 def format_summary(summary: dict[str, Any], title: str = "") -> str:
     """A short human-readable table of a summary."""
     p, m = summary["params"], summary["macs"]
-    prune = summary["prune_epoch"]
     mem = summary.get("peak_memory") or {}
     speed = summary.get("speedup")
     lines = [title] if title else []
     lines += [
         f"{'epochs':28}{summary['epochs']} of {summary['epochs_planned']}"
         + ("" if summary["complete"] else "  (incomplete: continue with --resume)"),
-        f"{'pruned during epoch':28}{'never' if prune is None else prune}",
+        f"{'pruning':28}{pruning_text(summary)}",
         f"{'test accuracy':28}final {_pct(summary['final_test_accuracy'])}, best {_pct(summary['best_test_accuracy'])}"
         f" (epoch {summary['best_epoch']}), last dense {_pct(summary['dense_test_accuracy'])}",
         f"{'parameters':28}{p['dense']:,} -> {p['final']:,} ({p['reduction']:.1%} fewer)",
@@ -91,12 +126,31 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
     ]
     rt = summary.get("round_to")
     if isinstance(rt, dict):
-        lines.append(f"{'widths rounded to':28}multiples of {rt['value']} (auto; predicted layer ms per multiple: "
-                     + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in rt.get("seconds", {}).items()) + ")")
+        from ..rounding import RoundToChoice
+
+        choice = RoundToChoice.from_dict(rt)
+        lines.append(f"{'widths rounded to':28}multiples of {choice.describe()} — round_to=auto")
+        if choice.seconds:
+            lines.append(f"{'':28}layer ms per multiple (median of {len(next(iter(choice.rounds.values()), []))} "
+                         f"rounds): " + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in choice.seconds.items()))
     elif isinstance(rt, int):
         lines.append(f"{'widths rounded to':28}multiples of {rt}")
+    load, cpus = summary.get("load_average"), summary.get("cpu_count")
+    if load is not None and cpus and load > cpus:
+        lines.append(f"{'machine load':28}{load:.1f} (median 1-minute load average) on {cpus} CPUs: other work "
+                     f"slowed these timings")
     if mem.get("bytes"):
         lines.append(f"{'peak memory':28}{mem['bytes'] / 2**20:,.0f} MiB ({mem.get('kind', '')})")
     if summary.get("model_bytes"):
         lines.append(f"{'model file':28}{summary['model_bytes'] / 2**10:,.0f} KiB")
+    disk = summary.get("disk") or {}
+    if disk.get("csr_bytes"):
+        lines.append(f"{'weights in CSR':28}{disk['csr_bytes'] / 2**10:,.0f} KiB (dense "
+                     f"{disk['dense_bytes'] / 2**10:,.0f} KiB; {disk['csr_precision']})")
+    if summary.get("granularity") in ("weights", "both"):
+        lines.append(f"{'note':28}weight masks run on dense kernels: they save no time and no memory, only disk")
+    if summary.get("lottery"):
+        lot = summary["lottery"]
+        lines.append(f"{'lottery ticket rewinding':28}{lot['rounds']} rounds of {lot['epochs_per_round']} epochs, "
+                     f"rewound to epoch {lot['rewind_epoch']}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ a resume that would change a setting the results depend on is refused (:mod:`.re
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 from dataclasses import dataclass, field
@@ -29,23 +30,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import broadcast_object
+from ..errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
+from ..outcome import PRUNED, PruningOutcome, pruning_outcome
 from ..criteria import LatencyTable
 from ..pruner import EarlyPruner
+from ..unstructured.lottery import LotteryTicketRewinding
+from ..unstructured.masks import parameters_in_plain_order
+from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from ..rounding import AutoRoundTo
 from ..timing import Stopwatch
+from ..validation import InvalidParameterError
 from . import environment, faults, rundir
-from .checkpoint import (has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint, set_rng_state,
-                         write_json_atomic)
-from .config import TrainConfig
+from ..optimizer_state import check_state
+from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint,
+                         set_rng_state, write_json_atomic)
+from .config import TrainConfig, ratio_text
 from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
 from .data import BatchLoader, ImageData, load_dataset
+from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
 from .parallel import DataParallel
 from .precision import Precision, resolve_device
-from .progress import Progress
+from .loggers import RunLogger, RunStart, build_loggers
+from .progress import Progress, epoch_label
 from .summary import build_summary, epoch_seconds
 
 
@@ -82,30 +92,68 @@ def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None
 
 
 def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
+    """The model of ``cfg`` for ``data``'s classes and channels; a bad ``--model-arg`` is refused naming it (the
+    zoo's models check their arguments' rules), and the model must run on the dataset's images."""
+    clash = sorted({"num_classes", "in_channels"} & set(cfg.model_args))
+    if clash:
+        raise ConfigError(f"--model-arg {clash[0]}=… is set by the dataset ({data.name}); drop it")
+    given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
     try:
-        return create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+    except InvalidParameterError as exc:
+        raise ConfigError(f"model {cfg.model!r}: {exc}; check --model-arg") from None
     except TypeError as exc:
-        raise ValueError(f"model {cfg.model!r} does not accept these arguments ({exc}); check --model-arg") from None
+        raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
+                          f"--model-arg") from None
+    except (EarlyPruneError, ValueError):  # unknown model, missing package: already said
+        raise
+    except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
+        raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
+            from None
+    return model
+
+
+def _dense_stats(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, data: ImageData) -> ModelStats:
+    """The dense model's size, measured with one forward — which also refuses a model that cannot run on the
+    dataset's images (a bad ``--model-arg``, a wrong ``--image-size``) before anything else is built."""
+    try:
+        return measure(model, example)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run on the data must not start a run
+        given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
+        shape = "x".join(map(str, data.image_shape))
+        raise ConfigError(f"model {cfg.model!r} ({given}) cannot run on {data.name}'s {shape} images "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); check --model-arg and "
+                          f"--image-size") from None
 
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None
-                  ) -> EarlyPruner:
+                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
+                  log: Callable[[str], None] = print, checks: bool = True) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
-                "loss_fn", "ratio"}
+                "loss_fn", "ratio", "granularity", "weight_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
-    if cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
+    if cfg.granularity == "weights":
+        round_to = 1  # masks keep every width
+    elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=cfg.channels_last))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
+    levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
+    steps = min(cfg.steps, max(1, steps_per_epoch // levels))  # at most one pruning step per batch (said in the log)
+    if steps < cfg.steps:
+        log(f"--steps {cfg.steps}{' per level' if levels > 1 else ''} is more than the {steps_per_epoch} batches of "
+            f"an epoch allow: the pruning epoch prunes in {steps} steps{' per level' if levels > 1 else ''}, one per "
+            f"batch")
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
-                           optimizer=optimizer, target=cfg.target, steps=cfg.steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn, **cfg.pruner_args)
+                           optimizer=optimizer, target=cfg.target, steps=steps, steps_per_epoch=steps_per_epoch,
+                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
+                           granularity=cfg.granularity, weight_ratio=cfg.weight_ratio,
+                           **{**cfg.pruner_args, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -214,7 +262,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     """
     cfg, check = _prepare_config(config, resume, overrides, parse_allowed(allow_changed))
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
+    loggers: list[RunLogger] = []
     try:
+        loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
         run = _setup(cfg, check.run_dir if check else None, write, progress, parallel)
         env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
@@ -232,9 +282,21 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
                 faults.point("run.created")
         if check is not None:
             _record_resume(run, check)
+        run.loggers = loggers
+        name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
+        for logger in loggers:
+            logger.start(RunStart(name, run.run_dir, rundir.jsonable(cfg.to_dict()), run.start_epoch,
+                                  {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
+                                   "data": run.data.describe()}))
         _loop(run)
-        return _finish(run)
+        result = _finish(run)
+        if result.summary["complete"]:
+            for logger in loggers:
+                logger.finish(result.summary)
+        return result
     finally:
+        for logger in loggers:
+            logger.close()
         parallel.close()
 
 
@@ -261,10 +323,12 @@ class _Run:
     scheduler: Any = None
     loss_fn: nn.Module = None  # type: ignore[assignment]
     pruner: EarlyPruner = None  # type: ignore[assignment]
+    lottery: LotteryTicketRewinding | None = None
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     resume_changes: list[dict[str, Any]] = field(default_factory=list)
+    loggers: list[RunLogger] = field(default_factory=list)
 
     @property
     def writing(self) -> bool:
@@ -274,6 +338,11 @@ class _Run:
         """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
         self.net = self.parallel.wrap(self.model)
         return self.net
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the run trains in all: ``--epochs``, or LTR's ``E + R·(E − K)``."""
+        return self.lottery.total_epochs if self.lottery is not None else self.cfg.epochs
 
 
 def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
@@ -292,9 +361,8 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
 
     data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                                  cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
+                                                 train_subset=cfg.train_subset, test_subset=cfg.test_subset,
                                                  log=progress.log))
-    if cfg.train_subset is not None:
-        data = data.subset(cfg.train_subset, seed=cfg.seed)
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
     test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
@@ -313,7 +381,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     cfg = run.cfg
     model = build_model(cfg, run.data)
     cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
-    run.dense_stats = measure(model, cpu_example)
+    run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
     state = None
     if run.run_dir is not None and has_checkpoint(run.run_dir):
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
@@ -322,11 +390,18 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.model.train()
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
-    run.optimizer = build_optimizer(run.model.parameters(), cfg)
+    # masks (a resumed sparse run) move weights behind their module's other parameters: keep the original order,
+    # which the checkpoint's optimizer state is indexed by
+    run.optimizer = build_optimizer(parameters_in_plain_order(run.model), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
     run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # a resumed run was checked when it started (and its model may be pruned already): no construction checks
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype)
+                               run.precision.dtype, log=run.progress.log, checks=state is None)
+    if cfg.lottery_rounds:
+        run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
+                                             rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
+                                             scheduler=run.scheduler)
     _set_memory_format(run.model, run.optimizer, cfg.channels_last)
     run.rewrap()
     return state
@@ -334,15 +409,23 @@ def _build(run: _Run) -> dict[str, Any] | None:
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
     """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:
-        run.precision.scaler.load_state_dict(state["scaler"])
-    run.pruner.load_state_dict(state["pruner"])
-    run.train_loader.load_state_dict(state["loader"])
-    set_rng_state(state["rng"])
+    try:  # a state that does not fit is refused here, not at the first step
+        check_state(run.optimizer, state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            run.precision.scaler.load_state_dict(state["scaler"])
+        run.pruner.load_state_dict(state["pruner"])
+        if run.lottery is not None:
+            run.lottery.load_state_dict(state["lottery"])
+        run.train_loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
+                              f"resumed from it") from None
     _match_state_layout(run.optimizer)
-    run_dir, start, epochs = run.run_dir, run.start_epoch, run.cfg.epochs
+    run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
     assert run_dir is not None
     run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
     if len(run.rows) != start:
@@ -352,8 +435,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
         remove_stale(run_dir)
         faults.point("resume.restored")
-    run.progress.log(f"resuming {run_dir} after epoch {start} of {epochs} (phase {run.pruner.phase})"
-                     if start < epochs else f"{run_dir} is already complete ({epochs} epochs)")
+    run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
+                     f"(phase {run.pruner.phase})" if start < epochs
+                     else f"{run_dir} is already complete ({epochs} epochs)")
 
 
 def _restart(run: _Run) -> None:
@@ -389,59 +473,92 @@ def _loop(run: _Run) -> None:
     cfg = run.cfg
     if run.start_epoch == 0:
         stats = run.dense_stats
+        what = (f"ratio {ratio_text(cfg)}" if run.lottery is not None else
+                f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {ratio_text(cfg)}")
         run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
-                         f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {cfg.ratio} of {cfg.target}"
-                         + (f"; run directory {run.run_dir}" if run.run_dir else ""))
-    end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start_epoch + cfg.stop_after)
+                         f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
+    end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
     for epoch in range(run.start_epoch, end_epoch):
+        if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
+            _set_memory_format(run.model, run.optimizer, cfg.channels_last)
         row = _epoch(run, epoch)
+        if run.lottery is not None:
+            run.lottery.epoch_end(epoch)
+            where = run.lottery.locate(epoch)
+            row.update(lottery_round=where.round, round_epoch=where.epoch)
         run.rows.append(row)
+        for logger in run.loggers:
+            for event in row["events"]:
+                logger.log_event(event)
+            logger.log_epoch(row)
         if run.writing:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
             faults.point("epoch.metrics")
             _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                        run.train_loader)
-        run.progress.end_epoch(_epoch_line(row, cfg.epochs))
+                        run.train_loader, run.lottery)
+        run.progress.end_epoch(_epoch_line(row, run.epochs))
 
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
-    row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                       run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    try:
+        row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
+                           run.loss_fn, run.train_loader, run.progress, run.device, run=run)
+    except NonFiniteError as exc:  # stopped before this epoch's checkpoint: say what is kept
+        kept = (f"the checkpoint after epoch {epoch - 1} in {run.run_dir} is kept" if run.writing and epoch > 0
+                else "no checkpoint was written")
+        raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
-    with Stopwatch(run.device) as clock:
-        row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision, run.parallel)
-    row["eval_seconds"] = clock.seconds
+    row["test_loss"] = row["test_accuracy"] = None
+    row["eval_seconds"] = 0.0
+    if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
+        with Stopwatch(run.device) as clock:
+            row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision,
+                                                              run.parallel)
+        row["eval_seconds"] = clock.seconds
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
     return row
 
 
+def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
+    """Whether ``epoch`` is evaluated: every ``--eval-every`` epochs (epochs N−1, 2N−1, …), the last epoch, and the
+    last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
+    return ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
+            or bool((row.get("pruner") or {}).get("trigger")))
+
+
 def _finish(run: _Run) -> RunResult:
     """The summary (and, once complete, the final model) of the run."""
     cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
-    summary = build_summary(rows, epochs=cfg.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None)
+    summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
+                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
+                            outcome=_outcome(run))
     summary["round_to"] = pruner.round_to_record
     summary["environment"] = run.environment
     summary["resume_changes"] = run.resume_changes
     summary["world_size"] = run.parallel.world_size
     summary["global_batch_size"] = run.train_loader.global_batch_size
     summary["ranks"] = run.parallel.agreement(run.model)
+    summary["granularity"] = cfg.granularity
+    summary["disk"] = disk_record(run.model)
+    if run.lottery is not None:
+        summary["lottery"] = {"rounds": cfg.lottery_rounds, "rewind_epoch": cfg.lottery_rewind,
+                              "epochs_per_round": cfg.epochs, "history": run.lottery.history}
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
         if summary["complete"]:
             _write_model(run_dir, run.model)
-            summary["model_bytes"] = (run_dir / rundir.MODEL).stat().st_size
+            summary["model_bytes"] = summary["disk"]["file_bytes"] = (run_dir / rundir.MODEL).stat().st_size
             faults.point("finish.model")
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after epoch {len(rows)} of {cfg.epochs}; continue with "
-                             f"`earlyprune train --resume {run_dir}`")
+            run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
+                             f"continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
         raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
                            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
@@ -462,11 +579,13 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, shown = 0, 0
     events_before = len(pruner.events)
+    guard = LossGuard(cfg, device, epoch)
     with Stopwatch(device) as clock:
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 out, loss = training_loss(net(x), y, loss_fn)
+            guard.observe(loss)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)  # criteria that read gradients see true values
@@ -474,7 +593,10 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             scaler.update()
             scheduler.step()
             n_events = len(pruner.events)
-            pruner.step(x, y)
+            try:
+                pruner.step(x, y, loss=loss.detach())
+            except NonFiniteError as exc:  # scores from a diverged model: say what diverged
+                guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, cfg.channels_last)
                 net = run.rewrap() if run is not None else model
@@ -488,6 +610,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                                 seen / max(clock.elapsed(), 1e-9))
                 shown = i + 1
     seconds = clock.seconds
+    nonfinite = guard.end_epoch(model)  # before the pruner reads the epoch's scores and before the checkpoint
     with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
         pruner.epoch_end()
@@ -503,24 +626,53 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen,
+            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
+            "nonfinite_batches": nonfinite, "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (other jobs slow a shared machine's timings; reports say so)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     pruned = f"  pruned {len(row['events'])} steps" if row["events"] else ""
-    return (f"epoch {row['epoch'] + 1:3d}/{epochs} {row['phase']:<7} loss {row['train_loss']:.3f} "
-            f"train acc {row['train_accuracy']:6.2%} test acc {row['test_accuracy']:6.2%} "
+    test = "   n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:6.2%}"
+    return (f"{epoch_label(row['epoch'], epochs)} {row['phase']:<7} loss {row['train_loss']:.3f} "
+            f"train acc {row['train_accuracy']:6.2%} test acc {test} "
             f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
             f"{pruned}")
 
 
 def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: Any, scheduler: Any,
-                precision: Precision, pruner: EarlyPruner, loader: BatchLoader) -> None:
+                precision: Precision, pruner: EarlyPruner, loader: BatchLoader,
+                lottery: LotteryTicketRewinding | None = None) -> None:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
              "rng": rng_state(), "world_size": loader.world_size}
+    if lottery is not None:
+        state["lottery"] = lottery.state_dict()
     save_checkpoint(run_dir, epochs_done, model, state)
+
+
+def _outcome(run: _Run) -> PruningOutcome:
+    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
+    if run.lottery is None or not run.lottery.history:
+        return pruning_outcome(run.pruner, run.epochs)
+    history = run.lottery.history
+    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
+                          sum(int(h["pruned"]) for h in history))
+
+
+def disk_record(model: nn.Module) -> dict[str, Any]:
+    """The model's size on disk as EarlyCroP reports it (:mod:`earlyprune.unstructured.storage`): its weight
+    tensors in CSR (fp32 values, the narrowest integer indices), the reference code's formula, and dense."""
+    return {"csr_bytes": csr_bytes(model), "csr_precision": "values fp32, indices the narrowest of 8/16/32/64 bits",
+            "reference_size": reference_disk_size(model), "dense_bytes": dense_bytes(model), "file_bytes": None}
 
 
 def _write_model(run_dir: Path, model: nn.Module) -> None:

@@ -6,8 +6,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ...errors import EarlyPruneError
 
-class DataError(ValueError):
+
+class DataError(EarlyPruneError, ValueError):
     """A dataset is missing, truncated, corrupt or laid out differently than expected."""
 
 
@@ -26,6 +28,10 @@ class ImageData:
     augment: str = "none"            #: the augmentation "auto" means for this dataset
 
     def __post_init__(self) -> None:
+        if len(self.classes) < 2:  # one class trains to 100 % accuracy and says nothing
+            raise DataError(f"{self.name}: a classification dataset needs at least 2 classes, found "
+                            f"{len(self.classes)} ({', '.join(map(str, self.classes)) or 'none'}); a folder dataset "
+                            f"needs one train/<class>/ folder per class")
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise DataError(f"{self.name}: {split} images must be uint8 (N, C, H, W), got {x.dtype} "
@@ -50,17 +56,30 @@ class ImageData:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, n: int, seed: int = 0) -> "ImageData":
-        """The same dataset with a random ``n`` of the training images (fixed by ``seed``)."""
-        if n >= len(self.train_y):
-            return self
-        keep = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
+    def subset(self, n: int | None, seed: int = 0, *, test: int | None = None) -> "ImageData":
+        """The same dataset with a random ``n`` of the training images and ``test`` of the test images (each fixed
+        by ``seed``; None keeps a split whole). The images are those :func:`subset_indices` picks, so a loader that
+        decodes only them gives the same arrays."""
+        out = self
+        if n is not None and n < len(self.train_y):
+            keep = subset_indices(len(self.train_y), n, seed)
+            out = replace(out, train_x=out.train_x[keep], train_y=out.train_y[keep])
+        if test is not None and test < len(self.test_y):
+            keep = subset_indices(len(self.test_y), test, seed)
+            out = replace(out, test_x=out.test_x[keep], test_y=out.test_y[keep])
+        return out
 
     def describe(self) -> str:
         c, h, w = self.image_shape
         return (f"{self.name}: {len(self.train_y):,} train / {len(self.test_y):,} test images, {c}x{h}x{w}, "
                 f"{self.num_classes} classes")
+
+
+def subset_indices(total: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` of ``range(total)`` drawn without replacement by ``seed``, in increasing order (all when ``n ≥ total``)."""
+    if n >= total:
+        return torch.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,0 +1,46 @@
+"""The project's exceptions: one base, :class:`EarlyPruneError`, so that ``except earlyprune.EarlyPruneError``
+catches every refusal earlyprune makes on purpose (a bad argument, an unreachable target, a damaged file, a run
+whose loss diverged) and nothing else.
+
+Each subclass also keeps the built-in base it had before the base class existed (``ValueError`` for bad values,
+``TypeError`` too for a bad argument), so code written as ``except ValueError`` keeps working. A leaf module:
+it imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+
+class EarlyPruneError(Exception):
+    """Base of every error earlyprune raises on purpose; the message says what was wrong and how to fix it."""
+
+
+class StructureMismatchError(EarlyPruneError, ValueError):
+    """A saved model does not fit: not saved from this architecture, not an earlyprune file, or malformed."""
+
+
+class DamagedFileError(StructureMismatchError):
+    """A file is truncated, altered or malformed: its checksum does not match, or its header asks for what it
+    cannot hold. (A :class:`StructureMismatchError`, which code that loads models already catches.)"""
+
+
+class InfeasibleTargetError(EarlyPruneError, ValueError):
+    """The pruning target cannot be reached under ``min_channels`` / ``round_to`` (or what the layers require):
+    the message names the groups that limit it and the largest fraction that can be removed."""
+
+
+class UnprunableGroupsError(EarlyPruneError, ValueError):
+    """Some channel groups cannot be narrowed without breaking the model's forward (a width fixed in its code):
+    the message names them and the ``ignored_layers=`` that keeps them whole."""
+
+
+class NonFiniteError(EarlyPruneError, ValueError, ArithmeticError):
+    """Training produced NaN or infinite values that cannot be pruned or trained on (a learning rate too high,
+    reduced precision overflowing): the message names the hyper-parameter to check."""
+
+
+class ConfigError(EarlyPruneError, ValueError):
+    """A run configuration (flags or a ``--config`` file) that cannot run: the message names the option."""
+
+
+__all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "NonFiniteError",
+           "StructureMismatchError", "UnprunableGroupsError"]
