@@ -193,6 +193,7 @@ def _run_path(name: str, ignored: list[str] | None) -> dict:
         if dense_err is not None:
             raise dense_err
         rec["input"] = [2, 3, size, size]
+        optimizer.zero_grad(set_to_none=True)  # as a training loop constructs it: no gradients held
         with warnings.catch_warnings(record=True) as caught, timing.Stopwatch() as clock:
             warnings.simplefilter("always")
             pruner = ep.EarlyPruner(model, batches[0][0], 0.5, criterion="magnitude", policy="epoch:1",

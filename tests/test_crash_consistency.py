@@ -20,7 +20,7 @@ from earlyprune.training import faults
 from earlyprune.training.checkpoint import CheckpointError, load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds"}
+TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average"}  # measured, not computed
 # 3 batches per epoch; epoch 1 prunes in 2 steps (after its batches 2 and 3); round_to 1: no timing decides
 RUN = ["--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "4",
        "--batch-size", "32", "--steps", "2", "--policy", "epoch:1", "--round-to", "1", "--warmup-epochs", "1",
