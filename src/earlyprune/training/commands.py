@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import parser
+from ..errors import ConfigError
 from ..validation import Each, Options, Rule
 from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
 
@@ -115,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume, overrides=_overrides(args), allow_changed=args.allow_changed)
     else:
         if args.allow_changed is not None:
-            raise ValueError("--allow-changed applies to --resume only (a new run has nothing to change)")
+            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
         result = train(config_from_args(args))
     from .summary import format_summary
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import ConfigError
 from .config import RUNTIME_FIELDS, TrainConfig
 from .environment import KEYS
 
@@ -22,7 +23,7 @@ from .environment import KEYS
 BY_EFFECT = frozenset({"threads", "device"})
 
 
-class ResumeRefused(ValueError):
+class ResumeRefused(ConfigError):
     """A resume would change settings that affect the results, and they were not allowed by name."""
 
 
@@ -56,7 +57,7 @@ def parse_allowed(text: str | Iterable[str] | None) -> frozenset[str]:
     known = set(setting_names())
     unknown = sorted(names - known)
     if unknown:
-        raise ValueError(f"--allow-changed names {', '.join(unknown)}, which is not a setting a resume compares; "
+        raise ConfigError(f"--allow-changed names {', '.join(unknown)}, which is not a setting a resume compares; "
                          f"settings: {', '.join(sorted(known))}")
     return frozenset(names)
 

@@ -227,7 +227,7 @@ def _prepare_config(config: TrainConfig | None, resume: str | Path | None, overr
     environment known before the data are loaded) has been checked."""
     if resume is None:
         if allowed:
-            raise ValueError("--allow-changed applies to --resume only (a new run has nothing to change)")
+            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
         if config is None:
             config = TrainConfig(**(overrides or {}))
         return config.validate().resolved(), None
