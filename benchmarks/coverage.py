@@ -88,6 +88,20 @@ def _sizes(name: str) -> list[int]:
     return [fixed] if fixed else [64, 224, 299]
 
 
+def named_fix(error: str) -> list[str] | None:
+    """The layer names of the ``ignored_layers=[model.a.b[0], …]`` fix an error message asks for
+    (``["a.b.0", …]``), or None when the message does not list them all."""
+    import re
+
+    found = re.search(r"ignored_layers=\[([^\]]*(?:\][^\]]*)*?)\] \(", error)
+    if found is None or "…" in found.group(1):
+        return None
+    names = [n.strip() for n in found.group(1).split(", ")]
+    if not all(n.startswith("model") for n in names):
+        return None
+    return [re.sub(r"\[(\d+)\]", r".\1", n[len("model"):]).lstrip(".") for n in names]
+
+
 def breaking_layers(build, x) -> list[str]:
     """The root layers of the groups whose narrowing alone breaks the forward (each on a freshly built model):
     the ``ignored_layers`` fix that earlyprune's error asks for, found group by group."""
@@ -131,12 +145,17 @@ def run_one(name: str, memory_gb: float) -> dict:
     _limit_memory(memory_gb)
     rec = _run_path(name, ignored=None)
     if not rec["ok"] and "ignored_layers=" in (rec.get("error") or ""):
+        import gc
+
         import torch
         import torchvision
 
-        size = rec["input"][2]
-        ignored = breaking_layers(lambda: torchvision.models.get_model(name, weights=None, **_kwargs(name)),
-                                  torch.randn(2, 3, size, size))
+        gc.collect()  # the first attempt's model and optimizer: a ViT-L twice did not fit the memory limit
+        ignored = named_fix(rec["error"])  # what a user does: pass the layers the error names
+        if ignored is None:  # the message elided some: find them group by group
+            size = rec["input"][2]
+            ignored = breaking_layers(lambda: torchvision.models.get_model(name, weights=None, **_kwargs(name)),
+                                      torch.randn(2, 3, size, size))
         if ignored:
             retry = _run_path(name, ignored=ignored)
             retry["first_error"] = rec["error"]
