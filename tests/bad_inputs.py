@@ -503,6 +503,44 @@ def _other_epoch(tmp: Path) -> Any:
     return load_checkpoint(run, _small_cnn())
 
 
+def _pointing(tmp: Path, path: str) -> Any:
+    run = _checkpointed(tmp)
+    pointer = json.loads((run / "checkpoint.json").read_text())
+    (run / "checkpoint.json").write_text(json.dumps({**pointer, "path": path}))
+    return load_checkpoint(run, _small_cnn())
+
+
+case("checkpoint", "--resume: checkpoint.json naming ../other/checkpoints/after-epoch-0000", CheckpointError,
+     "may only name")(lambda tmp: _pointing(tmp, "../other/checkpoints/after-epoch-0000"))
+
+
+@case("checkpoint", "--resume: checkpoints/after-epoch-0000 a link to a directory outside the run", EXIT_2,
+      "leads outside")
+def _linked_out(tmp: Path) -> Any:
+    run = _checkpointed(tmp)
+    _state(run).rename(tmp / "elsewhere")
+    _state(run).symlink_to(tmp / "elsewhere", target_is_directory=True)
+    return _resume(run)
+
+
+case("checkpoint", "earlyprune train --resume RUN --threads 2 --batch-size 8 (run: 1 thread, batch 16)", EXIT_2,
+     "batch_size 16 -> 8; threads 1 -> 2")(
+    lambda tmp: main(["train", "--resume", str(_checkpointed_threads(tmp)), "--threads", "2", "--batch-size", "8"]))
+case("checkpoint", "earlyprune train --resume RUN --allow-changed treads", EXIT_2, "treads")(
+    lambda tmp: main(["train", "--resume", str(_checkpointed(tmp)), "--allow-changed", "treads"]))
+case("CLI", "earlyprune train … --allow-changed threads (no --resume)", EXIT_2, "--allow-changed")(
+    lambda tmp: _train(tmp, "--allow-changed", "threads"))
+
+
+def _checkpointed_threads(tmp: Path) -> Path:
+    """A run stopped after one epoch, with its thread count recorded as 1."""
+    run = _checkpointed(tmp)
+    doc = json.loads((run / "environment.json").read_text())
+    doc["environment"]["threads"] = 1
+    (run / "environment.json").write_text(json.dumps(doc))
+    return run
+
+
 def _small_cnn() -> nn.Module:
     from earlyprune.models import create_model
 
@@ -549,6 +587,7 @@ def render(results: list[tuple[Case, str, str]]) -> str:
              "| `InfeasibleTargetError` | `min_channels` / `round_to` make the target unreachable |",
              "| `UnprunableGroupsError` | narrowing a group breaks the model's forward (a width fixed in code) |",
              "| `ConfigError` | a run configuration (flags, `--config` file) that cannot run |",
+             "| `ResumeRefused` | a `--resume` that would change settings the results depend on (a `ConfigError`) |",
              "| `StructureMismatchError` | a saved model does not fit the model given, or is malformed |",
              "| `DamagedFileError` | a saved file's checksum or header does not hold (a `StructureMismatchError`) |",
              "| `CheckpointError` | a checkpoint is missing, damaged or does not fit the run |",

@@ -91,6 +91,41 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet-V2's unit: half the channels pass, half go through a 1×1 → depthwise → 1×1 branch; then a
+    channel shuffle (a permutation torch-pruning cannot map)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        h = c // 2
+        self.branch = nn.Sequential(nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
+                                    nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h),
+                                    nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU())
+
+    def forward(self, x):
+        x1, x2 = x.chunk(2, dim=1)
+        return channel_shuffle(torch.cat((x1, self.branch(x2)), 1), 2)
+
+
+class ShuffleNet(nn.Module):
+    """Two ShuffleNet-V2 units between a stem and a head."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.units = nn.Sequential(ShuffleUnit(8), ShuffleUnit(8))
+        self.head = cbr(8, 16)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.units(self.stem(x))).mean((2, 3)))
+
+
 #: name → (builder, example input shape)
 ARCHITECTURES = {
     "residual": (ResidualNet, (4, 3, 8, 8)),

@@ -1,11 +1,15 @@
 """Channel groups (coupling, output detection, per-channel cost) and measure() against hand counts."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 import earlyprune as ep
+from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
+from earlyprune.selection import Plan
 from nets import MLP, ConcatNet, DepthwiseNet, ResidualNet
 
 
@@ -108,6 +112,26 @@ def test_grouped_convolution_channels_come_in_units_of_its_groups():
         assert len(removed) == 4 * len(positions)           # a position leaves every group at once
 
 
+def test_a_grouped_convolution_pruned_to_one_channel_per_group_is_not_depthwise():
+    """Pruned to one input and one output channel per group, a grouped convolution looks depthwise, but its input
+    and output channels are two groups: neither may lose a channel any more (RegNet-Y broke at the second step)."""
+    from nets import GroupedNet
+
+    model, x = GroupedNet().eval(), torch.randn(2, 3, 8, 8)
+    groups = ChannelGroups(model, x)
+    engine = PruningEngine(groups)
+    # stem: 8 → 4 (one channel per conv group), grouped: 16 → 4 (one per group)
+    engine.apply(Plan({"stem.0": [0, 2, 4, 6], "grouped.0": [i for i in range(16) if i % 4]}, [], [], 0, 0.0, 0.0))
+    conv = model.grouped[0]
+    assert conv.groups == conv.in_channels == conv.out_channels == 4
+    assert groups["stem.0"].ch_groups == groups["stem.0"].width == 4
+    assert groups["grouped.0"].ch_groups == groups["grouped.0"].width == 4
+    plan = ep.select(groups, {g.name: torch.rand(g.width) for g in groups}, 0.6)  # from the head only
+    assert plan.remove.get("head.0") and "stem.0" not in plan.remove and "grouped.0" not in plan.remove
+    engine.apply(plan)
+    assert model(x).shape == (2, 5)
+
+
 def test_bad_model_and_inputs_are_explained():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ChannelGroups("resnet", torch.randn(1, 3))
@@ -131,9 +155,47 @@ class AuxHead(nn.Module):
         return (self.head(h), self.aux(h)) if self.training else self.head(h)
 
 
-def test_layers_the_trace_cannot_see_are_named_in_a_warning():
-    with pytest.warns(UserWarning, match="not reached when tracing.*aux"):
-        ChannelGroups(AuxHead(), torch.randn(2, 3, 8, 8))
+class AuxNet(nn.Module):
+    """AuxHead with BatchNorm statistics and dropout draws that a training-mode trace must leave untouched."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Linear(8, 4)
+        self.aux = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.body(x).mean((2, 3))
+        return (self.head(h), self.aux(h)) if self.training else self.head(h)
+
+
+def test_layers_used_only_in_training_are_traced_in_training_mode(tmp_path):
+    """The auxiliary head runs only in training: the graph is traced in training mode so that its inputs follow
+    pruning, its output layer is kept like the classifier, tracing leaves the model as it was, and load()
+    replays the structure on a graph traced the same way."""
+    model, x = AuxNet().eval(), torch.randn(2, 3, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        groups = ChannelGroups(model, x)
+    assert not model.training and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.head in groups.output_layers and model.aux in groups.output_layers
+    (group,) = list(groups)
+    assert {ref.name for ref in group.layers} == {"body.0", "body.1", "head", "aux"}
+    PruningEngine(groups).apply(Plan({group.name: [0, 1, 2]}, [5], [group.name], 5, 0.0, 0.0))
+    assert model.aux.in_features == 5 and model.body[0].out_channels == 5
+    assert model.train()(torch.randn(2, 3, 8, 8))[1].shape == (2, 4)
+    loaded = ep.load(ep.save(model, tmp_path / "m.safetensors"), AuxNet())
+    assert loaded.aux.in_features == 5 and loaded.head.in_features == 5
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+def test_a_training_mode_trace_that_fails_falls_back_with_a_warning():
+    # one example of 1x1: BatchNorm cannot compute training statistics, so only the eval-mode graph exists
+    with pytest.warns(UserWarning, match="not reached when tracing.*aux.*tracing in training mode failed"):
+        ChannelGroups(AuxNet(), torch.randn(1, 3, 1, 1))
 
 
 def test_an_untraceable_model_gets_a_clear_error(monkeypatch):
@@ -142,7 +204,7 @@ def test_an_untraceable_model_gets_a_clear_error(monkeypatch):
     def broken(self, *args, **kwargs):
         raise ZeroDivisionError("integer division or modulo by zero")
 
-    monkeypatch.setattr(tp.DependencyGraph, "get_all_groups", broken)
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", broken)
     with pytest.raises(ValueError, match="torch-pruning could not trace the channel dependencies of MLP"):
         ChannelGroups(MLP(), torch.randn(2, 20))
 

@@ -84,6 +84,56 @@ def test_foreign_and_broken_files_are_refused(tmp_path):
         ep.save(MLP(), tmp_path / "x.safetensors", metadata={"earlyprune.structure": "x"})
 
 
+def test_tracing_a_model_does_not_keep_it_alive_and_its_history_outlives_the_graph(tmp_path):
+    """The structure record holds the pruning graph weakly (the graph references the model; a strong reference
+    kept every traced model in memory), and copies its history after each removal."""
+    import gc
+    import weakref
+
+    model, x = randomize_(ResidualNet()), torch.randn(2, 3, 8, 8)
+    alive = weakref.ref(model)
+    ep.ChannelGroups(model, x)
+    del model
+    gc.collect()
+    assert alive() is None
+    model = randomize_(ResidualNet())
+    ep.prune(model, x, 0.5, steps=2)  # its groups and graph are gone after the call
+    gc.collect()
+    loaded = ep.load(ep.save(model, tmp_path / "m.safetensors"), ResidualNet())
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+class Versioned(ResidualNet):
+    """A module whose loading depends on its version (as torchvision's MNASNet): load() must hand it its own."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version") != 2:
+            raise ValueError(f"version should be 2, got {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # stored once by save_model
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_load_passes_module_versions_and_restores_tied_weights(tmp_path):
+    model, x = randomize_(Versioned()), torch.randn(2, 3, 8, 8)
+    ep.prune(model, x, 0.5)
+    loaded = ep.load(ep.save(model, tmp_path / "v.safetensors"), Versioned())
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    tied = Tied()
+    loaded = ep.load(ep.save(tied, tmp_path / "t.safetensors"), Tied())
+    assert loaded.a.weight is loaded.b.weight and torch.equal(loaded.a.weight, tied.a.weight)
+
+
 def test_saved_files_follow_the_umask_like_every_other_file(tmp_path):
     import os
 

@@ -85,3 +85,17 @@ def test_checks_false_skips_the_check():
 def test_layer_expressions():
     assert layer_expression("blocks.0.attn.qkv") == "model.blocks[0].attn.qkv"
     assert layer_expression("fc") == "model.fc"
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] "
+                                     "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3145728 bytes")])
+def test_a_copy_that_runs_out_of_memory_is_not_blamed_on_the_groups(failure, monkeypatch):
+    """ViT-L under a memory limit: the check's copy failed to allocate and every group was named unprunable."""
+    import earlyprune.prunability as prunability
+
+    def no_memory(groups, plan):
+        raise failure
+
+    monkeypatch.setattr(prunability, "_narrowed_copy", no_memory)
+    with pytest.warns(UserWarning, match="ran out of memory"):
+        ep.EarlyPruner(HardCodedWidth(), torch.randn(2, 3, 8, 8), 0.5, optimizer=None)

@@ -110,6 +110,41 @@ def test_an_earlyprune_model_with_a_bare_parameter_prunes_and_names_it():
     assert opt.state[model.scale]["momentum_buffer"].shape == model.scale.shape   # sliced along pruning_dim
 
 
+def test_index_mapping_internals_that_tracing_guards():
+    from torch_pruning.dependency import index_mapping
+
+    from earlyprune import tracing
+
+    for name in tracing._UPDATES:
+        need(callable(getattr(index_mapping, name, None)), f"torch_pruning.dependency.index_mapping.{name}",
+             "tracing.py (_guard_updates: unmapped nodes)")
+    flatten = getattr(index_mapping, "_FlattenIndexMapping", None)
+    need(flatten is not None, "index_mapping._FlattenIndexMapping", "tracing.py (bounded index lists)")
+    mapping = flatten(stride=3, reverse=False)
+    need(hasattr(mapping, "_stride") and hasattr(mapping, "reverse"), "_FlattenIndexMapping._stride / .reverse",
+         "tracing.py (bounded index lists)")
+    need(isinstance(getattr(tp.DependencyGraph(), "IGNORED_LAYERS_IN_TRACING", None), list),
+         "DependencyGraph.IGNORED_LAYERS_IN_TRACING (a list)", "groups.py (ChannelGroups._tp_groups)")
+    model = ScaledNet()
+    graph = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8), verbose=False,
+                                                  unwrapped_parameters=[(model.scale, 0)])
+    need(graph._module2name.get(model.conv1) == "conv1", "DependencyGraph._module2name",
+         "tracing.py (check_fits: the layer's name)")
+
+
+def test_group_internals_that_tracing_indexes(graph):
+    model, g = graph
+    group = g.get_pruning_group(model.conv1, tp.prune_conv_out_channels, [0, 1])
+    for attr in ("has_pruning_op", "add_dep", "add_and_merge"):
+        need(callable(getattr(tp.dependency.Group, attr, None)), f"Group.{attr}", "tracing.py (_ItemIndex)")
+    need(isinstance(getattr(group, "_group", None), list) and all(hasattr(i, "dep") and hasattr(i, "idxs")
+                                                                   for i in group._group),
+         "Group._group (a list of items with .dep and .idxs)", "tracing.py (_ItemIndex)")
+    item = tp._helpers.GroupItem(dep=group[0].dep, idxs=[0])
+    need(item.dep is group[0].dep and item.idxs == [0], "torch_pruning._helpers.GroupItem(dep=, idxs=)",
+         "tracing.py (add_and_merge)")
+
+
 def test_what_a_rollback_restores_and_assumes(graph):
     """rollback.py (Snapshot) restores these graph attributes and relies on a removal replacing parameters by new
     tensors (the old ones stay intact, so holding references is a complete backup)."""

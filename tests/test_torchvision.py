@@ -55,3 +55,31 @@ def test_prune_with_optimizer_then_train(arch):
         buf = opt.state[p].get("momentum_buffer")
         assert buf is not None, "momentum buffer lost in surgery"
         assert buf.shape == p.shape
+
+
+@pytest.mark.parametrize("arch", ["googlenet", "shufflenet_v2_x0_5"])
+def test_training_path_on_aux_heads_and_channel_shuffle(arch, tmp_path):
+    """GoogLeNet's auxiliary heads follow pruning (traced in training mode); ShuffleNet-V2's shuffled channels are
+    kept whole and the rest prunes. Then a training step, and save/load gives the same outputs."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None)
+    x, y = torch.randn(BATCH, 3, SIZE, SIZE), torch.randint(0, 1000, (BATCH,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        pruner = ep.EarlyPruner(model, x, 0.5, policy="init", optimizer=opt, steps=1, steps_per_epoch=1)
+    assert pruner.groups.graph.mode == ("train" if arch == "googlenet" else "eval")
+    assert bool(pruner.groups.kept) == (arch != "googlenet")
+    pruner.step()
+    assert pruner.done
+    model.train()
+    opt.zero_grad()
+    out = model(x)
+    outputs = list(out) if isinstance(out, tuple) else [out]
+    sum(F.cross_entropy(o, y) for o in outputs).backward()
+    opt.step()
+    loaded = ep.load(ep.save(model, tmp_path / "m.safetensors"), getattr(torchvision.models, arch)(weights=None))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model.eval()(x))

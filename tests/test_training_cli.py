@@ -131,7 +131,7 @@ def test_bad_config_files_and_run_dirs(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     err = _error(["train", "--dataset", "synthetic", "--out-dir", str(tmp_path), "--name", "taken"], capsys)
-    assert "already holds files" in err and "--resume" in err
+    assert "already holds files but no run" in err and "move the files away" in err
 
 
 def test_external_models_name_the_missing_package():
@@ -160,6 +160,40 @@ def test_the_random_criterion_follows_the_run_seed(tmp_path):
 
     assert structure(1) != structure(2)                      # --seed changes the random ranking …
     assert structure(1, "random:5") == structure(2, "random:5")  # … unless the criterion names its own seed
+
+
+def test_models_with_auxiliary_classifiers_train_and_prune(tmp_path):
+    """A training-mode output (logits, aux) — GoogLeNet's shape — trains with the auxiliary loss weighted 0.3,
+    and its auxiliary head follows pruning (the graph is traced in training mode)."""
+    import torch
+    from torch import nn
+
+    from earlyprune.models import DESCRIPTIONS, MODELS, register_model
+    from earlyprune.training import TrainConfig, train
+    from earlyprune.training.trainer import training_loss
+
+    class Aux(nn.Module):
+        def __init__(self, num_classes=10, in_channels=3):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.head, self.aux = nn.Linear(8, num_classes), nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            h = self.body(x).mean((2, 3))
+            return (self.head(h), self.aux(h)) if self.training else self.head(h)
+
+    logits, aux = torch.randn(4, 3), torch.randn(4, 3)
+    y = torch.tensor([0, 1, 2, 0])
+    ce = nn.functional.cross_entropy
+    assert torch.allclose(training_loss((logits, aux), y, ce)[1], ce(logits, y) + 0.3 * ce(aux, y))
+    register_model("aux_test_net")(Aux)
+    try:
+        result = train(TrainConfig(model="aux_test_net", dataset="synthetic:32", image_size=8, epochs=2,
+                                   batch_size=16, steps=2, policy="epoch:1", round_to=1, progress="none",
+                                   out_dir=str(tmp_path), name="aux"))
+    finally:
+        MODELS.pop("aux_test_net"), DESCRIPTIONS.pop("aux_test_net")
+    assert result.model.aux.in_features == result.model.head.in_features < 8
 
 
 def test_eval_every_test_subset_and_tensorboard(tmp_path, capsys):

@@ -89,12 +89,17 @@ def test_damaged_or_foreign_resume_directories_are_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "r"), "--model", "resnet20"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--model 'resnet20' differs from the resumed run's 'small_cnn'" in err and "\n" not in err
-    shutil.copy(tmp_path / "r" / "config.json", tmp_path / "config-only.json")
+    assert "would change 1 setting(s)" in err and "model 'small_cnn' -> 'resnet20'" in err and "\n" not in err
+    assert "--allow-changed model" in err
+    # a run directory with a configuration but no checkpoint (stopped during epoch 0) restarts at epoch 0
     (tmp_path / "norun").mkdir()
     shutil.copy(tmp_path / "r" / "config.json", tmp_path / "norun" / "config.json")
-    assert main(["train", "--resume", str(tmp_path / "norun")]) == 2
-    assert "has no checkpoint.json" in capsys.readouterr().err
+    (tmp_path / "norun" / "metrics.jsonl").write_text('{"epoch": 0, "pha')  # torn by the kill
+    assert main(["train", "--resume", str(tmp_path / "norun"), "--progress", "none"]) == 0
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "norun" / "metrics.jsonl").read_text().splitlines()] == \
+        [0]  # the stored --stop-after 1
+    assert json.loads((tmp_path / "norun" / "checkpoint.json").read_text())["epoch"] == 1
+    capsys.readouterr()
     state = tmp_path / "r" / "checkpoints" / "after-epoch-0000" / "state.safetensors"
     state.write_bytes(state.read_bytes()[:40])  # truncated
     assert main(["train", "--resume", str(tmp_path / "r")]) == 2

@@ -82,6 +82,7 @@ class PruningEngine:
                 removed[name] = sorted(set(idxs))
             self.groups.refresh()
             self._check_runs(removed)
+            self.groups.record.sync()  # the structure record holds the graph weakly: keep its history
         except BaseException as exc:  # KeyboardInterrupt too: never leave a half-pruned model behind
             snapshot.restore()
             self.groups.refresh()

@@ -9,7 +9,8 @@ of its channels costs.
 
 Never pruned: the network's output channels (found automatically by tracing which layers produce the
 outputs) and the output channels of ``ignored_layers``. The network's input channels are never the output of
-any layer, so no group contains them.
+any layer, so no group contains them. Also kept whole, with a warning, the channels of layers whose group
+torch-pruning cannot compute or map (:mod:`earlyprune.tracing`): the rest of the model is still pruned.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from . import structure
+from . import structure, tracing
 from .cost import CostModel
-from .metrics import CHANNEL_LAYERS, profile_layers
+from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise, profile_layers
 from .unstructured.masks import masks_lifted
 from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
                          shown)
+
+
+#: layers whose output channels root a group (as torch-pruning's get_all_groups)
+ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +171,6 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self.model = model
         self.example_inputs = example_inputs
         self._module_names = {m: n for n, m in model.named_modules()}
-        was_training = model.training
         try:  # the profiling pass doubles as the check: a clear error here beats one from inside the tracer
             self.profile = profile_layers(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -174,21 +178,16 @@ class ChannelGroups(Sequence[ChannelGroup]):
                 f"the model could not be run on example_inputs ({type(exc).__name__}: {exc}); pass a batch "
                 f"shaped like the training inputs"
             ) from exc
-        self.output_layers = tuple(self.profile.output_layers)
+        #: convolutions depthwise as traced (a grouped one pruned to one channel per group is not one of them)
+        self._depthwise = {m for m in model.modules() if is_depthwise(m)}
+        self.graph, train_outputs = self._trace(model, example_inputs)
+        self.output_layers = tuple(dict.fromkeys(list(self.profile.output_layers) + train_outputs))
         self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
-        try:
-            with torch.enable_grad():  # the tracer follows autograd, also when called under no_grad()
-                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
-                tp_groups = list(self.graph.get_all_groups(ignored_layers=list(self.ignored_layers)))
-        except Exception as exc:  # noqa: BLE001 - torch-pruning's own failures, re-raised with context
-            raise ValueError(
-                f"torch-pruning could not trace the channel dependencies of {type(model).__name__} "
-                f"({type(exc).__name__}: {exc}); this architecture is not supported as is — pass the offending "
-                f"blocks as ignored_layers= or prune a variant without them") from exc
-        finally:
-            model.train(was_training)
-        _warn_untraced(model, self.graph)
-        self.record = structure.attach(model, self.graph, example_inputs)
+        #: layers whose output channels are kept because torch-pruning cannot compute or map their group: name →
+        #: why (see :mod:`earlyprune.tracing`)
+        self.kept: dict[str, str] = {}
+        tp_groups = self._tp_groups()
+        self.record = structure.attach(model, self.graph, example_inputs, trace=self.graph.mode)
 
         self._groups: list[ChannelGroup] = []
         order = {m: i for i, m in enumerate(model.modules())}
@@ -215,6 +214,83 @@ class ChannelGroups(Sequence[ChannelGroup]):
         #: each group's width when the groups were built (the reference of ``max_group_ratio``); a pruner
         #: resumed on a pruned model restores the original ones
         self.original_widths: dict[str, int] = {g.name: g.width for g in self._groups}
+
+    def _trace(self, model: nn.Module, example_inputs: Any) -> tuple[tracing.Graph, list[nn.Module]]:
+        """torch-pruning's graph, traced in eval mode — or in training mode when that reaches layers eval mode
+        never runs (auxiliary heads), whose outputs are then output layers too."""
+        try:
+            graph = tracing.build_graph(model, example_inputs)
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's own failures, re-raised with context
+            raise ValueError(
+                f"torch-pruning could not trace the channel dependencies of {type(model).__name__} "
+                f"({type(exc).__name__}: {exc}); this architecture is not supported as is — pass the offending "
+                f"blocks as ignored_layers= or prune a variant without them") from exc
+        missing = tracing.unreached_layers(model, graph)
+        if not missing:
+            return graph, []
+        try:  # one training-mode forward says whether tracing in training mode would reach them
+            with tracing.preserved(model):
+                train_profile: LayerProfile = profile_layers(model, example_inputs, train=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. BatchNorm needs more than one example in training mode
+            _warn_untraced(missing, f"tracing in training mode failed ({type(exc).__name__}: {exc})")
+            return graph, []
+        if not any(model.get_submodule(name) in train_profile.mac_factors for name in missing):
+            _warn_untraced(missing, "they are not called in training mode either (their weights used through "
+                                    "torch.nn.functional?)")
+            return graph, []
+        try:
+            train_graph = tracing.build_graph(model, example_inputs, train=True)
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's failure in training mode: the eval graph stays
+            _warn_untraced(missing, f"tracing in training mode failed ({type(exc).__name__}: {exc})")
+            return graph, []
+        still = tracing.unreached_layers(model, train_graph)
+        if still:
+            _warn_untraced(still, "not reached in training mode either")
+        return train_graph, [m for m in train_profile.output_layers if m not in self.profile.output_layers]
+
+    def _tp_groups(self) -> list[tp.Group]:
+        """One torch-pruning group per root layer, as ``DependencyGraph.get_all_groups`` yields them — except that
+        a root whose group torch-pruning cannot compute (an error, an index mapping that diverges) or that passes
+        through a node it could not map is kept whole and listed in :attr:`kept`, instead of failing the model."""
+        graph = self.graph
+        # torch-pruning internal: the layers its tracer skips (tests/test_torch_pruning_internals.py)
+        ignored = set(self.ignored_layers) | set(graph.IGNORED_LAYERS_IN_TRACING)
+        with graph.unchanged():
+            groups = self._tp_groups_of(graph, ignored)
+        if self.kept:
+            names = list(self.kept)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            warnings.warn(f"{len(names)} layer(s) keep all their output channels because torch-pruning cannot map "
+                          f"their channel dependencies ({shown}; first cause: {self.kept[names[0]]}); the rest of "
+                          f"the model is pruned. ChannelGroups.kept lists them", stacklevel=4)
+        return groups
+
+    def _tp_groups_of(self, graph: tracing.Graph, ignored: set[Any]) -> list[tp.Group]:
+        groups, visited = [], set()
+        for module in list(graph.module2node):
+            if module in ignored or module in visited or not isinstance(module, ROOT_TYPES):
+                continue
+            pruner = graph.get_pruner_of_module(module)
+            if pruner is None or pruner.get_out_channels(module) is None:
+                continue
+            try:
+                group = graph.get_pruning_group(module, pruner.prune_out_channels,
+                                                list(range(pruner.get_out_channels(module))))
+                tracing.check_fits(graph, group)
+            except Exception as exc:  # noqa: BLE001 - this root's group only; the others are still pruned
+                self.kept[self._name_of(module)] = f"{type(exc).__name__}: {exc}"
+                continue
+            outs = [item.dep.target.module for item in group if graph.is_out_channel_pruning_fn(item.dep.handler)]
+            visited.update(outs)
+            if any(m in ignored for m in outs):
+                continue
+            if tracing.touches_unmapped(graph, group):
+                for m in outs:
+                    if isinstance(m, CHANNEL_LAYERS):
+                        self.kept[self._name_of(m)] = "its channels pass an operation torch-pruning cannot map"
+                continue
+            groups.append(group)
+        return groups
 
     # -- Sequence protocol -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -253,6 +329,15 @@ class ChannelGroups(Sequence[ChannelGroup]):
 
     def refresh(self) -> None:
         """Re-read every group's layers, width and per-channel cost from the (possibly pruned) model."""
+        with self.graph.unchanged():
+            self._refresh_layers()
+        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
+                              sum(p.numel() for p in self.model.parameters()))
+        for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
+            group.macs_per_channel = float(macs)
+            group.params_per_channel = float(params)
+
+    def _refresh_layers(self) -> None:
         for group in self._groups:
             tp_group = self.tp_group(group)
             width = len(tp_group[0].idxs)
@@ -269,15 +354,10 @@ class ChannelGroups(Sequence[ChannelGroup]):
                                          torch.as_tensor(list(item.root_idxs), dtype=torch.long))
             group.layers = tuple(refs.values())
             group.width = width
-            group.ch_groups = _channel_groups(group)
+            group.ch_groups = _channel_groups(group, self._depthwise)
             group.width_multiple = math.lcm(1, *(ref.module.num_heads for ref in group.layers
                                                  if isinstance(ref.module, nn.MultiheadAttention)))
             group.head_dim = self._group_head_dim(group)
-        self.cost = CostModel([g.layers for g in self._groups], self.profile, self.graph,
-                              sum(p.numel() for p in self.model.parameters()))
-        for group, macs, params in zip(self._groups, self.cost.macs_per_channel, self.cost.params_per_channel):
-            group.macs_per_channel = float(macs)
-            group.params_per_channel = float(params)
 
     def _group_head_dim(self, group: ChannelGroup) -> int:
         dims = {self._head_dims[ref.module] for ref in group.layers
@@ -306,35 +386,32 @@ class ChannelGroups(Sequence[ChannelGroup]):
         return "\n".join(lines)
 
 
-def _warn_untraced(model: nn.Module, graph: Any) -> None:
-    """Warn about layers the traced forward pass never reached (torch-pruning traces in eval mode, so e.g.
-    auxiliary heads used only in training are invisible): their input channels would not follow pruning."""
-    # submodules of traced layers are handled by their parent (MultiheadAttention uses out_proj's weight directly)
-    # torch-pruning internal: graph.module2node, its traced nodes (tests/test_torch_pruning_internals.py)
-    covered = {sub for m in graph.module2node if isinstance(m, nn.Module) for sub in m.modules()}
-    missing = [name for name, m in model.named_modules()
-               if isinstance(m, CHANNEL_LAYERS + (nn.modules.batchnorm._NormBase,)) and m not in covered]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}. If they run in "
-                      f"training (auxiliary heads), their inputs will not be pruned with their producers: disable "
-                      f"them (e.g. aux_logits=False) or keep their producers with ignored_layers=", stacklevel=3)
+def _warn_untraced(missing: list[str], why: str) -> None:
+    """Warn about layers the traced forward pass never reached: their input channels would not follow pruning."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    warnings.warn(f"layers not reached when tracing example_inputs in eval mode: {shown}; {why}. Their inputs "
+                  f"will not be pruned with their producers (if pruning them breaks the model, the first pruning "
+                  f"step says so): for auxiliary heads pass example_inputs of at least 2 examples or disable them "
+                  f"(e.g. aux_logits=False); otherwise keep their producers with ignored_layers=", stacklevel=4)
 
 
-def _channel_groups(group: ChannelGroup) -> int:
+def _channel_groups(group: ChannelGroup, depthwise: set[nn.Module]) -> int:
     """Units in which ``group`` can lose channels (see :attr:`ChannelGroup.ch_groups`).
 
     A grouped convolution with ``g`` groups keeps working only if every group loses the same positions, so its
     coupled channels are removed ``g`` at a time: channel ``j + b·width/g`` for every block ``b``. When several
     grouped layers couple (lcm of their groups) or the channels reach a grouped layer through a permutation or
-    concatenation, no symmetric removal exists and the whole group is one unit (never pruned).
+    concatenation, no symmetric removal exists and the whole group is one unit (never pruned). Only convolutions
+    that were depthwise when the graph was traced (``depthwise``) lose any subset: a grouped convolution pruned
+    down to one channel per group looks depthwise, but its input and output channels are still in two different
+    groups, and removing either would empty a convolution group.
     """
     units = 1
     for ref in group.layers:
         m = ref.module
         if not isinstance(m, nn.modules.conv._ConvNd) or m.groups == 1:
             continue
-        if m.groups == m.in_channels == m.out_channels:  # depthwise: channel-wise, any subset works
+        if m in depthwise:  # depthwise: channel-wise, any subset works
             continue
         size = m.out_channels if ref.role == "out" else m.in_channels
         if size != group.width or ref.multiplicity != 1 or not torch.equal(ref.idxs, ref.root_idxs):

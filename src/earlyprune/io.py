@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch_pruning as tp
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from . import sealed, structure
+from . import sealed, structure, tracing
 from .errors import DamagedFileError, StructureMismatchError
 from .unstructured import sparse_io
 from .unstructured.masks import MaskedWeights, mask_of, masked_counts, plain_state_dict
@@ -179,7 +178,7 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     replay(model, doc, example_inputs, source=str(path))
     try:
         if masks is None:
-            load_model(model, str(path), strict=True)  # shapes and names were checked above
+            _load_weights(model, path)  # shapes and names were checked above
         else:  # weight masks: stored sparse; the same masks go back on
             _load_sparse(path, model, masks)
     except (RuntimeError, ValueError, OSError) as exc:
@@ -187,6 +186,22 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
             raise
         raise StructureMismatchError(f"{path}: its tensors cannot be loaded into the model ({exc})") from None
     return model
+
+
+def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """The tensors of ``path`` into ``model``, strictly, with the model's own module versions attached to the state
+    dict (``load_state_dict`` hands each module its version; torchvision's MNASNet refuses to load without one).
+    Keys the file lacks because ``save_model`` stored tied tensors once are filled through the tie."""
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    state = OrderedDict(tensors)
+    state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {own[k].untyped_storage().data_ptr() for k in tensors if k in own}
+    missing = [k for k in missing if own[k].untyped_storage().data_ptr() not in loaded]
+    if missing or unexpected:
+        raise StructureMismatchError(f"{path} does not hold the tensors of this model (missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]})")
 
 
 def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *, source: str = "the record") -> None:
@@ -206,23 +221,20 @@ def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *,
         inputs = example_inputs if example_inputs is not None else structure.inputs_from_spec(doc["example_inputs"])
         if inputs is None:
             raise StructureMismatchError(f"{source} does not describe its example inputs: pass example_inputs=")
-        was_training = model.training
-        try:  # traced in eval mode (BatchNorm statistics untouched), through autograd even under no_grad()
-            with torch.enable_grad():
-                graph = tp.DependencyGraph().build_dependency(model.eval(), inputs, verbose=False)
+        try:  # traced as the pruning graph was (training mode for auxiliary heads; BatchNorm statistics untouched;
+            # through autograd even under no_grad()), with the same guards (earlyprune.tracing)
+            graph = tracing.build_graph(model, inputs, train=doc.get("trace") == "train")
             graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
         except Exception as exc:  # noqa: BLE001 - a history that does not fit this model, said as such
             raise StructureMismatchError(
                 f"replaying the pruned structure of {source} on the model failed ({type(exc).__name__}: "
                 f"{' '.join(str(exc).split())[:200]}); it was saved from another model or its structure was "
                 f"altered (the model given may be left partly pruned: build a new one)") from None
-        finally:
-            model.train(was_training)
     final = structure.signature(model)
     if final != doc["final"]:
         raise StructureMismatchError(f"replaying the structure of {source} gave other shapes than the saved weights "
                                      f"({_diff(doc['final'], final)}); the file or model code has changed")
-    structure.adopt(model, doc["original"], doc["example_inputs"], history)
+    structure.adopt(model, doc["original"], doc["example_inputs"], history, trace=doc.get("trace", "eval"))
 
 
 def _read_masks(header: sealed.Header) -> dict[str, Any] | None:

@@ -84,12 +84,14 @@ class LayerProfile:
         return module.weight.numel() * self.mac_factors.get(module, 0)
 
 
-def profile_layers(model: nn.Module, example_inputs: Any) -> LayerProfile:
+def profile_layers(model: nn.Module, example_inputs: Any, *, train: bool = False) -> LayerProfile:
     """Trace one forward pass: the MAC factor of every channel layer and the layers that produce the outputs.
 
     Output layers are found by walking the autograd graph back from each model output until a channel layer is
     met: those layers (the classifier, or every producer of an output-feeding residual stream) must keep their
-    output channels.
+    output channels. The pass runs in eval mode, or in training mode with ``train=True`` (to see outputs that
+    exist only in training, such as auxiliary classifiers; the caller keeps the buffers, see
+    :func:`earlyprune.tracing.preserved`).
     """
     batch_tensor = _first_tensor(example_inputs)
     if batch_tensor is None:
@@ -106,7 +108,7 @@ def profile_layers(model: nn.Module, example_inputs: Any) -> LayerProfile:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)]
     was_training = model.training
-    model.eval()
+    model.train(train)
     try:
         with torch.enable_grad():
             out = call_model(model, example_inputs)

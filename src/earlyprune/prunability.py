@@ -75,13 +75,28 @@ def _narrowed_copy(groups: ChannelGroups, plan: dict[int, list[int]]) -> nn.Modu
     return clone
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (the machine's limit, not the model's shape)."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+class _NoMemory(Exception):
+    """A trial ran out of memory: it says nothing about the groups."""
+
+
 def _trial(groups: ChannelGroups, plan: dict[int, list[int]]) -> Exception | None:
-    """None if the model still runs on the example inputs with ``plan`` removed, else the error."""
+    """None if the model still runs on the example inputs with ``plan`` removed, else the error (an allocation
+    failure raises :class:`_NoMemory`: it must not be blamed on the groups)."""
     try:
         clone = _narrowed_copy(groups, plan)
         with torch.no_grad():
             call_model(clone.eval(), groups.example_inputs)
     except Exception as exc:  # noqa: BLE001 - the error is the answer
+        if out_of_memory(exc):
+            raise _NoMemory(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
         return exc
     return None
 
@@ -115,15 +130,20 @@ def check_prunable(groups: ChannelGroups, *, min_channels: int = 1, round_to: in
     plan = narrowing(groups, min_channels, round_to)
     if not plan:
         return
-    error = _trial(groups, plan)
-    if error is None:
+    try:
+        error = _trial(groups, plan)
+        if error is None:
+            return
+        baseline = _trial(groups, {})
+        if baseline is not None:  # the copy itself does not run: nothing can be learnt about narrowing
+            warnings.warn(f"the prunability check was skipped: a copy of the model does not run on example_inputs "
+                          f"({type(baseline).__name__}: {baseline}); pass checks=False to skip it", stacklevel=3)
+            return
+        blamed = _blame(groups, plan, error)
+    except _NoMemory as exc:  # a second copy of a large model did not fit: unchecked, not unprunable
+        warnings.warn(f"the prunability check was skipped: a copy of the model ran out of memory ({exc}); pass "
+                      f"checks=False to skip it", stacklevel=3)
         return
-    baseline = _trial(groups, {})
-    if baseline is not None:  # the copy itself does not run: nothing can be learnt about narrowing
-        warnings.warn(f"the prunability check was skipped: a copy of the model does not run on example_inputs "
-                      f"({type(baseline).__name__}: {baseline}); pass checks=False to skip it", stacklevel=3)
-        return
-    blamed = _blame(groups, plan, error)
     raise UnprunableGroupsError(_message(groups, blamed))
 
 

@@ -93,6 +93,8 @@ def parse_document(doc: Any, where: str) -> dict[str, Any]:
                 a > b for a, b in zip(shape, original[name])):
             raise bad(f"final shape of {name!r} {shape} is not a pruned {original.get(name)}")
     _check_spec(doc.get("example_inputs"), bad)
+    if doc.get("trace", "eval") not in ("eval", "train"):
+        raise bad(f"'trace' is {shown(doc.get('trace'))}, not 'eval' or 'train'")
     widths: dict[str, int] = {}  # layer (or bare parameter) → its largest dimension
     for name, shape in original.items():
         for layer in (name, name.rpartition(".")[0]):
@@ -160,21 +162,44 @@ class StructureRecord:
     original: list[list[Any]]
     inputs: Any
     earlier: list[list[Any]] = field(default_factory=list)  # history of graphs attached before the current one
-    graph: Any = None
+    #: "train" when the graph was traced in training mode (auxiliary heads): load() must trace the same way
+    trace: str = "eval"
+    # the graph doing the pruning, held weakly: it references the model, and a strong reference from this map's
+    # value would keep every model ever traced alive; its history is copied after every removal (sync)
+    _graph: Any = field(default=None, repr=False)
+    _current: list[list[Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def graph(self) -> Any:
+        return self._graph() if self._graph is not None else None
+
+    @graph.setter
+    def graph(self, graph: Any) -> None:
+        self._graph = weakref.ref(graph) if graph is not None else None
+        self._current = []
+
+    def sync(self) -> None:
+        """Copy the live graph's removal history (call after every removal)."""
+        graph = self.graph
+        if graph is not None:
+            self._current = [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in graph.pruning_history()]
 
     def history(self) -> list[list[Any]]:
-        current = self.graph.pruning_history() if self.graph is not None else []
-        return self.earlier + [[name, bool(out), [int(i) for i in idxs]] for name, out, idxs in current]
+        self.sync()
+        return self.earlier + [list(entry) for entry in self._current]
 
     def to_json(self, model: nn.Module) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "original": self.original, "example_inputs": self.inputs,
-                "history": self.history(), "final": signature(model)}
+        doc = {"format": FORMAT, "version": VERSION, "original": self.original, "example_inputs": self.inputs,
+               "history": self.history(), "final": signature(model)}
+        if self.trace != "eval":
+            doc["trace"] = self.trace
+        return doc
 
 
 _RECORDS: "weakref.WeakKeyDictionary[nn.Module, StructureRecord]" = weakref.WeakKeyDictionary()
 
 
-def attach(model: nn.Module, graph: Any, example_inputs: Any) -> StructureRecord:
+def attach(model: nn.Module, graph: Any, example_inputs: Any, trace: str = "eval") -> StructureRecord:
     """Start (or continue) the record of ``model`` with a new dependency graph that will do the pruning."""
     record = _RECORDS.get(model)
     if record is None:
@@ -182,6 +207,8 @@ def attach(model: nn.Module, graph: Any, example_inputs: Any) -> StructureRecord
     else:
         record.earlier = record.history()
     record.graph = graph
+    if trace != "eval":
+        record.trace = trace
     _RECORDS[model] = record
     return record
 
@@ -190,6 +217,7 @@ def record_of(model: nn.Module) -> StructureRecord | None:
     return _RECORDS.get(model)
 
 
-def adopt(model: nn.Module, original: list[list[Any]], inputs: Any, history: list[list[Any]]) -> None:
+def adopt(model: nn.Module, original: list[list[Any]], inputs: Any, history: list[list[Any]],
+          trace: str = "eval") -> None:
     """Record that ``model`` (just rebuilt by :func:`earlyprune.load`) carries ``history`` already."""
-    _RECORDS[model] = StructureRecord(original=original, inputs=inputs, earlier=list(history))
+    _RECORDS[model] = StructureRecord(original=original, inputs=inputs, earlier=list(history), trace=trace)

@@ -19,10 +19,6 @@ from ..training.config import RUNTIME_FIELDS, TrainConfig
 from .energy import add_energy, measure_energy
 from .plan import RunSpec
 
-#: what a run directory holds before its first checkpoint (a run killed during epoch 0)
-_FRESH_FILES = {rundir.CONFIG, rundir.METRICS}
-
-
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in rundir.jsonable(cfg.to_dict()).items() if k not in RUNTIME_FIELDS}
 
@@ -37,8 +33,8 @@ def _check_same(path: Path, spec: RunSpec) -> None:
 
 
 def state(spec: RunSpec) -> str:
-    """``new``, ``partial`` (a checkpoint to resume), ``restart`` (killed before its first checkpoint) or
-    ``complete``."""
+    """``new``, ``partial`` (a checkpoint to resume), ``restart`` (killed before its first checkpoint: resumed
+    from epoch 0) or ``complete``."""
     path = spec.path
     if not path.exists() or not any(path.iterdir()):
         return "new"
@@ -46,13 +42,7 @@ def state(spec: RunSpec) -> str:
     summary = rundir.read_summary(path)
     if summary is not None and summary.get("complete") and len(rundir.read_metrics(path)) >= spec.config.epochs:
         return "complete"
-    if (path / POINTER).is_file():
-        return "partial"
-    extra = {p.name for p in path.iterdir()} - _FRESH_FILES
-    if extra:
-        raise ValueError(f"{path} holds {sorted(extra)[0]} but no checkpoint: not a run this tool can continue; "
-                         f"move it away")
-    return "restart"
+    return "partial" if (path / POINTER).is_file() else "restart"
 
 
 def _train_in_subprocess(spec: RunSpec, resume: bool, runtime: dict[str, Any]) -> None:
@@ -86,13 +76,11 @@ def ensure_run(spec: RunSpec, *, energy: bool = False, country: str = "USA", iso
     if what == "complete":
         return "skipped"
     runtime = {k: getattr(spec.config, k) for k in ("progress", "threads", "data_dir", "data_cache", "download")}
-    if what == "restart":
-        for name in _FRESH_FILES:
-            (spec.path / name).unlink(missing_ok=True)
+    resume = what in ("partial", "restart")  # a run without checkpoint restarts at epoch 0 through --resume
     with measure_energy(energy, country) as measured:
         if isolate:
-            _train_in_subprocess(spec, what == "partial", runtime)
-        elif what == "partial":
+            _train_in_subprocess(spec, resume, runtime)
+        elif resume:
             train(resume=spec.path, overrides=runtime, log=log)
         else:
             train(spec.config, log=log)

@@ -317,7 +317,8 @@ def collect(paths: Iterable[str | Path]) -> RunCollection:
             continue
         if (path / MANIFEST).is_file():
             out.comparisons.append(path)
-        children = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        # hidden names: a run directory still being created (training/rundir.py), never a run
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_dir(p))
         if not children and not (path / MANIFEST).is_file():
             out.missing.append(MissingRun(path, "holds no run directories"))
         for child in children:

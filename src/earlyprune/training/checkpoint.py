@@ -1,15 +1,27 @@
 """Checkpoints that continue a run exactly, written atomically, without pickle.
 
-A checkpoint is a directory ``checkpoints/epoch-NNNN/`` in the run directory with
+A checkpoint is a directory ``checkpoints/after-epoch-NNNN/`` (named by the last epoch it holds, from 0) in the
+run directory with
 
 * ``model.safetensors`` — the model in its current (possibly pruned) shape, written by :func:`earlyprune.save`:
   weights plus the pruned structure, rebuilt on resume from the original architecture by :func:`earlyprune.load`;
 * ``state.json`` + ``state.safetensors`` — optimizer, LR scheduler, gradient scaler, pruner (and policy), data
   order and RNG states, encoded by :mod:`.statecodec` (JSON with references to tensors).
 
-The directory is complete before ``checkpoint.json`` — the pointer a resume reads — is replaced to name it
-(``os.replace`` is atomic), so a run killed at any moment keeps the previous checkpoint. Older checkpoint
-directories are removed afterwards.
+The write protocol, so that a kill at any instant leaves a run that ``--resume`` continues:
+
+1. the files are written into ``checkpoints/.tmp-after-epoch-NNNN/`` (a leftover of a killed write is removed
+   first);
+2. that directory is renamed to ``checkpoints/after-epoch-NNNN/`` (one ``os.replace``; a complete directory of
+   that name that no pointer names — left by a run killed between steps 2 and 3 — is replaced);
+3. ``checkpoint.json`` — the pointer, the only thing a resume trusts — is written to a temporary file and
+   ``os.replace``-d over the old one: the commit point;
+4. older checkpoint directories are removed.
+
+Before step 3 completes, the pointer names the previous checkpoint, which is untouched; a run killed before its
+first pointer exists is resumed from epoch 0 (:func:`has_checkpoint`). The pointer may only name
+``checkpoints/after-epoch-NNNN`` (or an older run's ``checkpoints/epoch-NNNN``) inside its own run directory. Only one process writes a run directory (rank 0 under
+``torchrun``); :mod:`.faults` names the points between these steps for the fault-injection tests.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,24 +42,29 @@ from torch import nn
 from ..errors import DamagedFileError, EarlyPruneError
 from .. import sealed
 from ..io import StructureMismatchError, load, save
-from . import statecodec
+from . import faults, statecodec
 
 FORMAT = "earlyprune.checkpoint"
 VERSION = 1
 POINTER = "checkpoint.json"
+#: what a pointer may name, and the epoch count each name stands for (``epoch-N``: runs from before issue 13)
+_NAMES = ((re.compile(r"checkpoints/after-epoch-(\d{4,})"), 1), (re.compile(r"checkpoints/epoch-(\d{4,})"), 0))
 
 
 class CheckpointError(EarlyPruneError, ValueError):
     """A checkpoint is missing, truncated or from an incompatible version."""
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+def write_json_atomic(path: Path, doc: Any, *, kill_point: str | None = None) -> None:
+    """Write ``doc`` as JSON to ``path`` through a temporary file and ``os.replace``; ``kill_point`` names the
+    :mod:`.faults` point between the two."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    if kill_point is not None:
+        faults.point(kill_point)
     os.replace(tmp, path)
 
 
@@ -61,28 +79,49 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, state: dict[str
     shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while writing
     tmp.mkdir()
     save(model, tmp / "model.safetensors")
+    faults.point("checkpoint.model")
     doc, tensors = statecodec.encode(state)
     save_file(tensors, str(tmp / "state.safetensors"))
     sealed.seal(tmp / "state.safetensors")
     write_json_atomic(tmp / "state.json", _with_checksum({"format": FORMAT, "version": VERSION, "epoch": epoch,
                                                           "state": doc}))
+    faults.point("checkpoint.files")
     final = root / name
     if final.exists():  # written by a killed run but never pointed to: not a checkpoint anyone relies on
         shutil.rmtree(final)
     os.replace(tmp, final)
+    faults.point("checkpoint.renamed")
     write_json_atomic(run_dir / POINTER, {"format": FORMAT, "version": VERSION, "epoch": epoch,
-                                          "path": f"checkpoints/{name}"})
+                                          "path": f"checkpoints/{name}"}, kill_point="checkpoint.pointer-written")
+    faults.point("checkpoint.pointer")
     for old in root.iterdir():
         if old.name != name and old.name.startswith(("after-epoch-", "epoch-")):  # "epoch-N": before issue 13
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def remove_stale(run_dir: Path) -> None:
+    """Remove what killed writes left in ``checkpoints/``: every directory the pointer does not name (all of
+    them when there is no pointer yet)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return
+    keep = read_pointer(run_dir)["path"].rpartition("/")[2] if has_checkpoint(run_dir) else None
+    for entry in root.iterdir():
+        if entry.name != keep and entry.name.startswith(("after-epoch-", "epoch-", ".tmp-")):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run has committed a checkpoint (its pointer exists); without one it restarts at epoch 0."""
+    return (run_dir / POINTER).is_file()
+
+
 def read_pointer(run_dir: Path) -> dict[str, Any]:
     path = run_dir / POINTER
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} has no {POINTER}: it is not a run directory written by `earlyprune train` "
-                              f"(or was stopped before its first epoch ended); start a new run instead")
+        raise CheckpointError(f"{run_dir} has no {POINTER}: no epoch of it has finished (`earlyprune train --resume "
+                              f"{run_dir}` restarts it at epoch 0)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -92,7 +131,25 @@ def read_pointer(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is format {doc.get('format')!r} version {doc.get('version')!r}, this "
                               f"earlyprune reads {FORMAT!r} version {VERSION}; resume it with the earlyprune that "
                               f"wrote it")
+    _check_pointer(run_dir, doc)
     return doc
+
+
+def _check_pointer(run_dir: Path, doc: dict[str, Any]) -> None:
+    """The pointer may name only ``checkpoints/after-epoch-NNNN`` of its own run (not a path elsewhere, not through
+    a link that leaves the run directory), for the epochs it counts."""
+    target, epoch = doc.get("path"), doc.get("epoch")
+    counts = [int(m.group(1)) + offset for pattern, offset in _NAMES
+              if isinstance(target, str) and (m := pattern.fullmatch(target))]
+    where = run_dir / POINTER
+    if not counts or isinstance(epoch, bool) or not isinstance(epoch, int) or counts[0] != epoch:
+        raise CheckpointError(f"{where} names {target!r} for epoch {epoch!r}; a checkpoint pointer may only name "
+                              f"checkpoints/after-epoch-NNNN of its own run for the epochs it counts: the run "
+                              f"directory is damaged")
+    root = run_dir.resolve()
+    if not (run_dir / target).resolve().is_relative_to(root):
+        raise CheckpointError(f"{where} names {target!r}, which leads outside {run_dir} (a link?); a checkpoint "
+                              f"pointer may only name a directory inside its run")
 
 
 def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Module, dict[str, Any]]:

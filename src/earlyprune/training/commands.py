@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..argtypes import parser
+from ..errors import ConfigError
 from ..validation import Each, Options, Rule
 from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
 
@@ -42,8 +43,13 @@ def add_train_parser(sub: Any) -> None:
                                    "after every epoch to OUT_DIR/NAME.")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (keys as below, e.g. "
                                                     "batch_size: 256); flags override it")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
-                                                       "(only run options such as --progress may change)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, or "
+                                                       "from epoch 0 if it stopped before its first one (only run "
+                                                       "options such as --progress may change)")
+    p.add_argument("--allow-changed", metavar="SETTING,…", default=None,
+                   help="with --resume: let these settings differ from the stored run (e.g. threads,batch-size); "
+                        "without it a resume that would change the results (threads, device, PyTorch, data, any "
+                        "training option) is refused with the list of differences. Recorded in summary.json")
     add_config_arguments(p)
 
 
@@ -109,8 +115,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None:
             raise ValueError("--config starts a new run; --resume continues a stored one: pass only one of them")
-        result = train(resume=args.resume, overrides=_overrides(args))
+        result = train(resume=args.resume, overrides=_overrides(args), allow_changed=args.allow_changed)
     else:
+        if args.allow_changed is not None:
+            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
         result = train(config_from_args(args))
     from .summary import format_summary
 

@@ -1,26 +1,33 @@
 """The run directory ``<out_dir>/<name>/`` and its plain-JSON files.
 
-``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line per epoch), ``summary.json``,
-``model.safetensors`` + ``structure.json`` (the final model, loadable with :func:`earlyprune.load`), and the
-latest checkpoint (:mod:`.checkpoint`). Every file is replaced atomically.
+``config.json`` (the resolved configuration), ``environment.json`` (threads, device, PyTorch version and data
+fingerprint the run computes with, and the changes a resume was allowed to make: :mod:`.environment`,
+:mod:`.resume`), ``metrics.jsonl`` (one line per epoch), ``summary.json``, ``model.safetensors`` +
+``structure.json`` (the final model, loadable with :func:`earlyprune.load`), and the latest checkpoint
+(:mod:`.checkpoint`). Every file is replaced atomically, and the directory itself appears complete: it is
+assembled under a hidden name and renamed, so a run directory always holds its ``config.json``.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .checkpoint import POINTER, write_json_atomic
-from .config import RUNTIME_FIELDS, TrainConfig
+from .config import TrainConfig
 
 CONFIG, METRICS, SUMMARY, MODEL, STRUCTURE = "config.json", "metrics.jsonl", "summary.json", "model.safetensors", \
     "structure.json"
+ENVIRONMENT = "environment.json"
+_ENV_FORMAT = "earlyprune.environment"
 
 
 def jsonable(value: Any) -> Any:
@@ -46,25 +53,67 @@ def default_name(cfg: TrainConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", raw).strip("-.") or "run"
 
 
-def create_run_dir(cfg: TrainConfig) -> Path:
-    """A new, empty run directory: ``--name`` as given (refused if it holds a run), or a numbered default."""
+def create_run_dir(cfg: TrainConfig, environment: dict[str, Any]) -> Path:
+    """A new run directory holding ``config.json`` and ``environment.json``: ``--name`` as given (refused if it
+    holds anything), or a numbered default. Assembled under a hidden name and renamed into place, so a kill
+    leaves either no run directory or one that ``--resume`` continues."""
     out = Path(cfg.out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.name is not None:
         path = out / cfg.name
-        if path.exists() and any(path.iterdir()):
-            raise ValueError(f"{path} already holds files; continue that run with `earlyprune train --resume {path}` "
-                             f"or choose another --name")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    base = default_name(cfg)
-    for i in range(1, 10_000):
-        path = out / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ValueError(_taken(path))
+        candidates = [path]
+    else:
+        base = default_name(cfg)
+        candidates = [out / (base if i == 1 else f"{base}-{i}") for i in range(1, 10_000)]
+    staged = _stage(out, candidates[0].name, cfg, environment)
+    for path in candidates:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
             continue
-    raise ValueError(f"too many runs named {base}* in {out}; pass --name")
+        try:
+            if path.is_dir():
+                path.rmdir()  # empty: take its place (os.rename cannot replace a directory everywhere)
+            os.rename(staged, path)
+            return path
+        except OSError:  # taken meanwhile by another process
+            continue
+    shutil.rmtree(staged, ignore_errors=True)
+    if cfg.name is not None:
+        raise ValueError(_taken(candidates[0]))
+    raise ValueError(f"too many runs named {candidates[0].name}* in {out}; pass --name")
+
+
+def _taken(path: Path) -> str:
+    if (path / CONFIG).is_file():
+        return (f"{path} already holds a run; continue it with `earlyprune train --resume {path}` (a run stopped "
+                f"before its first checkpoint restarts at epoch 0) or choose another --name")
+    return (f"{path} already holds files but no run (no {CONFIG}), so neither a new run nor --resume can use it: "
+            f"choose another --name or move the files away")
+
+
+def _stage(out: Path, name: str, cfg: TrainConfig, environment: dict[str, Any]) -> Path:
+    """``out/.NAME.new-PID/`` with the run's first files; stale ones of killed processes are removed."""
+    for stale in out.glob(f".{glob.escape(name)}.new-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staged = out / f".{name}.new-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    write_config(staged, cfg)
+    write_environment(staged, environment, [])
+    return staged
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -84,31 +133,59 @@ def read_config(run_dir: Path) -> TrainConfig:
         raise ValueError(f"{path} cannot be read by this earlyprune ({exc}); the run is incompatible") from None
 
 
-def merge_resume(stored: TrainConfig, overrides: dict[str, Any], run_dir: Path) -> TrainConfig:
-    """The stored configuration with the runtime ``overrides`` applied; any other difference is an error."""
+def merge_resume(stored: TrainConfig, overrides: dict[str, Any], changes: list[dict[str, Any]]) -> TrainConfig:
+    """The configuration a resume continues with: the stored one, with the changes earlier resumes were allowed
+    to make (``environment.json``) and the ``overrides`` applied."""
     values = stored.to_dict()
-    for key, value in overrides.items():
-        if key in RUNTIME_FIELDS or values.get(key) == value:
-            values[key] = value
-            continue
-        flag = "--" + key.replace("_", "-")
-        raise ValueError(f"{flag} {value!r} differs from the resumed run's {values.get(key)!r}; --resume continues "
-                         f"{run_dir} with its stored configuration: drop {flag}, or start a new run")
+    for change in changes:
+        if change["setting"] in values:
+            values[change["setting"]] = change["now"]
+    values.update(overrides)
     return TrainConfig(**values)
 
 
+def write_environment(run_dir: Path, environment: dict[str, Any], changes: list[dict[str, Any]]) -> None:
+    write_json_atomic(run_dir / ENVIRONMENT, {"format": _ENV_FORMAT, "version": 1, "environment": jsonable(environment),
+                                              "changes": jsonable(changes)})
+
+
+def read_environment(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """``(environment, changes)`` of ``environment.json``; ``(None, [])`` for a run that predates it."""
+    path = run_dir / ENVIRONMENT
+    if not path.is_file():
+        return None, []
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise ValueError(f"{path} is not JSON; the run directory is damaged") from None
+    if not isinstance(doc, dict) or doc.get("format") != _ENV_FORMAT or not isinstance(doc.get("environment"), dict) \
+            or not isinstance(doc.get("changes"), list):
+        raise ValueError(f"{path} is not an earlyprune environment record; the run directory is damaged")
+    return doc["environment"], doc["changes"]
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``; a last line without its newline (an append cut short by a kill) is left
+    out."""
     path = run_dir / METRICS
     if not path.is_file():
         return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    torn = lines.pop()  # "" when the file ends with a newline
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except ValueError:
             raise ValueError(f"{path} line {i + 1} is not JSON; the run directory is damaged") from None
+    if torn.strip():
+        try:
+            rows.append(json.loads(torn))  # complete, only the newline missing (written by hand?)
+        except ValueError:
+            pass
     return rows
 
 

@@ -12,7 +12,8 @@ ranks, only rank 0 writes.
 Exact resumption (CPU): the checkpoint after an epoch holds everything that the next epoch reads — model
 (current shape), optimizer, scheduler, scaler, pruner (and policy) state, the data loader's generator and the
 global RNG states — and a resumed run rebuilds every object in the same order before restoring them, so
-continuing gives bit-identical weights and metrics.
+continuing gives bit-identical weights and metrics. A run killed before its first checkpoint restarts at epoch 0;
+a resume that would change a setting the results depend on is refused (:mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import resource
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +47,12 @@ from ..rounding import AutoRoundTo
 from ..steptime import StepTime
 from ..timing import Stopwatch
 from ..validation import InvalidParameterError
-from . import rundir
+from . import environment, faults, rundir
 from ..optimizer_state import check_state
-from .checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
-                         write_json_atomic)
+from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint,
+                         set_rng_state, write_json_atomic)
 from .config import TrainConfig, ratio_text
+from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
 from .data import BatchLoader, ImageData, load_dataset
 from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
@@ -178,6 +180,31 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         raise
 
 
+#: weight of each auxiliary classifier's loss (GoogLeNet, Szegedy et al. 2015, §5: "weighted by 0.3")
+AUX_WEIGHT = 0.3
+
+
+def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, loss)`` of a training-mode output: a tensor, or a tuple whose first entry is the logits and the
+    rest auxiliary classifiers (torchvision's GoogLeNet / Inception-v3), added with :data:`AUX_WEIGHT`."""
+    if isinstance(out, torch.Tensor):
+        return out, loss_fn(out, targets)
+    if isinstance(out, tuple) and out and all(isinstance(o, torch.Tensor) or o is None for o in out) \
+            and isinstance(out[0], torch.Tensor):
+        aux = [o for o in out[1:] if o is not None]
+        return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
+                                                                   torch.zeros((), device=out[0].device))
+    raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
+                    f"or a tuple (logits, auxiliary logits…)")
+
+
+def _step_loss(run: "_Run") -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The run's training loss as the speed measurements call it: ``loss(output, targets)``, auxiliary outputs
+    included (:func:`training_loss`)."""
+    return lambda out, targets: training_loss(out, targets, run.loss_fn)[1]
+
+
 def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
              parallel: DataParallel | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on ``loader`` (over all ranks' shards under torchrun)."""
@@ -205,47 +232,84 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
 
 
-def _prepare_config(config: TrainConfig | None, resume: str | Path | None,
-                    overrides: dict[str, Any] | None) -> tuple[TrainConfig, Path | None]:
+@dataclass
+class _Resume:
+    """What a resume compares and may change: the stored environment record, the changes earlier resumes were
+    allowed to make, the changes allowed by name now, and those accepted so far."""
+
+    run_dir: Path
+    stored_environment: dict[str, Any] | None
+    earlier_changes: list[dict[str, Any]]
+    allowed: frozenset[str]
+    accepted: list[Difference] = field(default_factory=list)
+
+    def check(self, diffs: list[Difference]) -> None:
+        self.accepted += accept(diffs, self.allowed, self.run_dir)
+
+
+def _prepare_config(config: TrainConfig | None, resume: str | Path | None, overrides: dict[str, Any] | None,
+                    allowed: frozenset[str]) -> tuple[TrainConfig, _Resume | None]:
+    """The configuration to run; when resuming, every difference from the stored run (configuration and the
+    environment known before the data are loaded) has been checked."""
     if resume is None:
+        if allowed:
+            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
         if config is None:
             config = TrainConfig(**(overrides or {}))
         return config.validate().resolved(), None
     run_dir = Path(resume).expanduser()
     stored = rundir.read_config(run_dir)
-    return rundir.merge_resume(stored, overrides or {}, run_dir).validate(), run_dir
+    stored_env, changes = rundir.read_environment(run_dir)
+    before = rundir.merge_resume(stored, {}, changes)
+    cfg = rundir.merge_resume(stored, overrides or {}, changes).validate()
+    check = _Resume(run_dir, stored_env, changes, allowed)
+    now = environment.capture(cfg.threads, resolve_device(cfg.device))
+    check.check(config_differences(before.to_dict(), cfg.to_dict()) + environment_differences(stored_env, now))
+    return cfg, check
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
           overrides: dict[str, Any] | None = None, write: bool = True,
-          log: Callable[[str], None] = print) -> RunResult:
+          log: Callable[[str], None] = print, allow_changed: str | Iterable[str] | None = None) -> RunResult:
     """Train with early pruning; write the run directory (unless ``write`` is False) and return the result.
 
     Args:
         config: the run's configuration (ignored when resuming).
-        resume: a run directory to continue from its latest checkpoint; ``overrides`` may change only the
-            runtime options (:data:`~earlyprune.training.config.RUNTIME_FIELDS`).
+        resume: a run directory to continue from its latest checkpoint (from epoch 0 if it has none yet);
+            ``overrides`` may change the runtime options (:data:`~earlyprune.training.config.RUNTIME_FIELDS`)
+            and, if named in ``allow_changed``, settings the results depend on.
         overrides: option values given explicitly (the CLI's flags); with ``config=None`` and no ``resume`` they
             are the configuration.
         write: False keeps everything in memory (no run directory, no checkpoints).
         log: where progress lines go.
+        allow_changed: settings a resume may change (``"threads,batch_size"`` or a list; see
+            :func:`~earlyprune.training.resume.setting_names`); any other difference from the stored run is
+            refused with the list of differences (:class:`~earlyprune.training.resume.ResumeRefused`).
     """
-    cfg, run_dir = _prepare_config(config, resume, overrides)
+    cfg, check = _prepare_config(config, resume, overrides, parse_allowed(allow_changed))
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
     loggers: list[RunLogger] = []
     try:
         loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
-        run = _setup(cfg, run_dir, write, progress, parallel)
+        run = _setup(cfg, check.run_dir if check else None, write, progress, parallel)
+        env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
+        run.environment = env
+        if check is not None:
+            check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
         state = _build(run)
         if state is not None:
             _restore(run, state)
+        elif check is not None:
+            _restart(run)
         elif write:  # rank 0 names and creates the run directory; the others learn where it is
-            run.run_dir = broadcast_object(rundir.create_run_dir(cfg) if parallel.is_main else None)
+            run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
             if parallel.is_main:
-                rundir.write_config(run.run_dir, cfg)
+                faults.point("run.created")
         if run.writing and run.speed is not None:
             write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
+        if check is not None:
+            _record_resume(run, check)
         run.loggers = loggers
         name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
         for logger in loggers:
@@ -298,6 +362,8 @@ class _Run:
     compiled: CompileDecision | None = None
     budget: dict[str, Any] | None = None
     setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
+    environment: dict[str, Any] = field(default_factory=dict)
+    resume_changes: list[dict[str, Any]] = field(default_factory=list)
     loggers: list[RunLogger] = field(default_factory=list)
 
     @property
@@ -351,7 +417,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
     cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
     run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
     state = None
-    if run.run_dir is not None:
+    if run.run_dir is not None and has_checkpoint(run.run_dir):
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
         run.parallel.check_resume(state, run.run_dir)
     run.model = model.to(run.device)
@@ -391,7 +457,7 @@ def _resolve_speed(run: _Run) -> None:
         x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
         with Stopwatch(run.device) as clock:
             run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
-                choose_settings(run.model, x, y, run.loss_fn, run.device, cfg.precision, cfg.channels_last)
+                choose_settings(run.model, x, y, _step_loss(run), run.device, cfg.precision, cfg.channels_last)
                 if run.parallel.is_main else None)
         run.setup_seconds = (clock.seconds, clock.cpu_seconds)
         times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
@@ -454,9 +520,39 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
                          f"has; the run directory is damaged")
     if run.parallel.is_main:
         rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
+        remove_stale(run_dir)
+        faults.point("resume.restored")
     run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
                      f"(phase {run.pruner.phase})" if start < epochs
                      else f"{run_dir} is already complete ({epochs} epochs)")
+
+
+def _restart(run: _Run) -> None:
+    """Resume a run stopped before its first checkpoint: from epoch 0, as it started (its lines dropped)."""
+    assert run.run_dir is not None
+    if run.parallel.is_main:
+        rundir.write_metrics(run.run_dir, [])
+        remove_stale(run.run_dir)
+        faults.point("resume.restored")
+    run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
+
+
+def _record_resume(run: _Run, check: _Resume) -> None:
+    """Commit the allowed changes (environment.json first: a kill before config.json is rewritten makes the next
+    resume ask again and record the same change once) and keep the record for summary.json."""
+    changes = list(check.earlier_changes)
+    for diff in check.accepted:
+        entry = rundir.jsonable(diff.to_dict(run.start_epoch))
+        if entry not in changes:
+            changes.append(entry)
+    run.resume_changes = changes
+    if run.writing and (check.accepted or check.stored_environment is None):
+        assert run.run_dir is not None
+        rundir.write_environment(run.run_dir, run.environment, changes)
+        if any(d.setting in run.cfg.__dataclass_fields__ for d in check.accepted):
+            rundir.write_config(run.run_dir, run.cfg)
+    for diff in check.accepted:
+        run.progress.log(f"resuming with {diff} (allowed by --allow-changed; recorded in summary.json)")
 
 
 def _loop(run: _Run) -> None:
@@ -487,6 +583,7 @@ def _loop(run: _Run) -> None:
         if run.writing:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
+            faults.point("epoch.metrics")
             _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
                         run.train_loader, run.lottery)
         run.progress.end_epoch(_epoch_line(row, run.epochs))
@@ -546,7 +643,7 @@ def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
         removed = np.array(p.widths) - np.array(pruner.groups.widths())
         predicted = (p.predict(), p.predict(removed))
     x, y = _batch(run)
-    gain = measure_gain(run.dense_copy, run.model, x, y, run.loss_fn, run.precision.dtype,  # type: ignore[arg-type]
+    gain = measure_gain(run.dense_copy, run.model, x, y, _step_loss(run), run.precision.dtype,  # type: ignore[arg-type]
                         dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
                         target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
                         widths=pruner.groups.widths())
@@ -579,7 +676,7 @@ def _compile(run: _Run, next_epoch: int) -> None:
         run.compiled = CompileDecision("auto", remaining_steps=remaining,
                                        reason="auto does not compile under torchrun (use --compile on)")
         return
-    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, run.loss_fn, run.precision.dtype,
+    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, _step_loss(run), run.precision.dtype,
                                              remaining)
     if compiled is not None:   # the training steps go through it (the DDP wrapper under torchrun)
         run.net = compiled
@@ -617,6 +714,8 @@ def _finish(run: _Run) -> RunResult:
                           else next((r["compile"] for r in rows if r.get("compile")), None))
     summary["time_budget"] = run.budget
     summary["ratio"] = pruner.ratio
+    summary["environment"] = run.environment
+    summary["resume_changes"] = run.resume_changes
     summary["world_size"] = run.parallel.world_size
     summary["global_batch_size"] = run.train_loader.global_batch_size
     summary["ranks"] = run.parallel.agreement(run.model)
@@ -631,6 +730,7 @@ def _finish(run: _Run) -> RunResult:
         if summary["complete"]:
             _write_model(run_dir, run.model)
             summary["model_bytes"] = summary["disk"]["file_bytes"] = (run_dir / rundir.MODEL).stat().st_size
+            faults.point("finish.model")
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
             run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
@@ -661,8 +761,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                out = net(x)
-                loss = loss_fn(out, y)
+                out, loss = training_loss(net(x), y, loss_fn)
             guard.observe(loss)
             scaler.scale(loss).backward()
             if scaler.is_enabled():
@@ -678,6 +777,8 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
                 _set_memory_format(model, optimizer, channels_last)
                 net = run.rewrap() if run is not None else model
+                faults.point("prune.step")
+            faults.point("train.batch")
             loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
