@@ -70,12 +70,18 @@ CLAIMS = {
 }
 
 
+#: the papers' definitions, whatever the trainer's defaults: PaT's ratio counts channels, no per-group limit, no
+#: compile (bit-exact resumes)
+PAPER = {"target": "channels", "max_group_ratio": 1.0, "compile": "off"}
+
+
 def profiles(args: argparse.Namespace) -> dict[str, Any]:
     """The three profiles: base configuration, comparison and 3SP settings."""
     device = args.device
     if args.profile == "smoke":
         base = TrainConfig(model="small_cnn", model_args={"width": 4}, dataset="synthetic:64", image_size=8,
-                           epochs=2, batch_size=16, steps=2, progress="none", device=device, round_to=1)
+                           epochs=2, batch_size=16, steps=2, progress="none", device=device, round_to=1,
+                           **PAPER)
         return dict(base=base, oracle=[0, 1], repeats=2, isolate=False,
                     policies=["init", "epoch:1", "random:0-1", "epi:r=1,cap=1", "earlycrop:cap=1",
                               "earlybird:cap=1", "before@snip"],
@@ -84,14 +90,14 @@ def profiles(args: argparse.Namespace) -> dict[str, Any]:
         data = prepare_subset(Path(args.data), args.root / "data", train_per_class=400, test_per_class=200)
         base = TrainConfig(model=args.model or "resnet20", dataset=f"folder:{data}", epochs=10, batch_size=64,
                            lr=0.05, precision="bf16", channels_last=True, device=device, threads=args.threads,
-                           progress="log", round_to=1)
+                           progress="log", round_to=1, **PAPER)
         return dict(base=base, oracle=[0, 1, 2, 3, 4], repeats=3, isolate=True,
                     policies=["init", "epoch:4", "random:0-4", "epi:r=2,cap=4", "earlycrop:cap=4",
                               "earlybird:cap=4", "before@snip"],
                     three_sp={"epi": "epi:r=2,cap=4", "lambda": 0.05}, latency_reps=50)
     base = TrainConfig(model=args.model or "resnet56", dataset=f"folder:{args.data}", epochs=90, batch_size=128,
                        lr=0.1, precision="bf16", channels_last=True, device=device, threads=args.threads,
-                       progress="log", round_to=1)
+                       progress="log", round_to=1, **PAPER)
     return dict(base=base, oracle=[0, 1, 2, 4, 8, 12, 16, 20, 30], repeats=10, isolate=True,
                 policies=["init", "epoch:30", "random:0-30", "epi", "earlycrop", "earlybird", "before@snip",
                           "before@crop"],

@@ -248,6 +248,16 @@ case("API", "EarlyPruner(..., record_signals='yes')", ep.InvalidParameterError, 
     lambda tmp: _pruner(record_signals="yes"))
 case("API", "EarlyPruner(..., compute_aware=-1)", ep.InvalidParameterError, "got -1")(
     lambda tmp: _pruner(compute_aware=-1))
+case("API", "EarlyPruner(..., max_group_ratio=0)", ep.InvalidParameterError, "got 0")(
+    lambda tmp: _pruner(max_group_ratio=0))
+case("API", "EarlyPruner(..., ratio=0.9, max_group_ratio=0.5)", ep.InfeasibleTargetError, "max_group_ratio=0.5")(
+    lambda tmp: _pruner(ratio=0.9, max_group_ratio=0.5))
+case("API", "EarlyPruner(..., target='latency', step_time='fast')", ep.InvalidParameterError, "got 'fast'")(
+    lambda tmp: _pruner(target="latency", step_time="fast"))
+case("API", "StepTime(clock='gpu')", ep.InvalidParameterError, "got 'gpu'")(lambda tmp: ep.StepTime(clock="gpu"))
+case("API", "select(groups, scores, 0.5, target='latency') (no predictor=)", ValueError, "predictor=")(
+    lambda tmp: (lambda g: ep.select(g, {n.name: torch.rand(n.width) for n in g}, 0.5, target="latency"))(
+        ep.ChannelGroups(MLP(), torch.randn(2, 20))))
 case("API", "EarlyPruner('resnet', x, 0.5)", ep.InvalidParameterError, "got 'resnet'")(
     lambda tmp: ep.EarlyPruner("resnet", X, 0.5, optimizer=None))
 case("API", "EarlyPruner(model, x, 0.5) (no optimizer=)", TypeError, "optimizer=")(
@@ -311,6 +321,14 @@ case("CLI", "earlyprune train --pruner-arg compute_aware=-1", EXIT_2, "got -1")(
     lambda tmp: _train(tmp, "--pruner-arg", "compute_aware=-1"))
 case("CLI", "earlyprune train --precision fp16 --device cpu", EXIT_2, "fp16")(
     lambda tmp: _train(tmp, "--precision", "fp16", "--device", "cpu"))
+case("CLI", "earlyprune train --precision fast", EXIT_2, "'fast'")(lambda tmp: _train(tmp, "--precision", "fast"))
+case("CLI", "earlyprune train --channels-last sometimes", EXIT_2, "'sometimes'")(
+    lambda tmp: _train(tmp, "--channels-last", "sometimes"))
+case("CLI", "earlyprune train --compile always", EXIT_2, "'always'")(lambda tmp: _train(tmp, "--compile", "always"))
+case("CLI", "earlyprune train --target time", EXIT_2, "'time'")(lambda tmp: _train(tmp, "--target", "time"))
+case("CLI", "earlyprune train --max-group-ratio 1.5", EXIT_2, "got 1.5")(
+    lambda tmp: _train(tmp, "--max-group-ratio", "1.5"))
+case("CLI", "earlyprune train --time-budget 1", EXIT_2, "got 1")(lambda tmp: _train(tmp, "--time-budget", "1"))
 case("CLI", "earlyprune train --name a/b", EXIT_2, "'a/b'")(lambda tmp: _train(tmp, "--name", "a/b"))
 case("CLI", "earlyprune train --batch-size 0", EXIT_2, "got 0")(lambda tmp: _train(tmp, "--batch-size", "0"))
 case("CLI", "earlyprune train --label-smoothing 1", EXIT_2, "got 1")(

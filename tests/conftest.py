@@ -16,6 +16,16 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def fresh_latency_cache():
+    """The process-wide layer-timing cache emptied before and after a test (fake clocks must not meet real ones)."""
+    from earlyprune.criteria.latency import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.slow`` tests (long fuzzing profiles, sweeps) run only when asked for with ``-m slow``."""
     if "slow" in (config.getoption("markexpr") or ""):

@@ -39,7 +39,7 @@ def test_iterative_pruning_before_training_rescores_on_the_halving_schedule(crit
     x, y = images()
     total = 8 + 12 + 12 + 16 + 16
     res = ep.prune(model, x[:8], 0.8, criterion=criterion, steps=3, batches=[(x[:32], y[:32]), (x[32:], y[32:])],
-                   loss_fn=CE)
+                   loss_fn=CE, max_group_ratio=1.0)
     removed = [sum(len(v) for v in step.values()) for step in res.removed]
     cumulative = [sum(removed[: i + 1]) for i in range(3)]
     assert all(r > 0 for r in removed)                         # every step removed channels after rescoring
@@ -49,7 +49,7 @@ def test_iterative_pruning_before_training_rescores_on_the_halving_schedule(crit
     # "exponential" on request; "auto" picks it for weight-only criteria
     torch.manual_seed(0)
     res = ep.prune(randomize_(ResidualNet()), x[:8], 0.8, criterion="snip", steps=3, schedule="exponential",
-                   batches=[(x, y)], loss_fn=CE)
+                   batches=[(x, y)], loss_fn=CE, max_group_ratio=1.0)
     assert sum(len(v) for v in res.removed[0].values()) < 0.5 * total - 1
     with pytest.raises(ValueError, match="schedule"):
         ep.prune(MLP(), torch.randn(4, 20), 0.5, schedule="halve")
@@ -112,7 +112,7 @@ def test_before_policy_prunes_in_the_first_batches_then_trains_sparse():
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = images(128)
     pruner = ep.EarlyPruner(model, x[:8], 0.8, criterion="crop", policy="before:2", optimizer=opt, steps=2,
-                            loss_fn=CE, compute_aware=0.05)
+                            loss_fn=CE, compute_aware=0.05, max_group_ratio=1.0)
     assert pruner.phase == "pruning" and pruner._amounts[0] == pytest.approx([0.5, 0.8])
     losses = []
     for _ in range(4):

@@ -20,11 +20,14 @@ from earlyprune.training import faults
 from earlyprune.training.checkpoint import CheckpointError, load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average"}  # measured, not computed
-# 3 batches per epoch; epoch 1 prunes in 2 steps (after its batches 2 and 3); round_to 1: no timing decides
+TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average", "gain", "compile",
+          "cpu_seconds", "pruner_cpu_seconds", "overhead_seconds", "overhead_cpu_seconds"}  # measured, not computed
+# 3 batches per epoch; epoch 1 prunes in 2 steps (after its batches 2 and 3); round_to 1, fixed precision and
+# layout, channel target: no timing decides (the reference run and the killed one would each measure their own)
 RUN = ["--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "4",
        "--batch-size", "32", "--steps", "2", "--policy", "epoch:1", "--round-to", "1", "--warmup-epochs", "1",
-       "--threads", "1", "--progress", "none"]
+       "--threads", "1", "--progress", "none", "--precision", "fp32", "--channels-last", "off", "--target",
+       "channels"]
 KILLED = -signal.SIGKILL
 
 # each scenario: the kill point of each successive invocation (the first trains, the others --resume), then one
@@ -154,7 +157,7 @@ def test_kill_hook_refuses_unknown_points(monkeypatch):
 # -- what a resume may change ---------------------------------------------------------------------------------
 TINY = ["train", "--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:32", "--image-size", "8",
         "--epochs", "2", "--batch-size", "16", "--steps", "2", "--policy", "epoch:1", "--round-to", "1",
-        "--progress", "none"]
+        "--progress", "none", "--precision", "fp32"]   # a stated precision: a resume's change of it is visible
 
 
 def test_resume_refuses_changed_results_with_the_whole_list(tmp_path, capsys):

@@ -14,10 +14,11 @@ from earlyprune.experiments.runner import ensure_run, state
 from earlyprune.reports import load_comparison, load_run
 from earlyprune.training import TrainConfig, train
 
+# channel counts: a width-4 model is too narrow for the default time target to find time worth saving
 TINY = dict(model="small_cnn", model_args={"width": 4}, dataset="synthetic:32", image_size=8, epochs=2,
-            batch_size=16, eval_batch_size=64, steps=2, progress="none")
+            batch_size=16, eval_batch_size=64, steps=2, progress="none", target="channels")
 FLAGS = ["--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:32", "--image-size", "8",
-         "--epochs", "2", "--batch-size", "16", "--steps", "2", "--progress", "none"]
+         "--epochs", "2", "--batch-size", "16", "--steps", "2", "--progress", "none", "--target", "channels"]
 
 
 def base(tmp_path, **kw):

@@ -1,5 +1,5 @@
 """Fuzzing select(): random group sizes, scores (ties, zeros, equal values), ratios, targets, min_channels,
-round_to, convolution groups and head multiples. Every plan keeps each group at or above its minimum, leaves
+round_to, max_group_ratio, convolution groups and head multiples. Every plan keeps each group at or above its minimum, leaves
 widths on the rounding grid, removes the lowest-scored channels, meets the target — or select raises the
 feasibility error exactly when no plan can reach it — and is deterministic."""
 
@@ -89,6 +89,10 @@ class FakeGroups:
     def widths(self) -> list[int]:
         return [g.width for g in self.groups]
 
+    @property
+    def original_widths(self) -> dict[str, int]:
+        return {g.name: g.width for g in self.groups}
+
 
 @st.composite
 def problems(draw):
@@ -118,7 +122,8 @@ def problems(draw):
     target = draw(st.sampled_from(["channels", "flops", "params"]))
     min_channels = draw(st.integers(1, 12))
     round_to = draw(st.sampled_from([1, 1, 2, 4, 8, 16]))
-    return fake, scores, amount, target, min_channels, round_to
+    max_group_ratio = draw(st.sampled_from([1.0, 1.0, 0.9, 0.8, 0.5]))
+    return fake, scores, amount, target, min_channels, round_to, max_group_ratio
 
 
 def _measure(fake: FakeGroups, target: str, removed: np.ndarray) -> float:
@@ -127,8 +132,8 @@ def _measure(fake: FakeGroups, target: str, removed: np.ndarray) -> float:
 
 
 def _check(problem) -> None:
-    fake, scores, amount, target, min_channels, round_to = problem
-    kwargs = dict(target=target, min_channels=min_channels, round_to=round_to)
+    fake, scores, amount, target, min_channels, round_to, max_group_ratio = problem
+    kwargs = dict(target=target, min_channels=min_channels, round_to=round_to, max_group_ratio=max_group_ratio)
     most = reachable(fake, **kwargs)
     try:
         plan = select(fake, scores, amount, **kwargs)
@@ -145,7 +150,8 @@ def _check(problem) -> None:
     assert _measure(fake, target, removed) <= goal + 1e-9 * max(base, 1)       # meets the target
     for g, k in zip(fake.groups, kept):
         step = math.lcm(round_to, g.ch_groups, g.width_multiple)
-        floor = min(g.width, math.ceil(min_channels / step) * step)
+        need = max(min_channels, math.ceil((1 - max_group_ratio) * g.width - 1e-9), 1)   # the relative floor too
+        floor = min(g.width, math.ceil(need / step) * step)
         assert k >= floor and k >= 1                                            # never below its minimum
         assert k == g.width or k % step == 0                                    # on the rounding grid
         gone = plan.remove.get(g.name, [])
@@ -165,7 +171,7 @@ def _check(problem) -> None:
 #: tolerance absolute on a 1000-MAC baseline, relative in check_reachable)
 _TINY_AMOUNT = (FakeGroups([FakeGroup("g0", 0, 1), FakeGroup("g1", 1, 28, 2, 3, 23.0), FakeGroup("g2", 2, 16, 2, 1, 12.0)],
                            fixed=164.0),
-                {"g0": torch.zeros(1), "g1": torch.zeros(28), "g2": torch.zeros(16)}, 1e-9, "flops", 1, 16)
+                {"g0": torch.zeros(1), "g1": torch.zeros(28), "g2": torch.zeros(16)}, 1e-9, "flops", 1, 16, 1.0)
 
 
 @FAST

@@ -134,7 +134,8 @@ def test_a_pruner_resumed_on_the_pruned_model_reports_against_the_original():
     ({"policy": 3}, TypeError, "policy must be a name"),
     ({"steps": 0}, ValueError, "steps must be a positive integer"),
     ({"steps_per_epoch": -5}, ValueError, "steps_per_epoch"),
-    ({"target": "latency"}, ValueError, "target must be one of"),
+    ({"target": "seconds"}, ValueError, "target must be one of"),
+    ({"max_group_ratio": 0.0}, ValueError, "max_group_ratio must be a number in"),
     ({"optimizer": "sgd"}, TypeError, "torch.optim.Optimizer"),
 ])
 def test_bad_arguments_are_refused_at_construction(kwargs, error, match):

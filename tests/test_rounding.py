@@ -11,7 +11,7 @@ from torch import nn
 
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, LatencyTable
-from earlyprune.criteria.latency import _channels, _timed, clear_cache
+from earlyprune.criteria.latency import _channels, _timed
 from earlyprune.engine import PruningEngine
 from earlyprune.groups import ChannelGroups
 from earlyprune.rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to, decide
@@ -24,11 +24,7 @@ def wide_net() -> nn.Module:
                          nn.Linear(64, 5))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_latency_cache")
 
 
 def fake_layer_time(cost):

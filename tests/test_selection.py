@@ -26,7 +26,7 @@ def test_global_ranking_removes_the_lowest_scores(mlp_groups):
 
 def test_min_channels_protects_every_group(mlp_groups):
     scores = {"net.0": torch.zeros(32), "net.2": torch.arange(1.0, 25.0)}
-    plan = select(mlp_groups, scores, 0.6, min_channels=3)
+    plan = select(mlp_groups, scores, 0.6, min_channels=3, max_group_ratio=1.0)
     assert plan.structure[0] == 3
     assert sum(plan.structure) <= math.floor(0.4 * 56)
 
@@ -78,7 +78,8 @@ def test_unreachable_target_is_refused_or_clipped_to_what_is_allowed(mlp_groups)
     ({"amount": 1.0}, "ratio must be a number in"),
     ({"amount": -0.1}, "ratio must be a number in"),
     ({"amount": "half"}, "ratio must be a number in"),
-    ({"amount": 0.5, "target": "latency"}, "target must be one of"),
+    ({"amount": 0.5, "target": "time"}, "target must be one of"),
+    ({"amount": 0.5, "target": "latency"}, "planned with the step-time predictor"),
     ({"amount": 0.5, "min_channels": 0}, "min_channels"),
     ({"amount": 0.5, "round_to": 0}, "round_to"),
 ])

@@ -155,7 +155,7 @@ def test_the_random_criterion_follows_the_run_seed(tmp_path):
     def structure(seed, criterion="random"):
         cfg = TrainConfig(model="small_cnn", model_args={"width": 8}, dataset="synthetic:64", epochs=1,
                           batch_size=32, policy="init", criterion=criterion, seed=seed, progress="none",
-                          round_to=1)
+                          round_to=1, target="channels")
         return train(cfg, write=False).pruner.structure()
 
     assert structure(1) != structure(2)                      # --seed changes the random ranking …

@@ -11,6 +11,7 @@ Public API:
   structure vectors;
 * :data:`CRITERIA` / :data:`POLICIES` — registries of what to prune and when;
 * :class:`AutoRoundTo` — ``round_to="auto"``: kept widths rounded to the multiple measured fastest here;
+* :class:`StepTime` / :func:`measure_step_time` — the measured step-time predictor of ``target="latency"``.
 * :class:`EarlyPruneError` — the base of every error earlyprune raises on purpose (see ``docs/errors.md``).
 """
 
@@ -24,8 +25,10 @@ from .outcome import PruningOutcome, pruning_outcome
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
 from .rounding import AutoRoundTo, RoundToChoice
-from .selection import Plan, select
+from .selection import Plan
+from .targets import select
 from .signals.measures import early_pruning_indicator, structure_similarity
+from .steptime import StepTime, StepTimePredictor, measure_step_time
 from .validation import InvalidParameterError
 from .unstructured import criteria as _weight_criteria  # registers crop-u, snip-u, grasp-u, magnitude-u, random-u
 
@@ -34,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CRITERIA", "POLICIES", "AutoRoundTo", "ChannelGroup", "ChannelGroups", "ConfigError", "Criterion", "EarlyPruneError",
     "EarlyPruner", "EpochReport", "InfeasibleTargetError", "InvalidParameterError", "ModelStats", "NonFiniteError", "Plan",
-    "Policy", "PruneResult", "PruningOutcome", "RoundToChoice", "StructureMismatchError", "UnprunableGroupsError",
-    "early_pruning_indicator", "load", "measure", "prune", "pruning_outcome", "save", "select", "structure_similarity",
+    "Policy", "PruneResult", "PruningOutcome", "RoundToChoice", "StepTime", "StepTimePredictor", "StructureMismatchError",
+    "UnprunableGroupsError", "early_pruning_indicator", "load", "measure", "measure_step_time", "prune",
+    "pruning_outcome", "save", "select", "structure_similarity",
 ]

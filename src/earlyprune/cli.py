@@ -10,6 +10,7 @@ import warnings
 from . import __version__
 from .errors import EarlyPruneError
 from .argtypes import ratio, whole
+from .validation import TARGETS
 from .experiments.commands import add_compare_parser, add_sweep_parser, run_compare, run_sweep
 from .reports.commands import add_report_parser, run_report
 from .training.commands import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
@@ -24,11 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~10-15 s on "
                                "a CPU)",
                           description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
-                                      "policy triggers (epi if available, else epoch:4), prune during one epoch, "
+                                      "policy triggers (epi if available, else epoch:4), prune half of the measured "
+                                      "training-step time during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "
                                       "trainer of `earlyprune train`.")
     demo.add_argument("--epochs", type=whole(1, "epochs"), default=12, help="training epochs (default 12)")
-    demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of channels to remove (default 0.5)")
+    demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of the --target to remove (default 0.5)")
+    demo.add_argument("--target", default="latency", choices=TARGETS,
+                      help="what --ratio counts (default latency: the measured training-step time; channels is PaT's)")
     demo.add_argument("--prune-epoch", type=whole(0, "prune_epoch"), default=None,
                       help="prune during this epoch (the epoch:K policy) instead of the default policy")
     demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi if available, else epoch:4)")
@@ -61,7 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
                          f"model trains on")
     policy = f"epoch:{args.prune_epoch}" if args.prune_epoch is not None else args.policy
     result = run_demo(epochs=args.epochs, ratio=args.ratio, policy=policy, criterion=args.criterion,
-                      steps=args.steps, width=args.width, seed=args.seed, out_dir=args.out_dir,
+                      steps=args.steps, width=args.width, seed=args.seed, out_dir=args.out_dir, target=args.target,
                       log=(lambda _msg: None) if args.quiet else print)
     print(summary(result))
     return 0

@@ -211,6 +211,9 @@ class ChannelGroups(Sequence[ChannelGroup]):
         #: ``{part: scale}``: each part (see :attr:`ChannelGroup.part`) is ranked on its own and loses
         #: ``amount × scale`` of its original channels (a separate head ratio); empty: one global ranking
         self.part_ratios: dict[str, float] = {}
+        #: each group's width when the groups were built (the reference of ``max_group_ratio``); a pruner
+        #: resumed on a pruned model restores the original ones
+        self.original_widths: dict[str, int] = {g.name: g.width for g in self._groups}
 
     def _trace(self, model: nn.Module, example_inputs: Any) -> tuple[tracing.Graph, list[nn.Module]]:
         """torch-pruning's graph, traced in eval mode — or in training mode when that reaches layers eval mode

@@ -17,7 +17,9 @@ import torch
 from .engine import PruningEngine
 from .errors import InfeasibleTargetError
 from .groups import ChannelGroups
-from .selection import select
+from .selection import MAX_GROUP_RATIO, Plan
+from .steptime import StepTimePredictor
+from .targets import select
 from .unstructured.masks import MaskedWeights
 from .unstructured.selection import rank_weights, select_weights, subnetwork_counts
 from .validation import GRANULARITIES, GRANULARITY, InvalidParameterError  # noqa: F401  (re-exported)
@@ -52,32 +54,35 @@ class ChannelLevel:
     name = "channels"
 
     def __init__(self, groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1,
-                 clip: bool = False) -> None:
+                 max_group_ratio: float = MAX_GROUP_RATIO, clip: bool = False) -> None:
         self.groups = groups
         self.engine = PruningEngine(groups)
-        self.target, self.min_channels = target, min_channels
+        self.target, self.min_channels, self.max_group_ratio = target, min_channels, max_group_ratio
         #: an unreachable amount prunes as far as the constraints allow (with a warning) instead of failing — for a
         #: pruner whose construction-time reachability check was skipped (``checks=False``)
         self.clip = clip
         self.removed: dict[str, list[int]] = {}
+        self.plan: Plan | None = None   #: the last plan applied (its ``seconds``: the predicted step, time target)
 
     @property
     def units(self) -> ChannelGroups:
         return self.groups
 
     def prune(self, scores: Mapping[str, torch.Tensor], amount: float, optimizer: Any = None,
-              round_to: int = 1) -> int:
-        """Remove channels until ``amount`` of the original ``target`` is gone; returns how many were removed."""
+              round_to: int = 1, predictor: StepTimePredictor | None = None) -> int:
+        """Remove channels until ``amount`` of the original ``target`` is gone (``predictor``: the step-time model
+        of ``target="latency"``); returns how many were removed."""
+        limits = {"target": self.target, "min_channels": self.min_channels, "round_to": round_to,
+                  "max_group_ratio": self.max_group_ratio, "predictor": predictor}
         try:
-            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                          round_to=round_to)
+            plan = select(self.groups, scores, amount, **limits)
         except InfeasibleTargetError as exc:
             if not self.clip:  # checked reachable at construction: a failure here is not the user's
                 raise
             warnings.warn(f"{exc} — pruning as far as the constraints allow (checks=False skipped the "
                           f"construction-time check)", stacklevel=4)
-            plan = select(self.groups, scores, amount, target=self.target, min_channels=self.min_channels,
-                          round_to=round_to, clip=True)
+            plan = select(self.groups, scores, amount, clip=True, **limits)
+        self.plan = plan
         self.removed = self.engine.apply(plan, optimizer)
         return sum(len(v) for v in self.removed.values())
 

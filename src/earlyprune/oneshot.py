@@ -5,10 +5,12 @@ optionally rescale or re-initialise what is left (3SP §3.1)."""
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,11 +25,13 @@ from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .levels import GRANULARITY, WeightLevel, check_granularity
 from .optimizer_state import check_covers
-from .selection import SCHEDULES, check_reachable, select, step_amounts
+from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, step_amounts
+from .steptime import StepTime, StepTimePredictor
+from .targets import select
 from .unstructured.criteria import resolve_criterion
 from .unstructured.masks import MaskedWeights
-from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Boolean,
-                         Callable_, InstanceOf, Interval, Options, Rule, checked, rule)
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, GROUP_RATIO, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS,
+                         TARGET, Boolean, Callable_, InstanceOf, Interval, Options, Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class PruneResult:
     removed: list[dict[str, list[int]]] = field(default_factory=list)  #: per step: group → removed indices
     round_to: int = 1                        #: the multiple kept widths were rounded to
     round_to_choice: RoundToChoice | None = None  #: what ``round_to="auto"`` measured
+    predictor: StepTimePredictor | None = None    #: the step-time predictor of ``target="latency"``
     granularity: str = "channels"
     #: per weight-level step: weights newly masked (granularity "weights" / "both")
     masked: list[int] = field(default_factory=list)
@@ -64,6 +69,9 @@ PRUNE_RULES: dict[str, Rule] = {
     "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
     "rescale": BOOLEAN,
     "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
+    "max_group_ratio": GROUP_RATIO,
+    "step_time": rule(InstanceOf((StepTime, StepTimePredictor),
+                                 "an earlyprune.StepTime (how to measure) or a measured StepTimePredictor"), None),
     "ignored_layers": IGNORED_LAYERS,
     "granularity": GRANULARITY,
     "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
@@ -74,17 +82,18 @@ PRUNE_RULES: dict[str, Rule] = {
 @checked(PRUNE_RULES)
 def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion = "magnitude",
           target: str = "channels", steps: int = 1, min_channels: int = 1,
-          round_to: int | str | AutoRoundTo = 1,
+          round_to: int | str | AutoRoundTo = 1, max_group_ratio: float = MAX_GROUP_RATIO,
           ignored_layers: Iterable[nn.Module] | None = None,
           optimizer: torch.optim.Optimizer | None = None,
           batches: Iterable[tuple[Any, Any]] | None = None,
           loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
           compute_aware: float | None = None, latency_aware: bool = False, schedule: str = "auto",
           rescale: bool = False, reinit: bool | Callable[[nn.Module], Any] = False,
-          granularity: str = "channels", weight_ratio: float | None = None,
-          weight_criterion: str | Criterion | None = None, min_weights: int = 1) -> PruneResult:
-    """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters, see ``target``) — or to
-    mask ``ratio`` of its weights (``granularity="weights"``), or both in turn (``"both"``).
+          step_time: StepTime | StepTimePredictor | None = None, granularity: str = "channels",
+          weight_ratio: float | None = None, weight_criterion: str | Criterion | None = None,
+          min_weights: int = 1) -> PruneResult:
+    """Prune ``model`` in place to remove ``ratio`` of its channels (or MACs / parameters / training-step time, see
+    ``target``) — or to mask ``ratio`` of its weights (``granularity="weights"``), or both in turn (``"both"``).
 
     Pruning before training: 3SP is ``criterion="snip"`` with one batch (``compute_aware=λ`` for 3SP + CA,
     ``rescale=True`` / ``reinit=True`` for its initialisation options); CroP-S is ``criterion="crop"``; CroPit /
@@ -97,10 +106,11 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         example_inputs: a batch (tensor, tuple or dict) to trace the model with.
         ratio: fraction of the original ``target`` quantity to remove, in (0, 1).
         criterion: a criterion name (``"snip"``, ``"crop:mixed"``…) or instance.
-        target: ``"channels"``, ``"flops"`` or ``"params"``.
+        target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (the measured training-step time at the
+            batch size of ``batches`` — or of ``example_inputs`` — see :class:`~earlyprune.EarlyPruner`).
         steps: rescore and remove in this many steps (1 = one shot).
-        min_channels, round_to, ignored_layers: as for :class:`~earlyprune.EarlyPruner` (``round_to="auto"``
-            measures at the first step, at the batch size of ``batches``; the choice is in the result).
+        min_channels, round_to, max_group_ratio, ignored_layers, step_time: as for :class:`~earlyprune.EarlyPruner`
+            (``round_to="auto"`` measures at the first step, at the batch size of ``batches``; the choice is in the result).
         optimizer: if given, its param groups and state follow the removal.
         batches: ``(inputs, targets)`` training batches to score with (data-driven criteria); every step rescores
             on all of them (for gradient criteria, a forward/backward each; ``.grad`` is left cleared). Not
@@ -135,6 +145,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
                               min_weights=min_weights)
     baseline = MaskedWeights(model, ignored_layers=ignored_layers).baseline if granularity == "both" else None
     rounding = check_round_to(round_to)
+    predictor = step_time if isinstance(step_time, StepTimePredictor) else None
+    crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
     crit = with_modifiers(resolve_criterion(criterion, "channels"), compute_aware=compute_aware,
                           latency_aware=latency_aware)
     if granularity == "both" and weight_criterion is None and not isinstance(criterion, str):
@@ -148,7 +160,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     choice: RoundToChoice | None = None
     groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
     check_reachable(groups, ratio, target=target, min_channels=min_channels,
-                    round_to=rounding if isinstance(rounding, int) else 1)
+                    round_to=rounding if isinstance(rounding, int) else 1, max_group_ratio=max_group_ratio)
     before = measure(model, example_inputs)
     fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
     engine = PruningEngine(groups)
@@ -160,10 +172,23 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
             scores = average_scores(crit.scores(groups))
             if isinstance(rounding, AutoRoundTo):
                 choice = broadcast_object(rounding.choose(
-                    groups, scores, float(ratio), target=target, min_channels=min_channels,
-                    batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None))
+                    groups, scores, float(ratio), target="flops" if target == "latency" else target,
+                    min_channels=min_channels, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
+                    max_group_ratio=max_group_ratio))
                 rounding = choice.value
-            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding)
+            if target == "latency" and predictor is None:   # measured on the dense model, at the batches' size
+                timing_settings = step_time or StepTime()
+                batch_size = batch_size_of(batch_list[0].inputs) if batch_list else None
+                predictor = timing_settings.measure(groups, batch_size=batch_size, align=rounding)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    final = select(groups, scores, float(ratio), target=target, min_channels=min_channels,
+                                   round_to=rounding, max_group_ratio=max_group_ratio, predictor=predictor)
+                timing_settings.refit(predictor, groups, np.array(predictor.widths) - np.array(final.structure),
+                                       batch_size=batch_size)
+                predictor = broadcast_object(predictor)
+            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding,
+                          max_group_ratio=max_group_ratio, predictor=predictor)
             removed.append(engine.apply(plan, optimizer))
             crit.reset()
     finally:
@@ -185,7 +210,7 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
                        removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice,
-                       granularity=granularity, masked=masked.masked if masked else [],
+                       predictor=predictor, granularity=granularity, masked=masked.masked if masked else [],
                        weight_structure=masked.weight_structure if masked else [],
                        weight_names=masked.weight_names if masked else [])
 

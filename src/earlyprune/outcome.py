@@ -75,6 +75,13 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
     if events:  # steps ran and removed nothing
         rt = getattr(pruner, "round_to", 1)
         rounding = rt if isinstance(rt, int) else "auto"
+        if getattr(pruner, "target", None) == "latency":
+            reason = (f"{len(events)} pruning step(s) during epoch {pruner.prune_epoch} found no channel whose "
+                      f"removal is predicted to save training-step time on this device (with min_channels="
+                      f"{pruner.min_channels}, round_to={rounding}, max_group_ratio={pruner.max_group_ratio:g}): "
+                      f"the model's layers are too narrow for their width to matter here. Prune a count instead "
+                      f"(target='channels' / --target channels), or a model with wider layers")
+            return PruningOutcome(False, BLOCKED, None, 0, len(events), triggered_after, reason)
         reason = (f"{len(events)} pruning step(s) during epoch {pruner.prune_epoch} found no channel they may "
                   f"remove: with min_channels={pruner.min_channels} and round_to={rounding} every group already "
                   f"keeps its minimum (ignored and output layers are never pruned). Lower min_channels or "

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from numbers import Integral, Real
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,13 +33,16 @@ from .optimizer_state import check_covers
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .prunability import check_prunable
-from .selection import SCHEDULES, check_reachable, step_amounts
+from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, step_amounts
 from .signals.recorder import SignalRecorder
+from .steptime import StepTime, StepTimePredictor
+from .targets import select
 from .timing import Stopwatch, device_of
 from .unstructured.criteria import resolve_criterion
 from .unstructured.masks import MaskedWeights, masked_counts
-from .validation import (BOOLEAN, EXAMPLE_INPUTS, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS, TARGET, Callable_,
-                         Each, InstanceOf, Interval, InvalidParameterError, Options, Rule, check_args, rule)
+from .validation import (BOOLEAN, EXAMPLE_INPUTS, GROUP_RATIO, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS,
+                         TARGET, Callable_, Each, InstanceOf, Interval, InvalidParameterError, Options, Rule,
+                         check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -68,7 +73,11 @@ class EarlyPruner:
         optimizer: the optimizer training ``model`` (or a list of them); param groups and state follow every
             removal. Required:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
-        target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs) or ``"params"``.
+        target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs), ``"params"`` or ``"latency"``:
+            the measured training-step time (forward + backward at the training batch size on this device),
+            predicted per structure by :mod:`earlyprune.steptime` and met by the greedy knapsack of
+            :mod:`earlyprune.timebudget` (importance per second saved). The predictor is measured once, at the
+            first epoch end or pruning step (seconds to a minute), and kept in ``state_dict()``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
         steps_per_epoch: batches per epoch; learned from the first epoch when None (then required only if the
             policy prunes during epoch 0).
@@ -93,6 +102,12 @@ class EarlyPruner:
             channel); None: off. See :class:`~earlyprune.criteria.ComputeAware`.
         latency_aware: penalise scores by the latency a channel's removal saves, measured on this device (PaT
             §4.3). See :class:`~earlyprune.criteria.LatencyAware`.
+        max_group_ratio: no group loses more than this fraction of its original channels (1.0: no limit). A
+            global ranking compares scores across layers whose scale differs (PaT Eq. 2 early in training is the
+            layer's initialisation scale), and would otherwise cut whole wide layers to ``min_channels``.
+        step_time: how ``target="latency"`` measures the step (:class:`~earlyprune.steptime.StepTime`: batch
+            size, autocast dtype, memory format, clock), or an already measured
+            :class:`~earlyprune.steptime.StepTimePredictor`.
         checks: check at construction that the target is reachable under ``min_channels`` / ``round_to``
             (:func:`~earlyprune.selection.check_reachable`) and that every group can be narrowed without breaking
             the model (:func:`~earlyprune.prunability.check_prunable`, on a copy of the model: it costs about as
@@ -114,7 +129,8 @@ class EarlyPruner:
     Raises:
         InvalidParameterError: an argument breaks its rule (:attr:`RULES`), or the optimizer does not hold
             the model's trainable parameters, or ``steps`` exceeds ``steps_per_epoch``.
-        InfeasibleTargetError: ``min_channels`` / ``round_to`` make ``ratio`` unreachable.
+        InfeasibleTargetError: ``min_channels`` / ``round_to`` / ``max_group_ratio`` make ``ratio``
+            unreachable (counted targets; the time target prunes as far as they allow, with a warning).
         UnprunableGroupsError: narrowing some group breaks the model's forward.
     """
 
@@ -136,6 +152,9 @@ class EarlyPruner:
         "record_signals": BOOLEAN,
         "compute_aware": COMPUTE_AWARE,
         "latency_aware": LATENCY_AWARE,
+        "max_group_ratio": GROUP_RATIO,
+        "step_time": rule(InstanceOf((StepTime, StepTimePredictor),
+                                     "an earlyprune.StepTime (how to measure) or a measured StepTimePredictor"), None),
         "ignored_layers": IGNORED_LAYERS,
         "checks": BOOLEAN,
         "granularity": GRANULARITY,
@@ -156,14 +175,15 @@ class EarlyPruner:
                  compute_aware: float | None = None, latency_aware: bool = False, checks: bool = True,
                  granularity: str = "channels", weight_ratio: float | None = None,
                  weight_criterion: str | Criterion | None = None, min_weights: int = 1,
-                 schedule: str | None = None) -> None:
+                 schedule: str | None = None, max_group_ratio: float = MAX_GROUP_RATIO,
+                 step_time: StepTime | StepTimePredictor | None = None) -> None:
         self._check_arguments(model=model, example_inputs=example_inputs, ratio=ratio, optimizer=optimizer,
                               target=target, steps=steps, steps_per_epoch=steps_per_epoch, min_channels=min_channels,
                               round_to=round_to, loss_fn=loss_fn, record_signals=record_signals,
                               compute_aware=compute_aware, latency_aware=latency_aware, num_heads=num_heads,
                               head_ratio=head_ratio, ignored_layers=ignored_layers, checks=checks,
                               granularity=granularity, weight_ratio=weight_ratio, min_weights=min_weights,
-                              schedule=schedule)
+                              schedule=schedule, max_group_ratio=max_group_ratio, step_time=step_time)
         check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
                           min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware,
                           num_heads=num_heads, head_ratio=head_ratio)
@@ -177,6 +197,10 @@ class EarlyPruner:
         self.steps = steps
         self.steps_per_epoch = steps_per_epoch
         self.min_channels = min_channels
+        self.max_group_ratio = float(max_group_ratio)
+        self.step_time: StepTime | None = step_time if isinstance(step_time, StepTime) else None
+        #: the step-time predictor of ``target="latency"`` (measured at first need, kept in the state)
+        self.predictor: StepTimePredictor | None = step_time if isinstance(step_time, StepTimePredictor) else None
         #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
         self.round_to: int | AutoRoundTo = check_round_to(round_to) if granularity != "weights" else 1
         self.round_to_choice: RoundToChoice | None = None
@@ -279,10 +303,10 @@ class EarlyPruner:
             if self.checks and not masked_counts(self.model):
                 fixed = self.round_to if isinstance(self.round_to, int) else 1  # "auto" skips what cannot reach
                 check_reachable(self.groups, self.ratio, target=self.target, min_channels=self.min_channels,
-                                round_to=fixed)
+                                round_to=fixed, max_group_ratio=self.max_group_ratio)
                 check_prunable(self.groups, min_channels=self.min_channels, round_to=fixed)
             first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels,
-                                 clip=not self.checks)
+                                 max_group_ratio=self.max_group_ratio, clip=not self.checks)
             self.engine = first.engine
         #: the prunable weights of the dense model, which ``weight_ratio`` refers to (granularity "both")
         self.weight_baseline: int | None = (MaskedWeights(self.model, ignored_layers=ignored_layers).baseline
@@ -295,7 +319,8 @@ class EarlyPruner:
         self.signals.start(first.units, ratio=self.ratio, target=self.target, min_channels=self.min_channels,
                            round_to=self.round_to if isinstance(self.round_to, int) else 1,
                            needs=None if self.record_signals else self.policy.needs_signals,
-                           level=first if isinstance(first, WeightLevel) else None)
+                           level=first if isinstance(first, WeightLevel) else None,
+                           max_group_ratio=self.max_group_ratio)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
         self._accumulate = self.policy.needs_scores or (self.record_signals and not self.criterion.needs_batches)
@@ -357,6 +382,9 @@ class EarlyPruner:
                                  "phase": "pruning" if self.prune_epoch == self.epoch else self.phase}
         if self.phase == "dense":
             scores = self._epoch_scores()
+            if scores is not None and self.target == "latency" and self.signals.active:
+                self.signals.round_to = self._resolve_round_to(scores)
+                self.signals.predictor = self._ensure_predictor(scores)
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.levels[0].units, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
@@ -404,6 +432,17 @@ class EarlyPruner:
             return self.round_to_choice.to_dict()
         return self.round_to if isinstance(self.round_to, int) else "auto (not measured yet)"
 
+    def retarget(self, ratio: float) -> None:
+        """Change ``ratio`` before the first channel is removed — e.g. to fit a time budget once the policy has
+        said when pruning starts (``earlyprune train --time-budget``)."""
+        if self.events or self.phase == "sparse":
+            raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
+        if self.groups.part_ratios:
+            raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
+        RATIO.check("ratio", ratio)
+        self.ratio = float(ratio)
+        self._set_steps(self.steps)
+
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept
         weights per masked tensor."""
@@ -441,7 +480,10 @@ class EarlyPruner:
                 "criteria": [c.state_dict() for c in self._criteria], "levels": len(self.levels),
                 "weight_baseline": self.weight_baseline,
                 "signals": self.signals.state_dict(), "dense_stats": self.dense_stats.to_dict(),
-                "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None}
+                "round_to_choice": self.round_to_choice.to_dict() if self.round_to_choice is not None else None,
+                "original_widths": dict(self.groups.original_widths) if self.groups is not None else None,
+                "ratio": self.ratio,
+                "predictor": self.predictor.to_dict() if self.predictor is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("phase") not in PHASES:
@@ -470,6 +512,15 @@ class EarlyPruner:
         if state.get("round_to_choice") is not None:  # "auto" measured before the checkpoint: keep its choice
             self.round_to_choice = RoundToChoice.from_dict(state["round_to_choice"])
             self.round_to = self.round_to_choice.value
+        if state.get("ratio") is not None and float(state["ratio"]) != self.ratio:   # retargeted before the checkpoint
+            self.ratio = float(state["ratio"])
+            self._set_steps(self.steps)
+        if state.get("original_widths") and self.groups is not None:   # max_group_ratio counts from the first widths
+            self.groups.original_widths = {k: int(v) for k, v in state["original_widths"].items()}
+            self.groups.baseline_widths = [self.groups.original_widths.get(n, w)
+                                           for n, w in zip(self.groups.names, self.groups.widths())]
+        if state.get("predictor") is not None:
+            self.predictor = StepTimePredictor.from_dict(state["predictor"])
         if self.phase == "sparse":
             self._criterion_now.detach()
 
@@ -530,12 +581,35 @@ class EarlyPruner:
     def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
         if isinstance(self.round_to, AutoRoundTo):
             assert self.groups is not None  # rounding widths is channel-level only
-            choice = self.round_to.choose(self.groups, scores, self.ratio, target=self.target,
-                                          min_channels=self.min_channels, batch_size=self._batch_size)
+            # the latency target needs the multiple before its predictor exists: plans of equal MACs stand in
+            choice = self.round_to.choose(self.groups, scores, self.ratio,
+                                          target="flops" if self.target == "latency" else self.target,
+                                          min_channels=self.min_channels, batch_size=self._batch_size,
+                                          max_group_ratio=self.max_group_ratio)
             self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
             self.round_to = self.round_to_choice.value
             log.info("round_to='auto': %s", self.round_to_choice.describe())
         return self.round_to
+
+    def _ensure_predictor(self, scores: dict[str, torch.Tensor]) -> StepTimePredictor:
+        """The step-time predictor, measured on the (still dense) model the first time it is needed, and refined
+        on the structure the run's ratio would reach with these scores."""
+        if self.predictor is None:
+            settings = self.step_time or StepTime()
+            align = self.round_to if isinstance(self.round_to, int) else 1
+            with Stopwatch() as clock:
+                predictor = settings.measure(self.groups, batch_size=self._batch_size, align=align)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")   # an unreachable ratio is reported when it is pruned
+                    plan = select(self.groups, scores, self.ratio, target="latency", min_channels=self.min_channels,
+                                  round_to=align, max_group_ratio=self.max_group_ratio, predictor=predictor)
+                settings.refit(predictor, self.groups, np.array(predictor.widths) - np.array(plan.structure),
+                               batch_size=self._batch_size)
+                self.predictor = broadcast_object(predictor)  # rank 0's timings decide
+            log.info("target='latency': step-time predictor measured in %.1f s (dense step %.1f ms predicted, "
+                     "%.1f ms measured)", clock.seconds, self.predictor.predict() * 1e3,
+                     (self.predictor.dense_seconds or 0) * 1e3)
+        return self.predictor
 
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
@@ -602,8 +676,11 @@ class EarlyPruner:
         with Stopwatch(device_of(self.model)) as clock:
             scores = self._scores() if scores is None else scores
             amount = self._amounts[index][k]
-            round_to = self._resolve_round_to(scores) if isinstance(level, ChannelLevel) else 1
-            removed = level.prune(scores, amount, self.optimizer, round_to)
+            channels = isinstance(level, ChannelLevel)
+            round_to = self._resolve_round_to(scores) if channels else 1
+            predictor = self._ensure_predictor(scores) if channels and self.target == "latency" else None
+            removed = (level.prune(scores, amount, self.optimizer, round_to, predictor=predictor) if channels
+                       else level.prune(scores, amount, self.optimizer))
             self._criterion_now.reset()
             self._last_scores = level.kept_scores(scores)
         self._next_step += 1
@@ -612,6 +689,9 @@ class EarlyPruner:
                  **{key: v for key, v in level.totals().items() if not isinstance(v, list)}}
         if isinstance(level, ChannelLevel):
             event["round_to"] = self.round_to
+        if predictor is not None:   # predicted step seconds of the structure left, and of the dense model
+            event["predicted_step_seconds"] = level.plan.seconds  # type: ignore[union-attr]
+            event["predicted_dense_step_seconds"] = predictor.predict()
         self.events.append(event)
         left = (f"{event['channels']:.0f} channels" if isinstance(level, ChannelLevel) else
                 f"{event['weights']:.0f} weights ({event['weight_sparsity']:.1%} sparse)")

@@ -134,7 +134,8 @@ class AutoRoundTo:
         return tuple(c for c in self.candidates if c == 1 or c <= self.max_fraction * median)
 
     def choose(self, groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-               target: str = "channels", min_channels: int = 1, batch_size: int | None = None) -> RoundToChoice:
+               target: str = "channels", min_channels: int = 1, batch_size: int | None = None,
+               max_group_ratio: float = 1.0) -> RoundToChoice:
         """Plan ``amount`` with every usable candidate, time the plans in interleaved rounds, decide (see the
         module's rule) and return everything measured."""
         table = self.table
@@ -147,7 +148,7 @@ class AutoRoundTo:
             for r in self.usable(groups):
                 try:
                     plan: Plan = select(groups, scores, amount, target=target, min_channels=min_channels,
-                                        round_to=r)
+                                        round_to=r, max_group_ratio=max_group_ratio)
                 except InfeasibleTargetError:
                     if r == 1:
                         raise

@@ -7,10 +7,17 @@ are removed until the target is met:
   original model (PaT Eq. 1: ``|P| / |F| ≥ α``);
 * ``target="flops"`` / ``"params"`` — MACs (or parameters) are down by ``amount`` of the original's; the number
   of channels that achieves it is found by binary search over the ranking, with the exact cost model of
-  :mod:`earlyprune.cost`.
+  :mod:`earlyprune.cost`;
+* ``target="latency"`` — the predicted training-step time is down by ``amount`` of the measured dense step's:
+  channels are ranked by importance per second saved under a
+  :class:`~earlyprune.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.timebudget`;
+  :func:`earlyprune.targets.select` plans every target).
 
-Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2), and
-with ``round_to=r`` every group's kept width is rounded to the nearest multiple of ``r`` (hardware-friendly
+Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
+least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
+differs per layer — e.g. PaT Eq. 2 early in training, which is the layer's initialisation scale — would otherwise
+cut whole wide layers to the absolute floor), and with ``round_to=r`` every group's kept width is rounded to the
+nearest multiple of ``r`` (hardware-friendly
 widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.MultiheadAttention`` keep a multiple of its
 ``num_heads`` the same way. Channels that must go together — position ``j`` of every group of a grouped
 convolution, or all channels of one attention head — are ranked and removed as one unit (their mean score).
@@ -30,11 +37,14 @@ import torch
 
 from .errors import InfeasibleTargetError, NonFiniteError
 from .groups import ChannelGroups
-from .validation import AMOUNT, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
+from .validation import AMOUNT, GROUP_RATIO, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
 from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
 
+#: default per-group limit on the fraction of a group's original channels that may be removed
+#: (``benchmarks/README.md``, "Collapsed layers and the group limit")
+MAX_GROUP_RATIO = 0.8
 #: the target's rules, shared by :func:`select` and every entry point that plans one
-TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE}
+TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE, "max_group_ratio": GROUP_RATIO}
 #: a plan meets its goal within this fraction of the baseline (float noise), and a target is reachable when the
 #: reachable fraction falls short of it by no more than this
 TOLERANCE = 1e-9
@@ -50,6 +60,7 @@ class Plan:
     channels: int          #: channels left (summed over groups)
     macs: float            #: MACs per example left (predicted by the cost model)
     params: float          #: parameters left (predicted)
+    seconds: float | None = None  #: predicted step seconds (``target="latency"`` only)
 
     @property
     def n_removed(self) -> int:
@@ -59,24 +70,38 @@ class Plan:
         return self.n_removed == 0
 
 
-def validate_target(amount: float, target: str, min_channels: int, round_to: int, *,
-                    rule: Rule = AMOUNT) -> None:
+def validate_target(amount: float, target: str, min_channels: int, round_to: int,
+                    max_group_ratio: float = MAX_GROUP_RATIO, *, rule: Rule = AMOUNT) -> None:
     """Raise a clear error for an unusable target (shared by every entry point): ``amount`` checked by ``rule``
     (:data:`~earlyprune.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.validation.RATIO`, (0, 1),
     for a run's ratio) under the name ``ratio``."""
     rule.check("ratio", amount)
-    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to})
+    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
+                              "max_group_ratio": max_group_ratio})
 
 
-def _granularity(groups: ChannelGroups, min_channels: int, round_to: int
+def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: the granularity of kept widths (``round_to``, whole units, what the layers require: attention
+    heads) and the fewest channels it must keep (``min_channels`` and ``1 − max_group_ratio`` of its original
+    width, rounded up to the granularity, at most its current width)."""
+    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
+    floor = np.empty(len(groups), dtype=np.int64)
+    original = groups.original_widths
+    for g in groups:
+        relative = math.ceil((1.0 - float(max_group_ratio)) * original.get(g.name, g.width) - 1e-9)
+        need = max(min_channels, relative, 1)
+        floor[g.index] = min(g.width, math.ceil(need / step[g.index]) * step[g.index])
+    return step, floor
+
+
+def _granularity(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(widths, unit, step, min_keep)`` per group: current widths, channels per removable unit, the granularity
-    of kept widths (round_to, whole units, what the layers require: attention heads) and the fewest channels a
-    group may keep."""
+    """``(widths, unit, step, min_keep)`` per group: current widths, channels per removable unit and
+    :func:`group_limits`."""
     widths = np.array(groups.widths(), dtype=np.int64)
     unit = np.array([g.unit_size for g in groups], dtype=np.int64)
-    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
-    min_keep = np.minimum(widths, -(-min_channels // step) * step)
+    step, min_keep = group_limits(groups, min_channels, round_to, max_group_ratio)
     return widths, unit, step, min_keep
 
 
@@ -94,57 +119,71 @@ def _measure(groups: ChannelGroups, target: str, widths: np.ndarray):  # noqa: A
     return {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs, "params": cost.params}[target]
 
 
-def _most_removed(groups: ChannelGroups, min_channels: int, round_to: int) -> np.ndarray:
+def _most_removed(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float) -> np.ndarray:
     """Channels removed per group when every group is cut to its minimum (what no plan can exceed)."""
-    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to)
+    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to, max_group_ratio)
     removed = (widths - min_keep) // unit * unit
     return _rounded(widths, removed, step, min_keep) if (step > unit).any() else removed
 
 
-def reachable(groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1, round_to: int = 1) -> float:
-    """The largest fraction of the original ``target`` quantity a plan can remove under ``min_channels`` and
-    ``round_to`` (counting what was removed before: the groups' ``baseline`` is the reference)."""
-    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to})
+def reachable(groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1, round_to: int = 1,
+              max_group_ratio: float = MAX_GROUP_RATIO) -> float:
+    """The largest fraction of the original ``target`` quantity a plan can remove under ``min_channels``,
+    ``round_to`` and ``max_group_ratio`` (counting what was removed before: the groups' ``baseline`` is the
+    reference)."""
+    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
+                              "max_group_ratio": max_group_ratio})
     widths = np.array(groups.widths(), dtype=np.int64)
-    left = _measure(groups, target, widths)(_most_removed(groups, min_channels, round_to))
+    left = _measure(groups, target, widths)(_most_removed(groups, min_channels, round_to, max_group_ratio))
     base = groups.baseline[{"flops": "macs"}.get(target, target)]
     return 1.0 - left / base if base > 0 else 0.0
 
 
 def check_reachable(groups: ChannelGroups, amount: float, *, target: str = "channels", min_channels: int = 1,
-                    round_to: int = 1) -> None:
+                    round_to: int = 1, max_group_ratio: float = MAX_GROUP_RATIO) -> None:
     """Raise :class:`~earlyprune.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
-    before anything is trained: it names the groups that limit it and the reachable maximum."""
-    most = reachable(groups, target=target, min_channels=min_channels, round_to=round_to)
+    before anything is trained: it names the groups that limit it and the reachable maximum. (The time target is
+    predicted, not counted: it prunes as far as the constraints allow and says so.)"""
+    if target == "latency":   # predicted, not counted: refused only when no channel at all may go
+        if reachable(groups, target="channels", min_channels=min_channels, round_to=round_to,
+                     max_group_ratio=max_group_ratio) <= TOLERANCE:
+            raise InfeasibleTargetError(f"the time target cannot remove anything with min_channels={min_channels}, "
+                                        f"round_to={round_to}, max_group_ratio={max_group_ratio:g}: no group may lose "
+                                        f"a channel; lower min_channels or round_to, or raise max_group_ratio")
+        return
+    most = reachable(groups, target=target, min_channels=min_channels, round_to=round_to,
+                     max_group_ratio=max_group_ratio)
     if most + TOLERANCE < float(amount):
-        raise InfeasibleTargetError(_unreachable(groups, float(amount), most, target, min_channels, round_to))
+        raise InfeasibleTargetError(_unreachable(groups, float(amount), most, target, min_channels, round_to,
+                                                 max_group_ratio))
 
 
 def _unreachable(groups: ChannelGroups, amount: float, most: float, target: str, min_channels: int,
-                 round_to: int) -> str:
+                 round_to: int, max_group_ratio: float) -> str:
     """Why ``amount`` cannot be removed: the groups that cannot give up their share, heaviest first."""
     widths = np.array(groups.widths(), dtype=np.int64)
-    floor = widths - _most_removed(groups, min_channels, round_to)
+    floor = widths - _most_removed(groups, min_channels, round_to, max_group_ratio)
     per_channel = {"channels": np.ones(len(widths)),
                    "flops": np.array([g.macs_per_channel for g in groups]),
                    "params": np.array([g.params_per_channel for g in groups])}[target]
     excess = (floor - (1.0 - amount) * widths) * per_channel
     limiting = [i for i in np.argsort(-excess, kind="stable") if excess[i] > 0]
     what = {"channels": "channels", "flops": "MACs", "params": "parameters"}[target]
-    head = (f"cannot remove {amount:.1%} of the {what} with min_channels={min_channels}, round_to={round_to}: at most "
-            f"{max(most, 0.0):.1%} can be removed")
+    head = (f"cannot remove {amount:.1%} of the {what} with min_channels={min_channels}, round_to={round_to}, "
+            f"max_group_ratio={max_group_ratio:g}: at most {max(most, 0.0):.1%} can be removed")
     ratio = math.floor(max(most, 0.0) * 1000) / 1000
     lower_ratio = f", or the ratio to at most {ratio:g}" if ratio > 0 else ""
     if limiting:
         shown = ", ".join(f"{groups[int(i)].name} (width {widths[i]}, keeps ≥ {floor[i]})" for i in limiting[:4])
         more = f" and {len(limiting) - 4} more" if len(limiting) > 4 else ""
-        return f"{head}; limited by group(s) {shown}{more}: lower min_channels or round_to{lower_ratio}"
+        return f"{head}; limited by group(s) {shown}{more}: lower min_channels or round_to, raise max_group_ratio{lower_ratio}"
     return (f"{head}: the layers outside the prunable groups (output and ignored layers) keep the rest; prune by "
             f"another target{lower_ratio}")
 
 
 def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-           target: str = "channels", min_channels: int = 1, round_to: int = 1, clip: bool = False) -> Plan:
+           target: str = "channels", min_channels: int = 1, round_to: int = 1,
+           max_group_ratio: float = MAX_GROUP_RATIO, clip: bool = False) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
     Args:
@@ -152,38 +191,29 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         scores: per-group channel scores (higher = more important), one 1-D tensor per group name.
         amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
             counting what earlier plans already removed.
-        target: ``"channels"``, ``"flops"`` or ``"params"``.
+        target: ``"channels"``, ``"flops"`` or ``"params"`` (``"latency"`` is planned by
+            :func:`earlyprune.targets.select`, which needs the step-time predictor).
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to a multiple of this.
+        max_group_ratio: no group loses more than this fraction of its original channels.
         clip: when no plan reaches ``amount`` under the constraints, prune as far as they allow instead of raising
             :class:`~earlyprune.errors.InfeasibleTargetError` (the signals' N_t at fixed ratios).
 
     The plan removes the fewest lowest-ranked units whose removal meets the target; with ``round_to`` > 1 the
     rounding of kept widths may remove a little more.
     """
-    validate_target(amount, target, min_channels, round_to)
-    names = groups.names
-    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to)
-    units = [g.units() for g in groups]
-    per_group_order: list[np.ndarray] = []
+    validate_target(amount, target, min_channels, round_to, max_group_ratio)
+    if target == "latency":
+        raise ValueError("target='latency' is planned with the step-time predictor: use earlyprune.select(..., "
+                         "target='latency', predictor=earlyprune.measure_step_time(groups, batch_size=...))")
+    unit_orders = ranked_units(groups, scores)
+    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to, max_group_ratio)
     cand_scores, cand_groups = [], []
     for g in groups:
-        if g.name not in scores:
-            raise ValueError(f"scores are missing group {g.name!r}")
-        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
-        if s.dim() != 1 or s.numel() != g.width:
-            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
-        if not torch.isfinite(s).all():
-            raise NonFiniteError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
-                                 f"come from are not finite (a learning rate too high, or fp16/bf16 overflow)")
-        # a unit (position j of every convolution group, or one attention head) scores the mean of its channels
-        unit_scores = s[units[g.index]].mean(1)
-        order = torch.argsort(unit_scores, stable=True).numpy()
-        per_group_order.append(order)
+        unit_scores, order = unit_orders[g.index]
         n_cand = (g.width - min_keep[g.index]) // g.unit_size
-        cand_scores.append(unit_scores.numpy()[order[:n_cand]])
+        cand_scores.append(unit_scores[order[:n_cand]])
         cand_groups.append(np.full(n_cand, g.index, dtype=np.int64))
-    cost = groups.cost
     removed = np.zeros(len(widths), dtype=np.int64)
     for members, part_amount in _budgets(groups, amount, target):
         chosen = np.isin(np.arange(len(widths)), members)
@@ -214,13 +244,14 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             if not clip and whole:
                 raise InfeasibleTargetError(_unreachable(groups, float(part_amount),
                                                          reachable(groups, target=target, min_channels=min_channels,
-                                                                   round_to=round_to),
-                                                         target, min_channels, round_to))
+                                                                   round_to=round_to, max_group_ratio=max_group_ratio),
+                                                         target, min_channels, round_to, max_group_ratio))
             if not clip and part_amount < 1.0:
                 part = groups[int(members[0])].part
                 raise InfeasibleTargetError(f"cannot remove {part_amount:.1%} of the {part} with "
-                                            f"min_channels={min_channels}, round_to={round_to}: their groups cannot "
-                                            f"lose that much; lower min_channels or round_to, or the part's ratio")
+                                            f"min_channels={min_channels}, round_to={round_to}, max_group_ratio="
+                                            f"{max_group_ratio:g}: their groups cannot lose that much; lower "
+                                            f"min_channels or round_to, raise max_group_ratio, or the part's ratio")
             lo = hi
         while lo < hi:  # smallest n whose plan meets the goal (hi always does: the search keeps that invariant)
             mid = (lo + hi) // 2
@@ -229,14 +260,40 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
             else:
                 lo = mid + 1
         removed += removed_for(lo)
+    return plan_for(groups, unit_orders, removed)
+
+
+def ranked_units(groups: ChannelGroups, scores: Mapping[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group (validated): the score of each removable unit — position ``j`` of every convolution group, or one
+    attention head, scoring the mean of its channels — and the units in ascending score order."""
+    out = []
+    for g in groups:
+        if g.name not in scores:
+            raise ValueError(f"scores are missing group {g.name!r}")
+        s = torch.as_tensor(scores[g.name]).detach().float().cpu()
+        if s.dim() != 1 or s.numel() != g.width:
+            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+        if not torch.isfinite(s).all():
+            raise NonFiniteError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
+                                 f"come from are not finite (a learning rate too high, or fp16/bf16 overflow)")
+        unit_scores = s[g.units()].mean(1)
+        out.append((unit_scores.numpy(), torch.argsort(unit_scores, stable=True).numpy()))
+    return out
+
+
+def plan_for(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]], removed: np.ndarray) -> Plan:
+    """The plan removing ``removed[g]`` channels of each group: its lowest-scored units."""
+    names = groups.names
+    widths = np.array(groups.widths(), dtype=np.int64)
     remove = {}
     for i, g in enumerate(groups):
         if removed[i] > 0:
-            positions = per_group_order[i][: removed[i] // g.unit_size]
-            remove[names[i]] = sorted(units[i][torch.as_tensor(positions, dtype=torch.long)].reshape(-1).tolist())
+            positions = unit_orders[i][1][: removed[i] // g.unit_size]
+            units = g.units()
+            remove[names[i]] = sorted(units[torch.as_tensor(positions, dtype=torch.long)].reshape(-1).tolist())
     kept = (widths - removed).tolist()
     return Plan(remove=remove, structure=[int(k) for k in kept], names=names, channels=int(sum(kept)),
-                macs=cost.macs(removed), params=cost.params(removed))
+                macs=groups.cost.macs(removed), params=groups.cost.params(removed))
 
 
 def _budgets(groups: ChannelGroups, amount: float, target: str) -> list[tuple[np.ndarray, float]]:

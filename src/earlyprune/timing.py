@@ -87,6 +87,27 @@ class Timing:
         return min(self.samples) if self.samples else self.seconds
 
 
+#: what a timing reads: ``"wall"`` (elapsed time), ``"cpu"`` (process CPU time) or ``"auto"`` (see :func:`clock`)
+CLOCKS = ("auto", "cpu", "wall")
+
+
+def clock(device: torch.device | str | None, choice: str = "auto") -> str:
+    """Which clock a timing on ``device`` reads: ``choice`` itself, or for ``"auto"`` the process CPU time on a CPU
+    with one intra-op thread (other processes on a shared machine inflate wall times of the same work 2–3×; CPU
+    time counts only this process's work) and wall time otherwise (several threads, GPUs)."""
+    if choice not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    return "cpu" if on_cpu and torch.get_num_threads() == 1 else "wall"
+
+
+def seconds(result: "Timing", cpu: bool) -> float:
+    """The median of ``result`` on the chosen clock."""
+    return result.cpu_seconds if cpu and result.cpu_seconds is not None else result.seconds
+
+
 def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int) -> tuple[float, float]:
     """Wall and CPU seconds per call of ``number`` back-to-back calls of ``fn``."""
     with Stopwatch(device) as clock:
@@ -95,12 +116,14 @@ def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int)
     return clock.seconds / number, clock.cpu_seconds / number
 
 
-def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1) -> float:
-    """Wall seconds per call of ``number`` back-to-back calls of ``fn`` (one sample, device synchronised) — for
-    benchmarks that interleave their own rounds; :func:`measure` adds the warm-up and the median."""
+def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1,
+              cpu: bool = False) -> float:
+    """Wall seconds (process CPU seconds with ``cpu``) per call of ``number`` back-to-back calls of ``fn`` (one
+    sample, device synchronised) — for benchmarks that interleave their own rounds; :func:`measure` adds the
+    warm-up and the median."""
     if number < 1:
         raise ValueError(f"number must be ≥ 1 (calls per sample), got {number}")
-    return _once(fn, device, number)[0]
+    return _once(fn, device, number)[1 if cpu else 0]
 
 
 def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 2, number: int = 1,
@@ -177,5 +200,5 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Any, 
     return step
 
 
-__all__ = ["PairedRatio", "Stopwatch", "Timing", "device_of", "measure", "paired_ratio", "sync", "time_once",
-           "train_step"]
+__all__ = ["CLOCKS", "PairedRatio", "Stopwatch", "Timing", "clock", "device_of", "measure", "paired_ratio", "seconds",
+           "sync", "time_once", "train_step"]

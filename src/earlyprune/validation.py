@@ -382,8 +382,10 @@ RATIO = rule(Interval(Real, 0, 1, closed="neither",
              hint="the fraction of the target to remove")
 #: a cumulative fraction already removed, as :func:`earlyprune.selection.select` and the step schedules take it
 AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the target to remove")
-TARGETS = ("channels", "flops", "params")
+TARGETS = ("channels", "flops", "params", "latency")
 TARGET = rule(Options(TARGETS))
+GROUP_RATIO = rule(Interval(Real, 0, 1, closed="right"),
+                   hint="the largest fraction of any one group's original channels that may be removed; 1: no limit")
 #: what is pruned (:mod:`earlyprune.levels`): channels removed, weights masked, or channels then weights
 GRANULARITIES = ("channels", "weights", "both")
 GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights masked, or channels then weights")

@@ -20,7 +20,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from numbers import Integral, Real
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .. import timing
 from ..batch import call_model
 from ..groups import ChannelGroup, ChannelGroups
 from ..metrics import CHANNEL_LAYERS, is_depthwise
-from ..validation import BOOLEAN, Callable_, Each, InstanceOf, Interval, Rule, checked, rule
+from ..validation import BOOLEAN, Callable_, Each, InstanceOf, Interval, Options, Rule, checked, rule
 from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
@@ -93,6 +93,7 @@ class LatencyTable:
         autocast: time under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``), as mixed-precision
             training runs; None times in the parameters' dtype.
         channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
+        clock: ``"wall"`` (default), ``"cpu"`` (process CPU time) or ``"auto"`` (see :func:`earlyprune.timing.clock`).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
@@ -105,13 +106,15 @@ class LatencyTable:
         "timer": rule(Callable_("callable as timer(fn) -> seconds"), None),
         "autocast": rule(InstanceOf(torch.dtype, "a torch.dtype (e.g. torch.bfloat16)"), None),
         "channels_last": BOOLEAN,
+        "clock": rule(Options(timing.CLOCKS)),
     }
 
     @checked(RULES)
     def __init__(self, fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25), repeats: int = 5, warmup: int = 2,
                  backward: bool = True, batch_size: int | None = None, cache_path: str | Path | None = None,
                  timer: Callable[[Callable[[], Any]], float] | None = None, autocast: torch.dtype | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, clock: str = "wall") -> None:
+        self.clock = clock
         self.batch_size = batch_size
         self.autocast, self.channels_last = autocast, bool(channels_last)
         self.fractions = tuple(sorted({float(f) for f in fractions} | {1.0}, reverse=True))
@@ -203,7 +206,8 @@ class LatencyTable:
         if key not in self._runs:
             self._runs[key] = build()
         run, device = self._runs[key]
-        return float(self._timer(run)) if self._timer is not None else timing.time_once(run, device=device)
+        return (float(self._timer(run)) if self._timer is not None
+                else timing.time_once(run, device=device, cpu=timing.clock(device, self.clock) == "cpu"))
 
     # -- internals ----------------------------------------------------------------------------------------------
     def _layer(self, m: nn.Module, c_in: int, c_out: int, in_shape: tuple[int, ...]
@@ -225,6 +229,8 @@ class LatencyTable:
         cl = self.channels_last and len(shape) == 4
         key = (f"{layer!r}|{tuple(shape)}|{dtype}|{device.type}|{'fwd+bwd' if self.backward else 'fwd'}"
                f"{'|autocast=' + str(self.autocast) if self.autocast is not None else ''}{'|cl' if cl else ''}")
+        if timing.clock(device, self.clock) == "cpu":
+            key += "|cpu-time"
 
         def build() -> tuple[Callable[[], None], torch.device]:
             cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
@@ -241,8 +247,9 @@ class LatencyTable:
         if key in _CACHE:
             return _CACHE[key]
         run, device = build()
-        seconds = (float(self._timer(run)) if self._timer is not None
-                   else timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device).seconds)
+        cpu = timing.clock(device, self.clock) == "cpu"
+        seconds = (float(self._timer(run)) if self._timer is not None else timing.seconds(
+            timing.measure(run, repeats=self.repeats, warmup=self.warmup, device=device, cpu=cpu), cpu))
         _CACHE[key] = seconds
         self.measured += 1
         return seconds
@@ -279,12 +286,19 @@ class LatencyTable:
         self._file_loaded = True
         if self.cache_path.exists():
             data = json.loads(self.cache_path.read_text())
+            for key, value in _CACHE.items():   # this process's own measurements win
+                data[key] = value
             _CACHE.update({k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and math.isfinite(v)})
 
     def _save(self) -> None:
-        if self.cache_path is not None:
+        if self.cache_path is not None:   # atomically: runs in parallel may share the file
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            self.cache_path.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
+            if self.cache_path.exists():  # keep what other processes measured meanwhile
+                self._file_loaded = False
+                self._load()
+            tmp = self.cache_path.with_name(f"{self.cache_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
+            tmp.replace(self.cache_path)
 
     def __repr__(self) -> str:
         return (f"LatencyTable(fractions={self.fractions}, repeats={self.repeats}, backward={self.backward}, "
@@ -316,17 +330,11 @@ def _narrowed(removals: list[tuple[ChannelGroup, int]], shapes: dict[nn.Module, 
     return change
 
 
-def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
-    """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
+def traced(groups: ChannelGroups, modules: Iterable[nn.Module], record: Callable[[nn.Module, Any, Any], None]) -> None:
+    """One forward pass of the groups' model on its example inputs (eval mode, no gradients; the mode restored)
+    with ``record(module, inputs, output)`` hooked on each of ``modules``."""
     model = groups.model
-    modules = {ref.module for g in groups for ref in g.layers if _timed(ref.module)}
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-    handles = []
-    for m in modules:
-        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
-            if inputs and isinstance(inputs[0], torch.Tensor) and mod not in shapes:
-                shapes[mod] = tuple(inputs[0].shape)
-        handles.append(m.register_forward_hook(hook))
+    handles = [m.register_forward_hook(record) for m in modules]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -335,6 +343,16 @@ def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
         model.train(was_training)
         for h in handles:
             h.remove()
+
+
+def input_shapes(groups: ChannelGroups) -> dict[nn.Module, tuple[int, ...]]:
+    """Input shape of every timed layer of the groups, from one forward pass on the example inputs."""
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def record(mod: nn.Module, inputs: Any, output: Any) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and mod not in shapes:
+            shapes[mod] = tuple(inputs[0].shape)
+    traced(groups, {ref.module for g in groups for ref in g.layers if _timed(ref.module)}, record)
     return shapes
 
 

@@ -18,6 +18,7 @@ part that keeps what they compare against across epochs.
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ..groups import ChannelGroups
-from ..selection import select
+from ..targets import select_many
 from ..validation import AMOUNT, Interval, rule
 
 #: EPI's look-back r
@@ -97,14 +98,18 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
 
 
 def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], ratios: Iterable[float], *,
-                          target: str = "channels", min_channels: int = 1, round_to: int = 1
-                          ) -> dict[float, list[int]]:
+                          target: str = "channels", min_channels: int = 1, round_to: int = 1,
+                          max_group_ratio: float = 1.0, predictor: Any = None) -> dict[float, list[int]]:
     """``N_t`` at each ratio: kept channels per group of the sub-network the global ranking of ``scores`` would
     select now (PaT: "the top k neurons by ranking the importance scores"), with the run's target and
-    constraints. One ranking serves every ratio — no pass over the data."""
-    # a ratio the constraints cannot reach is pruned as far as they allow (clip)
-    return {ratio: select(groups, scores, ratio, target=target, min_channels=min_channels, round_to=round_to,
-                          clip=True).structure for ratio in ratios}
+    constraints. One ranking serves every ratio — no pass over the data; with ``target="latency"`` one greedy
+    pass of the time-budget selection (``predictor``) gives every ratio's plan."""
+    ratios = list(ratios)
+    with warnings.catch_warnings():  # a ratio the constraints cannot reach is pruned as far as they allow (clip)
+        warnings.simplefilter("ignore")
+        plans = select_many(groups, scores, ratios, target=target, min_channels=min_channels, round_to=round_to,
+                            max_group_ratio=max_group_ratio, predictor=predictor, clip=True)
+    return {ratio: plan.structure for ratio, plan in zip(ratios, plans)}
 
 
 # -- EarlyCroP: weight change --------------------------------------------------------------------------------

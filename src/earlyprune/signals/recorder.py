@@ -103,7 +103,8 @@ class SignalRecorder:
         self._weight_mask: dict[str, torch.Tensor] | None = None
 
     def start(self, groups: ChannelGroups, *, ratio: float, target: str = "channels", min_channels: int = 1,
-              round_to: int = 1, needs: Iterable[str] | None = None, level: Any = None) -> None:
+              round_to: int = 1, needs: Iterable[str] | None = None, level: Any = None,
+              max_group_ratio: float = 1.0, predictor: Any = None) -> None:
         """Bind to a model before training and take ``θ_0``.
 
         ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
@@ -115,7 +116,7 @@ class SignalRecorder:
         scores ranked for Kendall / Spearman and ``keep_masks(scores, ratio)`` the top-k masks, whose normalised
         Hamming distance between consecutive epochs is recorded as ``weight_mask_distance``.
         """
-        validate_target(ratio, target, min_channels, round_to, rule=RATIO)
+        validate_target(ratio, target, min_channels, round_to, max_group_ratio, rule=RATIO)
         if needs is not None:
             needs = frozenset(needs)
             unknown = needs - SIGNALS
@@ -123,6 +124,9 @@ class SignalRecorder:
                 raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
         self.groups, self.needs, self.level = groups, needs, level
         self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
+        self.max_group_ratio = float(max_group_ratio)
+        #: the step-time predictor of ``target="latency"`` (the pruner sets it before the first epoch end)
+        self.predictor = predictor
         self._reset_state()
         if self._wants("weight_change"):
             with torch.no_grad():
@@ -162,7 +166,8 @@ class SignalRecorder:
             ratios = self.curve_ratios or [self.ratio]
             structures = (self.level.subnetworks(scores, ratios) if self.level is not None else
                           subnetwork_structures(groups, scores, ratios, target=self.target,
-                                                min_channels=self.min_channels, round_to=self.round_to))
+                                                min_channels=self.min_channels, round_to=self.round_to,
+                                                max_group_ratio=self.max_group_ratio, predictor=self.predictor))
             out.structure = structures[self.ratio]
             record["subnetwork"] = list(out.structure)
             for ratio in self.curve_ratios:

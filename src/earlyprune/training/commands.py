@@ -74,6 +74,8 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
+        if "bare" in meta:                  # e.g. --channels-last alone means "on"
+            kw.update(nargs="?", const=meta["bare"])
         flag_rule = field_rule(f)   # the field's rule (earlyprune.validation) gives the flag's parser
         first = flag_rule.constraints[0]
         if isinstance(first, Options) and len(flag_rule.constraints) == 1:
@@ -184,8 +186,11 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary if summary is not None else {"complete": False, "epochs": len(rows)}, indent=1))
         return 0
+    ratio = (summary or {}).get("ratio") or cfg.ratio   # --time-budget replaces the ratio when pruning starts
+    budget = f" (time budget {cfg.time_budget:.0%})" if getattr(cfg, "time_budget", None) else ""
+    precision = ((summary or {}).get("speed_settings") or {}).get("precision") or cfg.precision
     print(f"{run_dir}: {cfg.model} on {cfg.dataset}, criterion {cfg.criterion}, policy {cfg.policy}, "
-          f"ratio {ratio_text(cfg)}, {cfg.epochs} epochs, {cfg.precision}")
+          f"ratio {ratio_text(cfg, ratio)}{budget}, {cfg.epochs} epochs, {precision}")
     if summary is not None and summary.get("epochs") == len(rows):
         print(format_summary(summary))
         return 0

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..validation import (BOOLEAN, GRANULARITY, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET, Each, InstanceOf,
-                          Interval, Options, Rule, rule)
+from ..validation import (BOOLEAN, GRANULARITY, GROUP_RATIO, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET,
+                          Boolean, Each, InstanceOf, Interval, Options, Rule, rule)
 from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
 AUGMENTS = ("auto", "standard", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS = ("auto", "bar", "log", "none")
@@ -41,10 +42,10 @@ TEXT = rule(InstanceOf(str, "a text"))
 MAPPING = rule(InstanceOf(dict, "a mapping of argument names to values (KEY=VALUE)"))
 
 
-def _meta(help: str, group: str, rule: Rule = TEXT) -> dict[str, Any]:
+def _meta(help: str, group: str, rule: Rule = TEXT, **extra: Any) -> dict[str, Any]:
     """A field's flag help, its ``--help`` group and its :class:`~earlyprune.validation.Rule` (None is accepted
-    as well where the field's type allows it)."""
-    return {"help": help, "group": group, "rule": rule}
+    as well where the field's type allows it); ``bare=VALUE``: the flag given without a value means VALUE."""
+    return {"help": help, "group": group, "rule": rule, **extra}
 
 
 def field_rule(f: Field) -> Rule:
@@ -105,10 +106,17 @@ class TrainConfig:
     gamma: float = field(default=0.1, metadata=_meta("LR factor of the step schedule", "optimisation", POSITIVE))
     label_smoothing: float = field(default=0.0, metadata=_meta("label smoothing in [0, 1)", "optimisation",
                                                                rule(Interval(Real, 0, 1, closed="left"))))
-    precision: str = field(default="fp32", metadata=_meta(
-        "fp32, bf16 (autocast; CPU and CUDA) or fp16 (CUDA, with a gradient scaler)", "optimisation",
-        rule(Options(PRECISIONS))))
-    channels_last: bool = field(default=False, metadata=_meta("channels_last memory format", "optimisation", BOOLEAN))
+    precision: str = field(default="auto", metadata=_meta(
+        "fp32, bf16 (autocast; CPU and CUDA), fp16 (CUDA, with a gradient scaler) or auto: bf16 / fp16 only where a "
+        "few training steps measured at the start of the run are faster than fp32 on this device (recorded in "
+        "speed.json and summary.json)", "optimisation", rule(Options(PRECISIONS))))
+    channels_last: str | bool = field(default="auto", metadata=_meta(
+        "channels_last memory format: on, off, or auto (on where measured faster, with the precision)",
+        "optimisation", rule(Options(SWITCHES), Boolean()), bare="on"))
+    compile: str = field(default="auto", metadata=_meta(
+        "torch.compile the pruned model once the pruning epoch is over: off, on, or auto (only when the remaining "
+        "training is long enough to pay back a compile, kept only if measured faster; recorded in summary.json)",
+        "optimisation", rule(Options(SWITCHES))))
     device: str = field(default="auto", metadata=_meta("auto (cuda if available), cpu or cuda", "optimisation",
                                                        rule(Options(DEVICES))))
     seed: int = field(default=0, metadata=_meta("random seed (runs on CPU are deterministic)", "optimisation",
@@ -122,12 +130,20 @@ class TrainConfig:
         "when to prune, e.g. epi or epoch:K (default: epi if available, else epoch:<10%% of the epochs>); "
         "'never' trains dense", "pruning"))
     ratio: float = field(default=0.5, metadata=_meta("fraction of the target to remove, in (0, 1)", "pruning", RATIO))
-    target: str = field(default="channels", metadata=_meta("what --ratio counts", "pruning", TARGET))
+    target: str = field(default="latency", metadata=_meta(
+        "what --ratio counts: latency (the training-step time measured on this device; benchmarks/frontier.py), "
+        "channels (PaT's definition), flops or params", "pruning", TARGET))
     steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", STEPS))
     min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", MIN_CHANNELS))
     round_to: int | str = field(default="auto", metadata=_meta(
         "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
         "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    max_group_ratio: float = field(default=0.8, metadata=_meta(
+        "largest fraction of any one group's channels that may be removed (1: no limit)", "pruning", GROUP_RATIO))
+    time_budget: float | None = field(default=None, metadata=_meta(
+        "the whole run should take this fraction of the dense run's time: when the policy triggers, --ratio is "
+        "replaced by the step-time fraction that fits (use with --target latency)", "pruning",
+        rule(Interval(Real, 0, 1, closed="neither"))))
     granularity: str = field(default="channels", metadata=_meta(
         "what is pruned: channels (removed: a smaller, faster model), weights (masked: --ratio is the weight sparsity; "
         "a smaller file, not a faster model), or both (channels, then weights to --weight-ratio)", "pruning",
@@ -181,6 +197,9 @@ class TrainConfig:
             raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
+        if self.granularity == "weights" and self.target not in ("latency", "channels"):   # latency: the default
+            raise ConfigError(f"--target {self.target} shapes channel pruning; it does not apply to --granularity "
+                              f"weights (--ratio is the weight sparsity): leave --target out")
         if (self.granularity == "both") != (self.weight_ratio is not None):
             raise ConfigError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
                               "channels are removed), and --granularity both needs it")
@@ -213,12 +232,13 @@ class TrainConfig:
         return cfg.validate()
 
 
-def ratio_text(config: Any) -> str:
+def ratio_text(config: Any, ratio: float | None = None) -> str:
     """What a run's ratio prunes, in words: ``"0.5 of channels"``, ``"0.9 of the weights"``, ``"0.5 of channels
     then 0.95 of the weights"`` or Lottery Ticket Rewinding's — from a :class:`TrainConfig` or its ``config.json``
-    mapping."""
+    mapping; ``ratio`` replaces the configured one (a time budget chooses it when pruning starts)."""
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    ratio, target, granularity = get("ratio"), get("target", "channels"), get("granularity", "channels")
+    target, granularity = get("target", "channels"), get("granularity", "channels")
+    ratio = get("ratio") if ratio is None else ratio
     if get("lottery_rounds", 0):
         return (f"{ratio:g} of the weights by Lottery Ticket Rewinding ({get('lottery_rounds')} rounds, rewound to "
                 f"epoch {get('lottery_rewind', 1)})")

@@ -25,7 +25,17 @@ def _median(values: list[float]) -> float | None:
 
 
 def epoch_seconds(row: dict[str, Any]) -> float:
-    return float(row["seconds"]) + float(row.get("pruner_seconds", 0.0))
+    """Wall seconds of an epoch's training: the loop, the pruner's epoch end, and what the run measured for its
+    user (speed settings, the per-step gain, the compile decision)."""
+    return float(row["seconds"]) + float(row.get("pruner_seconds", 0.0)) + float(row.get("overhead_seconds", 0.0))
+
+
+def epoch_cpu_seconds(row: dict[str, Any]) -> float | None:
+    """The same on the process CPU time (None for rows written before it was recorded)."""
+    if "cpu_seconds" not in row:
+        return None
+    return (float(row["cpu_seconds"]) + float(row.get("pruner_cpu_seconds", 0.0))
+            + float(row.get("overhead_cpu_seconds", 0.0)))
 
 
 def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -64,6 +74,8 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "prune_epoch": prune_epoch,
         "pruning": outcome.to_dict() if outcome is not None else None,
         "train_seconds": train_seconds,
+        "train_cpu_seconds": (sum(epoch_cpu_seconds(r) for r in rows)  # type: ignore[misc]
+                              if rows and all(epoch_cpu_seconds(r) is not None for r in rows) else None),
         "eval_seconds": sum(float(r.get("eval_seconds", 0.0)) for r in rows),
         "dense_epoch_seconds": dense_epoch,
         "sparse_epoch_seconds": sparse_epoch,
@@ -124,6 +136,27 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         f"{'training time':28}{_secs(summary['train_seconds'])} (dense-equivalent "
         f"{_secs(summary['dense_equivalent_seconds'])}, speedup {'n/a' if speed is None else f'{speed:.2f}x'})",
     ]
+    speed_settings = summary.get("speed_settings")
+    if speed_settings:
+        measured = speed_settings.get("speedup") or {}
+        lines.append(f"{'precision / layout':28}{speed_settings['precision']}"
+                     f"{', channels_last' if speed_settings['channels_last'] else ''}"
+                     + (" (measured: " + ", ".join(f"{m} {v:.2f}x" for m, v in measured.items()) + " vs the first)"
+                        if measured else ""))
+    gain = summary.get("gain")
+    if gain:
+        text = (f"{gain['measured_speedup']:.2f}x measured ({gain['clock']} time, batch {gain['batch_size']}), "
+                f"MACs-ideal {gain['macs_ideal_speedup']:.2f}x")
+        if gain.get("predicted_speedup"):
+            text += f", predicted {gain['predicted_speedup']:.2f}x"
+        if gain.get("asked_speedup"):
+            text += f", asked {gain['asked_speedup']:.2f}x"
+        lines.append(f"{'per-step speedup':28}{text}")
+        for reason in gain.get("reasons") or []:
+            lines.append(f"{'':28}not faster: {reason}")
+    comp = summary.get("compile")
+    if comp and comp.get("mode") != "off":
+        lines.append(f"{'torch.compile':28}{'on' if comp['compiled'] else 'off'} ({comp['reason']})")
     rt = summary.get("round_to")
     if isinstance(rt, dict):
         from ..rounding import RoundToChoice

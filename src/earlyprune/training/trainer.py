@@ -18,9 +18,12 @@ a resume that would change a setting the results depend on is refused (:mod:`.re
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import random
 import resource
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -41,6 +44,7 @@ from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.masks import parameters_in_plain_order
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from ..rounding import AutoRoundTo
+from ..steptime import StepTime
 from ..timing import Stopwatch
 from ..validation import InvalidParameterError
 from . import environment, faults, rundir
@@ -56,7 +60,15 @@ from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .loggers import RunLogger, RunStart, build_loggers
 from .progress import Progress, epoch_label
+from .speed import (CompileDecision, SpeedSettings, budget_ratio, choose_settings, compile_decision, measure_gain,
+                    narrow_channels_last_crashes)
 from .summary import build_summary, epoch_seconds
+
+SPEED = "speed.json"
+#: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
+LATENCY_CACHE = "EARLYPRUNE_LATENCY_CACHE"
+#: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
+MAX_BUDGET_RATIO = 0.95
 
 
 @dataclass
@@ -128,18 +140,26 @@ def _dense_stats(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, data
 
 def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
                   steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
-                  log: Callable[[str], None] = print, checks: bool = True) -> EarlyPruner:
+                  channels_last: bool = False, min_channels: int | None = None, log: Callable[[str], None] = print,
+                  checks: bool = True) -> EarlyPruner:
     reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
-                "loss_fn", "ratio", "granularity", "weight_ratio"}
+                "loss_fn", "ratio", "granularity", "weight_ratio", "max_group_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
-    if cfg.granularity == "weights":
-        round_to = 1  # masks keep every width
+    target, max_group_ratio = cfg.target, cfg.max_group_ratio
+    if cfg.granularity == "weights":   # masks keep every width, and the step time (dense kernels) does not change
+        round_to, target, max_group_ratio = 1, "channels", 1.0
     elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
-                                                  autocast=precision_dtype, channels_last=cfg.channels_last))
+                                                  autocast=precision_dtype, channels_last=channels_last,
+                                                  cache_path=os.environ.get(LATENCY_CACHE), clock="auto"))
+    extra = dict(cfg.pruner_args)
+    if target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
+        extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
+                                               channels_last=channels_last,
+                                               cache_path=os.environ.get(LATENCY_CACHE)))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
@@ -150,10 +170,10 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
             f"batch")
     try:
         return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
-                           optimizer=optimizer, target=cfg.target, steps=steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
+                           optimizer=optimizer, target=target, steps=steps, steps_per_epoch=steps_per_epoch,
+                           min_channels=min_channels or cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
                            granularity=cfg.granularity, weight_ratio=cfg.weight_ratio,
-                           **{**cfg.pruner_args, **({} if checks else {"checks": False})})
+                           max_group_ratio=max_group_ratio, **{**extra, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
@@ -177,6 +197,12 @@ def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any],
                                                                    torch.zeros((), device=out[0].device))
     raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
                     f"or a tuple (logits, auxiliary logits…)")
+
+
+def _step_loss(run: "_Run") -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The run's training loss as the speed measurements call it: ``loss(output, targets)``, auxiliary outputs
+    included (:func:`training_loss`)."""
+    return lambda out, targets: training_loss(out, targets, run.loss_fn)[1]
 
 
 def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
@@ -280,6 +306,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
             if parallel.is_main:
                 faults.point("run.created")
+        if run.writing and run.speed is not None:
+            write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
         if check is not None:
             _record_resume(run, check)
         run.loggers = loggers
@@ -326,6 +354,14 @@ class _Run:
     lottery: LotteryTicketRewinding | None = None
     start_epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    speed: SpeedSettings | None = None           #: what --precision / --channels-last resolved to
+    channels_last: bool = False
+    min_channels: int = 1                         #: --min-channels, raised where narrow widths crash the device
+    dense_copy: nn.Module | None = None           #: the dense model, kept during the pruning epoch to time the gain
+    gain: dict[str, Any] | None = None
+    compiled: CompileDecision | None = None
+    budget: dict[str, Any] | None = None
+    setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
     environment: dict[str, Any] = field(default_factory=dict)
     resume_changes: list[dict[str, Any]] = field(default_factory=list)
     loggers: list[RunLogger] = field(default_factory=list)
@@ -352,7 +388,7 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = parallel.device(resolve_device(cfg.device))
-    precision = Precision(cfg.precision, device)
+    precision = Precision("fp32", device)   # "auto" is resolved by _build, on the model
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if device.type == "cuda":
@@ -367,10 +403,8 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
     test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, channels_last=cfg.channels_last, rank=parallel.rank,
-                               world_size=parallel.world_size)
-    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std,
-                              channels_last=cfg.channels_last)
+                               seed=cfg.seed, rank=parallel.rank, world_size=parallel.world_size)
+    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std)
     return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
 
 
@@ -388,23 +422,76 @@ def _build(run: _Run) -> dict[str, Any] | None:
         run.parallel.check_resume(state, run.run_dir)
     run.model = model.to(run.device)
     run.model.train()
+    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    _resolve_speed(run)
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
     # masks (a resumed sparse run) move weights behind their module's other parameters: keep the original order,
     # which the checkpoint's optimizer state is indexed by
     run.optimizer = build_optimizer(parameters_in_plain_order(run.model), cfg)
     run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
-    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     # a resumed run was checked when it started (and its model may be pruned already): no construction checks
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype, log=run.progress.log, checks=state is None)
+                               run.precision.dtype, run.channels_last, run.min_channels, log=run.progress.log,
+                               checks=state is None)
     if cfg.lottery_rounds:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
                                              scheduler=run.scheduler)
-    _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+    _set_memory_format(run.model, run.optimizer, run.channels_last)
     run.rewrap()
+    if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
+        _fit_budget(run)
     return state
+
+
+def _resolve_speed(run: _Run) -> None:
+    """--precision / --channels-last: as given, as recorded by the run (resume), or measured now ("auto"); and the
+    smallest width the device survives in channels_last."""
+    cfg = run.cfg
+    stored = run.run_dir / SPEED if run.run_dir is not None else None
+    if stored is not None and stored.exists():
+        run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
+    elif cfg.precision == "auto" or cfg.channels_last == "auto":
+        n = min(cfg.batch_size, len(run.train_loader.x))
+        x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
+        with Stopwatch(run.device) as clock:
+            run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
+                choose_settings(run.model, x, y, _step_loss(run), run.device, cfg.precision, cfg.channels_last)
+                if run.parallel.is_main else None)
+        run.setup_seconds = (clock.seconds, clock.cpu_seconds)
+        times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
+        run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
+                         f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
+    else:
+        run.speed = SpeedSettings(cfg.precision, cfg.channels_last in (True, "on"))
+    run.precision = Precision(run.speed.precision, run.device)
+    run.channels_last = run.speed.channels_last
+    run.train_loader.channels_last = run.test_loader.channels_last = run.channels_last
+    run.min_channels = cfg.min_channels
+    if run.channels_last and run.device.type == "cpu" and cfg.min_channels < 8 and narrow_channels_last_crashes():
+        run.min_channels = 8
+        run.progress.log("channels_last convolutions with 2-6 input channels crash this CPU's oneDNN backward "
+                         "(checked in a subprocess): every group keeps at least 8 channels")
+
+
+def _fit_budget(run: _Run) -> None:
+    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit."""
+    cfg, pruner = run.cfg, run.pruner
+    if cfg.time_budget is None or pruner.events:
+        return
+    dense_epochs = pruner.prune_epoch or 0
+    try:
+        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs), True
+    except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
+        ratio, met = MAX_BUDGET_RATIO, False
+        warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
+        run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
+    pruner.retarget(ratio)
+    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
+                  "met": met}
+    run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
+                     f"pruning: ratio {ratio:.3f} of the {cfg.target}")
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
@@ -478,9 +565,11 @@ def _loop(run: _Run) -> None:
         run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
                          f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
     end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
+    if run.pruner.done and _removes_channels(run) and run.start_epoch < run.epochs:   # resumed after pruning
+        _compile(run, run.start_epoch)
     for epoch in range(run.start_epoch, end_epoch):
         if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
-            _set_memory_format(run.model, run.optimizer, cfg.channels_last)
+            _set_memory_format(run.model, run.optimizer, run.channels_last)
         row = _epoch(run, epoch)
         if run.lottery is not None:
             run.lottery.epoch_end(epoch)
@@ -501,7 +590,10 @@ def _loop(run: _Run) -> None:
 
 
 def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size."""
+    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size; after the
+    pruning epoch, what it gained per step."""
+    if run.pruner.phase == "pruning" and not run.pruner.events and _removes_channels(run):
+        run.dense_copy = copy.deepcopy(run.model)   # the dense model, to time the gain against
     try:
         row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
                            run.loss_fn, run.train_loader, run.progress, run.device, run=run)
@@ -510,6 +602,8 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
                 else "no checkpoint was written")
         raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
+    if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
+        _fit_budget(run)   # the policy has just triggered
     row["test_loss"] = row["test_accuracy"] = None
     row["eval_seconds"] = 0.0
     if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
@@ -520,7 +614,75 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     stats = measure(run.model, run.example, baseline=run.dense_stats)
     row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
                weight_sparsity=stats.weight_sparsity)
+    with Stopwatch(run.device) as overhead:   # measured by this run for its user: counted in its time
+        if run.dense_copy is not None and run.pruner.done:
+            row["gain"] = _gain(run, stats)
+            run.dense_copy = None
+            _compile(run, epoch + 1)
+            if run.compiled is not None:
+                row["compile"] = run.compiled.to_dict()
+    row["overhead_seconds"] = overhead.seconds + (run.setup_seconds[0] if epoch == 0 else 0.0)
+    row["overhead_cpu_seconds"] = overhead.cpu_seconds + (run.setup_seconds[1] if epoch == 0 else 0.0)
     return row
+
+
+def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""
+    n = min(run.cfg.batch_size, len(run.train_loader.x))
+    return run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
+
+
+def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
+    """Time a few steps of the pruned model beside the dense copy; predicted vs measured; warn if not faster."""
+    import numpy as np
+
+    pruner = run.pruner
+    predicted = None
+    if pruner.predictor is not None:
+        p = pruner.predictor
+        removed = np.array(p.widths) - np.array(pruner.groups.widths())
+        predicted = (p.predict(), p.predict(removed))
+    x, y = _batch(run)
+    gain = measure_gain(run.dense_copy, run.model, x, y, _step_loss(run), run.precision.dtype,  # type: ignore[arg-type]
+                        dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
+                        target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
+                        widths=pruner.groups.widths())
+    run.gain = gain
+    line = (f"pruned model: {gain['measured_speedup']:.2f}x faster per training step than dense (measured, "
+            f"{gain['clock']} time); MACs-ideal {gain['macs_ideal_speedup']:.2f}x")
+    if predicted is not None:
+        line += f"; predicted {gain['predicted_speedup']:.2f}x"
+    run.progress.log(line)
+    if gain["reasons"]:
+        message = ("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
+        warnings.warn(message, stacklevel=2)
+        run.progress.log("warning: " + message)
+    return gain
+
+
+def _compile(run: _Run, next_epoch: int) -> None:
+    """--compile, once the pruning epoch is over (never during it: the shapes change at every pruning step)."""
+    if run.compiled is not None:
+        return
+    earlier = next((r["compile"] for r in run.rows if r.get("compile")), None)
+    if earlier is not None:   # decided before a resume: keep the decision, do not measure again
+        run.compiled = CompileDecision(**earlier)
+        if run.compiled.compiled:
+            run.net = torch.compile(run.net)
+        return
+    x, y = _batch(run)
+    remaining = (run.cfg.epochs - next_epoch) * len(run.train_loader)
+    if run.parallel.active and run.cfg.compile == "auto":   # timings differ per rank; the ranks must agree
+        run.compiled = CompileDecision("auto", remaining_steps=remaining,
+                                       reason="auto does not compile under torchrun (use --compile on)")
+        return
+    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, _step_loss(run), run.precision.dtype,
+                                             remaining)
+    if compiled is not None:   # the training steps go through it (the DDP wrapper under torchrun)
+        run.net = compiled
+    if run.cfg.compile != "off":
+        run.progress.log(f"--compile {run.cfg.compile}: {'compiled' if run.compiled.compiled else 'eager'} "
+                         f"({run.compiled.reason})")
 
 
 def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
@@ -528,6 +690,12 @@ def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
     last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
     return ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
             or bool((row.get("pruner") or {}).get("trigger")))
+
+
+def _removes_channels(run: _Run) -> bool:
+    """Whether the run's pruning makes the model smaller (so its gain is timed and compiling it is considered):
+    not with masked weights only."""
+    return run.cfg.granularity != "weights" and run.lottery is None
 
 
 def _finish(run: _Run) -> RunResult:
@@ -538,6 +706,14 @@ def _finish(run: _Run) -> RunResult:
                             final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
                             outcome=_outcome(run))
     summary["round_to"] = pruner.round_to_record
+    summary["speed_settings"] = run.speed.to_dict() if run.speed is not None else None
+    summary["min_channels"] = run.min_channels
+    summary["max_group_ratio"] = cfg.max_group_ratio
+    summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
+    summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
+                          else next((r["compile"] for r in rows if r.get("compile")), None))
+    summary["time_budget"] = run.budget
+    summary["ratio"] = pruner.ratio
     summary["environment"] = run.environment
     summary["resume_changes"] = run.resume_changes
     summary["world_size"] = run.parallel.world_size
@@ -569,6 +745,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
                  loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
                  ) -> dict[str, Any]:
+    channels_last = run.channels_last if run is not None else cfg.channels_last in (True, "on")
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
     net = run.net if run is not None else model  # the DDP wrapper under torchrun
     scaler = precision.scaler
@@ -598,7 +775,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             except NonFiniteError as exc:  # scores from a diverged model: say what diverged
                 guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
-                _set_memory_format(model, optimizer, cfg.channels_last)
+                _set_memory_format(model, optimizer, channels_last)
                 net = run.rewrap() if run is not None else model
                 faults.point("prune.step")
             faults.point("train.batch")
@@ -609,13 +786,13 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
                 progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen,
                                 seen / max(clock.elapsed(), 1e-9))
                 shown = i + 1
-    seconds = clock.seconds
+    seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     nonfinite = guard.end_epoch(model)  # before the pruner reads the epoch's scores and before the checkpoint
     with Stopwatch(device) as pruner_clock:
         n_events = len(pruner.events)
         pruner.epoch_end()
         if len(pruner.events) != n_events:
-            _set_memory_format(model, optimizer, cfg.channels_last)
+            _set_memory_format(model, optimizer, channels_last)
             if run is not None:
                 run.rewrap()
     pruner_seconds = pruner_clock.seconds
@@ -626,6 +803,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
     entry = pruner.history[-1] if pruner.history else {}
     return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
             "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
+            "cpu_seconds": cpu_seconds, "pruner_cpu_seconds": pruner_clock.cpu_seconds,
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
             "nonfinite_batches": nonfinite, "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}

@@ -1,0 +1,116 @@
+"""Selection under a step-time budget (``target="latency"``): a HALP-style greedy knapsack.
+
+HALP (Shen et al., NeurIPS 2022) keeps the channels that maximise the summed importance subject to a latency
+budget, with each channel's cost read from a per-layer latency table. Here, with ``T̂`` the step-time predictor of
+:mod:`earlyprune.steptime` and ``r`` the channels removed per group,
+
+    maximise  Σ_g Σ_{n kept in g} S_{g,n}    subject to   T̂(r) ≤ (1 − α)·T̂(0)
+
+solved greedily: every group offers its next move — its lowest-scored channels down to the next allowed width
+(a multiple of ``round_to``, at least its floor) — priced by the **importance lost per second saved**
+
+    ρ_g = Σ_{n ∈ move} S_{g,n} / (T̂(r) − T̂(r + move_g)),
+
+and the cheapest move is taken until the predicted step fits the budget. This is the density-greedy solution of
+the knapsack (exact for its continuous relaxation when a group's time is linear in its width); it needs no time
+discretisation, unlike HALP's dynamic programme, and re-prices only the groups that share a layer with the one
+that moved, because a layer's time depends on both its input and its output width. The budgets of several
+ratios come out of one greedy pass (the plans are nested), which is how the EPI structure vectors at 10 ratios are
+computed. A move whose widths save no predicted time (a slower kernel) is merged with the next one, up to
+``LOOKAHEAD`` moves, and skipped if still no faster.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import replace
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from .groups import ChannelGroups
+from .selection import Plan, group_limits, plan_for
+from .steptime import StepTimePredictor
+
+#: moves merged at most when a narrower width is predicted no faster
+LOOKAHEAD = 4
+
+
+def check_predictor(groups: ChannelGroups, predictor: StepTimePredictor) -> np.ndarray:
+    """Channels already removed from each group relative to the predictor's original widths (validated)."""
+    if not isinstance(predictor, StepTimePredictor):
+        raise TypeError(f"predictor must be a StepTimePredictor, got {type(predictor).__name__}")
+    if predictor.names != groups.names:
+        raise ValueError("the step-time predictor was measured on another model (its channel groups differ); "
+                         "measure it on this model before pruning")
+    removed = np.array(predictor.widths, dtype=np.int64) - np.array(groups.widths(), dtype=np.int64)
+    if (removed < 0).any():
+        raise ValueError("the model has groups wider than when the step-time predictor measured it")
+    return removed
+
+
+def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]],
+                   amounts: Sequence[float], predictor: StepTimePredictor, *, min_channels: int = 1,
+                   round_to: int = 1, max_group_ratio: float = 1.0) -> list[Plan]:
+    """One plan per ``amount`` (fraction of the predicted dense step to remove), in the order given.
+
+    ``unit_orders`` are :func:`~earlyprune.selection.ranked_units` of the scores; the floors and granularity are
+    :func:`~earlyprune.selection.group_limits`'.
+    """
+    before = check_predictor(groups, predictor)
+    widths = np.array(groups.widths(), dtype=np.int64)
+    step, floor = group_limits(groups, min_channels, round_to, max_group_ratio)
+    unit = np.array([g.unit_size for g in groups], dtype=np.int64)
+    # importance of removing the first k channels of a group (its lowest-scored units), k in whole units
+    lost = [np.concatenate([[0.0], np.cumsum(scores[order]) * u]) for (scores, order), u in zip(unit_orders, unit)]
+
+    def next_width(i: int, width: int) -> int | None:
+        if widths[i] < step[i]:                 # narrower than the granularity: left alone (as select does)
+            return None
+        target = ((width - 1) // step[i]) * step[i]
+        return target if target >= floor[i] and target < width else None
+
+    removed = before.copy()                 # relative to the predictor's original widths
+    version = np.zeros(len(widths), dtype=np.int64)
+    heap: list[tuple[float, int, int, int, float]] = []
+
+    def offer(i: int) -> None:
+        version[i] += 1
+        width = int(widths[i] - (removed[i] - before[i]))
+        gone_now = removed[i] - before[i]
+        target = width
+        for _ in range(LOOKAHEAD):
+            nxt = next_width(i, target)
+            if nxt is None:
+                return
+            target = nxt
+            saved = predictor.saving(removed, i, width - target)
+            if saved > 0:
+                cost = lost[i][(gone_now + width - target) // unit[i]] - lost[i][gone_now // unit[i]]
+                heapq.heappush(heap, (float(cost) / saved, i, int(version[i]), width - target, saved))
+                return
+
+    for i in range(len(widths)):
+        offer(i)
+    reference = predictor.predict()
+    now = predictor.predict(removed)
+    order = sorted(range(len(amounts)), key=lambda k: amounts[k])
+    results: dict[int, np.ndarray] = {}
+    for k in order:
+        budget = (1.0 - float(amounts[k])) * reference
+        while now > budget + 1e-12 and heap:
+            _, i, ver, more, saved = heapq.heappop(heap)
+            if ver != version[i]:
+                continue
+            removed[i] += more
+            now -= saved
+            for j in predictor.neighbours[i]:
+                offer(j)
+        if now > budget + 1e-12:
+            warnings.warn(f"cannot remove {amounts[k]:.1%} of the predicted step time with min_channels="
+                          f"{min_channels}, round_to={round_to}, max_group_ratio={max_group_ratio}: pruning as far "
+                          f"as the constraints allow ({1 - now / reference:.1%})", stacklevel=3)
+        results[k] = removed - before
+    return [replace(plan_for(groups, unit_orders, results[k]), seconds=predictor.predict(results[k] + before))
+            for k in range(len(amounts))]

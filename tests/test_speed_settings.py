@@ -1,0 +1,148 @@
+"""Speed settings chosen by measurement, the per-step gain after pruning, --compile and --time-budget — on a fake
+clock (no timed assertions), plus what a real run records."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from earlyprune import timing
+from earlyprune.cli import main
+from earlyprune.training import speed
+from earlyprune.training.speed import budget_ratio, choose_settings, compile_decision, measure_gain, paired_steps
+
+
+class FakeClock:
+    """Replaces the clocks of earlyprune.timing: time advances only when the code under test says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def process_time(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
+
+
+def test_paired_steps_reports_medians_and_the_ratio_dense_over_pruned(clock):
+    t_a, t_b, ratio = paired_steps(lambda: clock.advance(2.0), lambda: clock.advance(0.5), torch.device("cpu"))
+    assert (t_a, t_b, ratio) == (2.0, 0.5, 4.0)
+
+
+def test_gain_is_dense_time_over_pruned_time_with_prediction_and_ideal(clock, monkeypatch):
+    seconds = {}
+    monkeypatch.setattr(speed, "step_seconds", lambda model, *a: (lambda: clock.advance(seconds[model.tag])))
+    dense, pruned = nn.Linear(4, 4), nn.Linear(4, 2)
+    dense.tag, pruned.tag = "dense", "pruned"
+    seconds.update(dense=3.0, pruned=1.5)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    gain = measure_gain(dense, pruned, x, y, F.cross_entropy, None, dense_macs=100.0, pruned_macs=25.0,
+                        predicted=(1.0, 0.5), target="latency", ratio=0.5)
+    assert gain["measured_speedup"] == 2.0 and gain["macs_ideal_speedup"] == 4.0
+    assert gain["fraction_of_ideal"] == 0.5 and gain["predicted_speedup"] == 2.0
+    assert gain["asked_speedup"] == 2.0 and gain["fraction_of_asked"] == 1.0
+    assert gain["prediction_error"] == pytest.approx(0.0) and gain["reasons"] == []
+    seconds.update(pruned=3.0)            # not faster: say why
+    slow = measure_gain(dense, pruned, x, y, F.cross_entropy, None, dense_macs=100.0, pruned_macs=90.0,
+                        target="channels", round_to=1, widths=[45, 13, 7])
+    assert slow["measured_speedup"] == 1.0
+    assert any("low-cost channels" in r and "target='latency'" in r for r in slow["reasons"])
+    assert any("multiples of 8" in r for r in slow["reasons"])
+
+
+def test_choose_settings_takes_a_faster_mode_only_beyond_the_margin(clock, monkeypatch):
+    per_mode = {}
+
+    def fake_train_step(model, optimizer, inputs, targets, *, loss_fn, autocast):
+        layout = "-cl" if inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous() else ""
+        name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast] + layout
+        return lambda: clock.advance(per_mode[name])
+    monkeypatch.setattr(timing, "train_step", fake_train_step)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 8, 8))
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 2, (4,))
+    per_mode.update({"fp32": 1.0, "fp32-cl": 0.8, "bf16": 0.5, "bf16-cl": 0.4})
+    chosen = choose_settings(model, x, y, F.cross_entropy, torch.device("cpu"), "auto", "auto")
+    assert (chosen.precision, chosen.channels_last) == ("bf16", True)
+    assert chosen.speedup == pytest.approx({"fp32": 1.0, "fp32-cl": 1.25, "bf16": 2.0, "bf16-cl": 2.5})
+    per_mode.update({"bf16": 10.0, "bf16-cl": 12.0, "fp32-cl": 0.97})   # bf16 slow (AVX2 CPU), cl within noise
+    chosen = choose_settings(model, x, y, F.cross_entropy, torch.device("cpu"), "auto", "auto")
+    assert (chosen.precision, chosen.channels_last) == ("fp32", False)
+    fixed = choose_settings(model, x, y, F.cross_entropy, torch.device("cpu"), "fp32", "off")
+    assert (fixed.precision, fixed.channels_last, fixed.measured) == ("fp32", False, {})
+
+
+def test_compile_off_and_too_short_runs_stay_eager(clock, monkeypatch):
+    model = nn.Linear(4, 2)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    compiled, decision = compile_decision("off", model, x, y, F.cross_entropy, None, remaining_steps=100)
+    assert compiled is None and not decision.compiled
+    monkeypatch.setattr(speed, "step_seconds", lambda *a: (lambda: clock.advance(0.01)))
+    compiled, decision = compile_decision("auto", model, x, y, F.cross_entropy, None, remaining_steps=1000)
+    assert compiled is None and "too short" in decision.reason      # 10 s of training left
+
+
+def test_budget_ratio_fits_the_whole_run_into_the_budget():
+    # 10 epochs, 2 dense + 1 pruning epoch → 7 sparse epochs must fit 0.5·10 − 3 = 2 dense epochs
+    assert budget_ratio(0.5, 10, 2) == pytest.approx(1 - 2 / 7)
+    assert budget_ratio(0.9, 10, 0) == pytest.approx(1 - 8 / 9)     # the pruning epoch counts as dense
+    with pytest.raises(ValueError, match="cannot be met"):
+        budget_ratio(0.3, 10, 3)
+
+
+def _train(out, *extra):
+    return ["train", "--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "3",
+            "--batch-size", "32", "--steps", "2", "--out-dir", str(out), "--progress", "none", "--threads", "1",
+            "--policy", "epoch:1", *extra]
+
+
+def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monkeypatch):
+    assert main(_train(tmp_path, "--name", "r", "--stop-after", "2")) == 0
+    run = tmp_path / "r"
+    chosen = json.loads((run / "speed.json").read_text())
+    assert chosen["precision"] in ("fp32", "bf16") and set(chosen["measured"]) == {"fp32", "fp32-cl", "bf16",
+                                                                                    "bf16-cl"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    gain = rows[1]["gain"]                                           # after the pruning epoch
+    assert gain["measured_speedup"] > 0 and gain["macs_ideal_speedup"] > 1
+    assert rows[1]["compile"]["mode"] == "auto" and not rows[1]["compile"]["compiled"]
+    assert all("cpu_seconds" in r and "overhead_seconds" in r for r in rows)
+
+    def refuse(*a, **k):
+        raise AssertionError("a resumed run must reuse its recorded speed settings")
+    monkeypatch.setattr("earlyprune.training.trainer.choose_settings", refuse)
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["speed_settings"] == chosen and summary["gain"]["measured_speedup"] == gain["measured_speedup"]
+    assert summary["train_cpu_seconds"] > 0 and summary["max_group_ratio"] == 0.8
+
+
+def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path):
+    assert main(_train(tmp_path, "--name", "b", "--epochs", "6", "--time-budget", "0.8", "--precision", "fp32",
+                       "--channels-last", "off")) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    # epoch:1 → 1 dense epoch + the pruning epoch; 4 sparse epochs share 0.8·6 − 2 = 2.8 dense epochs
+    assert summary["time_budget"]["ratio"] == pytest.approx(1 - 2.8 / 4)
+    assert summary["ratio"] == pytest.approx(1 - 2.8 / 4)
+
+
+def test_a_budget_that_cannot_be_met_prunes_as_far_as_allowed_and_warns(tmp_path, capsys):
+    assert main(_train(tmp_path, "--name", "late", "--epochs", "3", "--time-budget", "0.3", "--precision", "fp32",
+                       "--channels-last", "off")) == 0
+    err = capsys.readouterr().err   # the warning, as one line in the errors' shape
+    assert "earlyprune train: warning: a time budget of 30% cannot be met" in err
+    summary = json.loads((tmp_path / "late" / "summary.json").read_text())
+    assert summary["time_budget"]["met"] is False and summary["ratio"] == 0.95
