@@ -20,8 +20,8 @@ from earlyprune.training import faults
 from earlyprune.training.checkpoint import CheckpointError, load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average", "gain", "compile",
-          "cpu_seconds", "pruner_cpu_seconds", "overhead_seconds", "overhead_cpu_seconds"}  # measured, not computed
+from measured import untimed
+
 # 3 batches per epoch; epoch 1 prunes in 2 steps (after its batches 2 and 3); round_to 1, fixed precision and
 # layout, channel target: no timing decides (the reference run and the killed one would each measure their own)
 RUN = ["--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "4",
@@ -71,22 +71,14 @@ def _cli(args, kill=None):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
-
-
 def _result(run):
     """What must be identical: final weights, the last checkpoint's optimizer / pruner / RNG tensors, every
     metric (timings left out) and the summary's results."""
     pointer = json.loads((run / "checkpoint.json").read_text())
-    summary = _untimed(json.loads((run / "summary.json").read_text()))
+    summary = untimed(json.loads((run / "summary.json").read_text()))
     return {"model": load_file(run / "model.safetensors"),
             "state": load_file(run / pointer["path"] / "state.safetensors"),
-            "metrics": [_untimed(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()],
+            "metrics": [untimed(json.loads(x)) for x in (run / "metrics.jsonl").read_text().splitlines()],
             "summary": {k: summary[k] for k in ("final_test_accuracy", "best_test_accuracy", "prune_epoch", "params",
                                                 "macs", "node_sparsity", "weight_sparsity", "epochs",
                                                 "resume_changes")},

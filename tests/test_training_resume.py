@@ -12,8 +12,7 @@ from earlyprune.training import statecodec
 from earlyprune.training.checkpoint import load_checkpoint
 from earlyprune.models import create_model
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average", "gain", "compile",
-          "cpu_seconds", "pruner_cpu_seconds", "overhead_seconds", "overhead_cpu_seconds"}  # measured: the machine
+from measured import untimed
 
 
 def _base(out, *extra):
@@ -23,16 +22,8 @@ def _base(out, *extra):
             "--target", "channels", "--round-to", "1", *extra]   # nothing measured: both runs decide alike
 
 
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
-
-
 def _metrics(run):
-    return [_untimed(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [untimed(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("extra", [
@@ -52,8 +43,8 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, extra, capsys):
     assert len(ma) == 4 and ma == mb
     assert [r["phase"] for r in ma] == (["dense", "pruning", "sparse", "sparse"] if "epoch:1" in extra
                                         else ["dense", "dense", "pruning", "sparse"])
-    sa = _untimed(json.loads((tmp_path / "straight" / "summary.json").read_text()))
-    sb = _untimed(json.loads((tmp_path / "split" / "summary.json").read_text()))
+    sa = untimed(json.loads((tmp_path / "straight" / "summary.json").read_text()))
+    sb = untimed(json.loads((tmp_path / "split" / "summary.json").read_text()))
     for key in ("final_test_accuracy", "best_test_accuracy", "prune_epoch", "params", "macs", "node_sparsity"):
         assert sa[key] == sb[key]
 

@@ -12,8 +12,7 @@ from earlyprune.io import load
 from earlyprune.models import create_model
 from earlyprune.unstructured import MaskedWeights
 
-TIMING = {"seconds", "pruner_seconds", "images_per_second", "eval_seconds", "load_average", "gain", "compile",
-          "cpu_seconds", "pruner_cpu_seconds", "overhead_seconds", "overhead_cpu_seconds"}  # the machine
+from measured import untimed
 
 
 def _base(out, *extra):
@@ -23,16 +22,8 @@ def _base(out, *extra):
             "--precision", "fp32", "--channels-last", "off", "--target", "channels", *extra]
 
 
-def _untimed(obj):
-    if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_untimed(v) for v in obj]
-    return obj
-
-
 def _metrics(run):
-    return [_untimed(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [untimed(json.loads(line)) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def _same_run(tmp_path, *extra, stop=2):
