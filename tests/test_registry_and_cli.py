@@ -43,7 +43,8 @@ def test_magnitude_is_pat_equation_2():
 
 
 def test_demo_runs_and_prints_a_summary(capsys):
-    assert main(["demo", "--epochs", "3", "--prune-epoch", "1", "--width", "8", "--steps", "2", "--quiet"]) == 0
+    assert main(["demo", "--epochs", "3", "--prune-epoch", "1", "--width", "8", "--steps", "2", "--quiet",
+                 "--target", "channels"]) == 0   # a time target may keep an 8-wide net whole
     out = capsys.readouterr().out
     for needle in ("test accuracy", "parameters", "MACs per image", "seconds per epoch", "Pruned during epoch 1"):
         assert needle in out

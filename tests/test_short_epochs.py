@@ -71,7 +71,7 @@ def test_a_pruning_epoch_shorter_than_declared_still_reaches_the_target(caplog):
 def test_the_cli_fits_the_steps_into_a_short_epoch_and_says_so(tmp_path, capsys):
     argv = ["train", "--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:64", "--batch-size",
             "32", "--criterion", "taylor", "--epochs", "3", "--policy", "epoch:1", "--out-dir", str(tmp_path),
-            "--name", "t", "--progress", "none", "--round-to", "1"]
+            "--name", "t", "--progress", "none", "--round-to", "1", "--target", "channels"]
     # the trainer knows the epoch's length: it fits the default --steps 8 into the 2 batches and says so
     assert main([a if a != "none" else "log" for a in argv]) == 0
     out = capsys.readouterr()

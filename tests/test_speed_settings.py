@@ -110,7 +110,7 @@ def _train(out, *extra):
 
 
 def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monkeypatch):
-    assert main(_train(tmp_path, "--name", "r", "--stop-after", "2")) == 0
+    assert main(_train(tmp_path, "--name", "r", "--stop-after", "2", "--target", "channels")) == 0  # surely pruned
     run = tmp_path / "r"
     chosen = json.loads((run / "speed.json").read_text())
     assert chosen["precision"] in ("fp32", "bf16") and set(chosen["measured"]) == {"fp32", "fp32-cl", "bf16",
@@ -146,3 +146,34 @@ def test_a_budget_that_cannot_be_met_prunes_as_far_as_allowed_and_warns(tmp_path
     assert "earlyprune train: warning: a time budget of 30% cannot be met" in err
     summary = json.loads((tmp_path / "late" / "summary.json").read_text())
     assert summary["time_budget"]["met"] is False and summary["ratio"] == 0.95
+
+
+def test_a_budget_beyond_the_group_limit_of_a_count_target_is_clipped_before_the_pruning_epoch(tmp_path, capsys):
+    # 0.95 of the channels is beyond max_group_ratio=0.8: it used to be refused at the first pruning step, after the
+    # dense epochs had been trained
+    assert main(_train(tmp_path, "--name", "count", "--epochs", "3", "--time-budget", "0.3", "--precision", "fp32",
+                       "--channels-last", "off", "--target", "channels", "--round-to", "1")) == 0
+    err = capsys.readouterr().err
+    assert "allow at most" in err
+    summary = json.loads((tmp_path / "count" / "summary.json").read_text())
+    assert summary["time_budget"]["met"] is False and 0.5 < summary["ratio"] < 0.95
+    assert summary["pruned"] is True
+
+
+def test_retarget_refuses_a_count_target_the_limits_cannot_reach_or_clips_it():
+    from earlyprune import EarlyPruner
+    from earlyprune.errors import InfeasibleTargetError
+    from earlyprune.selection import reachable
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.Flatten(),
+                          nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    pruner = EarlyPruner(model, torch.randn(2, 3, 8, 8), ratio=0.5, policy="epoch:1", max_group_ratio=0.5,
+                         optimizer=None)
+    most = reachable(pruner.groups, min_channels=1, round_to=1, max_group_ratio=0.5)
+    assert 0 < most < 0.9
+    with pytest.raises(InfeasibleTargetError, match="at most"):
+        pruner.retarget(0.9)
+    assert pruner.ratio == 0.5                      # unchanged by the refusal
+    assert pruner.retarget(0.9, clip=True) == pytest.approx(most) == pruner.ratio
+    assert pruner.retarget(0.3) == 0.3

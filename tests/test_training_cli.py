@@ -10,7 +10,9 @@ from earlyprune.cli import main
 from earlyprune.io import structure_json
 from earlyprune.models import create_model
 
-FAST = ["--model", "small_cnn", "--model-arg", "width=8", "--batch-size", "32", "--steps", "2", "--progress", "log"]
+# a count target: the default time target decides by timing, and may keep an 8-wide net whole on a busy machine
+FAST = ["--model", "small_cnn", "--model-arg", "width=8", "--batch-size", "32", "--steps", "2", "--progress", "log",
+        "--target", "channels"]
 
 
 def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~10-15 s on "
                                "a CPU)",
                           description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
-                                      "policy triggers (epi if available, else epoch:4), prune half of the measured "
+                                      "policy triggers (epi capped at half the epochs), prune half of the measured "
                                       "training-step time during one epoch, "
                                       "train the smaller model on; then print what pruning gained. Runs the "
                                       "trainer of `earlyprune train`.")
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what --ratio counts (default latency: the measured training-step time; channels is PaT's)")
     demo.add_argument("--prune-epoch", type=whole(0, "prune_epoch"), default=None,
                       help="prune during this epoch (the epoch:K policy) instead of the default policy")
-    demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi if available, else epoch:4)")
+    demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi capped at half the epochs, "
+                                                            "epi:cap=6 for 12)")
     demo.add_argument("--out-dir", default=None, help="also write the run directory under this folder (default: "
                                                       "keep everything in memory)")
     demo.add_argument("--criterion", default="magnitude", help="importance criterion (default magnitude)")

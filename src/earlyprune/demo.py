@@ -1,6 +1,6 @@
 """``earlyprune demo``: early pruning on scikit-learn's bundled 8×8 digits, in 10–15 s on a 2-core CPU.
 
-A small CNN trains dense until the policy (``epi`` when registered, else ``epoch:4``) triggers, one epoch
+A small CNN trains dense until the policy (``epi`` capped at half the epochs) triggers, one epoch
 prunes it in a few iterative steps until half of its measured training-step time is gone (``target="latency"``,
 the trainer's default), and the smaller model trains on. It runs the same trainer
 as ``earlyprune train`` (:mod:`earlyprune.training`), in memory unless ``out_dir`` is given, and summarises
@@ -35,15 +35,19 @@ class DemoResult:
     not_pruned_reason: str | None = None   #: why nothing was removed (None when the demo pruned)
 
 
-def default_policy() -> str:
-    return "epi" if "epi" in POLICIES else f"epoch:{DEFAULT_PRUNE_EPOCH}"
+def default_policy(epochs: int = 12) -> str:
+    """EPI capped at half the run (its default cap, epoch 30, lies beyond a short demo: the run would stay dense
+    if the signal never fired), else a fixed epoch."""
+    if "epi" in POLICIES:
+        return f"epi:cap={max(1, epochs // 2)}"
+    return f"epoch:{min(DEFAULT_PRUNE_EPOCH, max(0, epochs - 2))}"
 
 
 def run_demo(epochs: int = 12, ratio: float = 0.5, policy: str | None = None, criterion: str = "magnitude",
              steps: int = 4, batch_size: int = 64, width: int = 64, seed: int = 0, out_dir: str | None = None,
              log: Callable[[str], None] = print, target: str = "latency") -> DemoResult:
     """Train the demo CNN on digits with early pruning and return what happened."""
-    policy = policy or default_policy()
+    policy = policy or default_policy(epochs)
     cfg = TrainConfig(model="small_cnn", model_args={"width": width}, dataset="digits", epochs=epochs,
                       batch_size=batch_size, eval_batch_size=512, optimizer="sgd", lr=0.05, momentum=0.9,
                       nesterov=True, weight_decay=5e-4, schedule="cosine", criterion=criterion, policy=policy,

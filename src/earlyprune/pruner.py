@@ -33,7 +33,7 @@ from .optimizer_state import check_covers
 from .policies import POLICIES, EpochReport, Policy
 from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
 from .prunability import check_prunable
-from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, step_amounts
+from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, reachable, step_amounts
 from .signals.recorder import SignalRecorder
 from .steptime import StepTime, StepTimePredictor
 from .targets import select
@@ -432,16 +432,31 @@ class EarlyPruner:
             return self.round_to_choice.to_dict()
         return self.round_to if isinstance(self.round_to, int) else "auto (not measured yet)"
 
-    def retarget(self, ratio: float) -> None:
+    def retarget(self, ratio: float, *, clip: bool = False) -> float:
         """Change ``ratio`` before the first channel is removed — e.g. to fit a time budget once the policy has
-        said when pruning starts (``earlyprune train --time-budget``)."""
+        said when pruning starts (``earlyprune train --time-budget``) — and return the ratio set.
+
+        A count target (channels, FLOPs, parameters) that ``min_channels`` / ``round_to`` / ``max_group_ratio``
+        cannot reach raises :class:`~earlyprune.errors.InfeasibleTargetError` here, as at construction — not in
+        the pruning epoch — or, with ``clip=True``, is lowered to the most they allow.
+        """
         if self.events or self.phase == "sparse":
             raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
-        if self.groups.part_ratios:
+        if self.groups is not None and self.groups.part_ratios:
             raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
         RATIO.check("ratio", ratio)
-        self.ratio = float(ratio)
+        ratio = float(ratio)
+        if self.checks and self.groups is not None and self.granularity != "weights" and self.target != "latency":
+            limits = {"target": self.target, "min_channels": self.min_channels, "max_group_ratio": self.max_group_ratio,
+                      "round_to": self.round_to if isinstance(self.round_to, int) else 1}  # auto skips what cannot
+            most = reachable(self.groups, **limits)
+            if clip and most > 0:
+                ratio = min(ratio, most)
+            else:
+                check_reachable(self.groups, ratio, **limits)
+        self.ratio = ratio
         self._set_steps(self.steps)
+        return ratio
 
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept

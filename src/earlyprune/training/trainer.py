@@ -487,7 +487,15 @@ def _fit_budget(run: _Run) -> None:
         ratio, met = MAX_BUDGET_RATIO, False
         warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
         run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
-    pruner.retarget(ratio)
+    asked = ratio
+    ratio = pruner.retarget(ratio, clip=True)
+    if ratio < asked:   # a count target the group limits cannot reach: refused at the first step, so clip it now
+        met = False
+        message = (f"the time budget asks ratio {asked:.3f} of the {cfg.target}, but min_channels / round_to / "
+                   f"max_group_ratio allow at most {ratio:.3f}: pruning that far (--target latency fits a time "
+                   f"budget directly)")
+        warnings.warn(message, stacklevel=2)
+        run.progress.log(f"warning: {message}")
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
                   "met": met}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
