@@ -36,7 +36,8 @@ class Random(Criterion):
         try:
             return cls(int(arg), **kwargs)
         except ValueError:
-            raise InvalidParameterError(f"criterion 'random:SEED' needs an integer seed, got 'random:{arg}'") from None
+            raise InvalidParameterError(f"criterion '{cls.name}:SEED' needs an integer seed, got "
+                                        f"'{cls.name}:{arg}'") from None
 
     def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         return {g.name: torch.rand(g.width, generator=self._generator) for g in groups}
@@ -50,4 +51,4 @@ class Random(Criterion):
             self._generator.set_state(state["generator"])
 
     def __repr__(self) -> str:
-        return f"Random(seed={self.seed})"
+        return f"{type(self).__name__}(seed={self.seed})"

@@ -23,7 +23,7 @@ value of the mean (:meth:`finalize`), as the channel criteria do.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -31,6 +31,7 @@ from ..batch import Batch
 from ..criteria.base import Criterion
 from ..criteria.registry import CRITERIA
 from ..criteria.gates import preserve_norm_stats, twice_differentiable
+from ..criteria.random_scores import Random
 from ..validation import InvalidParameterError
 from .masks import MaskedWeights
 
@@ -61,40 +62,14 @@ class MagnitudeU(WeightCriterion):
 
 
 @CRITERIA.register("random-u")
-class RandomU(WeightCriterion):
+class RandomU(WeightCriterion, Random):
     """``U(0, 1)`` per weight from the criterion's own generator (``"random-u:SEED"``, default 0): Random-U, the
-    uniform baseline — every layer loses the same fraction in expectation."""
-
-    family = "magnitude"
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-
-    @classmethod
-    def from_spec(cls, arg: str, **kwargs: Any) -> "RandomU":
-        try:
-            return cls(int(arg), **kwargs)
-        except ValueError:
-            raise ValueError(f"criterion 'random-u:SEED' needs an integer seed, got 'random-u:{arg}'") from None
+    uniform baseline — every layer loses the same fraction in expectation. Seed, spec and resumable generator
+    state are :class:`~earlyprune.criteria.random_scores.Random`'s; only the shape of the scores differs."""
 
     def compute(self, groups: MaskedWeights,  # type: ignore[override]
                 batch: Batch | None = None) -> dict[str, torch.Tensor]:
         return {t.name: torch.rand(t.shape, generator=self._generator) for t in groups}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generator": self._generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "generator" in state:
-            self._generator.set_state(state["generator"])
-
-    def __repr__(self) -> str:
-        return f"RandomU(seed={self.seed})"
 
 
 @CRITERIA.register("snip-u")
