@@ -175,6 +175,49 @@ def test_latency_target_honours_floors_rounding_and_the_group_limit():
     assert far.structure == [16, 12]
 
 
+def test_reachable_time_is_the_step_left_with_every_group_at_its_floor():
+    import warnings
+    from earlyprune.timebudget import reachable_time
+    groups = ChannelGroups(MLP(), torch.randn(2, 20))
+    predictor = mlp_predictor(groups, [1.0, 4.0])               # dense: 1 + 31 + 92 = 124
+    # floors at max_group_ratio 0.5: 16 and 12 channels → 1 + 15 + 44 = 60
+    assert reachable_time(groups, predictor, max_group_ratio=0.5) == pytest.approx(1 - 60 / 124)
+    assert reachable_time(groups, predictor, max_group_ratio=1.0) == pytest.approx(1 - 1 / 124)
+    assert reachable_time(groups, predictor, min_channels=8, round_to=8, max_group_ratio=1.0) == pytest.approx(
+        1 - (1 + 7 + 28) / 124)
+    # asking exactly the reachable amount is met without the "cannot remove" warning
+    most = reachable_time(groups, predictor, max_group_ratio=0.5)
+    scores = {"net.0": torch.ones(32), "net.2": torch.full((24,), 2.0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = select(groups, scores, most, target="latency", predictor=predictor, max_group_ratio=0.5)
+    assert plan.structure == [16, 12]
+
+
+def test_reachable_time_skips_widths_that_save_no_time():
+    from earlyprune.timebudget import reachable_time
+    groups = ChannelGroups(MLP(), torch.randn(2, 20))
+    # net.0 at its floor of 8 channels is slower than at 16 (a slower kernel): the greedy stops at 16
+    curves = [LayerCurve("net.0", [20], [8, 16, 24, 32], [[3.0, 2.0, 10.0, 10.0]]),
+              LayerCurve("net.2", [24], [1, 24], [[0.0, 23.0]])]
+    predictor = StepTimePredictor(groups.names, groups.widths(), curves, [[Link(0, "out", 1)], [Link(1, "out", 1)]])
+    # dense 10 + 23 = 33; floors (round_to 8): net.0 16 (2.0, not 8's 3.0), net.2 8 (7.0)
+    assert reachable_time(groups, predictor, round_to=8, max_group_ratio=0.75) == pytest.approx(1 - (2 + 7) / 33)
+
+
+def test_retarget_clips_the_time_target_to_what_the_predictor_says_the_limits_allow():
+    from earlyprune.timebudget import reachable_time
+    model = MLP()
+    pruner = ep.EarlyPruner(model, torch.randn(2, 20), 0.3, policy="epoch:1", optimizer=None, target="latency",
+                            max_group_ratio=0.5)
+    assert pruner.retarget(0.9, clip=True) == 0.9          # no predictor measured yet: the selection will warn
+    pruner.predictor = mlp_predictor(pruner.groups, [1.0, 4.0])
+    most = reachable_time(pruner.groups, pruner.predictor, max_group_ratio=0.5)
+    assert pruner.retarget(0.9, clip=True) == pytest.approx(most) and pruner.ratio == pytest.approx(most)
+    assert pruner.retarget(0.3, clip=True) == 0.3          # reachable: unchanged
+    assert pruner.retarget(0.9) == 0.9                     # without clip: pruned as far as allowed, with a warning
+
+
 def test_one_greedy_pass_gives_nested_plans_for_several_budgets():
     from earlyprune.selection import ranked_units
     from earlyprune.timebudget import select_by_time

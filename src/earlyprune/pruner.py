@@ -37,6 +37,7 @@ from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, reachable, s
 from .signals.recorder import SignalRecorder
 from .steptime import StepTime, StepTimePredictor
 from .targets import select
+from .timebudget import reachable_time
 from .timing import Stopwatch, device_of
 from .unstructured.criteria import resolve_criterion
 from .unstructured.masks import MaskedWeights, masked_counts
@@ -438,7 +439,10 @@ class EarlyPruner:
 
         A count target (channels, FLOPs, parameters) that ``min_channels`` / ``round_to`` / ``max_group_ratio``
         cannot reach raises :class:`~earlyprune.errors.InfeasibleTargetError` here, as at construction — not in
-        the pruning epoch — or, with ``clip=True``, is lowered to the most they allow.
+        the pruning epoch — or, with ``clip=True``, is lowered to the most they allow. The time target is
+        predicted, not counted: once its predictor is measured, ``clip=True`` lowers it to the most the predictor
+        says the limits allow (:func:`~earlyprune.timebudget.reachable_time`); otherwise the selection prunes as
+        far as they allow and warns.
         """
         if self.events or self.phase == "sparse":
             raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
@@ -454,6 +458,13 @@ class EarlyPruner:
                 ratio = min(ratio, most)
             else:
                 check_reachable(self.groups, ratio, **limits)
+        elif (clip and self.target == "latency" and self.predictor is not None and self.groups is not None
+              and self.granularity != "weights"):
+            most = reachable_time(self.groups, self.predictor, min_channels=self.min_channels,
+                                  round_to=self.round_to if isinstance(self.round_to, int) else 1,
+                                  max_group_ratio=self.max_group_ratio)
+            if most > 0:
+                ratio = min(ratio, most)
         self.ratio = ratio
         self._set_steps(self.steps)
         return ratio

@@ -114,3 +114,23 @@ def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np
         results[k] = removed - before
     return [replace(plan_for(groups, unit_orders, results[k]), seconds=predictor.predict(results[k] + before))
             for k in range(len(amounts))]
+
+
+def reachable_time(groups: ChannelGroups, predictor: StepTimePredictor, *, min_channels: int = 1, round_to: int = 1,
+                   max_group_ratio: float = 1.0) -> float:
+    """The largest fraction of the predicted dense step ``T̂(0)`` that :func:`select_by_time` can remove under
+    ``min_channels``, ``round_to`` and ``max_group_ratio`` — every group down to its floor, except the moves the
+    greedy skips because they save no predicted time. The time target's analogue of
+    :func:`earlyprune.selection.reachable`, so that a time budget can be clipped (and said to be missed) before the
+    pruning epoch instead of warned about during it."""
+    check_predictor(groups, predictor)
+    orders = []
+    for g in groups:
+        units = g.width // g.unit_size
+        orders.append((np.zeros(units), np.arange(units)))
+    with warnings.catch_warnings():   # asking for everything is expected to fall short: that is the answer
+        warnings.simplefilter("ignore")
+        plan = select_by_time(groups, orders, [1.0], predictor, min_channels=min_channels, round_to=round_to,
+                              max_group_ratio=max_group_ratio)[0]
+    reference = predictor.predict()
+    return max(0.0, 1.0 - float(plan.seconds) / reference) if reference > 0 else 0.0

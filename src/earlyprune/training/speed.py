@@ -299,3 +299,11 @@ def budget_ratio(budget: float, epochs: int, dense_epochs: int) -> float:
         raise ValueError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} epochs "
                          f"run dense (or while pruning) already")
     return min(max(1.0 - allowed / sparse, 0.0), 0.99)
+
+
+def budget_fraction(epochs: int, dense_epochs: int, ratio: float) -> float:
+    """The inverse of :func:`budget_ratio`: the fraction of the dense run's time a run takes that removes ``ratio``
+    of the step time after ``dense_epochs`` dense epochs and the pruning epoch, ``(k + 1 + (E − k − 1)(1 − r)) / E``
+    (at least 1 when fewer than ``k + 2`` epochs are planned)."""
+    sparse = max(epochs - dense_epochs - 1, 0)
+    return (min(dense_epochs + 1, epochs) + sparse * (1.0 - ratio)) / epochs

@@ -46,6 +46,7 @@ from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from ..rounding import AutoRoundTo
 from ..steptime import StepTime
 from ..timing import Stopwatch
+from ..timing import clock as timing_clock
 from ..validation import InvalidParameterError
 from . import environment, faults, rundir
 from ..optimizer_state import check_state
@@ -60,9 +61,9 @@ from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .loggers import RunLogger, RunStart, build_loggers
 from .progress import Progress, epoch_label
-from .speed import (CompileDecision, SpeedSettings, budget_ratio, choose_settings, compile_decision, measure_gain,
-                    narrow_channels_last_crashes)
-from .summary import build_summary, epoch_seconds
+from .speed import (CompileDecision, SpeedSettings, budget_fraction, budget_ratio, choose_settings, compile_decision,
+                    measure_gain, narrow_channels_last_crashes)
+from .summary import budget_spent, build_summary, epoch_seconds
 
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
@@ -488,18 +489,38 @@ def _fit_budget(run: _Run) -> None:
         warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
         run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
     asked = ratio
+    # beyond what the limits allow, a count target is refused at the first step and the time target falls short
+    # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
     ratio = pruner.retarget(ratio, clip=True)
-    if ratio < asked:   # a count target the group limits cannot reach: refused at the first step, so clip it now
+    expected = budget_fraction(cfg.epochs, dense_epochs, ratio)
+    if ratio < asked:
         met = False
-        message = (f"the time budget asks ratio {asked:.3f} of the {cfg.target}, but min_channels / round_to / "
-                   f"max_group_ratio allow at most {ratio:.3f}: pruning that far (--target latency fits a time "
-                   f"budget directly)")
+        latency = cfg.target == "latency"
+        message = (f"the time budget of {cfg.time_budget:.0%} asks to remove {asked:.1%} of the "
+                   f"{'predicted step time' if latency else cfg.target} after {dense_epochs} dense epoch(s), but "
+                   f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
+                   f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
+                   f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
         warnings.warn(message, stacklevel=2)
         run.progress.log(f"warning: {message}")
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
-                  "met": met}
+                  "met": met, "expected": expected}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
                      f"pruning: ratio {ratio:.3f} of the {cfg.target}")
+
+
+def _budget_record(run: _Run) -> dict[str, Any] | None:
+    """The time budget's plan (from this process or, after a resume, from the epoch it was fitted in) and what the
+    run spent, estimated against its own dense epochs (:func:`~earlyprune.training.summary.budget_spent`)."""
+    plan = run.budget or next((r["time_budget"] for r in run.rows if r.get("time_budget")), None)
+    if plan is None:
+        return None
+    spent = budget_spent(run.rows, cpu=timing_clock(run.device) == "cpu")
+    if spent is not None and len(run.rows) >= run.epochs:
+        over = spent > plan["budget"]
+        run.progress.log(f"time budget {plan['budget']:.0%}: the run took about {spent:.0%} of a dense run's time "
+                         f"(estimated from its own dense epochs){' — over the budget' if over else ''}")
+    return {**plan, "spent": spent}
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
@@ -612,6 +633,8 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
         _fit_budget(run)   # the policy has just triggered
+    if run.budget is not None and not any(r.get("time_budget") for r in run.rows):
+        row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
     row["test_loss"] = row["test_accuracy"] = None
     row["eval_seconds"] = 0.0
     if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
@@ -720,7 +743,7 @@ def _finish(run: _Run) -> RunResult:
     summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
     summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
                           else next((r["compile"] for r in rows if r.get("compile")), None))
-    summary["time_budget"] = run.budget
+    summary["time_budget"] = _budget_record(run)
     summary["ratio"] = pruner.ratio
     summary["environment"] = run.environment
     summary["resume_changes"] = run.resume_changes
