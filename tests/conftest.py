@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # the test networks are tiny: one intra-op thread avoids oversubscription on small CI machines
 torch.set_num_threads(1)
+# layer timings stay in each test process (and its children): no test reads or writes the user's per-machine cache
+os.environ.setdefault("EARLYPRUNE_LATENCY_CACHE", "off")
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 the modifiers do what they claim, and every criterion prunes every test architecture."""
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -319,6 +320,55 @@ def test_latency_table_is_measured_once_per_layer_and_penalises_slow_channels():
     for g, f in zip(groups, factors):
         torch.testing.assert_close(wrapped[g.name], plain[g.name] / f)
     clear_cache()
+
+
+def test_layer_timings_persist_in_a_cache_file_that_a_damaged_copy_cannot_break(tmp_path):
+    model, x, y = setup("mlp")
+    groups = ChannelGroups(model, x)
+    path = tmp_path / "cache" / "latency.json"
+    counter = iter(range(1, 10**6))
+    timer = lambda run: 1e-6 * next(counter)
+    clear_cache()
+    first = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=path)
+    table = first.table(groups)
+    assert first.measured > 0 and path.exists()
+    clear_cache()                                              # a new process: reads the file, times nothing
+    second = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=path)
+    assert second.table(groups) == table and second.measured == 0
+    for damage in ("{not json", "[1, 2]"):                     # torn or foreign: measured again and rewritten
+        path.write_text(damage)
+        clear_cache()
+        again = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=path)
+        with pytest.warns(UserWarning, match="unreadable"):
+            again.table(groups)
+        assert again.measured == first.measured and isinstance(json.loads(path.read_text()), dict)
+    blocked = tmp_path / "file"
+    blocked.write_text("")                                     # its "directory" is a file: cannot be written
+    clear_cache()
+    stuck = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=blocked / "latency.json")
+    with pytest.warns(UserWarning, match="cannot write"):
+        assert set(stuck.table(groups)) == set(table)
+    clear_cache()
+
+
+def test_the_default_cache_file_is_one_per_machine_and_the_environment_can_move_or_disable_it(tmp_path,
+                                                                                              monkeypatch):
+    from earlyprune.criteria.latency import CACHE_ENV, default_cache_path, machine_key
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key = machine_key()
+    assert default_cache_path() == tmp_path / "earlyprune" / "latency" / f"{key}.json" and len(key) == 16
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)                         # timings with another thread count: another file
+    try:
+        assert machine_key() != key
+    finally:
+        torch.set_num_threads(threads)
+    for off in ("off", "", "none"):
+        monkeypatch.setenv(CACHE_ENV, off)
+        assert default_cache_path() is None
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine.json"))
+    assert default_cache_path() == tmp_path / "mine.json"
 
 
 # -- every criterion on every architecture --------------------------------------------------------------------

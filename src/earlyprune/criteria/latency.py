@@ -8,15 +8,19 @@ slope of that curve over the measured widths (clipped at 0).
 
 Measurements are cached per layer signature (``repr`` of the layer, input shape, dtype, device, pass) in the
 process — identical layers (every block of a ResNet stage) and later pruning steps reuse them — and optionally in
-a JSON file (``cache_path``) across runs. Real latency is not proportional to MACs: widths that do not suit the
+a JSON file (``cache_path``) across runs; ``earlyprune train`` keeps one file per machine
+(:func:`default_cache_path`), as HALP keeps one latency table per device. Real latency is not proportional to MACs: widths that do not suit the
 hardware's tiles run as slowly as wider ones, which the table sees because it times the actual widths.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import platform
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from numbers import Integral, Real
@@ -35,6 +39,39 @@ from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
 _CACHE: dict[str, float] = {}
+
+#: environment variable naming the layer-timing cache file of ``earlyprune train`` ("off": none)
+CACHE_ENV = "EARLYPRUNE_LATENCY_CACHE"
+
+
+def machine_key() -> str:
+    """16 hex digits identifying what a layer timing depends on beyond the layer's signature: the CPU model and
+    the kernels PyTorch picks for it, the PyTorch version, the intra-op thread count and the GPUs."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    facts = [platform.machine(), cpu, torch.backends.cpu.get_cpu_capability(), torch.__version__,
+             str(torch.get_num_threads()), *gpus]
+    return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
+
+
+def default_cache_path() -> Path | None:
+    """The layer-timing cache file of ``earlyprune train``: ``$EARLYPRUNE_LATENCY_CACHE`` if set (``off``: none,
+    timings are kept in the process only), else one file per machine (:func:`machine_key`) under
+    ``$XDG_CACHE_HOME/earlyprune/latency`` (default ``~/.cache``) — so that a second run on the same machine does
+    not time the same layers again (tens of seconds on a CPU for a VGG-16)."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "none", "0") else Path(value).expanduser()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "earlyprune" / "latency" / f"{machine_key()}.json"
 
 
 def _variant(m: nn.Module, c_in: int, c_out: int) -> nn.Module | None:
@@ -284,14 +321,23 @@ class LatencyTable:
         if self._file_loaded or self.cache_path is None:
             return
         self._file_loaded = True
-        if self.cache_path.exists():
-            data = json.loads(self.cache_path.read_text())
-            for key, value in _CACHE.items():   # this process's own measurements win
-                data[key] = value
-            _CACHE.update({k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        try:
+            data = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        except (OSError, ValueError) as exc:   # a cache is never worth a failed run: measure again, rewrite it
+            warnings.warn(f"layer-timing cache {self.cache_path} is unreadable ({exc}); measuring again and "
+                          f"rewriting it", stacklevel=4)
+            data = {}
+        for key, value in _CACHE.items():   # this process's own measurements win
+            data[key] = value
+        _CACHE.update({k: float(v) for k, v in data.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
 
     def _save(self) -> None:
-        if self.cache_path is not None:   # atomically: runs in parallel may share the file
+        if self.cache_path is None:
+            return
+        try:   # atomically: runs in parallel may share the file
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             if self.cache_path.exists():  # keep what other processes measured meanwhile
                 self._file_loaded = False
@@ -299,6 +345,10 @@ class LatencyTable:
             tmp = self.cache_path.with_name(f"{self.cache_path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(_CACHE, indent=0, sort_keys=True))
             tmp.replace(self.cache_path)
+        except OSError as exc:   # a read-only home, a full disk: the timings stay in this process
+            warnings.warn(f"cannot write the layer-timing cache {self.cache_path} ({exc}); the timings are kept "
+                          f"in this process only (set {CACHE_ENV}=off to stop trying)", stacklevel=4)
+            self.cache_path = None
 
     def __repr__(self) -> str:
         return (f"LatencyTable(fractions={self.fractions}, repeats={self.repeats}, backward={self.backward}, "

@@ -39,6 +39,7 @@ from ..metrics import ModelStats, measure
 from ..models import create_model
 from ..outcome import PRUNED, PruningOutcome, pruning_outcome
 from ..criteria import LatencyTable
+from ..criteria.latency import default_cache_path
 from ..pruner import EarlyPruner
 from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.masks import parameters_in_plain_order
@@ -67,7 +68,6 @@ from .summary import budget_spent, build_summary, epoch_seconds
 
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
-LATENCY_CACHE = "EARLYPRUNE_LATENCY_CACHE"
 #: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
 MAX_BUDGET_RATIO = 0.95
 
@@ -155,12 +155,12 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
     elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=channels_last,
-                                                  cache_path=os.environ.get(LATENCY_CACHE), clock="auto"))
+                                                  cache_path=default_cache_path(), clock="auto"))
     extra = dict(cfg.pruner_args)
     if target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
         extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
                                                channels_last=channels_last,
-                                               cache_path=os.environ.get(LATENCY_CACHE)))
+                                               cache_path=default_cache_path()))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
