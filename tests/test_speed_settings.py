@@ -130,13 +130,54 @@ def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monk
     assert summary["train_cpu_seconds"] > 0 and summary["max_group_ratio"] == 0.8
 
 
-def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path):
+@pytest.fixture
+def budget_costs(monkeypatch):
+    """What the epochs before the trigger cost (in dense epochs) and what timing the gain will, fixed: on the tiny
+    test runs the measurements take many epochs' time, which no budget survives. Records the rows it was given."""
+    from earlyprune.training import trainer
+    seen = {}
+
+    def spent(rows, cpu):
+        seen["rows"] = [dict(r) for r in rows]
+        return seen.get("spent", len(rows))
+
+    monkeypatch.setattr(trainer, "dense_epochs_spent", spent)
+    monkeypatch.setattr(trainer, "_gain_epochs", lambda run, ratio: seen.get("gain", 0.0))
+    return seen
+
+
+def test_budget_ratio_counts_what_the_run_measured_and_will_measure():
+    # 1 dense epoch that cost 1.5 (a predictor measured), the pruning epoch, 0.2 for the gain: 4 sparse epochs
+    # share 0.8·6 − 1.5 − 1 − 0.2 = 2.1 dense epochs
+    assert budget_ratio(0.8, 6, 1, spent=1.5, extra=0.2) == pytest.approx(1 - 2.1 / 4)
+    assert budget_fraction(6, 1, 1 - 2.1 / 4, spent=1.5, extra=0.2) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match=r"with what the run measured so far, 4.0 dense epochs' time"):
+        budget_ratio(0.5, 6, 1, spent=2.5, extra=0.5)
+
+
+def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path, budget_costs):
+    budget_costs.update(spent=1.5, gain=0.2)
     assert main(_train(tmp_path, "--name", "b", "--epochs", "6", "--time-budget", "0.8", "--precision", "fp32",
-                       "--channels-last", "off")) == 0
+                       "--channels-last", "off", "--target", "channels", "--round-to", "1")) == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    # epoch:1 → 1 dense epoch + the pruning epoch; 4 sparse epochs share 0.8·6 − 2 = 2.8 dense epochs
-    assert summary["time_budget"]["ratio"] == pytest.approx(1 - 2.8 / 4)
-    assert summary["ratio"] == pytest.approx(1 - 2.8 / 4)
+    # epoch:1 → 1 dense epoch (costing 1.5) + the pruning epoch + 0.2 of gain timing; 4 sparse epochs share 2.1
+    assert summary["time_budget"]["ratio"] == pytest.approx(1 - 2.1 / 4)
+    assert summary["ratio"] == pytest.approx(1 - 2.1 / 4)
+    assert summary["time_budget"]["expected"] == pytest.approx(0.8) and summary["time_budget"]["met"] is True
+    assert summary["time_budget"]["spent_before"] == 1.5 and summary["time_budget"]["gain_timing"] == 0.2
+    # the cost was counted on the epoch that triggered, pruner time included
+    assert [r["epoch"] for r in budget_costs["rows"]] == [0] and "pruner_cpu_seconds" in budget_costs["rows"][0]
+
+
+def test_the_gain_timing_is_estimated_from_the_steps_it_will_take(tmp_path):
+    from types import SimpleNamespace
+    from earlyprune.training import trainer
+    from earlyprune.training.speed import GAIN_ROUNDS
+    run = SimpleNamespace(cfg=SimpleNamespace(granularity="channels"), lottery=None, train_loader=[None] * 20)
+    # a warm-up and GAIN_ROUNDS steps of the dense copy (1) and of the pruned model (1 − ratio), in epochs of 20 steps
+    assert trainer._gain_epochs(run, 0.75) == pytest.approx((GAIN_ROUNDS + 1) * 1.25 / 20)
+    run.cfg.granularity = "weights"   # masked weights: nothing is timed
+    assert trainer._gain_epochs(run, 0.75) == 0.0
 
 
 def test_budget_fraction_is_the_inverse_of_budget_ratio():
@@ -162,7 +203,7 @@ def test_budget_spent_compares_all_training_time_with_the_runs_own_dense_epochs(
     assert budget_spent(old, cpu=True) == budget_spent(old, cpu=False)
 
 
-def test_the_time_budget_is_reported_with_what_the_run_spent_also_after_a_resume(tmp_path):
+def test_the_time_budget_is_reported_with_what_the_run_spent_also_after_a_resume(tmp_path, budget_costs):
     from earlyprune.training.summary import budget_spent
     assert main(_train(tmp_path, "--name", "tb", "--epochs", "4", "--time-budget", "0.8", "--precision", "fp32",
                        "--channels-last", "off", "--target", "channels", "--stop-after", "3")) == 0

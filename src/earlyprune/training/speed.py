@@ -122,6 +122,10 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
     return run
 
 
+#: paired rounds of dense and pruned steps that time the per-step gain after the pruning epoch
+GAIN_ROUNDS = 5
+
+
 def paired_steps(a: Callable[[], None], b: Callable[[], None], device: torch.device, rounds: int = 5
                  ) -> tuple[float, float, float]:
     """Median seconds of ``a`` and ``b`` and the median of the paired ratios ``t(a) / t(b)`` over ``rounds``
@@ -143,7 +147,7 @@ def measure_gain(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.
                  loss_fn: Callable[[Any, Any], torch.Tensor], autocast: torch.dtype | None, *, dense_macs: float,
                  pruned_macs: float, predicted: tuple[float, float] | None = None, target: str = "channels",
                  ratio: float | None = None, round_to: Any = None, widths: list[int] | None = None,
-                 rounds: int = 5) -> dict[str, Any]:
+                 rounds: int = GAIN_ROUNDS) -> dict[str, Any]:
     """Time forward + backward of the dense copy and of the pruned model side by side (copies: the training
     model's gradients and statistics are untouched) and say what pruning gained, and why not if nothing."""
     device = timing.device_of(pruned)
@@ -285,25 +289,34 @@ def narrow_channels_last_crashes() -> bool:
     return proc.returncode != 0
 
 
-def budget_ratio(budget: float, epochs: int, dense_epochs: int) -> float:
+def budget_ratio(budget: float, epochs: int, dense_epochs: int, spent: float | None = None,
+                 extra: float = 0.0) -> float:
     """Fraction of the step time to remove so that the whole run takes ``budget`` of the dense run's time.
 
-    With ``k`` dense epochs before the pruning epoch (counted as dense too: it starts dense and its predictor and
-    rounding measurements cost time) and ``E`` epochs in all, the sparse epochs may take
-    ``(B·E − k − 1) / (E − k − 1)`` of a dense epoch each; the ratio is one minus that. Raises ValueError when no
-    ratio in (0, 1) can meet the budget.
+    With ``k`` dense epochs before the pruning epoch, which cost ``s`` dense epochs' time (``spent``; default ``k``
+    — more when the run measured something: speed settings, the step-time predictor), the pruning epoch counted as
+    dense, ``x`` (``extra``) dense epochs' time still to be spent outside the training loop (timing the per-step
+    gain) and ``E`` epochs in all, each of the ``E − k − 1`` sparse epochs may take ``(B·E − s − 1 − x) /
+    (E − k − 1)`` of a dense epoch; the ratio is one minus that. Raises ValueError when no ratio in (0, 1) can
+    meet the budget.
     """
+    spent = float(dense_epochs if spent is None else spent)
     sparse = epochs - dense_epochs - 1
-    allowed = budget * epochs - dense_epochs - 1
+    allowed = budget * epochs - spent - 1 - extra
     if sparse <= 0 or allowed <= 0:
+        cost = (f" (with what the run measured so far, {spent + 1 + extra:.1f} dense epochs' time)"
+                if spent + extra > dense_epochs + 0.05 else "")
         raise ValueError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} epochs "
-                         f"run dense (or while pruning) already")
+                         f"run dense (or while pruning) already{cost}")
     return min(max(1.0 - allowed / sparse, 0.0), 0.99)
 
 
-def budget_fraction(epochs: int, dense_epochs: int, ratio: float) -> float:
+def budget_fraction(epochs: int, dense_epochs: int, ratio: float, spent: float | None = None,
+                    extra: float = 0.0) -> float:
     """The inverse of :func:`budget_ratio`: the fraction of the dense run's time a run takes that removes ``ratio``
-    of the step time after ``dense_epochs`` dense epochs and the pruning epoch, ``(k + 1 + (E − k − 1)(1 − r)) / E``
-    (at least 1 when fewer than ``k + 2`` epochs are planned)."""
+    of the step time after ``dense_epochs`` dense epochs (which cost ``spent`` dense epochs' time) and the pruning
+    epoch, with ``extra`` to spend outside the loop: ``(s + 1 + x + (E − k − 1)(1 − r)) / E`` (at least about 1
+    when fewer than ``k + 2`` epochs are planned)."""
+    spent = float(dense_epochs if spent is None else spent)
     sparse = max(epochs - dense_epochs - 1, 0)
-    return (min(dense_epochs + 1, epochs) + sparse * (1.0 - ratio)) / epochs
+    return (spent + min(1, epochs - dense_epochs) + extra + sparse * (1.0 - ratio)) / epochs

@@ -46,19 +46,26 @@ def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | Non
     return _median(dense_secs), _median([epoch_seconds(r) for r in rows if r["phase"] == "sparse"])
 
 
-def budget_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
-    """The fraction of a dense run's time this run took, estimated against its own dense epochs: all its training
-    time (loop, pruner, measurements) over ``epochs ×`` the median training loop of a dense epoch (epoch 0 left out
-    when later dense epochs exist). On the process CPU time when ``cpu`` (and recorded), else on the wall clock;
-    None for a run without a dense epoch (pruned from the start)."""
+def dense_epochs_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
+    """How many dense epochs' time ``rows`` took: all their training time (loop, pruner, measurements) over the
+    median training loop of a dense epoch among them (epoch 0 left out when later dense epochs exist: warm-up). On
+    the process CPU time when ``cpu`` (and recorded), else on the wall clock; None without a dense epoch."""
     dense_rows = [r for r in rows if r["phase"] == "dense"]
-    if not dense_rows or not rows:
+    if not dense_rows:
         return None
     dense_rows = dense_rows[1:] if len(dense_rows) > 1 else dense_rows
     cpu = cpu and all(epoch_cpu_seconds(r) is not None for r in rows)
     loop = _median([float(r["cpu_seconds"] if cpu else r["seconds"]) for r in dense_rows])
     spent = sum((epoch_cpu_seconds(r) if cpu else epoch_seconds(r)) or 0.0 for r in rows)
-    return spent / (loop * len(rows)) if loop else None
+    return spent / loop if loop else None
+
+
+def budget_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
+    """The fraction of a dense run's time this run took, estimated against its own dense epochs:
+    :func:`dense_epochs_spent` over the number of epochs; None for a run without a dense epoch (pruned from the
+    start)."""
+    units = dense_epochs_spent(rows, cpu)
+    return units / len(rows) if units is not None else None
 
 
 def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int | None, dense: ModelStats,

@@ -62,9 +62,9 @@ from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .loggers import RunLogger, RunStart, build_loggers
 from .progress import Progress, epoch_label
-from .speed import (CompileDecision, SpeedSettings, budget_fraction, budget_ratio, choose_settings, compile_decision,
-                    measure_gain, narrow_channels_last_crashes)
-from .summary import budget_spent, build_summary, epoch_seconds
+from .speed import (GAIN_ROUNDS, CompileDecision, SpeedSettings, budget_fraction, budget_ratio, choose_settings,
+                    compile_decision, measure_gain, narrow_channels_last_crashes)
+from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
 
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
@@ -476,23 +476,39 @@ def _resolve_speed(run: _Run) -> None:
                          "(checked in a subprocess): every group keeps at least 8 channels")
 
 
-def _fit_budget(run: _Run) -> None:
-    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit."""
+def _gain_epochs(run: _Run, ratio: float) -> float:
+    """Dense epochs' time that timing the per-step gain after the pruning epoch will take: one warm-up and
+    ``GAIN_ROUNDS`` steps each of the dense copy and of the pruned model (about ``1 − ratio`` of a dense step)."""
+    if not _removes_channels(run):
+        return 0.0
+    return (GAIN_ROUNDS + 1) * (2.0 - ratio) / max(len(run.train_loader), 1)
+
+
+def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
+    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit — counting
+    what the epochs so far (``row``: the one just trained) really took, measurements included, and the gain's
+    timing still to come."""
     cfg, pruner = run.cfg, run.pruner
     if cfg.time_budget is None or pruner.events:
         return
     dense_epochs = pruner.prune_epoch or 0
+    rows = run.rows + ([row] if row is not None else [])
+    spent = dense_epochs_spent(rows, cpu=timing_clock(run.device) == "cpu") if dense_epochs else None
+    spent = None if spent is None else max(spent, float(dense_epochs))
     try:
-        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs), True
+        first = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent)
+        extra = _gain_epochs(run, first)
+        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent, extra), True
     except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
         ratio, met = MAX_BUDGET_RATIO, False
+        extra = _gain_epochs(run, ratio)
         warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
         run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
     asked = ratio
     # beyond what the limits allow, a count target is refused at the first step and the time target falls short
     # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
     ratio = pruner.retarget(ratio, clip=True)
-    expected = budget_fraction(cfg.epochs, dense_epochs, ratio)
+    expected = budget_fraction(cfg.epochs, dense_epochs, ratio, spent, extra)
     if ratio < asked:
         met = False
         latency = cfg.target == "latency"
@@ -504,7 +520,7 @@ def _fit_budget(run: _Run) -> None:
         warnings.warn(message, stacklevel=2)
         run.progress.log(f"warning: {message}")
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
-                  "met": met, "expected": expected}
+                  "met": met, "expected": expected, "spent_before": spent, "gain_timing": extra}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
                      f"pruning: ratio {ratio:.3f} of the {cfg.target}")
 
@@ -632,7 +648,7 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
         raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
-        _fit_budget(run)   # the policy has just triggered
+        _fit_budget(run, row)   # the policy has just triggered
     if run.budget is not None and not any(r.get("time_budget") for r in run.rows):
         row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
     row["test_loss"] = row["test_accuracy"] = None
