@@ -494,7 +494,8 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
     dense_epochs = pruner.prune_epoch or 0
     rows = run.rows + ([row] if row is not None else [])
     spent = dense_epochs_spent(rows, cpu=timing_clock(run.device) == "cpu") if dense_epochs else None
-    spent = None if spent is None else max(spent, float(dense_epochs))
+    # a measured cost decides the ratio: under torchrun every rank takes rank 0's, or the ranks would prune apart
+    spent = broadcast_object(None if spent is None else max(spent, float(dense_epochs)))
     try:
         first = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent)
         extra = _gain_epochs(run, first)
