@@ -32,7 +32,7 @@ alternatives a user weighs are plain training, without the signals ``earlyprune 
     python benchmarks/frontier.py --profile tiny            # smoke test (minutes)
     python benchmarks/frontier.py --profile full --jobs 2   # ~4-5 h on a shared 2-core CPU; resumable
     python benchmarks/frontier.py --profile full --report   # tables + plot from what has finished
-    python benchmarks/frontier.py --profile long --jobs 2   # ResNet-56, 30 epochs, 50 % budget, 5 methods (~1 h)
+    python benchmarks/frontier.py --profile long --jobs 2   # ResNet-56, 30 epochs, 50 % budget, 5 methods (~30 min)
 
 Writes ``benchmarks/results/frontier[_PROFILE].json``, ``.md`` and ``.png``; run directories under
 ``--runs-dir`` (default ``runs/frontier_PROFILE``, not committed).
