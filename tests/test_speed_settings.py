@@ -155,10 +155,11 @@ def test_budget_ratio_counts_what_the_run_measured_and_will_measure():
         budget_ratio(0.5, 6, 1, spent=2.5, extra=0.5)
 
 
-def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path, budget_costs):
+def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path, budget_costs, capsys):
     budget_costs.update(spent=1.5, gain=0.2)
     assert main(_train(tmp_path, "--name", "b", "--epochs", "6", "--time-budget", "0.8", "--precision", "fp32",
                        "--channels-last", "off", "--target", "channels", "--round-to", "1")) == 0
+    assert "no choice" not in capsys.readouterr().err     # 0.475 of the channels, far from the limits' 0.8
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     # epoch:1 → 1 dense epoch (costing 1.5) + the pruning epoch + 0.2 of gain timing; 4 sparse epochs share 2.1
     assert summary["time_budget"]["ratio"] == pytest.approx(1 - 2.1 / 4)
@@ -236,6 +237,7 @@ def test_a_budget_beyond_the_group_limit_of_a_count_target_is_clipped_before_the
                        "--channels-last", "off", "--target", "channels", "--round-to", "1")) == 0
     err = capsys.readouterr().err
     assert "allow at most" in err
+    assert "leaves the selection no choice" in err and "100% of the most the limits allow" in err   # at the floors
     summary = json.loads((tmp_path / "count" / "summary.json").read_text())
     assert summary["time_budget"]["met"] is False and 0.5 < summary["ratio"] < 0.95
     assert summary["pruned"] is True

@@ -211,8 +211,13 @@ def test_retarget_clips_the_time_target_to_what_the_predictor_says_the_limits_al
     pruner = ep.EarlyPruner(model, torch.randn(2, 20), 0.3, policy="epoch:1", optimizer=None, target="latency",
                             max_group_ratio=0.5)
     assert pruner.retarget(0.9, clip=True) == 0.9          # no predictor measured yet: the selection will warn
+    assert pruner.reachable_ratio() is None
     pruner.predictor = mlp_predictor(pruner.groups, [1.0, 4.0])
     most = reachable_time(pruner.groups, pruner.predictor, max_group_ratio=0.5)
+    assert pruner.reachable_ratio() == pytest.approx(1 - 60 / 124) == pytest.approx(most)
+    counted = ep.EarlyPruner(MLP(), torch.randn(2, 20), 0.3, policy="epoch:1", optimizer=None, target="channels",
+                             max_group_ratio=0.5)
+    assert counted.reachable_ratio() == pytest.approx(0.5)   # 16 of 32 and 12 of 24 channels may go
     assert pruner.retarget(0.9, clip=True) == pytest.approx(most) and pruner.ratio == pytest.approx(most)
     assert pruner.retarget(0.3, clip=True) == 0.3          # reachable: unchanged
     assert pruner.retarget(0.9) == 0.9                     # without clip: pruned as far as allowed, with a warning

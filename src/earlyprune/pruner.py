@@ -450,24 +450,32 @@ class EarlyPruner:
             raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
         RATIO.check("ratio", ratio)
         ratio = float(ratio)
-        if self.checks and self.groups is not None and self.granularity != "weights" and self.target != "latency":
-            limits = {"target": self.target, "min_channels": self.min_channels, "max_group_ratio": self.max_group_ratio,
-                      "round_to": self.round_to if isinstance(self.round_to, int) else 1}  # auto skips what cannot
-            most = reachable(self.groups, **limits)
-            if clip and most > 0:
-                ratio = min(ratio, most)
-            else:
-                check_reachable(self.groups, ratio, **limits)
-        elif (clip and self.target == "latency" and self.predictor is not None and self.groups is not None
-              and self.granularity != "weights"):
-            most = reachable_time(self.groups, self.predictor, min_channels=self.min_channels,
-                                  round_to=self.round_to if isinstance(self.round_to, int) else 1,
-                                  max_group_ratio=self.max_group_ratio)
-            if most > 0:
-                ratio = min(ratio, most)
+        most = self.reachable_ratio()
+        if clip and most is not None and most > 0:
+            ratio = min(ratio, most)
+        elif self.checks and most is not None and self.target != "latency":
+            check_reachable(self.groups, ratio, target=self.target, min_channels=self.min_channels,
+                            max_group_ratio=self.max_group_ratio, round_to=self._round_to_limit)
         self.ratio = ratio
         self._set_steps(self.steps)
         return ratio
+
+    @property
+    def _round_to_limit(self) -> int:
+        return self.round_to if isinstance(self.round_to, int) else 1   # auto skips the multiples that cannot be
+
+    def reachable_ratio(self) -> float | None:
+        """The largest ``ratio`` that ``min_channels`` / ``round_to`` / ``max_group_ratio`` allow before the first
+        removal: counted for a count target (:func:`~earlyprune.selection.reachable`), predicted for the time
+        target once its predictor is measured (:func:`~earlyprune.timebudget.reachable_time`); None when unknown
+        (time target before its predictor, weight masks)."""
+        if self.groups is None or self.granularity == "weights":
+            return None
+        limits = {"min_channels": self.min_channels, "max_group_ratio": self.max_group_ratio,
+                  "round_to": self._round_to_limit}
+        if self.target != "latency":
+            return reachable(self.groups, target=self.target, **limits)
+        return reachable_time(self.groups, self.predictor, **limits) if self.predictor is not None else None
 
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept

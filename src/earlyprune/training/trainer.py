@@ -68,6 +68,8 @@ from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seco
 
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
+#: a time budget whose ratio is at least this share of the reachable maximum leaves the selection no choice
+FLOOR_SHARE = 0.95
 #: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
 MAX_BUDGET_RATIO = 0.95
 
@@ -518,6 +520,17 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
                    f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
                    f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
                    f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
+        warnings.warn(message, stacklevel=2)
+        run.progress.log(f"warning: {message}")
+    most = pruner.reachable_ratio()
+    if most and ratio >= FLOOR_SHARE * most:
+        # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
+        # --profile long: 45.6 % where init with a smaller ask reached 55.5 %)
+        message = (f"the time budget leaves the selection no choice: ratio {ratio:.3f} is {ratio / most:.0%} of the "
+                   f"most the limits allow ({most:.3f}), so nearly every group will be cut to its floor "
+                   f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
+                   f"benchmarks/frontier.py — a larger --time-budget, or pruning earlier (--policy init), leaves "
+                   f"the choice to the scores")
         warnings.warn(message, stacklevel=2)
         run.progress.log(f"warning: {message}")
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
