@@ -32,7 +32,7 @@ alternatives a user weighs are plain training, without the signals ``earlyprune 
     python benchmarks/frontier.py --profile tiny            # smoke test (minutes)
     python benchmarks/frontier.py --profile full --jobs 2   # ~4-5 h on a shared 2-core CPU; resumable
     python benchmarks/frontier.py --profile full --report   # tables + plot from what has finished
-    python benchmarks/frontier.py --profile long --jobs 2   # ResNet-56, 30 epochs, 50 % budget, 5 methods (~30 min)
+    python benchmarks/frontier.py --profile long --jobs 2   # ResNet-56, 30 epochs, 50 % budget, 5 methods (~30 min a seed)
 
 Writes ``benchmarks/results/frontier[_PROFILE].json``, ``.md`` and ``.png``; run directories under
 ``--runs-dir`` (default ``runs/frontier_PROFILE``, not committed).
@@ -72,7 +72,7 @@ PROFILES: dict[str, dict[str, Any]] = {
              "test": 2000, "seeds": [0, 1], "budgets": [0.5, 0.3], "calibration_rounds": 5},
     # full's ResNet-56 for 30 epochs instead of 10, so that the dense epochs before EPI fires are a tenth of the
     # run, not a third (PaT's runs are 90-200 epochs): does (f) beat the small models trained from the start then?
-    "long": {"models": {"resnet56": {"train": 4000, "epochs": 30}}, "test": 2000, "seeds": [0], "budgets": [0.5],
+    "long": {"models": {"resnet56": {"train": 4000, "epochs": 30}}, "test": 2000, "seeds": [0, 1], "budgets": [0.5],
              "calibration_rounds": 5, "methods": ["dense-short", "narrow", "tp-uniform", "epi-time", "init-time"]},
 }
 #: candidate widths of (b) and torch-pruning ratios of (c), timed once per model
