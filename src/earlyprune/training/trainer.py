@@ -525,7 +525,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
     most = pruner.reachable_ratio()
     if most and ratio >= FLOOR_SHARE * most:
         # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
-        # --profile long: 45.6 % where init with a smaller ask reached 55.5 %)
+        # --profile long: 45.8 % where init with a smaller ask reached 54.6 %, two seeds)
         message = (f"the time budget leaves the selection no choice: ratio {ratio:.3f} is {ratio / most:.0%} of the "
                    f"most the limits allow ({most:.3f}), so nearly every group will be cut to its floor "
                    f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
