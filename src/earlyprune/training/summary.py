@@ -38,11 +38,16 @@ def epoch_cpu_seconds(row: dict[str, Any]) -> float | None:
             + float(row.get("overhead_cpu_seconds", 0.0)))
 
 
+def _steady_dense(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dense epochs, the first left out when later ones exist (it includes warm-up)."""
+    dense_rows = [r for r in rows if r["phase"] == "dense"]
+    return dense_rows[1:] if len(dense_rows) > 1 else dense_rows
+
+
 def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     """Median seconds of a dense epoch (epoch 0 left out when later dense epochs exist: it includes warm-up) and
     of a sparse (pruned) epoch; None where the run has no such epoch."""
-    dense_rows = [r for r in rows if r["phase"] == "dense"]
-    dense_secs = [epoch_seconds(r) for r in (dense_rows[1:] if len(dense_rows) > 1 else dense_rows)]
+    dense_secs = [epoch_seconds(r) for r in _steady_dense(rows)]
     return _median(dense_secs), _median([epoch_seconds(r) for r in rows if r["phase"] == "sparse"])
 
 
@@ -50,10 +55,9 @@ def dense_epochs_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
     """How many dense epochs' time ``rows`` took: all their training time (loop, pruner, measurements) over the
     median training loop of a dense epoch among them (epoch 0 left out when later dense epochs exist: warm-up). On
     the process CPU time when ``cpu`` (and recorded), else on the wall clock; None without a dense epoch."""
-    dense_rows = [r for r in rows if r["phase"] == "dense"]
+    dense_rows = _steady_dense(rows)
     if not dense_rows:
         return None
-    dense_rows = dense_rows[1:] if len(dense_rows) > 1 else dense_rows
     cpu = cpu and all(epoch_cpu_seconds(r) is not None for r in rows)
     loop = _median([float(r["cpu_seconds"] if cpu else r["seconds"]) for r in dense_rows])
     spent = sum((epoch_cpu_seconds(r) if cpu else epoch_seconds(r)) or 0.0 for r in rows)

@@ -152,17 +152,18 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
     round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
     target, max_group_ratio = cfg.target, cfg.max_group_ratio
+    cache = default_cache_path()   # one layer-timing file for the rounding choice and the step-time predictor
     if cfg.granularity == "weights":   # masks keep every width, and the step time (dense kernels) does not change
         round_to, target, max_group_ratio = 1, "channels", 1.0
     elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
         round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
                                                   autocast=precision_dtype, channels_last=channels_last,
-                                                  cache_path=default_cache_path(), clock="auto"))
+                                                  cache_path=cache, clock="auto"))
     extra = dict(cfg.pruner_args)
     if target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
         extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
                                                channels_last=channels_last,
-                                               cache_path=default_cache_path()))
+                                               cache_path=cache))
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
@@ -478,6 +479,12 @@ def _resolve_speed(run: _Run) -> None:
                          "(checked in a subprocess): every group keeps at least 8 channels")
 
 
+def _warn(run: _Run, message: str) -> None:
+    """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike."""
+    warnings.warn(message, stacklevel=3)
+    run.progress.log(f"warning: {message}")
+
+
 def _gain_epochs(run: _Run, ratio: float) -> float:
     """Dense epochs' time that timing the per-step gain after the pruning epoch will take: one warm-up and
     ``GAIN_ROUNDS`` steps each of the dense copy and of the pruned model (about ``1 − ratio`` of a dense step)."""
@@ -505,8 +512,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
     except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
         ratio, met = MAX_BUDGET_RATIO, False
         extra = _gain_epochs(run, ratio)
-        warnings.warn(f"{exc}; pruning as far as the constraints allow", stacklevel=2)
-        run.progress.log(f"warning: {exc}; pruning as far as the constraints allow")
+        _warn(run, f"{exc}; pruning as far as the constraints allow")
     asked = ratio
     # beyond what the limits allow, a count target is refused at the first step and the time target falls short
     # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
@@ -520,8 +526,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
                    f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
                    f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
                    f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
-        warnings.warn(message, stacklevel=2)
-        run.progress.log(f"warning: {message}")
+        _warn(run, message)
     most = pruner.reachable_ratio()
     if most and ratio >= FLOOR_SHARE * most:
         # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
@@ -531,8 +536,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
                    f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
                    f"benchmarks/frontier.py — a larger --time-budget, or pruning earlier (--policy init), leaves "
                    f"the choice to the scores")
-        warnings.warn(message, stacklevel=2)
-        run.progress.log(f"warning: {message}")
+        _warn(run, message)
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
                   "met": met, "expected": expected, "spent_before": spent, "gain_timing": extra}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
@@ -715,9 +719,7 @@ def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
         line += f"; predicted {gain['predicted_speedup']:.2f}x"
     run.progress.log(line)
     if gain["reasons"]:
-        message = ("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
-        warnings.warn(message, stacklevel=2)
-        run.progress.log("warning: " + message)
+        _warn(run, "the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
     return gain
 
 
