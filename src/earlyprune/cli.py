@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "trainer of `earlyprune train`.")
     demo.add_argument("--epochs", type=whole(1, "epochs"), default=12, help="training epochs (default 12)")
     demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of the --target to remove (default 0.5)")
-    demo.add_argument("--target", default="latency", choices=TARGETS,
-                      help="what --ratio counts (default latency: the measured training-step time; channels is PaT's)")
+    demo.add_argument("--target", default="channels", choices=TARGETS,
+                      help="what --ratio counts (default channels, PaT's; latency: the measured training-step time)")
     demo.add_argument("--prune-epoch", type=whole(0, "prune_epoch"), default=None,
                       help="prune during this epoch (the epoch:K policy) instead of the default policy")
     demo.add_argument("--policy", default=None, help="when-to-prune policy (default: epi capped at half the epochs, "

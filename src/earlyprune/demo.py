@@ -1,8 +1,8 @@
 """``earlyprune demo``: early pruning on scikit-learn's bundled 8×8 digits, in 10–15 s on a 2-core CPU.
 
 A small CNN trains dense until the policy (``epi`` capped at half the epochs) triggers, one epoch
-prunes it in a few iterative steps until half of its measured training-step time is gone (``target="latency"``,
-the trainer's default), and the smaller model trains on. It runs the same trainer
+prunes half of its channels in a few iterative steps (PaT's ``target="channels"``, the trainer's default), and the
+smaller model trains on. It runs the same trainer
 as ``earlyprune train`` (:mod:`earlyprune.training`), in memory unless ``out_dir`` is given, and summarises
 accuracy, size, MACs and time per epoch before and after pruning.
 """
@@ -45,7 +45,7 @@ def default_policy(epochs: int = 12) -> str:
 
 def run_demo(epochs: int = 12, ratio: float = 0.5, policy: str | None = None, criterion: str = "magnitude",
              steps: int = 4, batch_size: int = 64, width: int = 64, seed: int = 0, out_dir: str | None = None,
-             log: Callable[[str], None] = print, target: str = "latency") -> DemoResult:
+             log: Callable[[str], None] = print, target: str = "channels") -> DemoResult:
     """Train the demo CNN on digits with early pruning and return what happened."""
     policy = policy or default_policy(epochs)
     cfg = TrainConfig(model="small_cnn", model_args={"width": width}, dataset="digits", epochs=epochs,

@@ -332,6 +332,8 @@ class EarlyPruner:
         with CroPit / SNAP-it's halving schedule — or ``schedule=`` does)."""
         self.epoch = 0
         self.batch = 0
+        #: optimizer steps (calls of :meth:`step`) since training started: the signal policies' clock
+        self.steps_taken = 0
         self.phase = "dense"
         self.prune_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
@@ -366,6 +368,7 @@ class EarlyPruner:
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
         label = (self.epoch, self.batch)
         self.batch += 1
+        self.steps_taken += 1
         if self.phase == "dense":
             if self._accumulate:
                 crit.observe(self.levels[0].units, batch, loss=loss, label=label)
@@ -383,14 +386,14 @@ class EarlyPruner:
                                  "phase": "pruning" if self.prune_epoch == self.epoch else self.phase}
         if self.phase == "dense":
             scores = self._epoch_scores()
-            if scores is not None and self.target == "latency" and self.signals.active:
-                self.signals.round_to = self._resolve_round_to(scores)
+            if scores is not None and self.target == "latency" and self.signals.active and self.policy.prunes:
                 self.signals.predictor = self._ensure_predictor(scores)
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.levels[0].units, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
                                  bn_mask=signals.bn_mask, criterion_family=self.criterion.family,
-                                 signals=signals.record)
+                                 signals=signals.record, steps=self.steps_taken,
+                                 initial_norm=signals.initial_norm)
             decision = self.policy.decide(report)
             self._report_skipped()
             self.criterion.reset()
@@ -506,6 +509,7 @@ class EarlyPruner:
         """Everything needed to continue the schedule identically (the model's shape is saved separately,
         with :func:`earlyprune.save`)."""
         return {"epoch": self.epoch, "batch": self.batch, "phase": self.phase, "prune_epoch": self.prune_epoch,
+                "steps_taken": self.steps_taken,
                 "steps": self.steps, "next_step": self._next_step, "schedule": list(self._schedule),
                 "last_scores": self._last_scores,
                 "batches_seen_last_epoch": self._batches_seen_last_epoch,
@@ -523,6 +527,9 @@ class EarlyPruner:
         if state.get("phase") not in PHASES:
             raise ValueError("not an EarlyPruner state dict (missing or unknown 'phase')")
         self.epoch, self.batch, self.phase = int(state["epoch"]), int(state["batch"]), state["phase"]
+        # a state from before the step count: every past epoch as long as the last one
+        self.steps_taken = int(state.get("steps_taken", self.epoch * (state.get("batches_seen_last_epoch") or 0)
+                                         + self.batch))
         self.prune_epoch = state["prune_epoch"]
         if state.get("steps", self.steps) != self.steps:  # fitted into a short pruning epoch before the checkpoint
             self._set_steps(int(state["steps"]))

@@ -132,25 +132,28 @@ class Modifier(Criterion):
 class ComputeAware(Modifier):
     """3SP + CA (Eq. 3–4): each channel's score divided by its group's smoothed, normalised compute cost.
 
-    The paper's per-layer cost is ``c_l = 2·H·W·C_in·K²`` per output channel. For a channel group we use
-    ``cost="removed"`` (default): the MACs one channel of the group removes — the filters of **every** producing
-    layer of a coupled group (the convolutions feeding a residual add, a depthwise convolution and its producer)
-    **plus** the input slices of the layers that consume it, spatial sizes from the traced shapes
-    (:attr:`ChannelGroup.macs_per_channel`, the cost model's exact figure). That is 3SP's retention score
-    "change in loss per unit of compute removed" with the compute actually removed; the paper's ``c_l`` counts
-    only the producing filter. ``cost="filter"`` reproduces the paper literally: ``Σ`` over the group's
-    producing layers of ``H·W·C_in·K²/groups`` (their MACs per output channel). The factor 2 cancels in c̄.
+    The paper's per-layer cost is ``c_l = 2·H·W·C_in·K²`` per output channel. ``cost="filter"`` (default) is
+    that: ``Σ`` over the group's producing layers (one for a plain layer; the convolutions feeding a residual
+    add, a depthwise convolution and its producer for a coupled group) of ``H·W·C_in·K²/groups`` — their MACs
+    per output channel, spatial sizes from the traced shapes. The factor 2 cancels in c̄. ``cost="removed"``
+    counts the compute one channel's removal actually saves: the producing filters **plus** the input slices of
+    the layers that consume it (:attr:`ChannelGroup.macs_per_channel`, the cost model's exact figure).
 
     Args:
         criterion: the criterion to wrap (name or instance).
         lam: Laplace smoothing λ ≥ 0 (3SP used 0.05 for its 80 %-FLOPs model; 0 = fully compute-driven).
-        cost: ``"removed"`` or ``"filter"``.
+        cost: ``"filter"`` (the paper's, default) or ``"removed"``.
+
+    Example:
+        >>> from earlyprune.criteria.modifiers import ComputeAware
+        >>> ComputeAware("snip", lam=0.05)
+        ComputeAware(Snip(), lam=0.05, cost='filter')
     """
 
     RULES: dict[str, Rule] = {"lam": LAM, "cost": rule(Options(COSTS))}
 
     @checked(RULES)
-    def __init__(self, criterion: str | Criterion, lam: float = 0.0, cost: str = "removed") -> None:
+    def __init__(self, criterion: str | Criterion, lam: float = 0.0, cost: str = "filter") -> None:
         super().__init__(criterion)
         self._lam = float(lam)
         self.cost = cost

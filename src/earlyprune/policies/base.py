@@ -57,6 +57,10 @@ class EpochReport:
     criterion_family: str = "magnitude"
     #: every signal recorded this epoch (the JSON-ready record that goes into ``pruner.history``)
     signals: dict[str, Any] = field(default_factory=dict)
+    #: EarlyCroP's ``‖θ_0‖²`` (recorded with ``weight_change``)
+    initial_norm: float | None = None
+    #: optimizer steps (``pruner.step()`` calls) since training started; None: unknown (the step gate is open)
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class Policy:
     schedule: ClassVar[str] = "exponential"
     #: the decision of the last :meth:`update` (None before the first, or for policies that override update)
     last_decision: Decision | None = None
+    #: False for a policy that never prunes (``never``): the pruner then measures nothing for a removal
+    prunes: ClassVar[bool] = True
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "Policy":
@@ -178,6 +184,8 @@ def parse_options(spec: str, arg: str, types: dict[str, Callable[[str], Any]]) -
 
 #: ``cap=`` of the signal policies
 CAP = rule(Interval(Integral, 1, None), None, hint="the latest pruning epoch; None: no cap")
+#: ``min_steps=`` of the signal policies
+MIN_STEPS = rule(Interval(Integral, 0, None), hint="optimizer steps of training before the rule may fire")
 
 
 def check_cap(cap: Any) -> int | None:
@@ -196,15 +204,24 @@ class SignalPolicy(Policy):
             history. None: no cap (the run may stay dense). The default, 30, is PaT's "pre-defined" epoch —
             the last one it found not to cost accuracy in the 90-epoch ImageNet recipe (Table 1) — and the
             upper end of its random baseline; shorter recipes should lower it.
+        min_steps: optimizer steps of training before the rule may fire (the signal is computed and recorded
+            all the same). A signal computed a few steps after initialisation says the structure is "stable"
+            only because nothing has moved yet: frontier runs on 4,000 CIFAR-10 images fired EPI after 31 steps
+            (benchmarks/results/frontier_long.md). Counted in steps, the wait does not depend on the dataset's
+            size. The default, 1,000 steps, is about 2.5 epochs of all of CIFAR-10 at batch 128, where EPI at
+            50 % stays below PaT's τ for longer anyway (benchmarks/results/cifar10_full/), and a fraction of one
+            epoch of PaT's ImageNet runs, whose earliest EPI prune is epoch 5: it binds only where epochs are short.
     """
 
     DEFAULT_CAP: ClassVar[int] = 30
+    DEFAULT_MIN_STEPS: ClassVar[int] = 1000
     automatic = True
-    RULES: ClassVar[dict[str, Rule]] = {"cap": CAP}
+    RULES: ClassVar[dict[str, Rule]] = {"cap": CAP, "min_steps": MIN_STEPS}
 
     @checked(RULES)
-    def __init__(self, cap: int | None = DEFAULT_CAP) -> None:
+    def __init__(self, cap: int | None = DEFAULT_CAP, min_steps: int = DEFAULT_MIN_STEPS) -> None:
         self.cap = cap
+        self.min_steps = min_steps
         self._signal: float | None = None
 
     def _advance(self, report: EpochReport) -> tuple[float | None, bool, dict[str, Any]]:
@@ -216,9 +233,14 @@ class SignalPolicy(Policy):
     def _load_own_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def trained_enough(self, report: EpochReport) -> bool:
+        """Whether ``min_steps`` optimizer steps have been taken (True when the report does not say)."""
+        return report.steps is None or report.steps >= self.min_steps
+
     def evaluate(self, report: EpochReport) -> Decision:
         signal, fired, own = self._advance(report)
         state = {"signal": signal, **own}
+        fired = fired and self.trained_enough(report)
         if fired:
             return Decision(True, "signal", signal, f"{self!r} fires (signal {signal:.4g}): epoch "
                                                     f"{report.epoch + 1} prunes", state)

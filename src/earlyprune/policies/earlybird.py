@@ -41,14 +41,16 @@ class EarlyBird(SignalPolicy):
     }
 
     @checked(RULES)
-    def __init__(self, eps: float = 0.1, queue: int = 5, cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
-        super().__init__(cap)
+    def __init__(self, eps: float = 0.1, queue: int = 5, cap: int | None = SignalPolicy.DEFAULT_CAP,
+                 min_steps: int = SignalPolicy.DEFAULT_MIN_STEPS) -> None:
+        super().__init__(cap, min_steps)
         self.eps, self.queue = float(eps), queue
         self._masks: list[torch.Tensor] = []   # the last queue − 1 masks
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "EarlyBird":
-        options = parse_options("earlybird", arg, {"eps": float, "queue": int, "cap": optional_int})
+        options = parse_options("earlybird", arg, {"eps": float, "queue": int, "cap": optional_int,
+                                                          "min_steps": int})
         return cls(**{**kwargs, **options})
 
     def validate(self, groups: Any, criterion: Any) -> None:
@@ -73,4 +75,4 @@ class EarlyBird(SignalPolicy):
         self._masks = [torch.as_tensor(m).clone().bool() for m in state["masks"]]
 
     def __repr__(self) -> str:
-        return f"EarlyBird(eps={self.eps:g}, queue={self.queue}, cap={self.cap})"
+        return f"EarlyBird(eps={self.eps:g}, queue={self.queue}, cap={self.cap}, min_steps={self.min_steps})"

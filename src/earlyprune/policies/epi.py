@@ -47,8 +47,18 @@ class EPI(SignalPolicy):
             detection run (1/16 of training). The default r = 5 is that share of the 90-epoch classification
             recipe (≈ 5.6) and equals Algorithm 2's 5-epoch look-back; on short runs a smaller r reacts faster.
         cap: the latest pruning epoch (see :class:`~earlyprune.policies.SignalPolicy`); default 30.
+        min_steps: optimizer steps before the rule may fire (:class:`~earlyprune.policies.SignalPolicy`; 1,000).
 
-    Spec: ``epi`` or ``epi:tau=0.95,r=3,cap=20`` (``cap=none`` disables the cap).
+    ``N_t`` is PaT's: the unconstrained global top-k at the run's ratio — ``min_channels``, ``round_to`` and
+    ``max_group_ratio`` shape the removal, not the signal (with them a structure pinned at every group's floor
+    cannot change, and EPI reads 1.0 from the first epoch).
+
+    Spec: ``epi`` or ``epi:tau=0.95,r=3,cap=20,min_steps=500`` (``cap=none`` disables the cap).
+
+    Example:
+        >>> from earlyprune.policies import POLICIES
+        >>> POLICIES.build("epi:cap=10")
+        EPI(tau=auto, r=5, cap=10, min_steps=1000)
     """
 
     needs_scores = True
@@ -66,8 +76,9 @@ class EPI(SignalPolicy):
 
     @checked(RULES)
     def __init__(self, tau: float | None = None, r: int = DEFAULT_R,
-                 cap: int | None = SignalPolicy.DEFAULT_CAP) -> None:
-        super().__init__(cap)
+                 cap: int | None = SignalPolicy.DEFAULT_CAP,
+                 min_steps: int = SignalPolicy.DEFAULT_MIN_STEPS) -> None:
+        super().__init__(cap, min_steps)
         self.tau = None if tau is None else float(tau)
         self.r = r
         self._structures: list[list[int]] = []   # the last r structure vectors N_{t−r} … N_{t−1}
@@ -75,7 +86,8 @@ class EPI(SignalPolicy):
 
     @classmethod
     def from_spec(cls, arg: str, **kwargs: Any) -> "EPI":
-        options = parse_options("epi", arg, {"tau": float, "r": int, "cap": optional_int})
+        options = parse_options("epi", arg, {"tau": float, "r": int, "cap": optional_int,
+                                                    "min_steps": int})
         return cls(**{**kwargs, **options})
 
     def threshold(self, family: str) -> float:
@@ -112,4 +124,4 @@ class EPI(SignalPolicy):
 
     def __repr__(self) -> str:
         tau = "auto" if self.tau is None else f"{self.tau:g}"
-        return f"EPI(tau={tau}, r={self.r}, cap={self.cap})"
+        return f"EPI(tau={tau}, r={self.r}, cap={self.cap}, min_steps={self.min_steps})"

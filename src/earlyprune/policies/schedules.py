@@ -121,5 +121,7 @@ class RandomEpoch(FixedEpoch):
 class Never(Policy):
     """``never`` — train dense to the end (the reference run; signals are still recorded)."""
 
+    prunes = False
+
     def evaluate(self, report: EpochReport) -> Decision:
         return Decision(False)

@@ -145,6 +145,33 @@ def weight_change_score(delta_t: float, delta_prev: float, delta_ref: float | No
     return abs(delta_t - delta_prev) / abs(delta_ref)
 
 
+#: the normalisations of EarlyCroP's pruning-time score the paper writes (see :func:`pruning_time_score`)
+PRUNING_TIME_NORMS = ("algorithm1", "eq11", "current")
+
+
+def pruning_time_score(norm: str, delta_t: float, delta_prev: float, delta_ref: float | None,
+                       initial_norm: float | None) -> float | None:
+    """EarlyCroP's pruning-time score in one of the three forms the paper writes (prune once it is ≤ ``th``):
+
+    * ``"algorithm1"`` — Appendix B, Algorithm 1, line 6: ``(Δ_t − Δ_{t−1}) / ‖Θ_0‖²`` (signed, as written);
+    * ``"eq11"`` — §4.3, Eq. 11: ``|Δ_t − Δ_{t−1}| / |Δ_1|`` (:func:`weight_change_score`);
+    * ``"current"`` — the end of §4.3: ``|Δ_t − Δ_{t−1}| / |Δ_t|``.
+
+    None where the denominator is zero, unknown or a value is not finite (no division by zero).
+    """
+    if norm == "eq11":
+        return weight_change_score(delta_t, delta_prev, delta_ref)
+    if norm not in PRUNING_TIME_NORMS:
+        raise ValueError(f"unknown pruning-time normalisation {norm!r}; choose one of {PRUNING_TIME_NORMS}")
+    denominator = initial_norm if norm == "algorithm1" else delta_t
+    if denominator is None or not all(math.isfinite(v) for v in (delta_t, delta_prev, denominator)) \
+            or denominator == 0:
+        return None
+    if norm == "algorithm1":
+        return (delta_t - delta_prev) / abs(denominator)
+    return abs(delta_t - delta_prev) / abs(denominator)
+
+
 # -- Early-Bird: BatchNorm-γ masks --------------------------------------------------------------------------
 def batchnorm_scales(model: nn.Module) -> torch.Tensor | None:
     """``|γ|`` of every affine BatchNorm layer of ``model``, concatenated in module order (None if it has none)."""

@@ -48,6 +48,7 @@ class EpochSignals:
     record: dict[str, Any]
     structure: list[int] | None = None          #: N_t at the run's ratio
     weight_change: float | None = None          #: Δ_t
+    initial_norm: float | None = None           #: ‖θ_0‖² (EarlyCroP's Algorithm 1 divides by it)
     bn_mask: torch.Tensor | None = None         #: Early-Bird mask at the run's ratio
     seconds: float = 0.0                        #: time spent computing them
 
@@ -95,6 +96,7 @@ class SignalRecorder:
 
     def _reset_state(self) -> None:
         self._theta0: list[torch.Tensor] | None = None
+        self._initial_norm: float | None = None
         self._delta_prev = 0.0
         self._delta_ref: float | None = None
         self._structures: dict[str, list[list[int]]] = {}
@@ -140,6 +142,15 @@ class SignalRecorder:
         self.active = False
 
     @property
+    def initial_norm(self) -> float | None:
+        """``‖θ_0‖²`` (None without θ_0), summed in float64 like Δ."""
+        if self._theta0 is None:
+            return None
+        if getattr(self, "_initial_norm", None) is None:
+            self._initial_norm = float(sum(float(torch.dot(t.flatten(), t.flatten())) for t in self._theta0))
+        return self._initial_norm
+
+    @property
     def curve_ratios(self) -> list[float]:
         return sorted(set(self.ratios) | {self.ratio}) if self.needs is None else []
 
@@ -164,10 +175,13 @@ class SignalRecorder:
         out = EpochSignals(record)
         if scores is not None and (self._wants("structure")):
             ratios = self.curve_ratios or [self.ratio]
+            # PaT's N_t is the unconstrained global top-k: min_channels, round_to and max_group_ratio shape the
+            # removal, not the signal — with them a pinned structure (every group at its floor or rounded to the
+            # same multiple) cannot change, and EPI reads 1.0 from the first epoch
+            # the time target before (or without: policy "never") a step-time predictor: equal MACs stand in
+            target = "flops" if self.target == "latency" and self.predictor is None else self.target
             structures = (self.level.subnetworks(scores, ratios) if self.level is not None else
-                          subnetwork_structures(groups, scores, ratios, target=self.target,
-                                                min_channels=self.min_channels, round_to=self.round_to,
-                                                max_group_ratio=self.max_group_ratio, predictor=self.predictor))
+                          subnetwork_structures(groups, scores, ratios, target=target, predictor=self.predictor))
             out.structure = structures[self.ratio]
             record["subnetwork"] = list(out.structure)
             for ratio in self.curve_ratios:
@@ -188,6 +202,7 @@ class SignalRecorder:
                 if self._delta_ref is None and math.isfinite(delta) and delta > 0:
                     self._delta_ref = delta       # Δ_1: the first epoch that moved the weights
                 out.weight_change = _clean(delta)
+                out.initial_norm = self.initial_norm
                 record["weight_change"] = out.weight_change
                 record["weight_change_score"] = _clean(weight_change_score(delta, self._delta_prev, self._delta_ref))
                 self._delta_prev = delta
@@ -232,6 +247,7 @@ class SignalRecorder:
         self.active = bool(state["active"])
         self._theta0 = [t.detach().to("cpu", torch.float32).clone() for t in state["theta0"]] \
             if state["theta0"] is not None else None
+        self._initial_norm = None
         self._delta_prev = float(state["delta_prev"])
         self._delta_ref = None if state["delta_ref"] is None else float(state["delta_ref"])
         self._structures = {k: [list(map(int, s)) for s in v] for k, v in state["structures"].items()}

@@ -23,8 +23,9 @@ from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.trainin
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "measure", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
+LAYOUTS = ("auto", "measure", "on", "off")
 AUGMENTS = ("auto", "standard", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS = ("auto", "bar", "log", "none")
@@ -107,15 +108,17 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata=_meta("label smoothing in [0, 1)", "optimisation",
                                                                rule(Interval(Real, 0, 1, closed="left"))))
     precision: str = field(default="auto", metadata=_meta(
-        "fp32, bf16 (autocast; CPU and CUDA), fp16 (CUDA, with a gradient scaler) or auto: bf16 / fp16 only where a "
-        "few training steps measured at the start of the run are faster than fp32 on this device (recorded in "
+        "fp32, bf16 (autocast; CPU and CUDA), fp16 (CUDA, with a gradient scaler), auto (from the hardware, nothing "
+        "timed: bf16 where the device has bf16 matrix units — CUDA 8.0+, AMX-BF16 or AVX512-BF16 CPUs — else fp16 on "
+        "CUDA 7.x, else fp32) or measure (a few training steps of each at the start of the run; recorded in "
         "speed.json and summary.json)", "optimisation", rule(Options(PRECISIONS))))
     channels_last: str | bool = field(default="auto", metadata=_meta(
-        "channels_last memory format: on, off, or auto (on where measured faster, with the precision)",
-        "optimisation", rule(Options(SWITCHES), Boolean()), bare="on"))
-    compile: str = field(default="auto", metadata=_meta(
+        "channels_last memory format: on, off, auto (on for models with 2-D convolutions) or measure (on where "
+        "measured faster, with the precision)", "optimisation", rule(Options(LAYOUTS), Boolean()), bare="on"))
+    compile: str = field(default="off", metadata=_meta(
         "torch.compile the pruned model once the pruning epoch is over: off, on, or auto (only when the remaining "
-        "training is long enough to pay back a compile, kept only if measured faster; recorded in summary.json)",
+        "training is long enough to pay back a compile, kept only if measured faster; recorded in summary.json). "
+        "Off by default: a measured choice would make the run's numerics depend on the machine's load",
         "optimisation", rule(Options(SWITCHES))))
     device: str = field(default="auto", metadata=_meta("auto (cuda if available), cpu or cuda", "optimisation",
                                                        rule(Options(DEVICES))))
@@ -127,17 +130,19 @@ class TrainConfig:
     criterion: str = field(default="magnitude", metadata=_meta("importance criterion (EarlyPruner criterion=)",
                                                                "pruning"))
     policy: str | None = field(default=None, metadata=_meta(
-        "when to prune, e.g. epi or epoch:K (default: epi if available, else epoch:<10%% of the epochs>); "
-        "'never' trains dense", "pruning"))
+        "when to prune, e.g. epi or epoch:K (default: epi with its cap at a third of the epochs — PaT's "
+        "pre-defined epoch, 30 of 90); 'never' trains dense", "pruning"))
     ratio: float = field(default=0.5, metadata=_meta("fraction of the target to remove, in (0, 1)", "pruning", RATIO))
-    target: str = field(default="latency", metadata=_meta(
-        "what --ratio counts: latency (the training-step time measured on this device; benchmarks/frontier.py), "
-        "channels (PaT's definition), flops or params", "pruning", TARGET))
+    target: str = field(default="channels", metadata=_meta(
+        "what --ratio counts: channels (PaT's definition; the default), flops, params or latency (the "
+        "training-step time measured on this device: the structure then depends on the measurement)", "pruning",
+        TARGET))
     steps: int = field(default=8, metadata=_meta("pruning steps within the pruning epoch", "pruning", STEPS))
     min_channels: int = field(default=1, metadata=_meta("channels every group keeps at least", "pruning", MIN_CHANNELS))
-    round_to: int | str = field(default="auto", metadata=_meta(
-        "round kept widths to multiples of this, or auto: the multiple measured fastest for the pruned model on this "
-        "device, batch size and precision at the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
+    round_to: int | str = field(default=8, metadata=_meta(
+        "round kept widths to multiples of this (default 8: the SIMD width of fp32 AVX2 and of tensor-core tiles), "
+        "or auto: the multiple measured fastest for the pruned model on this device, batch size and precision at "
+        "the first pruning step (recorded in summary.json)", "pruning", ROUND_TO))
     max_group_ratio: float = field(default=0.8, metadata=_meta(
         "largest fraction of any one group's channels that may be removed (1: no limit)", "pruning", GROUP_RATIO))
     time_budget: float | None = field(default=None, metadata=_meta(
@@ -197,7 +202,7 @@ class TrainConfig:
             raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ConfigError(f"--name must be a plain directory name, got {self.name!r}")
-        if self.granularity == "weights" and self.target not in ("latency", "channels"):   # latency: the default
+        if self.granularity == "weights" and self.target != "channels":   # channels: the default
             raise ConfigError(f"--target {self.target} shapes channel pruning; it does not apply to --granularity "
                               f"weights (--ratio is the weight sparsity): leave --target out")
         if (self.granularity == "both") != (self.weight_ratio is not None):
@@ -227,7 +232,8 @@ class TrainConfig:
         if cfg.lottery_rounds:  # LTR prunes weights by magnitude between its trainings; the pruner stays dense
             cfg.policy, cfg.granularity, cfg.criterion = "never", "weights", "magnitude"
         if cfg.policy is None:
-            cfg.policy = "epi" if "epi" in POLICIES else f"epoch:{max(1, round(cfg.epochs * 0.1))}"
+            cfg.policy = (f"epi:cap={max(1, cfg.epochs // 3)}" if "epi" in POLICIES
+                          else f"epoch:{max(1, round(cfg.epochs * 0.1))}")
             object.__setattr__(cfg, "_default_policy", True)  # not the user's choice: no warning about its cap
         return cfg.validate()
 

@@ -73,6 +73,44 @@ def _has_4d(model: nn.Module) -> bool:
     return any(p.dim() == 4 for p in model.parameters())
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has bf16 matrix units: CUDA compute capability 8.0+, or a CPU with AMX-BF16 or
+    AVX512-BF16. Where it has not, bf16 autocast is emulated — 12-17x *slower* than fp32 on an AVX2-only CPU."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def hardware_settings(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str,
+                      channels_last: str | bool) -> SpeedSettings:
+    """Resolve ``"auto"`` from what the hardware says, without timing anything (the same choice on every machine
+    of a kind, whatever its load): bf16 where the device has bf16 matrix units (:func:`native_bf16`), else fp16
+    on CUDA devices with tensor cores (capability 7.0+), else fp32; channels_last for models with 2-D
+    convolutions fed images (oneDNN and cuDNN pick their fastest convolution kernels for it: 15 % per step for a
+    CIFAR ResNet-20 in fp32 on an AVX2 EPYC, benchmarks/README.md). ``"measure"`` is :func:`choose_settings`."""
+    if precision == "auto":
+        if native_bf16(device):
+            precision = "bf16"
+        elif device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 7:
+            precision = "fp16"
+        else:
+            precision = "fp32"
+    cl = (_has_4d(model) and x.dim() == 4) if channels_last == "auto" else channels_last in (True, "on")
+    return SpeedSettings(precision, bool(cl), clock=timing.clock(device))
+
+
 def choose_settings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor],
                     device: torch.device, precision: str, channels_last: str | bool, rounds: int = 3,
                     min_gain: float = MIN_GAIN) -> SpeedSettings:

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..distributed import broadcast_object
 from ..errors import ConfigError, EarlyPruneError, NonFiniteError
+from ..batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from ..io import save, structure_json
 from ..metrics import ModelStats, measure
 from ..models import create_model
@@ -63,7 +64,8 @@ from .precision import Precision, resolve_device
 from .loggers import RunLogger, RunStart, build_loggers
 from .progress import Progress, epoch_label
 from .speed import (GAIN_ROUNDS, CompileDecision, SpeedSettings, budget_fraction, budget_ratio, choose_settings,
-                    compile_decision, measure_gain, narrow_channels_last_crashes)
+                    compile_decision, hardware_settings, measure_gain,
+                    narrow_channels_last_crashes)
 from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
 
 SPEED = "speed.json"
@@ -456,19 +458,22 @@ def _resolve_speed(run: _Run) -> None:
     stored = run.run_dir / SPEED if run.run_dir is not None else None
     if stored is not None and stored.exists():
         run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
-    elif cfg.precision == "auto" or cfg.channels_last == "auto":
+    elif cfg.precision == "measure" or cfg.channels_last == "measure":
         n = min(cfg.batch_size, len(run.train_loader.x))
         x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
+        precision = "auto" if cfg.precision == "measure" else cfg.precision
+        layout = "auto" if cfg.channels_last == "measure" else cfg.channels_last
         with Stopwatch(run.device) as clock:
             run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
-                choose_settings(run.model, x, y, _step_loss(run), run.device, cfg.precision, cfg.channels_last)
+                choose_settings(run.model, x, y, _step_loss(run), run.device, precision, layout)
                 if run.parallel.is_main else None)
         run.setup_seconds = (clock.seconds, clock.cpu_seconds)
         times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
         run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
                          f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
-    else:
-        run.speed = SpeedSettings(cfg.precision, cfg.channels_last in (True, "on"))
+    else:   # fixed, or "auto": from what the hardware says, nothing timed (the same on every run of the machine)
+        run.speed = hardware_settings(run.model, run.train_loader.normalise(run.train_loader.x[:1]), run.device,
+                                      cfg.precision, cfg.channels_last)
     run.precision = Precision(run.speed.precision, run.device)
     run.channels_last = run.speed.channels_last
     run.train_loader.channels_last = run.test_loader.channels_last = run.channels_last
@@ -671,6 +676,8 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
         row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
     row["test_loss"] = row["test_accuracy"] = None
     row["eval_seconds"] = 0.0
+    if run.pruner.done and run.pruner.prune_epoch == epoch and _removes_channels(run):
+        row["bn_recalibration"] = _recalibrate(run, evaluate_before=evaluates(epoch, run.cfg, row))
     if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
         with Stopwatch(run.device) as clock:
             row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision,
@@ -689,6 +696,24 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     row["overhead_seconds"] = overhead.seconds + (run.setup_seconds[0] if epoch == 0 else 0.0)
     row["overhead_cpu_seconds"] = overhead.cpu_seconds + (run.setup_seconds[1] if epoch == 0 else 0.0)
     return row
+
+
+def _recalibrate(run: _Run, evaluate_before: bool) -> dict[str, Any]:
+    """After the pruning epoch: BatchNorm running statistics re-estimated on the first training images (no
+    augmentation, no random number drawn: the training trajectory is unchanged), and the test accuracy before it."""
+    record: dict[str, Any] = {}
+    if evaluate_before:
+        record["test_loss_before"], record["test_accuracy_before"] = evaluate(run.model, run.test_loader,
+                                                                              run.precision, run.parallel)
+    loader, size = run.train_loader, run.cfg.batch_size
+    starts = range(0, min(len(loader.x), DEFAULT_BATCHES * size), size)
+    with Stopwatch(run.device) as clock:
+        with run.precision.autocast():
+            record["batches"] = recalibrate_batchnorm(
+                run.model, (loader.normalise(loader.x[i:i + size]) for i in starts))
+    run.parallel.sync_buffers(run.model)
+    record["seconds"], record["cpu_seconds"] = clock.seconds, clock.cpu_seconds
+    return record
 
 
 def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -773,6 +798,7 @@ def _finish(run: _Run) -> RunResult:
     summary["min_channels"] = run.min_channels
     summary["max_group_ratio"] = cfg.max_group_ratio
     summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
+    summary["bn_recalibration"] = next((r["bn_recalibration"] for r in rows if r.get("bn_recalibration")), None)
     summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
                           else next((r["compile"] for r in rows if r.get("compile")), None))
     summary["time_budget"] = _budget_record(run)
