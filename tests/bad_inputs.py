@@ -90,7 +90,7 @@ class HardCodedWidth(nn.Module):
 def _train(tmp: Path, *args: str) -> int:
     return main(["train", "--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:32",
                  "--image-size", "8", "--batch-size", "16", "--epochs", "2", "--policy", "epoch:1", "--steps", "1",
-                 "--round-to", "1", "--progress", "none", "--out-dir", str(tmp), "--name", "run",
+                 "--round-to", "1", "--channels-last", "off", "--progress", "none", "--out-dir", str(tmp), "--name", "run",
                  "--data-dir", str(tmp / "data"), *args])
 
 

@@ -149,6 +149,7 @@ def test_kill_hook_refuses_unknown_points(monkeypatch):
 # -- what a resume may change ---------------------------------------------------------------------------------
 TINY = ["train", "--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:32", "--image-size", "8",
         "--epochs", "2", "--batch-size", "16", "--steps", "2", "--policy", "epoch:1", "--round-to", "1",
+        "--channels-last", "off",
         "--progress", "none", "--precision", "fp32"]   # a stated precision: a resume's change of it is visible
 
 

@@ -100,7 +100,8 @@ def run_dir(tmp_path_factory) -> tuple[Path, tuple]:
     out = tmp_path_factory.mktemp("fuzzrun")
     assert main(["train", "--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:32",
                  "--image-size", "8", "--batch-size", "16", "--epochs", "2", "--policy", "epoch:1", "--steps", "1",
-                 "--round-to", "1", "--progress", "none", "--out-dir", str(out), "--name", "r", "--stop-after",
+                 "--round-to", "1", "--channels-last", "off", "--progress", "none", "--out-dir", str(out), "--name", "r",
+                 "--stop-after",
                  "1"]) == 0
     return out / "r", load_checkpoint(out / "r", _fresh())
 

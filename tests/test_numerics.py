@@ -81,7 +81,7 @@ def test_when_every_batch_is_non_finite_the_pruning_step_says_what_to_check():
 
 FAST = ["--model", "small_cnn", "--model-arg", "width=4", "--dataset", "synthetic:64", "--image-size", "8",
         "--batch-size", "8", "--epochs", "3", "--policy", "epoch:1", "--steps", "1", "--round-to", "1",
-        "--progress", "none"]
+        "--channels-last", "off", "--progress", "none"]
 
 
 class _NaNLoss(torch.nn.CrossEntropyLoss):

@@ -14,7 +14,8 @@ from earlyprune.policies.base import SignalPolicy
 from nets import ResidualNet
 
 FAST = ["--model", "small_cnn", "--model-arg", "width=8", "--batch-size", "32", "--steps", "2", "--progress", "none",
-        "--dataset", "synthetic:64", "--round-to", "1", "--target", "channels"]   # a count: nothing timed decides
+        "--dataset", "synthetic:64", "--round-to", "1", "--target", "channels",   # a count: nothing timed decides
+        "--channels-last", "off"]
 
 
 def _train(tmp_path, name, *extra):
@@ -24,7 +25,7 @@ def _train(tmp_path, name, *extra):
 
 def test_a_policy_that_fires_after_the_last_epoch_is_reported_as_not_pruned(tmp_path, capsys):
     # EPI fires at the end of the last epoch (the case; a fixed epoch that late is refused at start-up)
-    summary = _train(tmp_path, "late", "--epochs", "2", "--policy", "epi:cap=30")
+    summary = _train(tmp_path, "late", "--epochs", "2", "--policy", "epi:cap=30,min_steps=0")
     assert summary["pruned"] is False and summary["prune_epoch"] is None
     outcome = summary["pruning"]
     assert outcome["code"] == "triggered_too_late" and outcome["triggered_after_epoch"] == 1
@@ -32,7 +33,7 @@ def test_a_policy_that_fires_after_the_last_epoch_is_reported_as_not_pruned(tmp_
     capsys.readouterr()
     assert main(["info", str(tmp_path / "late")]) == 0
     info = capsys.readouterr().out
-    assert "not pruned: policy EPI(tau=auto, r=5, cap=30) triggered at the end of epoch 1" in info
+    assert "not pruned: policy EPI(tau=auto, r=5, cap=30, min_steps=0) triggered at the end of epoch 1" in info
     assert "pruned during" not in info
     # the same outcome from the library, for a fixed epoch that a loop never reaches
     model = ResidualNet()

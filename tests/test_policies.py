@@ -122,7 +122,7 @@ def weight_change_reports(deltas, ratio=0.5):
 def test_earlycrop_fires_on_a_known_trajectory(ratio, expected):
     # Δ_t (t = 1…6): scores |Δ_t − Δ_{t−1}|/Δ_1 = 1, 0.8, 0.6, 0.3, 0.1, 0.06 against th = 1 − ratio
     reports = weight_change_reports([1.0, 1.8, 2.4, 2.7, 2.8, 2.86], ratio)
-    policy = EarlyCroP(cap=None)
+    policy = EarlyCroP(cap=None, norm="eq11")
     fired_at, decisions = run_policy(policy, reports)
     assert fired_at == expected
     scores = [d.signal for d in decisions]
@@ -131,11 +131,11 @@ def test_earlycrop_fires_on_a_known_trajectory(ratio, expected):
 
 def test_earlycrop_guards_degenerate_trajectories():
     # a first epoch that does not move the weights: Δ_1 is taken from the first epoch that does
-    fired_at, decisions = run_policy(EarlyCroP(th=0.5, cap=None), weight_change_reports([0.0, 1.0, 1.5, 1.6]))
+    fired_at, decisions = run_policy(EarlyCroP(th=0.5, cap=None, norm="eq11"), weight_change_reports([0.0, 1.0, 1.5, 1.6]))
     assert [d.signal for d in decisions][:1] == [None] and fired_at == 3
     assert decisions[2].signal == pytest.approx(0.5, rel=1e-3)         # 0.5 is not < 0.5
     # weights never move: never a score, never a division by zero; only the cap prunes
-    fired_at, decisions = run_policy(EarlyCroP(cap=4), weight_change_reports([0.0] * 6))
+    fired_at, decisions = run_policy(EarlyCroP(cap=4, norm="eq11"), weight_change_reports([0.0] * 6))
     assert fired_at == 3 and decisions[-1].reason == "cap" and all(d.signal is None for d in decisions)
     policy = EarlyCroP(cap=None)
     assert not policy.update(report(0, weight_change=float("nan"))) and policy.state_dict()["ref"] is None
@@ -225,7 +225,7 @@ def test_specs_build_the_documented_policies():
 
 
 # -- side effects and state -----------------------------------------------------------------------------------
-SPECS = ["epi:r=2,tau=0.97", "earlycrop:th=0.4", "earlybird:eps=0.3", "epoch:6", "random:1-7,seed=0", "never"]
+SPECS = ["epi:r=2,tau=0.97", "earlycrop:th=0.4,norm=eq11", "earlybird:eps=0.3", "epoch:6", "random:1-7,seed=0", "never"]
 STRUCTURES = [[20, 12, 30], [28, 12, 30], [20, 14, 30], [24, 12, 27], [24, 12, 29]] + [[23, 12, 29]] * 4
 DELTAS = [1.0, 1.9, 2.7, 3.4, 3.7, 3.8, 3.85, 3.87, 3.88]   # scores 1, .9, .8, .7, .3, .1, …
 
@@ -285,7 +285,7 @@ def test_epi_end_to_end_dense_trigger_prune_sparse(caplog):
     model = MLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = blobs(128)
-    pruner = ep.EarlyPruner(model, x[:8], 0.5, policy="epi:r=3", optimizer=opt, steps=2)
+    pruner = ep.EarlyPruner(model, x[:8], 0.5, policy="epi:r=3,min_steps=0", optimizer=opt, steps=2)
     dense_channels = pruner.groups.totals()["channels"]
     with caplog.at_level(logging.INFO, logger="earlyprune"):
         train(pruner, model, opt, x, y, epochs=12)
@@ -314,7 +314,8 @@ def test_the_pruner_logs_and_records_a_prune_at_the_cap(caplog):
     model = MLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = blobs(128)
-    pruner = ep.EarlyPruner(model, x[:8], 0.5, policy="earlycrop:th=0.0001,cap=2", optimizer=opt, steps=2)
+    pruner = ep.EarlyPruner(model, x[:8], 0.5, policy="earlycrop:th=0.0001,cap=2,norm=eq11", optimizer=opt,
+                            steps=2)
     with caplog.at_level(logging.WARNING, logger="earlyprune"):
         train(pruner, model, opt, x, y, epochs=4)
     assert pruner.prune_epoch == 2 and [e["trigger_reason"] for e in pruner.history] == [None, "cap", None, None]

@@ -110,7 +110,9 @@ def _train(out, *extra):
 
 
 def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monkeypatch):
-    assert main(_train(tmp_path, "--name", "r", "--stop-after", "2", "--target", "channels")) == 0  # surely pruned
+    # measured on request (the default reads the hardware); widths not rounded to 8 so that a width-8 net prunes
+    assert main(_train(tmp_path, "--name", "r", "--stop-after", "2", "--target", "channels", "--precision", "measure",
+                       "--channels-last", "measure", "--compile", "auto", "--round-to", "1")) == 0  # surely pruned
     run = tmp_path / "r"
     chosen = json.loads((run / "speed.json").read_text())
     assert chosen["precision"] in ("fp32", "bf16") and set(chosen["measured"]) == {"fp32", "fp32-cl", "bf16",

@@ -12,12 +12,13 @@ from earlyprune.models import create_model
 
 # a count target: the default time target decides by timing, and may keep an 8-wide net whole on a busy machine
 FAST = ["--model", "small_cnn", "--model-arg", "width=8", "--batch-size", "32", "--steps", "2", "--progress", "log",
+        "--channels-last", "off",   # its floor of 8 channels on AVX2 CPUs would keep a width-8 net whole
         "--target", "channels"]
 
 
 def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
-    argv = ["train", *FAST, "--dataset", "synthetic:96", "--epochs", "3", "--policy", "epoch:1", "--out-dir",
-            str(tmp_path), "--name", "syn", "--label-smoothing", "0.1", "--schedule", "step", "--nesterov"]
+    argv = ["train", *FAST, "--round-to", "auto", "--dataset", "synthetic:96", "--epochs", "3", "--policy", "epoch:1",
+            "--out-dir", str(tmp_path), "--name", "syn", "--label-smoothing", "0.1", "--schedule", "step", "--nesterov"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "epoch 1 (2/3) pruning" in out and "speedup" in out  # numbered from 0, then how many done
@@ -35,7 +36,7 @@ def test_train_on_synthetic_writes_a_complete_run_directory(tmp_path, capsys):
     assert summary["complete"] and summary["prune_epoch"] == 1 and summary["model_bytes"] > 0
     assert 0 < summary["macs"]["reduction"] < 1 and summary["node_sparsity"] > 0.3 and summary["speedup"] > 0
     assert summary["peak_memory"]["bytes"] > 0 and summary["dense_equivalent_seconds"] > 0
-    # --round-to defaults to auto: measured at the first pruning step, recorded, used by every step
+    # --round-to auto: measured at the first pruning step, recorded, used by every step
     assert config["round_to"] == "auto" and summary["round_to"]["value"] >= 1 and summary["round_to"]["seconds"]
     assert {e["round_to"] for e in rows[1]["events"]} == {summary["round_to"]["value"]}
 
@@ -157,7 +158,7 @@ def test_the_random_criterion_follows_the_run_seed(tmp_path):
     def structure(seed, criterion="random"):
         cfg = TrainConfig(model="small_cnn", model_args={"width": 8}, dataset="synthetic:64", epochs=1,
                           batch_size=32, policy="init", criterion=criterion, seed=seed, progress="none",
-                          round_to=1, target="channels")
+                          round_to=1, target="channels", channels_last="off")
         return train(cfg, write=False).pruner.structure()
 
     assert structure(1) != structure(2)                      # --seed changes the random ranking …
@@ -192,6 +193,7 @@ def test_models_with_auxiliary_classifiers_train_and_prune(tmp_path):
     try:
         result = train(TrainConfig(model="aux_test_net", dataset="synthetic:32", image_size=8, epochs=2,
                                    batch_size=16, steps=2, policy="epoch:1", round_to=1, progress="none",
+                                   channels_last="off",
                                    target="channels",   # a time target may keep an 8-channel net whole
                                    out_dir=str(tmp_path), name="aux"))
     finally:

@@ -19,7 +19,7 @@ def _base(out, *extra):
     # two runs compared step for step: nothing chosen by measuring the machine (precision, layout, time target)
     return ["train", "--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:96", "--epochs", "4",
             "--batch-size", "32", "--steps", "2", "--out-dir", str(out), "--progress", "none", "--warmup-epochs", "1",
-            "--precision", "fp32", "--channels-last", "off", "--target", "channels", *extra]
+            "--precision", "fp32", "--channels-last", "off", "--target", "channels", "--round-to", "1", *extra]
 
 
 def _metrics(run):
@@ -85,7 +85,7 @@ def test_compare_runs_lottery_ticket_rewinding_beside_weight_policies(tmp_path):
 
     base = TrainConfig(model="small_cnn", model_args={"width": 4}, dataset="synthetic:32", image_size=8, epochs=2,
                        batch_size=16, eval_batch_size=64, steps=1, progress="none", out_dir=str(tmp_path),
-                       name="c", granularity="weights", criterion="magnitude")
+                       name="c", granularity="weights", criterion="magnitude", round_to=1, channels_last="off")
     plan = compare(base, policies=["ltr:rounds=1", "before"], ratios=[0.8], oracle_epochs=[0], plots=False,
                    log=lambda *_: None)
     ltr = next(s for s in plan.specs if s.config.lottery_rounds == 1)
