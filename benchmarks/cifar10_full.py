@@ -305,7 +305,9 @@ def collect(method: str, seed: int) -> dict[str, Any] | None:
         seg = max((i for i, s in enumerate(starts) if s <= row["epoch"]), default=0)
         pruner = row.get("pruner") or {}
         epochs.append({"epoch": row["epoch"], "phase": row.get("phase"), "cpu_seconds": row.get("cpu_seconds"),
-                       "pruner_cpu_seconds": row.get("pruner_cpu_seconds"), "test_accuracy": row.get("test_accuracy"),
+                       "pruner_cpu_seconds": row.get("pruner_cpu_seconds"), "batches": row.get("batches"),
+                       "overhead_cpu_seconds": row.get("overhead_cpu_seconds"),
+                       "bn_recalibration": row.get("bn_recalibration"), "test_accuracy": row.get("test_accuracy"),
                        "train_loss": row.get("train_loss"), "segment": seg, "macs": row.get("macs"),
                        "epi": pruner.get("epi"), "weight_change_score": pruner.get("weight_change_score"),
                        "earlybird_distance": pruner.get("earlybird_distance"),
@@ -315,6 +317,7 @@ def collect(method: str, seed: int) -> dict[str, Any] | None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     record = {
         "method": method, "seed": seed, "label": LABELS[method], "args": METHODS[method]["args"],
+        "config": json.loads((run_dir / "config.json").read_text()),
         "final_test_accuracy": summary["final_test_accuracy"], "best_test_accuracy": summary["best_test_accuracy"],
         "prune_epoch": summary.get("prune_epoch"), "pruning": summary.get("pruning"),
         "macs": summary["macs"]["final"], "params": summary["params"]["final"],
