@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--seed", type=int, nargs="+", default=[0])
     p_run.add_argument("--jobs", type=int, default=2)
     p_run.add_argument("--tiny", action="store_true", help="smoke test: 512 images, 2 epochs, under /tmp")
-    sub.add_parser("status", help="epochs done per run")
+    sub.add_parser("status", help="epochs done per run, and progress.md (accuracy, CPU time, EPI per epoch)")
     p_rep = sub.add_parser("report", help="table and plot from the finished runs")
     p_rep.add_argument("--no-latency", action="store_true", help="skip the inference-latency measurement")
     args = parser.parse_args(argv)
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args.methods, args.seed, args.jobs, args.tiny)
     elif args.command == "status":
         status()
+        from cifar10_full_report import progress
+        progress(RESULTS)
     else:
         from cifar10_full_report import report   # the table, the plot and the latency measurement
         report(RESULTS, latency=not args.no_latency)

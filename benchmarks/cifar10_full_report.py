@@ -216,3 +216,43 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def progress(results: Path) -> str:
+    """Runs still in progress (or finished): epochs done, test accuracy, CPU seconds per epoch, and the signals each
+    dense epoch recorded — written to ``progress.md`` so that a benchmark spanning sessions shows where it is."""
+    lines = ["# CIFAR-10 full benchmark: runs in progress", "",
+             "Per run, from its `metrics.jsonl` (the trainer's log). CPU s: process CPU time of the epoch's training "
+             "loop (+ the pruner's). EPI: the dense epoch's EPI at 50 % (PaT's τ = 0.983 for magnitude scores).", ""]
+    for run_dir in sorted(p for p in (results / "runs").glob("*") if p.is_dir()):
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        segments_path = run_dir.with_name(run_dir.name + ".segments.json")
+        segments = json.loads(segments_path.read_text()) if segments_path.exists() else []
+        machines = sorted({s["machine"].get("cpu", "?") + " (" + "/".join(s["machine"].get("cpu_flags", [])) + ")"
+                           for s in segments})
+        lines += [f"## {run_dir.name}: {len(rows)} epochs done", "", f"Machines: {', '.join(machines) or '?'}; "
+                  f"segments started at epochs {[s['from_epoch'] for s in segments]} (commits "
+                  f"{[s['commit'] for s in segments]}).", "",
+                  "| epoch | steps | phase | test acc. | CPU s | pruner CPU s | EPI 30 % | EPI 50 % | EPI 70 % | "
+                  "weight change (Eq. 11) | events |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        steps = 0
+        for r in rows:
+            steps += r.get("batches") or 0
+            epi = (r.get("pruner") or {}).get("epi") or {}
+            cells = [_num3(epi.get(k)) for k in ("0.3", "0.5", "0.7")]
+            wc = (r.get("pruner") or {}).get("weight_change_score")
+            events = len(r.get("events") or [])
+            lines.append(f"| {r['epoch']} | {steps} | {r.get('phase')} | {_pct(r.get('test_accuracy'))} | "
+                         f"{r.get('cpu_seconds', 0):.0f} | {r.get('pruner_cpu_seconds', 0):.1f} | " + " | ".join(cells) +
+                         f" | {_num3(wc)} | {events or ''} |")
+        lines.append("")
+    text = "\n".join(lines)
+    (results / "progress.md").write_text(text)
+    return text
+
+
+def _num3(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
