@@ -12,7 +12,8 @@ linear warm-up then cosine, weight decay 5e-4, batch 128, pad-4 random crop + fl
 * (e) ``tpf`` — train–prune–fine-tune: (a)'s final model pruned to 50 % of its channels and fine-tuned 15 epochs;
 * (f) ``scratch-e`` — (b)'s final architecture, re-initialised, trained 30 epochs;  (g) ``narrow`` — a uniformly
   narrower ResNet-20 with (b)'s final MACs;  (h) ``earlycrop`` / ``earlybird`` with their triggers;
-* ``epoch-K`` — the fixed-epoch grid (K in 1, 2, 4, 6, 8, 10) that EPI's prune moment is judged against.
+* ``epoch-K`` — the fixed-epoch grid (K in 1, 2, 4, 6, 8, 10) that EPI's prune moment is judged against;
+* ``signals-taylor`` — a dense run recording the signals of PaT's gradient (Taylor) criterion (evidence only).
 
 A run takes about 3.3 h of one core of an AVX2 EPYC (fp32), longer than a session: ``run`` starts a run or resumes
 it from its last checkpoint, so killing the script loses at most the epoch in progress. Run directories live in
@@ -94,12 +95,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "earlycrop": _method({"policy": f"earlycrop:cap={CAP}", "criterion": "crop", **PRUNE}),
     "earlybird": _method({"policy": f"earlybird:cap={CAP}", **PRUNE}),
     **{f"epoch-{k}": _method({"policy": f"epoch:{k}", **PRUNE}) for k in GRID},
+    # evidence, not a method: the signals of a dense run scored with PaT's gradient criterion
+    "signals-taylor": _method({"policy": "never", "criterion": "taylor", **PRUNE}, prunes=False),
 }
 LABELS = {"dense": "(a) dense", "epi": "(b) EPI, 50 % channels", "epi-la": "(c) EPI, latency-aware saliency",
           "init-magnitude": "(d) init, magnitude", "init-3sp-ca": "(d) 3SP compute-aware, before training",
           "tpf": "(e) train-prune-fine-tune (30+15)", "scratch-e": "(f) Scratch-E of (b)'s architecture",
           "narrow": "(g) uniformly narrower, (b)'s MACs", "earlycrop": "(h) EarlyCroP-S",
-          "earlybird": "(h) Early-Bird", **{f"epoch-{k}": f"fixed epoch {k}" for k in GRID}}
+          "earlybird": "(h) Early-Bird", **{f"epoch-{k}": f"fixed epoch {k}" for k in GRID},
+          "signals-taylor": "dense, Taylor signals recorded"}
 
 
 # -- models that depend on other runs (registered in the worker process) -------------------------------------
