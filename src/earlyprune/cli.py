@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"earlyprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~10-15 s on "
+    demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with early pruning (~30-60 s on "
                                "a CPU)",
                           description="Train a small CNN on scikit-learn's bundled 8x8 digits: dense until the "
                                       "policy triggers (epi capped at half the epochs), prune half of the measured "

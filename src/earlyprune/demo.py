@@ -1,4 +1,4 @@
-"""``earlyprune demo``: early pruning on scikit-learn's bundled 8×8 digits, in 10–15 s on a 2-core CPU.
+"""``earlyprune demo``: early pruning on scikit-learn's bundled 8×8 digits, in 30–60 s on a 2-core CPU.
 
 A small CNN trains dense until the policy (``epi`` capped at half the epochs) triggers, one epoch
 prunes half of its channels in a few iterative steps (PaT's ``target="channels"``, the trainer's default), and the
