@@ -207,3 +207,13 @@ def test_the_pruning_epoch_reports_the_accuracy_after_recalibration(tmp_path):
     record = summary["bn_recalibration"]
     assert record is not None and record["batches"] == 3      # 96 images, batch 32
     assert rows[1]["bn_recalibration"] == record and "test_accuracy_before" in record
+
+
+def test_a_wait_that_outlasts_the_cap_is_said_at_the_start(tmp_path, capsys):
+    argv = [a if a != "epoch:1" else "epi:cap=2" for a in SMALL]
+    argv[argv.index("none")] = "log"   # --progress log
+    assert main(["train", *argv, "--out-dir", str(tmp_path), "--name", "wait"]) == 0
+    out = capsys.readouterr().out
+    assert "waits for 1,000 optimizer steps" in out and "3 per epoch: 6 before its cap" in out
+    assert "e.g. epi:cap=2,min_steps=3" in out
+    assert json.loads((tmp_path / "wait" / "summary.json").read_text())["prune_epoch"] == 2

@@ -440,6 +440,8 @@ def _build(run: _Run) -> dict[str, Any] | None:
     run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
                                run.precision.dtype, run.channels_last, run.min_channels, log=run.progress.log,
                                checks=state is None)
+    if state is None:
+        _say_if_the_wait_outlasts_the_cap(run)
     if cfg.lottery_rounds:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
@@ -449,6 +451,21 @@ def _build(run: _Run) -> dict[str, Any] | None:
     if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
         _fit_budget(run)
     return state
+
+
+def _say_if_the_wait_outlasts_the_cap(run: _Run) -> None:
+    """A signal policy whose ``min_steps`` outlasts its cap on this dataset prunes at the cap: said at the start,
+    in the run's terms, rather than only as the cap's warning epochs later."""
+    policy = run.pruner.policy
+    min_steps, cap = getattr(policy, "min_steps", 0), getattr(policy, "cap", None)
+    per_epoch = len(run.train_loader)
+    if cap is None or not min_steps or cap * per_epoch >= min_steps or cap >= run.cfg.epochs:
+        return
+    spec = run.cfg.policy or ""
+    spec += ("," if ":" in spec else ":") + f"min_steps={max(1, cap * per_epoch // 2)}"
+    run.progress.log(f"{policy!r} waits for {min_steps:,} optimizer steps before its rule may fire, but this run "
+                     f"takes {per_epoch:,} per epoch: {cap * per_epoch:,} before its cap, so it will prune at the "
+                     f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
 
 
 def _resolve_speed(run: _Run) -> None:
