@@ -33,7 +33,7 @@ PROGRESS = ("auto", "bar", "log", "none")
 #: fields that may differ when a run is resumed: they change where things are or how they are shown, not what
 #: is computed
 RUNTIME_FIELDS = frozenset({"name", "out_dir", "data_dir", "data_cache", "download", "progress", "threads",
-                            "stop_after", "eval_every", "log"})
+                            "stop_after", "eval_every", "log", "speed_profile"})
 
 
 WHOLE_1 = rule(Interval(Integral, 1, None))
@@ -163,6 +163,10 @@ class TrainConfig:
     lottery_rewind: int = field(default=1, metadata=_meta(
         "the epoch whose end state LTR rewinds to (0: the initialisation)", "pruning",
         rule(Interval(Integral, 0, None))))
+    speed_profile: str | None = field(default=None, metadata=_meta(
+        "a JSON file of the measurements that decide the model (--target latency's step-time predictor, --round-to "
+        "auto, --precision/--channels-last measure, --time-budget's costs): written by the first run given it, "
+        "re-used by every later one, so that a re-run gives the same model", "pruning", PATH))
     pruner_args: dict[str, Any] = field(default_factory=dict, metadata=_meta(
         "extra EarlyPruner keyword argument KEY=VALUE, repeatable (e.g. compute_aware=0.1)", "pruning", MAPPING))
     # -- run ---------------------------------------------------------------------------------------------------

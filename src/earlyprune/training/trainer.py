@@ -45,12 +45,12 @@ from ..pruner import EarlyPruner
 from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.masks import parameters_in_plain_order
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
-from ..rounding import AutoRoundTo
-from ..steptime import StepTime
+from ..rounding import AutoRoundTo, RoundToChoice
+from ..steptime import StepTime, StepTimePredictor
 from ..timing import Stopwatch
 from ..timing import clock as timing_clock
 from ..validation import InvalidParameterError
-from . import environment, faults, rundir
+from . import environment, faults, rundir, speed_profile
 from ..optimizer_state import check_state
 from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint,
                          set_rng_state, write_json_atomic)
@@ -303,6 +303,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         run.environment = env
         if check is not None:
             check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
+        elif cfg.speed_profile is not None:   # a resume re-uses its own run's measurements instead
+            run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
         state = _build(run)
         if state is not None:
             _restore(run, state)
@@ -369,6 +371,7 @@ class _Run:
     budget: dict[str, Any] | None = None
     setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
     environment: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None         #: --speed-profile's measurements, when it already existed
     resume_changes: list[dict[str, Any]] = field(default_factory=list)
     loggers: list[RunLogger] = field(default_factory=list)
 
@@ -442,6 +445,7 @@ def _build(run: _Run) -> dict[str, Any] | None:
                                checks=state is None)
     if state is None:
         _say_if_the_wait_outlasts_the_cap(run)
+        _apply_profile(run)
     if cfg.lottery_rounds:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
@@ -451,6 +455,39 @@ def _build(run: _Run) -> dict[str, Any] | None:
     if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
         _fit_budget(run)
     return state
+
+
+def _apply_profile(run: _Run) -> None:
+    """--speed-profile: the rounding choice and the step-time predictor a previous run measured, given to the
+    pruner as a resumed run's state gives them (nothing of it is measured again)."""
+    profile, pruner = run.profile, run.pruner
+    if not profile:
+        return
+    if profile.get("round_to") is not None and isinstance(pruner.round_to, AutoRoundTo):
+        pruner.round_to_choice = RoundToChoice.from_dict(profile["round_to"])
+        pruner.round_to = pruner.round_to_choice.value
+    if profile.get("predictor") is not None and run.cfg.target == "latency":
+        pruner.predictor = StepTimePredictor.from_dict(profile["predictor"])
+    run.progress.log(f"measurements from --speed-profile {run.cfg.speed_profile}: "
+                     + ", ".join(k for k in ("speed", "round_to", "predictor", "time_budget") if profile.get(k)))
+
+
+def _write_profile(run: _Run) -> bool:
+    """The first run given --speed-profile writes what it measured (rank 0), once its pruning has started (before,
+    the predictor and the rounding choice may not exist yet). True if it wrote."""
+    cfg, pruner = run.cfg, run.pruner
+    if (cfg.speed_profile is None or run.profile is not None or not run.parallel.is_main
+            or Path(cfg.speed_profile).exists() or pruner.phase == "dense"):
+        return False
+    speed = run.speed.to_dict() if run.speed is not None and run.speed.measured else None
+    choice = pruner.round_to_choice.to_dict() if pruner.round_to_choice is not None else None
+    predictor = pruner.predictor.to_dict() if pruner.predictor is not None else None
+    budget = ({k: run.budget[k] for k in ("budget", "dense_epochs", "spent_before", "gain_timing")}
+              if run.budget else None)
+    path = speed_profile.write(cfg.speed_profile, speed_profile.identity(cfg, run.environment), speed=speed,
+                               round_to=choice, predictor=predictor, time_budget=budget)
+    run.progress.log(f"measurements written to --speed-profile {path}")
+    return True
 
 
 def _say_if_the_wait_outlasts_the_cap(run: _Run) -> None:
@@ -475,6 +512,10 @@ def _resolve_speed(run: _Run) -> None:
     stored = run.run_dir / SPEED if run.run_dir is not None else None
     if stored is not None and stored.exists():
         run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
+    elif (cfg.precision == "measure" or cfg.channels_last == "measure") and (run.profile or {}).get("speed"):
+        run.speed = SpeedSettings.from_dict(run.profile["speed"])   # measured by the run that wrote the profile
+        run.progress.log(f"speed settings from --speed-profile {cfg.speed_profile}: {run.speed.precision}"
+                         f"{', channels_last' if run.speed.channels_last else ''}")
     elif cfg.precision == "measure" or cfg.channels_last == "measure":
         n = min(cfg.batch_size, len(run.train_loader.x))
         x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
@@ -527,9 +568,13 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
     spent = dense_epochs_spent(rows, cpu=timing_clock(run.device) == "cpu") if dense_epochs else None
     # a measured cost decides the ratio: under torchrun every rank takes rank 0's, or the ranks would prune apart
     spent = broadcast_object(None if spent is None else max(spent, float(dense_epochs)))
+    stored = (run.profile or {}).get("time_budget") or {}
+    same = stored.get("budget") == cfg.time_budget and stored.get("dense_epochs") == dense_epochs
+    if same:   # --speed-profile: the costs the run that wrote it measured, so the ratio is the same
+        spent = stored["spent_before"]
     try:
         first = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent)
-        extra = _gain_epochs(run, first)
+        extra = stored["gain_timing"] if same else _gain_epochs(run, first)
         ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent, extra), True
     except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
         ratio, met = MAX_BUDGET_RATIO, False
@@ -816,6 +861,9 @@ def _finish(run: _Run) -> RunResult:
     summary["max_group_ratio"] = cfg.max_group_ratio
     summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
     summary["bn_recalibration"] = next((r["bn_recalibration"] for r in rows if r.get("bn_recalibration")), None)
+    if cfg.speed_profile is not None:
+        summary["speed_profile"] = {"path": str(cfg.speed_profile), "read": run.profile is not None,
+                                    "written": _write_profile(run)}
     summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
                           else next((r["compile"] for r in rows if r.get("compile")), None))
     summary["time_budget"] = _budget_record(run)
