@@ -329,6 +329,11 @@ case("CLI", "earlyprune train --target time", EXIT_2, "'time'")(lambda tmp: _tra
 case("CLI", "earlyprune train --max-group-ratio 1.5", EXIT_2, "got 1.5")(
     lambda tmp: _train(tmp, "--max-group-ratio", "1.5"))
 case("CLI", "earlyprune train --time-budget 1", EXIT_2, "got 1")(lambda tmp: _train(tmp, "--time-budget", "1"))
+case("CLI", "earlyprune train --momentum 5", EXIT_2, "got 5")(lambda tmp: _train(tmp, "--momentum", "5"))
+case("CLI", "earlyprune train --time-budget 0.5 --policy never", EXIT_2, "--policy never trains dense")(
+    lambda tmp: _train(tmp, "--time-budget", "0.5", "--policy", "never"))
+case("CLI", "earlyprune train --time-budget 0.5 --granularity weights", EXIT_2, "same dense kernels")(
+    lambda tmp: _train(tmp, "--time-budget", "0.5", "--granularity", "weights"))
 case("CLI", "earlyprune train --name a/b", EXIT_2, "'a/b'")(lambda tmp: _train(tmp, "--name", "a/b"))
 case("CLI", "earlyprune train --batch-size 0", EXIT_2, "got 0")(lambda tmp: _train(tmp, "--batch-size", "0"))
 case("CLI", "earlyprune train --label-smoothing 1", EXIT_2, "got 1")(

@@ -217,3 +217,13 @@ def test_a_wait_that_outlasts_the_cap_is_said_at_the_start(tmp_path, capsys):
     assert "waits for 1,000 optimizer steps" in out and "3 per epoch: 6 before its cap" in out
     assert "e.g. epi:cap=2,min_steps=3" in out
     assert json.loads((tmp_path / "wait" / "summary.json").read_text())["prune_epoch"] == 2
+
+
+def test_the_progress_line_says_when_pruning_steps_removed_nothing():
+    from earlyprune.training.trainer import _epoch_line
+
+    row = {"epoch": 1, "phase": "pruning", "train_loss": 1.0, "train_accuracy": 0.5, "test_accuracy": 0.5,
+           "seconds": 1.0, "images_per_second": 10.0, "params": 100, "overhead_seconds": 0.0}
+    nothing = _epoch_line({**row, "events": [{"removed": 0}] * 8}, 3)
+    assert "8 pruning steps, nothing removed" in nothing and "pruned" not in nothing
+    assert "pruned 2 steps" in _epoch_line({**row, "events": [{"removed": 4}, {"removed": 0}]}, 3)

@@ -92,7 +92,9 @@ class TrainConfig:
         "always evaluated", "optimisation", WHOLE_1))
     optimizer: str = field(default="sgd", metadata=_meta("optimizer", "optimisation", rule(Options(OPTIMIZERS))))
     lr: float = field(default=0.1, metadata=_meta("peak learning rate", "optimisation", POSITIVE))
-    momentum: float = field(default=0.9, metadata=_meta("SGD momentum", "optimisation", NON_NEGATIVE))
+    momentum: float = field(default=0.9, metadata=_meta("SGD momentum, in [0, 1) (1 or more makes the steps grow "
+                                                        "without bound)", "optimisation",
+                                                        rule(Interval(Real, 0, 1, closed="left"))))
     nesterov: bool = field(default=False, metadata=_meta("Nesterov momentum (SGD)", "optimisation", BOOLEAN))
     weight_decay: float = field(default=5e-4, metadata=_meta("weight decay", "optimisation", NON_NEGATIVE))
     schedule: str = field(default="pat", metadata=_meta(
@@ -209,6 +211,14 @@ class TrainConfig:
         if self.granularity == "weights" and self.target != "channels":   # channels: the default
             raise ConfigError(f"--target {self.target} shapes channel pruning; it does not apply to --granularity "
                               f"weights (--ratio is the weight sparsity): leave --target out")
+        if self.time_budget is not None and self.policy == "never" and not self.lottery_rounds:
+            raise ConfigError(f"--time-budget {self.time_budget:g} sets the ratio when the policy prunes, but --policy "
+                              f"never trains dense: the budget would be ignored; choose a policy (e.g. epi) or drop "
+                              f"--time-budget")
+        if self.time_budget is not None and self.granularity == "weights":
+            raise ConfigError(f"--time-budget {self.time_budget:g} needs a faster model, but --granularity weights "
+                              f"masks weights and every step runs on the same dense kernels (docs/unstructured.md): "
+                              f"prune channels (--granularity channels) or drop --time-budget")
         if (self.granularity == "both") != (self.weight_ratio is not None):
             raise ConfigError("--weight-ratio goes with --granularity both (the final weight sparsity after the "
                               "channels are removed), and --granularity both needs it")

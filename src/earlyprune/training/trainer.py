@@ -972,7 +972,11 @@ def _load_average() -> float | None:
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    pruned = f"  pruned {len(row['events'])} steps" if row["events"] else ""
+    events = row["events"]
+    removed = sum(int(e.get("removed", 0)) for e in events)
+    # a step that removed nothing is still a step: say so rather than "pruned"
+    pruned = ("" if not events else f"  pruned {len(events)} steps" if removed else
+              f"  {len(events)} pruning steps, nothing removed")
     test = "   n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:6.2%}"
     return (f"{epoch_label(row['epoch'], epochs)} {row['phase']:<7} loss {row['train_loss']:.3f} "
             f"train acc {row['train_accuracy']:6.2%} test acc {test} "
