@@ -227,3 +227,26 @@ def test_the_progress_line_says_when_pruning_steps_removed_nothing():
     nothing = _epoch_line({**row, "events": [{"removed": 0}] * 8}, 3)
     assert "8 pruning steps, nothing removed" in nothing and "pruned" not in nothing
     assert "pruned 2 steps" in _epoch_line({**row, "events": [{"removed": 4}, {"removed": 0}]}, 3)
+
+
+def test_the_dense_equivalent_is_steady_loop_time_and_an_unpruned_run_has_no_speedup():
+    from earlyprune.metrics import ModelStats
+    from earlyprune.training.summary import build_summary, format_summary
+
+    def row(epoch, phase, seconds, overhead=0.0):
+        return {"epoch": epoch, "phase": phase, "seconds": seconds, "pruner_seconds": 0.0,
+                "overhead_seconds": overhead, "images_per_second": 1.0, "test_accuracy": 0.5}
+    dense, small = ModelStats(100, 1000, 90, 10), ModelStats(40, 400, 36, 5)
+    # epoch 0 carries 134 s of one-time measurements (issue 21's unpruned run that "sped up" 2.80x)
+    rows = [row(0, "dense", 2.0, overhead=134.0), row(1, "dense", 2.0), row(2, "pruning", 1.5), row(3, "sparse", 1.0)]
+    pruned = build_summary(rows, epochs=4, prune_epoch=2, dense=dense, final=small, peak_memory={},
+                           model_bytes=None)
+    assert pruned["dense_epoch_seconds"] == 2.0 and pruned["dense_equivalent_seconds"] == 8.0
+    assert pruned["one_time_seconds"] == 134.0
+    assert pruned["speedup"] == pytest.approx(8.0 / (136.0 + 2.0 + 1.5 + 1.0))
+    unpruned = build_summary([row(0, "dense", 2.0, overhead=134.0)] + [row(i, "dense", 2.0) for i in (1, 2, 3)],
+                             epochs=4, prune_epoch=None, dense=dense, final=dense, peak_memory={},
+                             model_bytes=None)
+    assert unpruned["speedup"] is None and unpruned["dense_equivalent_seconds"] == 8.0
+    text = format_summary({**unpruned, "node_sparsity": 0.0, "weight_sparsity": 0.0})
+    assert "speedup n/a: nothing pruned" in text and "one-time costs" in text

@@ -1,9 +1,12 @@
 """What a run gained: the ``summary.json`` of a run and its human-readable form (``earlyprune info``).
 
 Time is training time only (forward, backward, optimizer, pruner; evaluation excluded). The *dense-equivalent*
-time is what the whole run would have taken at the speed of its dense epochs: the median dense epoch (epoch 0
-left out when later dense epochs exist: it includes warm-up) times the number of epochs; the speedup is that
-over the measured time. A run that prunes during epoch 0 has no dense epoch to compare with (null).
+time is what the whole run would have taken at the steady speed of its dense epochs: the median dense epoch's
+training loop and pruner (epoch 0 left out when later dense epochs exist: it includes warm-up; one-time costs —
+speed settings, predictor, gain timing, compile — never counted in it) times the number of epochs; the speedup is
+that over the measured time, only for a run that pruned (an unpruned run has nothing to be faster by: null). The
+one-time costs are reported on their own (``one_time_seconds``). A run that prunes during epoch 0 has no dense
+epoch to compare with (null).
 
 Whether the run pruned at all is said explicitly (``pruned``, and ``pruning``: the
 :class:`~earlyprune.outcome.PruningOutcome` with the reason when nothing was removed); ``prune_epoch`` is set
@@ -44,11 +47,17 @@ def _steady_dense(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return dense_rows[1:] if len(dense_rows) > 1 else dense_rows
 
 
+def loop_seconds(row: dict[str, Any]) -> float:
+    """Wall seconds of an epoch's training loop and pruner, without what the run measured once (speed settings,
+    predictor, gain timing, compile): the steady cost of such an epoch."""
+    return float(row["seconds"]) + float(row.get("pruner_seconds", 0.0))
+
+
 def phase_seconds(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
-    """Median seconds of a dense epoch (epoch 0 left out when later dense epochs exist: it includes warm-up) and
-    of a sparse (pruned) epoch; None where the run has no such epoch."""
-    dense_secs = [epoch_seconds(r) for r in _steady_dense(rows)]
-    return _median(dense_secs), _median([epoch_seconds(r) for r in rows if r["phase"] == "sparse"])
+    """Median steady seconds (:func:`loop_seconds`) of a dense epoch (epoch 0 left out when later dense epochs
+    exist: it includes warm-up) and of a sparse (pruned) epoch; None where the run has no such epoch."""
+    dense_secs = [loop_seconds(r) for r in _steady_dense(rows)]
+    return _median(dense_secs), _median([loop_seconds(r) for r in rows if r["phase"] == "sparse"])
 
 
 def dense_epochs_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
@@ -87,6 +96,7 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
     dense_epoch, sparse_epoch = phase_seconds(rows)
     train_seconds = sum(epoch_seconds(r) for r in rows)
     dense_equivalent = dense_epoch * len(rows) if dense_epoch is not None else None
+    pruned = outcome.pruned if outcome is not None else final.params < dense.params
     last_dense = dense_evaluated[-1] if dense_evaluated else None
     return {
         "complete": len(rows) >= epochs,
@@ -96,7 +106,7 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "best_test_accuracy": accs[best] if best is not None else None,
         "best_epoch": best,
         "dense_test_accuracy": last_dense["test_accuracy"] if last_dense else None,
-        "pruned": outcome.pruned if outcome is not None else final.params < dense.params,
+        "pruned": pruned,
         "prune_epoch": prune_epoch,
         "pruning": outcome.to_dict() if outcome is not None else None,
         "train_seconds": train_seconds,
@@ -106,7 +116,8 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "dense_epoch_seconds": dense_epoch,
         "sparse_epoch_seconds": sparse_epoch,
         "dense_equivalent_seconds": dense_equivalent,
-        "speedup": dense_equivalent / train_seconds if dense_equivalent and train_seconds else None,
+        "speedup": dense_equivalent / train_seconds if pruned and dense_equivalent and train_seconds else None,
+        "one_time_seconds": sum(float(r.get("overhead_seconds", 0.0)) for r in rows),
         "dense_images_per_second": _median([r["images_per_second"] for r in dense_rows]),
         "sparse_images_per_second": _median([r["images_per_second"] for r in rows if r["phase"] == "sparse"]),
         "params": {"dense": dense.params, "final": final.params, "reduction": 1 - final.params / dense.params},
@@ -160,8 +171,12 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         f"{'seconds per epoch':28}dense {_secs(summary['dense_epoch_seconds'])}, "
         f"pruned {_secs(summary['sparse_epoch_seconds'])}",
         f"{'training time':28}{_secs(summary['train_seconds'])} (dense-equivalent "
-        f"{_secs(summary['dense_equivalent_seconds'])}, speedup {'n/a' if speed is None else f'{speed:.2f}x'})",
+        f"{_secs(summary['dense_equivalent_seconds'])}, speedup "
+        f"{(f'{speed:.2f}x' if speed is not None else 'n/a: nothing pruned' if not summary.get('pruned') else 'n/a')})",
     ]
+    if summary.get("one_time_seconds"):
+        lines.append(f"{'one-time costs':28}{_secs(summary['one_time_seconds'])} (measurements made once: speed "
+                     f"settings, predictor, gain timing, compile; in the training time above)")
     speed_settings = summary.get("speed_settings")
     if speed_settings:
         measured = speed_settings.get("speedup") or {}
