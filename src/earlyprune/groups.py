@@ -3,7 +3,8 @@
 torch-pruning's dependency graph is built once per model; every group it yields is a set of *coupled*
 channels — the outputs of the layers feeding one residual add, both halves of a depthwise convolution, the
 slice of a concatenation or of a flatten→linear that one producer's channel becomes — which must be removed
-with one index set (REFERENCE.md pitfall 4). A :class:`ChannelGroup` records the group's stable name (the
+with one index set (EarlyCroP's reference code pruned each producer of an add on its own top-k: the
+shapes matched, the channels no longer lined up). A :class:`ChannelGroup` records the group's stable name (the
 qualified name of its root layer), every layer it touches and in which role, its current width, and what one
 of its channels costs.
 

@@ -6,7 +6,7 @@ positions`` for a transposed one, ``weight.numel() × tokens`` for a linear laye
 pooling and the attention matmuls of ``nn.MultiheadAttention`` are not counted (they are a small share of the
 cost of the networks this library targets, and every counter disagrees on them).
 
-Sparsity follows the definitions of the EarlyCroP reference code (see ``REFERENCE.md``): *weight sparsity* is
+Sparsity follows the definitions of EarlyCroP's code (its Tables 1-2): *weight sparsity* is
 ``1 − weights/weights₀`` over every parameter whose name contains ``weight`` (BatchNorm γ, an LSTM's
 ``weight_hh_l0`` and attention's ``in_proj_weight`` included, as the reference code's ``'weight' in name``), a
 weight masked by unstructured pruning (:mod:`earlyprune.unstructured.masks`) counting as removed; *node

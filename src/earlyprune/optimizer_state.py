@@ -1,7 +1,8 @@
 """Optimizer-state surgery: keep an optimizer valid across a physical channel removal.
 
 torch-pruning replaces every pruned weight by a **new** ``nn.Parameter`` and leaves the optimizer pointing at the
-old ones, with momentum / Adam moments of the old shapes (REFERENCE.md: its most recurring complaint). Around
+old ones, with momentum / Adam moments of the old shapes (its users' most recurring complaint: "the loss stops
+decreasing after pruning"). Around
 each removal we therefore
 
 1. record every parameter of the touched layers and its per-parameter optimizer state shaped like it

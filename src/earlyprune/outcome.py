@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .policies.base import SignalPolicy
+
 #: ``code`` values: what happened
 PRUNED = "pruned"                          #: channels were removed during the pruning epoch
 NOT_TRIGGERED = "not_triggered"            #: the policy never fired (and no cap made it fire) within the run
@@ -91,8 +93,8 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
         if epochs is not None and trained < epochs:
             return PruningOutcome(False, NOT_YET, None, 0, 0, triggered_after,
                                   f"the run stopped after epoch {last}, before its pruning epoch {pruner.prune_epoch}")
-        fix = (f"epoch:K with K ≤ {last}" if isinstance(getattr(policy, "epoch", None), int)
-               else f"a lower cap, e.g. {_policy_kind(policy)}:cap={max(last, 1)}" if hasattr(policy, "cap")
+        fix = (f"epoch:K with K ≤ {last}" if policy.scheduled_epoch() is not None
+               else f"a lower cap, e.g. {_policy_kind(policy)}:cap={max(last, 1)}" if isinstance(policy, SignalPolicy)
                else "a policy that fires earlier")
         reason = (f"{_policy_name(policy)} triggered at the end of epoch {last}, the last one: the pruning epoch "
                   f"({pruner.prune_epoch}) was never trained. Train more epochs, or prune earlier ({fix})")
@@ -104,12 +106,12 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
     if epochs is not None and trained < epochs:
         return PruningOutcome(False, NOT_YET, None, 0, 0, None,
                               f"the run stopped after epoch {last}; {_policy_name(policy)} has not fired yet")
-    fixed = getattr(policy, "epoch", None)
-    if isinstance(fixed, int) and kind in ("epoch", "random", "init"):
+    fixed = policy.scheduled_epoch()
+    if fixed is not None and kind in ("epoch", "random", "init"):
         reason = (f"{_policy_name(policy)} prunes during epoch {fixed}, but the run ended with epoch {last}. "
                   f"Train at least {fixed + 1} epochs, or choose an epoch ≤ {max(last, 0)}")
         return PruningOutcome(False, NOT_TRIGGERED, None, 0, 0, None, reason)
-    cap = getattr(policy, "cap", "none")
+    cap = policy.cap if isinstance(policy, SignalPolicy) else "none"
     if cap is None:
         reason = (f"{_policy_name(policy)} did not fire within the {trained} epoch(s) (signal "
                   f"{_signal(policy)}) and has no cap. Train longer, or set a cap (e.g. cap={max(trained - 2, 1)})")

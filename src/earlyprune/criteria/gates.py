@@ -6,7 +6,7 @@ the duration of a criterion's own passes — the user's model class is never edi
 Where the gates sit:
 
 * at the output of every normalisation layer on the group's channels (BatchNorm, GroupNorm, a 1-D LayerNorm):
-  a gate before BatchNorm would be normalised away in train mode (REFERENCE.md pitfall 1);
+  a gate before BatchNorm would be normalised away in train mode;
 * at the output of every producing convolution / linear layer whose output does not go straight into such a
   normalisation layer.
 

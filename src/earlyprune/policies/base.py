@@ -120,6 +120,12 @@ class Policy:
         that starts after the last epoch would silently train dense."""
         return (0, 0) if self.start() else (None, None)
 
+    def scheduled_epoch(self) -> int | None:
+        """The epoch the policy prunes in when its definition (or its draw) fixes one — ``epoch:K``'s K, the
+        epoch ``random`` drew, 0 for ``init`` — else None (a signal decides). Reports use it to say why a run
+        did not prune."""
+        return 0 if self.start() else None
+
     def evaluate(self, report: EpochReport) -> Decision:
         """The decision for ``report`` and the state after it — without changing the policy (asking twice gives
         the same answer)."""

@@ -28,8 +28,14 @@ class EarlyBird(SignalPolicy):
         eps: the distance threshold ε, in (0, 1].
         queue: masks compared (the newest and ``queue − 1`` older ones), ≥ 2.
         cap: the latest pruning epoch; default 30.
+        min_steps: optimizer steps before the rule may fire (:class:`~earlyprune.policies.SignalPolicy`).
 
     Spec: ``earlybird`` or ``earlybird:eps=0.05,queue=5,cap=20``.
+
+    Example:
+        >>> from earlyprune.policies import POLICIES
+        >>> POLICIES.build("earlybird:eps=0.05,cap=20")
+        EarlyBird(eps=0.05, queue=5, cap=20, min_steps=1000)
     """
 
     needs_signals = frozenset({"bn_mask"})

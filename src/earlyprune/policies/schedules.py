@@ -35,6 +35,9 @@ class FixedEpoch(Policy):
     def epoch_bounds(self) -> tuple[int | None, int | None]:
         return self.epoch, self.epoch
 
+    def scheduled_epoch(self) -> int | None:
+        return self.epoch
+
     def evaluate(self, report: EpochReport) -> Decision:
         if report.epoch + 1 == self.epoch:
             return Decision(True, "schedule", message=f"{self!r}: epoch {self.epoch} prunes")
