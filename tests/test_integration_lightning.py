@@ -197,3 +197,13 @@ def test_every_optimizer_follows_and_accumulation_steps_count(tmp_path):
     trainer = _trainer(tmp_path / "acc", 3, callback, accumulate_grad_batches=2)
     trainer.fit(LitNet(), loader())                               # 4 batches per epoch = 2 optimizer steps
     assert [e["batch"] for e in callback.pruner.events] == [1, 2]
+
+
+def test_a_policy_that_cannot_prune_within_max_epochs_is_said_when_fit_starts(tmp_path):
+    L.seed_everything(0)
+    late = EarlyPruning(0.5, policy="epoch:10", steps=2, min_channels=4)
+    with pytest.warns(UserWarning, match="epoch:10.*prunes in epoch 10 .*a run of 3 epochs"):
+        _trainer(tmp_path, 3, late).fit(LitNet(), loader())
+    capped = EarlyPruning(0.5, policy="epi:cap=10", steps=2, min_channels=4)
+    with pytest.warns(UserWarning, match="cap, epoch 10, which a run of 3 epochs never reaches"):
+        _trainer(tmp_path, 3, capped).fit(LitNet(), loader())

@@ -151,3 +151,11 @@ def test_missing_transformers_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "earlyprune.integrations.transformers", raising=False)
     with pytest.raises(ImportError, match=r'pip install "earlyprune\[transformers\]"'):
         importlib.import_module("earlyprune.integrations.transformers")
+
+
+def test_a_policy_that_cannot_prune_within_the_trainers_epochs_is_said(tmp_path):
+    callback = EarlyPruningCallback(mlp_ratio=0.5, head_ratio=0.0, policy="epoch:10", steps=1)
+    trainer = Trainer(model=_bert(), args=_args(tmp_path, epochs=3), train_dataset=FirstTokenTask(),
+                      callbacks=[callback])
+    with pytest.warns(UserWarning, match="prunes in epoch 10 at the earliest, but a run of 3 epochs"):
+        trainer.train()

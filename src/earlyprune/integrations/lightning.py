@@ -45,6 +45,7 @@ from ..criteria import Criterion
 from ..policies import Policy
 from ..pruner import EarlyPruner
 from ._optional import require
+from .run_length import check_run_length
 
 L = require("lightning.pytorch", "lightning", "earlyprune.integrations.lightning")
 
@@ -139,6 +140,10 @@ class EarlyPruning(L.Callback):
                            if math.isfinite(batches) else None)
         self.pruner = EarlyPruner(target, inputs, self.ratio, optimizer=list(trainer.optimizers),
                                   steps_per_epoch=steps_per_epoch, ignored_layers=ignored, **self.pruner_args)
+        max_epochs = trainer.max_epochs
+        if isinstance(max_epochs, int) and max_epochs > 0 and not self._pending:   # -1 / None: no limit
+            policy = self.pruner_args.get("policy")
+            check_run_length(self.pruner.policy, max_epochs, policy if isinstance(policy, str) else None)
         if self._pending and self._pending.get("pruner"):
             # a checkpoint written at validation end, before this callback's epoch end, needs nothing more:
             # Lightning resumes such a run at that epoch's end and calls on_train_epoch_end then

@@ -43,6 +43,7 @@ from ..criteria import CRITERIA, Criterion
 from ..pruner import EarlyPruner
 from ._optional import require
 from .blocks import TransformerBlocks, find_blocks
+from .run_length import check_run_length
 
 _tf = require("transformers", "transformers", "earlyprune.integrations.transformers")
 require("accelerate", "transformers", "the Hugging Face Trainer")
@@ -115,6 +116,10 @@ class EarlyPruningCallback(_tf.TrainerCallback):
                                   steps_per_epoch=math.ceil(len(train_dataloader) / accumulation),
                                   ignored_layers=self.blocks.ignored_layers, num_heads=self.blocks.num_heads,
                                   **heads, **self.pruner_args)
+        per_epoch = math.ceil(len(train_dataloader) / accumulation)
+        epochs = (math.ceil(args.max_steps / per_epoch) if getattr(args, "max_steps", -1) and args.max_steps > 0
+                  else math.ceil(float(args.num_train_epochs)))
+        check_run_length(self.pruner.policy, epochs, self.policy if isinstance(self.policy, str) else None)
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.pruner is not None:

@@ -120,6 +120,29 @@ class Policy:
         that starts after the last epoch would silently train dense."""
         return (0, 0) if self.start() else (None, None)
 
+    def run_length_problem(self, epochs: int, spec: str | None = None, *,
+                           flags: bool = False) -> tuple[str | None, str | None]:
+        """Whether a run of ``epochs`` epochs (0 … epochs−1) can prune with this policy: ``(error, warning)``.
+        An error when the policy's definition puts its pruning epoch after the last one (the run would train
+        dense without a word); a warning when only a signal policy's cap lies beyond it. ``spec`` names the
+        policy (default: its registered name); ``flags`` words the messages as ``earlyprune train``'s flags."""
+        first, last = self.epoch_bounds()
+        spec = spec or self.name
+        run = f"--epochs {epochs}" if flags else f"a run of {epochs} epochs"
+        policy, option = (f"--policy {spec}", "--policy ") if flags else (f"policy {spec!r}", "policy=")
+        if first is not None and first >= epochs:
+            return (f"{policy} prunes in epoch {first} at the earliest, but {run} trains epochs 0-{epochs - 1}: the "
+                    f"run would never prune; choose an epoch below {epochs} (or {option}never for a dense run)", None)
+        if last is not None and last >= epochs:
+            if first is not None:
+                return (f"{policy} may prune as late as epoch {last}, but {run} trains epochs 0-{epochs - 1}: keep "
+                        f"the range below {epochs}", None)
+            fix = (f"set a cap below {epochs}, e.g. {option}{spec.partition(':')[0]}:cap={epochs - 1}" if epochs > 1
+                   else f"a signal needs a dense epoch first: train more epochs, or use {option}epoch:0")
+            return None, (f"{policy}: if its signal does not fire, it prunes at its cap, epoch {last}, which {run} "
+                          f"never reaches (the run would stay dense); {fix}")
+        return None, None
+
     def scheduled_epoch(self) -> int | None:
         """The epoch the policy prunes in when its definition (or its draw) fixes one — ``epoch:K``'s K, the
         epoch ``random`` drew, 0 for ``init`` — else None (a signal decides). Reports use it to say why a run

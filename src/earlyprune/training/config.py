@@ -288,20 +288,11 @@ def _check_specs(cfg: TrainConfig, explicit_policy: bool = True) -> None:
 def _check_prune_epoch(cfg: TrainConfig, policy: Any) -> None:
     """A policy whose pruning epoch lies after the run's last epoch would train dense without a word: refused
     when its schedule fixes that epoch, a warning when only a signal policy's cap lies beyond the run."""
-    first, last = policy.epoch_bounds()
-    epochs, spec = cfg.epochs, cfg.policy
-    if first is not None and first >= epochs:
-        raise ConfigError(f"--policy {spec} prunes in epoch {first} at the earliest, but --epochs {epochs} trains "
-                          f"epochs 0-{epochs - 1}: the run would never prune; choose an epoch below {epochs} (or "
-                          f"--policy never for a dense run)")
-    if last is not None and last >= epochs:
-        if first is not None:
-            raise ConfigError(f"--policy {spec} may prune as late as epoch {last}, but --epochs {epochs} trains "
-                              f"epochs 0-{epochs - 1}: keep the range below {epochs}")
-        fix = (f"set a cap below {epochs}, e.g. --policy {spec.partition(':')[0]}:cap={epochs - 1}" if epochs > 1
-               else "a signal needs a dense epoch first: train more epochs, or use --policy epoch:0")
-        warnings.warn(f"--policy {spec}: if its signal does not fire, it prunes at its cap, epoch {last}, which "
-                      f"--epochs {epochs} never reaches (the run would stay dense); {fix}", UserWarning, stacklevel=2)
+    error, warning = policy.run_length_problem(cfg.epochs, cfg.policy, flags=True)
+    if error:
+        raise ConfigError(error)
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
 
 
 def check_file_values(values: dict[str, Any], source: str) -> None:
