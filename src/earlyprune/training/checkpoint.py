@@ -19,7 +19,9 @@ The write protocol, so that a kill at any instant leaves a run that ``--resume``
 4. older checkpoint directories are removed.
 
 Before step 3 completes, the pointer names the previous checkpoint, which is untouched; a run killed before its
-first pointer exists is resumed from epoch 0 (:func:`has_checkpoint`). The pointer may only name
+first checkpoint directory is complete is resumed from epoch 0 (:func:`has_checkpoint`). A run whose pointer is
+missing (killed between steps 2 and 3 of its first checkpoint, or deleted by hand) continues from its newest
+complete, verified checkpoint directory (:func:`recover_pointer`): a resume never discards a valid checkpoint. The pointer may only name
 ``checkpoints/after-epoch-NNNN`` (or an older run's ``checkpoints/epoch-NNNN``) inside its own run directory. Only one process writes a run directory (rank 0 under
 ``torchrun``); :mod:`.faults` names the points between these steps for the fault-injection tests.
 """
@@ -110,6 +112,48 @@ def remove_stale(run_dir: Path) -> None:
     for entry in root.iterdir():
         if entry.name != keep and entry.name.startswith(("after-epoch-", "epoch-", ".tmp-")):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def recover_pointer(run_dir: Path) -> str | None:
+    """Without ``checkpoint.json``, point it at the newest complete checkpoint directory whose files verify, and
+    return that directory (None when the pointer exists, or no directory is complete: the run restarts at epoch
+    0). A pointer that is not a file (a directory in its place) is refused: nothing is removed."""
+    path = run_dir / POINTER
+    if path.is_file():
+        return None
+    if path.exists() or path.is_symlink():
+        raise CheckpointError(f"{path} is not a file (a directory or a link in its place), so the run's checkpoint "
+                              f"pointer is lost; move it away (e.g. mv {path} {path}.damaged) and resume again: the "
+                              f"newest complete checkpoint in {run_dir / 'checkpoints'} is then found and verified "
+                              f"(nothing has been removed)")
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    found = sorted((d for d in root.iterdir() if d.is_dir() and not d.is_symlink()
+                    and _NAMES[0][0].fullmatch(f"checkpoints/{d.name}")), key=lambda d: d.name, reverse=True)
+    for directory in found:
+        epoch = int(directory.name.rpartition("-")[2]) + 1
+        if _complete(directory, epoch):
+            target = f"checkpoints/{directory.name}"
+            write_json_atomic(path, {"format": FORMAT, "version": VERSION, "epoch": epoch, "path": target})
+            return target
+    if found:   # renamed into place only once complete: these were damaged afterwards
+        raise CheckpointError(f"{run_dir} has no {POINTER} and none of its checkpoints verifies "
+                              f"({', '.join(d.name for d in found)}: damaged files); nothing was removed. To start "
+                              f"the run over, move {root} away and resume again")
+    return None
+
+
+def _complete(directory: Path, epoch: int) -> bool:
+    """Whether a checkpoint directory holds the state after ``epoch`` epochs, every file present and verified."""
+    try:
+        doc = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        _verify_checksum(doc, directory / "state.json")
+        sealed.read_verified(directory / "state.safetensors")
+        sealed.read_verified(directory / "model.safetensors")
+    except (OSError, ValueError, EarlyPruneError, SafetensorError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("epoch") == epoch and "sha256" in doc
 
 
 def has_checkpoint(run_dir: Path) -> bool:

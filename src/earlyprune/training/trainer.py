@@ -52,7 +52,8 @@ from ..timing import clock as timing_clock
 from ..validation import InvalidParameterError
 from . import environment, faults, rundir, speed_profile
 from ..optimizer_state import check_state
-from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, remove_stale, rng_state, save_checkpoint,
+from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, recover_pointer, remove_stale, rng_state,
+                         save_checkpoint,
                          set_rng_state, write_json_atomic)
 from .config import TrainConfig, ratio_text
 from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
@@ -426,6 +427,11 @@ def _build(run: _Run) -> dict[str, Any] | None:
     cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
     run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
     state = None
+    if run.run_dir is not None:   # a lost pointer: the newest complete checkpoint, never a restart over it
+        recovered = broadcast_object(recover_pointer(run.run_dir) if run.parallel.is_main else None)
+        if recovered:
+            run.progress.log(f"{run.run_dir}/checkpoint.json was missing: continuing from {recovered}, the newest "
+                             f"complete checkpoint (its files verified)")
     if run.run_dir is not None and has_checkpoint(run.run_dir):
         run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
         run.parallel.check_resume(state, run.run_dir)

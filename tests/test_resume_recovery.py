@@ -1,0 +1,70 @@
+"""A resume never discards a valid checkpoint (issue 21): a lost pointer is rebuilt from the newest checkpoint
+that verifies; a pointer replaced by a directory, or checkpoints that are all damaged, are refused, nothing
+removed."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from earlyprune.cli import main
+
+RUN = ["--model", "small_cnn", "--model-arg", "width=8", "--dataset", "synthetic:64", "--image-size", "8",
+       "--epochs", "3", "--batch-size", "16", "--steps", "2", "--policy", "epoch:1", "--round-to", "1",
+       "--channels-last", "off", "--precision", "fp32", "--threads", "1", "--progress", "log"]
+
+
+def _train(out, name, *extra):
+    return main(["train", *RUN, "--out-dir", str(out), "--name", name, *extra])
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    assert _train(out, "s") == 0
+    return load_file(out / "s" / "model.safetensors")
+
+
+def _stopped(tmp_path):
+    assert _train(tmp_path, "r", "--stop-after", "2") == 0
+    run = tmp_path / "r"
+    assert (run / "checkpoints" / "after-epoch-0001").is_dir()
+    return run
+
+
+def test_a_deleted_pointer_continues_from_the_newest_checkpoint(tmp_path, straight, capsys):
+    run = _stopped(tmp_path)
+    (run / "checkpoint.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--progress", "log"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint.json was missing: continuing from checkpoints/after-epoch-0001" in out
+    assert "continuing with epoch 2" in out
+    model = load_file(run / "model.safetensors")
+    assert model.keys() == straight.keys() and all(torch.equal(model[k], straight[k]) for k in model)
+
+
+def test_a_pointer_replaced_by_a_directory_is_refused_and_nothing_removed(tmp_path, capsys):
+    run = _stopped(tmp_path)
+    (run / "checkpoint.json").unlink()
+    (run / "checkpoint.json").mkdir()
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    assert (run / "checkpoints" / "after-epoch-0001" / "state.json").is_file()
+    shutil.rmtree(run / "checkpoint.json")    # the recovery the message names
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 0
+    assert json.loads((run / "summary.json").read_text())["complete"]
+
+
+def test_damaged_checkpoints_without_a_pointer_are_refused(tmp_path, capsys):
+    run = _stopped(tmp_path)
+    (run / "checkpoint.json").unlink()
+    state = run / "checkpoints" / "after-epoch-0001" / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-1] ^= 0xFF
+    state.write_bytes(bytes(data))
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
+    assert "none of its checkpoints verifies" in capsys.readouterr().err
+    assert state.exists()
