@@ -68,3 +68,35 @@ def test_damaged_checkpoints_without_a_pointer_are_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
     assert "none of its checkpoints verifies" in capsys.readouterr().err
     assert state.exists()
+
+
+def test_a_model_file_resealed_with_another_dtype_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from torch import nn
+
+    import earlyprune as ep
+    from earlyprune import sealed
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    path = ep.save(net(), tmp_path / "m.safetensors")
+    with safe_open(str(path), "pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != sealed.CHECKSUM_KEY}
+    tensors = load_file(path)
+    tensors["0.weight"] = tensors["0.weight"].view(torch.int32)      # the same bytes, read as integers
+    save_file(tensors, str(path), metadata=metadata)
+    sealed.seal(path)                                                # re-sealed: the checksum matches
+    with pytest.raises(ep.StructureMismatchError, match="'0.weight' is stored as I32 .*float32"):
+        ep.load(path, net())
+
+
+def test_a_checkpoint_whose_checksum_was_stripped_is_refused_like_a_model_file(tmp_path, capsys):
+    run = _stopped(tmp_path)
+    state = run / "checkpoints" / "after-epoch-0001" / "state.json"
+    doc = json.loads(state.read_text())
+    del doc["sha256"]            # stripped by hand: an edit of the state could no longer be detected
+    state.write_text(json.dumps(doc))
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
+    assert "has no checksum" in capsys.readouterr().err

@@ -176,6 +176,7 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
     masks = _read_masks(header)
     _check_tensors(path, header, doc["final"], masks)
     replay(model, doc, example_inputs, source=str(path))
+    _check_dtypes(path, header, model)
     try:
         if masks is None:
             _load_weights(model, path)  # shapes and names were checked above
@@ -186,6 +187,32 @@ def load(path: str | os.PathLike, model: nn.Module, example_inputs: Any = None) 
             raise
         raise StructureMismatchError(f"{path}: its tensors cannot be loaded into the model ({exc})") from None
     return model
+
+
+#: safetensors dtypes by kind: a tensor stored as another kind than the model's is not the model's
+_KINDS = {**{d: "floating point" for d in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")},
+          **{d: "integer" for d in ("U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64")}, "BOOL": "boolean"}
+
+
+def _kind(dtype: torch.dtype) -> str | None:
+    if dtype.is_complex:
+        return None
+    return "floating point" if dtype.is_floating_point else "boolean" if dtype == torch.bool else "integer"
+
+
+def _check_dtypes(path: Path, header: sealed.Header, model: nn.Module) -> None:
+    """Each stored tensor is of the kind (floating point, integer, boolean) of the model's tensor it loads into:
+    an integer tensor would otherwise be converted into weights of any size (a file re-sealed after its dtype
+    was changed loaded weights around ±1e9)."""
+    own = model.state_dict()
+    for name, entry in header.tensors.items():
+        if name not in own or _kind(own[name].dtype) is None:
+            continue
+        stored, wanted = _KINDS.get(entry.dtype), _kind(own[name].dtype)
+        if stored != wanted:
+            raise StructureMismatchError(f"{path}: tensor {name!r} is stored as {entry.dtype} ({stored or 'unknown'}) "
+                                         f"but the model's is {own[name].dtype} ({wanted}): the file was altered "
+                                         f"after earlyprune wrote it")
 
 
 def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:

@@ -208,8 +208,13 @@ def load_checkpoint(run_dir: Path, fresh_model: nn.Module) -> tuple[int, nn.Modu
         raise CheckpointError(f"{state_path} is unreadable or not JSON ({type(exc).__name__}: {exc}); the run "
                               f"cannot be resumed from it") from None
     _verify_checksum(doc, state_path)
+    if "sha256" not in doc:   # the rule of earlyprune.load: a file that should carry a checksum and has none
+        raise CheckpointError(f"{state_path} has no checksum: earlyprune writes one into every checkpoint, so it was "
+                              f"removed by hand (and the state perhaps edited); the run cannot be resumed from it")
     try:
-        sealed.read_verified(directory / "state.safetensors")
+        if not sealed.verify(sealed.read_header(directory / "state.safetensors")):
+            raise DamagedFileError(f"{directory / 'state.safetensors'} has no {sealed.CHECKSUM_KEY}: earlyprune "
+                                   f"seals every checkpoint, so it was rewritten by hand")
         tensors = load_file(str(directory / "state.safetensors"))
         model = load(directory / "model.safetensors", fresh_model)
     except DamagedFileError as exc:
@@ -239,7 +244,7 @@ def _digest(doc: dict[str, Any]) -> str:
 
 
 def _verify_checksum(doc: Any, path: Path) -> None:
-    """``state.json``'s own checksum (absent in checkpoints written before it existed)."""
+    """``state.json``'s own checksum, when it has one (:func:`load_checkpoint` refuses one without)."""
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path} is damaged: a JSON {type(doc).__name__}, not an object")
     if "sha256" in doc and doc["sha256"] != _digest({k: v for k, v in doc.items() if k != "sha256"}):
