@@ -100,3 +100,14 @@ def test_a_checkpoint_whose_checksum_was_stripped_is_refused_like_a_model_file(t
     state.write_text(json.dumps(doc))
     assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
     assert "has no checksum" in capsys.readouterr().err
+
+
+def test_a_deleted_environment_record_is_refused_unless_its_settings_are_accepted(tmp_path, capsys):
+    run = _stopped(tmp_path)
+    (run / "environment.json").unlink()
+    assert main(["train", "--resume", str(run), "--progress", "none"]) == 2
+    assert "environment.json is missing" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--progress", "none", "--allow-changed",
+                 "threads,device,torch,data"]) == 0
+    assert (run / "environment.json").is_file()
+    assert json.loads((run / "summary.json").read_text())["complete"]

@@ -56,7 +56,8 @@ from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, recov
                          save_checkpoint,
                          set_rng_state, write_json_atomic)
 from .config import TrainConfig, ratio_text
-from .resume import Difference, accept, config_differences, environment_differences, parse_allowed
+from .resume import (Difference, ResumeRefused, accept, config_differences, environment_differences,
+                     parse_allowed)
 from .data import BatchLoader, ImageData, load_dataset
 from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
@@ -267,6 +268,14 @@ def _prepare_config(config: TrainConfig | None, resume: str | Path | None, overr
     run_dir = Path(resume).expanduser()
     stored = rundir.read_config(run_dir)
     stored_env, changes = rundir.read_environment(run_dir)
+    unchecked = [k for k in environment.KEYS if k not in allowed]
+    progress = (run_dir / "checkpoint.json").exists() or (run_dir / "checkpoints").is_dir()
+    if stored_env is None and unchecked and progress:   # without a checkpoint the run restarts: nothing to check
+        # a run directory is created with its environment.json (staged, renamed into place): it was removed
+        raise ResumeRefused(f"{run_dir}/environment.json is missing, so this resume cannot check the thread count, "
+                            f"device, PyTorch version and data against the run's. Restore the file, or accept "
+                            f"whatever they are now with --allow-changed {','.join(environment.KEYS)} (recorded in "
+                            f"summary.json)")
     before = rundir.merge_resume(stored, {}, changes)
     cfg = rundir.merge_resume(stored, overrides or {}, changes).validate()
     check = _Resume(run_dir, stored_env, changes, allowed)
