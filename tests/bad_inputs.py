@@ -330,6 +330,9 @@ case("CLI", "earlyprune train --max-group-ratio 1.5", EXIT_2, "got 1.5")(
     lambda tmp: _train(tmp, "--max-group-ratio", "1.5"))
 case("CLI", "earlyprune train --time-budget 1", EXIT_2, "got 1")(lambda tmp: _train(tmp, "--time-budget", "1"))
 case("CLI", "earlyprune train --momentum 5", EXIT_2, "got 5")(lambda tmp: _train(tmp, "--momentum", "5"))
+case("CLI", "earlyprune train --out-dir /proc/earlyprune-x", EXIT_2, "--out-dir /proc/earlyprune-x: cannot create it")(
+    lambda tmp: main(["train", "--model", "small_cnn", "--dataset", "synthetic:32", "--image-size", "8",
+                      "--epochs", "1", "--policy", "never", "--progress", "none", "--out-dir", "/proc/earlyprune-x"]))
 case("CLI", "earlyprune train --time-budget 0.5 --policy never", EXIT_2, "--policy never trains dense")(
     lambda tmp: _train(tmp, "--time-budget", "0.5", "--policy", "never"))
 case("CLI", "earlyprune train --time-budget 0.5 --granularity weights", EXIT_2, "same dense kernels")(
@@ -435,6 +438,22 @@ case("saved file", "load(): 'final' shapes larger than the original", ep.Structu
     lambda tmp: _load(_rewrite(_saved(tmp), lambda d: d["final"][0].__setitem__(1, [999, 3, 3, 3]))))
 case("saved file", "load(file, MLP()) (another architecture)", ep.StructureMismatchError, "different architecture")(
     lambda tmp: _load(_saved(tmp), MLP()))
+
+
+@case("saved file", "save() onto a directory", ep.InvalidParameterError, "is a directory")
+def _save_onto_directory(tmp: Path) -> Any:
+    (tmp / "adir").mkdir()
+    try:
+        return ep.save(MLP(), tmp / "adir")
+    finally:
+        assert not (tmp / ".adir.tmp").exists(), "save() left its temporary file"
+
+
+@case("checkpoint", "--resume: metrics.jsonl made binary", EXIT_2, "metrics.jsonl is not text")
+def _binary_metrics(tmp: Path) -> int:
+    assert _train(tmp, "--stop-after", "1") == 0
+    (tmp / "run" / "metrics.jsonl").write_bytes(b"\xff\xfe\x00binary")
+    return main(["train", "--resume", str(tmp / "run"), "--progress", "none"])
 
 
 @case("saved file", "load(): a plain safetensors file (no structure)", ep.StructureMismatchError,

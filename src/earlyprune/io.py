@@ -64,6 +64,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
     The write is atomic: a temporary file is renamed over ``path`` only once complete.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InvalidParameterError(f"save() writes a file, but {path} is a directory: give a file path such as "
+                                    f"{path / 'model.safetensors'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {_KEY: json.dumps(structure_json(model))}
     for key, value in (metadata or {}).items():
@@ -73,15 +76,19 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, str] 
         header[key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     counts = masked_counts(model)
-    if counts:
-        tensors, masks_meta = _sparse_tensors(model, set(counts))
-        header[sparse_io.MASKS_KEY] = json.dumps(masks_meta)
-        save_file(tensors, str(tmp), metadata=header)
-    else:
-        save_model(model, str(tmp), metadata=header)
-    sealed.seal(tmp)  # the checksum of the tensors and of the structure, verified by load()
-    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give it the mode every other file gets
-    os.replace(tmp, path)
+    try:
+        if counts:
+            tensors, masks_meta = _sparse_tensors(model, set(counts))
+            header[sparse_io.MASKS_KEY] = json.dumps(masks_meta)
+            save_file(tensors, str(tmp), metadata=header)
+        else:
+            save_model(model, str(tmp), metadata=header)
+        sealed.seal(tmp)  # the checksum of the tensors and of the structure, verified by load()
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give it the mode every other file gets
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)   # never leave a half-written temporary file behind
+        raise
     return path
 
 

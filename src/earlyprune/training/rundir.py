@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .checkpoint import POINTER, write_json_atomic
+from ..errors import ConfigError
 from .config import TrainConfig
 
 CONFIG, METRICS, SUMMARY, MODEL, STRUCTURE = "config.json", "metrics.jsonl", "summary.json", "model.safetensors", \
@@ -58,7 +59,11 @@ def create_run_dir(cfg: TrainConfig, environment: dict[str, Any]) -> Path:
     holds anything), or a numbered default. Assembled under a hidden name and renamed into place, so a kill
     leaves either no run directory or one that ``--resume`` continues."""
     out = Path(cfg.out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out-dir {out}: cannot create it ({exc.strerror or exc}); choose a directory you can "
+                          f"write to") from None
     if cfg.name is not None:
         path = out / cfg.name
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -170,7 +175,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not text (byte {exc.start} is not UTF-8); the run directory is damaged") from None
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline
     rows = []
