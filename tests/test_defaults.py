@@ -250,3 +250,22 @@ def test_the_dense_equivalent_is_steady_loop_time_and_an_unpruned_run_has_no_spe
     assert unpruned["speedup"] is None and unpruned["dense_equivalent_seconds"] == 8.0
     text = format_summary({**unpruned, "node_sparsity": 0.0, "weight_sparsity": 0.0})
     assert "speedup n/a: nothing pruned" in text and "one-time costs" in text
+
+
+def test_threads_beyond_the_cpus_are_refused_before_any_thread_exists(tmp_path, capsys, monkeypatch):
+    import os
+    monkeypatch.delenv("EARLYPRUNE_ALLOW_THREADS", raising=False)
+    usable = len(os.sched_getaffinity(0))
+    argv = list(SMALL)
+    argv[argv.index("--threads") + 1] = str(usable + 1)
+    assert main(["train", *argv, "--out-dir", str(tmp_path), "--name", "t"]) == 2
+    assert f"--threads {usable + 1} is more than the {usable} CPU(s)" in capsys.readouterr().err
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it(tmp_path, capsys):
+    argv = list(SMALL)
+    argv[argv.index("--batch-size") + 1] = "100000"
+    argv[argv.index("none")] = "log"
+    assert main(["train", *argv, "--out-dir", str(tmp_path), "--name", "b"]) == 0
+    assert "--batch-size 100000 is larger than the 96 training images: batches of 96" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["batch_size"] == 96

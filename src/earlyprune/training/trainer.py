@@ -404,8 +404,20 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
            parallel: DataParallel | None = None) -> _Run:
     """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
     parallel = parallel or DataParallel("cpu")
+    usable = _usable_cpus()
     if cfg.threads is not None:
+        if cfg.threads > usable and os.environ.get("EARLYPRUNE_ALLOW_THREADS") != "1":
+            # before any thread exists: 10,000 threads stalled a 2-core machine for minutes
+            raise ConfigError(f"--threads {cfg.threads} is more than the {usable} CPU(s) this process may use; more "
+                              f"threads than CPUs only slow a step down. Use --threads {usable} or fewer (set "
+                              f"EARLYPRUNE_ALLOW_THREADS=1 to force it)")
         torch.set_num_threads(cfg.threads)
+    load = _load_average()
+    threads = torch.get_num_threads()
+    if load is not None and threads > 1 and load > usable:
+        progress.log(f"the machine is busy (load {load:.1f} on {usable} CPU(s)) and this run uses {threads} threads: "
+                     f"on a shared machine one thread per process ran steps 5-16x faster (docs/speed.md); try "
+                     f"--threads 1")
     device = parallel.device(resolve_device(cfg.device))
     precision = Precision("fp32", device)   # "auto" is resolved by _build, on the model
     torch.manual_seed(cfg.seed)
@@ -418,6 +430,10 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
                                                  cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
                                                  train_subset=cfg.train_subset, test_subset=cfg.test_subset,
                                                  log=progress.log))
+    if cfg.batch_size > len(data.train_x):   # one batch of everything: nothing is timed or allocated beyond it
+        progress.log(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_x):,} training images: "
+                     f"batches of {len(data.train_x):,}")
+        cfg.batch_size = len(data.train_x)
     augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
     test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
@@ -976,6 +992,14 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
             "nonfinite_batches": nonfinite, "load_average": _load_average(),
             "pruner": entry, "events": list(pruner.events[events_before:])}
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform says, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _load_average() -> float | None:
