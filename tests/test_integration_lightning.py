@@ -207,3 +207,13 @@ def test_a_policy_that_cannot_prune_within_max_epochs_is_said_when_fit_starts(tm
     capped = EarlyPruning(0.5, policy="epi:cap=10", steps=2, min_channels=4)
     with pytest.warns(UserWarning, match="cap, epoch 10, which a run of 3 epochs never reaches"):
         _trainer(tmp_path, 3, capped).fit(LitNet(), loader())
+
+
+def test_each_pruning_step_is_logged_through_lightning(tmp_path, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.callbacks.earlyprune"):
+        _, callback, _ = _fit(tmp_path, epochs=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lightning.pytorch.callbacks.earlyprune"]
+    assert len(lines) == len(callback.pruner.events) == 2
+    assert "epoch 1, pruning step 1:" in lines[0] and "channels removed; the model now has" in lines[0]
+    assert "of dense" in lines[-1]

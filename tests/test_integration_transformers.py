@@ -159,3 +159,15 @@ def test_a_policy_that_cannot_prune_within_the_trainers_epochs_is_said(tmp_path)
                       callbacks=[callback])
     with pytest.warns(UserWarning, match="prunes in epoch 10 at the earliest, but a run of 3 epochs"):
         trainer.train()
+
+
+def test_each_pruning_step_is_logged_through_transformers(tmp_path, monkeypatch):
+    from transformers.utils import logging as tf_logging
+
+    said = []
+    monkeypatch.setattr(tf_logging.get_logger("transformers.trainer"), "warning", said.append)
+    callback = EarlyPruningCallback(mlp_ratio=0.5, head_ratio=0.0, policy="epoch:0", steps=1)
+    Trainer(model=_bert(), args=_args(tmp_path, epochs=1), train_dataset=FirstTokenTask(),
+            callbacks=[callback]).train()
+    assert len(said) == len(callback.pruner.events) == 1
+    assert "epoch 0, pruning step 1:" in said[0] and "channels removed; the model now has" in said[0]

@@ -45,6 +45,7 @@ from ..criteria import Criterion
 from ..policies import Policy
 from ..pruner import EarlyPruner
 from ._optional import require
+from .announce import event_lines
 from .run_length import check_run_length
 
 L = require("lightning.pytorch", "lightning", "earlyprune.integrations.lightning")
@@ -177,6 +178,9 @@ class EarlyPruning(L.Callback):
         pruned = len(self.pruner.events) != events
         if pruned:
             _rewrap(trainer, pl_module)
+            if trainer.is_global_zero:   # Lightning's rank-zero logger
+                for line in event_lines(self.pruner, events):
+                    _log().info(line)
         return pruned
 
 
@@ -271,6 +275,11 @@ def _to(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, dict):
         return {k: _to(v, device) for k, v in inputs.items()}
     return inputs
+
+
+def _log() -> Any:
+    import logging
+    return logging.getLogger("lightning.pytorch.callbacks.earlyprune")
 
 
 def _rewrap(trainer: Any, pl_module: nn.Module) -> None:

@@ -43,6 +43,7 @@ from ..criteria import CRITERIA, Criterion
 from ..pruner import EarlyPruner
 from ._optional import require
 from .blocks import TransformerBlocks, find_blocks
+from .announce import event_lines
 from .run_length import check_run_length
 
 _tf = require("transformers", "transformers", "earlyprune.integrations.transformers")
@@ -123,7 +124,12 @@ class EarlyPruningCallback(_tf.TrainerCallback):
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.pruner is not None:
+            events = len(self.pruner.events)
             self.pruner.step()  # gradients are still in place here (zero_grad comes after)
+            if len(self.pruner.events) != events and state.is_world_process_zero:
+                for line in event_lines(self.pruner, events):
+                    # at WARNING: the level a Trainer shows by default (a pruning step changes the model it trains)
+                    _tf.utils.logging.get_logger("transformers.trainer").warning(line)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.pruner is not None:
