@@ -278,7 +278,7 @@ def start(method: str, seed: int, tiny: bool) -> subprocess.Popen | None:
                      "commit": _commit(), "machine": machine(), "calibration_step_seconds": calibrate()})
     _segments_path(run_dir).write_text(json.dumps(segments, indent=1))
     log = open(run_dir.with_name(run_dir.name + ".log"), "a")
-    print(f"{run_name(method, seed)}: {'resumes after epoch ' + str(done) if done else 'starts'}", flush=True)
+    print(f"{run_name(method, seed)}: {f'resumes after {done} epochs' if done else 'starts'}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "worker", *args], stdout=log,
                             stderr=subprocess.STDOUT, env=env)
