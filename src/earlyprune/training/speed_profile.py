@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .checkpoint import write_json_atomic
 
 FORMAT = "earlyprune.speed-profile"
 VERSION = 1
@@ -66,9 +67,7 @@ def write(path: str | os.PathLike, setting: dict[str, Any], *, speed: dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, "setting": setting, "speed": speed, "round_to": round_to,
             "predictor": predictor, "time_budget": time_budget}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
     return path
 
 
