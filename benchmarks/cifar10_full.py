@@ -332,25 +332,76 @@ def collect(method: str, seed: int) -> dict[str, Any] | None:
     return record
 
 
+def live_worker(method: str, seed: int) -> int | None:
+    """The pid of a worker process already running this run (started by another ``run``), or None.
+
+    Two processes training one run directory would overwrite each other's checkpoints, so a run that is alive is
+    watched, never started twice."""
+    name = run_name(method, seed)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        if not _alive(int(proc.name)):
+            continue
+        if "worker" not in argv or not any(a.endswith("cifar10_full.py") for a in argv):
+            continue
+        for flag, value in zip(argv, argv[1:]):
+            if (flag == "--name" and value == name) or (flag == "--resume" and Path(value).name == name):
+                return int(proc.name)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().split(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def run(methods: list[str], seeds: list[int], jobs: int, tiny: bool) -> None:
+    """Run the queue, ``jobs`` at a time; a run whose dependency is queued or running waits for it (the others go
+    first), and a run already alive in another process is watched and collected, not started again."""
     queue = [(m, s) for s in seeds for m in methods]
-    active: list[tuple[str, int, subprocess.Popen]] = []
+    active: list[tuple[str, int, subprocess.Popen | int]] = []
     while queue or active:
         for item in list(active):
             method, seed, proc = item
-            if proc.poll() is not None:
+            done = proc.poll() is not None if isinstance(proc, subprocess.Popen) else not _alive(proc)
+            if done:
                 active.remove(item)
                 record = collect(method, seed)
-                state = "finished" if record else f"stopped (exit {proc.returncode}; see RUN.log)"
+                code = proc.returncode if isinstance(proc, subprocess.Popen) else "?"
+                state = "finished" if record else f"stopped (exit {code}; see its .log)"
                 print(f"{run_name(method, seed)}: {state}", flush=True)
-        while queue and len(active) < jobs:
-            method, seed = queue.pop(0)
-            if (RUNS / run_name(method, seed) / "summary.json").exists() and collect(method, seed):
+        pending = {(m, s) for m, s in queue} | {(m, s) for m, s, _ in active}
+        for item in list(queue):
+            if len(active) >= jobs:
+                break
+            method, seed = item
+            if not tiny and collect(method, seed):
+                queue.remove(item)
                 print(f"{run_name(method, seed)}: finished", flush=True)
                 continue
+            pid = None if tiny else live_worker(method, seed)
+            if pid is not None:
+                queue.remove(item)
+                active.append((method, seed, pid))
+                print(f"{run_name(method, seed)}: already running (pid {pid}); watching it", flush=True)
+                continue
+            missing = [d for d in METHODS[method]["needs"] if not result_path(d, seed).exists()]
+            if any((d, seed) in pending or live_worker(d, seed) for d in missing):
+                continue   # its dependency is queued or running: later
+            queue.remove(item)
             proc = start(method, seed, tiny)
             if proc is not None:
                 active.append((method, seed, proc))
+        if queue and not active:
+            for method, seed in queue:
+                print(f"{run_name(method, seed)}: cannot start (a dependency is neither finished nor queued)")
+            break
         time.sleep(5)
 
 
