@@ -90,7 +90,7 @@ def final_model(record: dict[str, Any], runs: Path) -> torch.nn.Module:
 
 
 def inference_latency(model: torch.nn.Module, dense: torch.nn.Module, batch: int, rounds: int = 15) -> dict[str, float]:
-    from earlyprune.timing import paired_ratio
+    from earlyprune.core.timing import paired_ratio
 
     torch.set_num_threads(1)
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)

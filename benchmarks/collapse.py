@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA
-from earlyprune.selection import select
+from earlyprune.planning.selection import select
 from earlyprune.training.data import BatchLoader, load_dataset
 
 VARIANTS = ['null', '{"max_group_ratio": 1.0}', '{"max_group_ratio": 1.0, "min_channels": 32}',

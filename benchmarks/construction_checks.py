@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 import earlyprune as ep
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.models import create_model
-from earlyprune.prunability import check_prunable
+from earlyprune.surgery.prunability import check_prunable
 
 HERE = Path(__file__).resolve().parent
 SCAN = ["resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "regnet_x_400mf",

@@ -109,9 +109,9 @@ def breaking_layers(build, x) -> list[str]:
 
     import torch
 
-    from earlyprune.engine import PruningEngine
-    from earlyprune.groups import ChannelGroups
-    from earlyprune.selection import Plan
+    from earlyprune.surgery.engine import PruningEngine
+    from earlyprune.graph.groups import ChannelGroups
+    from earlyprune.planning.selection import Plan
 
     def groups_of(model):
         with warnings.catch_warnings():
@@ -171,7 +171,7 @@ def _run_path(name: str, ignored: list[str] | None) -> dict:
     import torchvision
 
     import earlyprune as ep
-    from earlyprune import timing
+    from earlyprune.core import timing
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from earlyprune.criteria import CRITERIA, Batch, ComputeAware, LatencyTable
 from earlyprune.criteria.latency import clear_cache
-from earlyprune.groups import ChannelGroups
-from earlyprune import timing
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.core import timing
 from earlyprune.models import create_model
 
 HERE = Path(__file__).resolve().parent

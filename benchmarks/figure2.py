@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from earlyprune.criteria import CRITERIA, Batch
 from earlyprune.criteria.gates import Gates, gate_gradients, gate_hvp, preserve_norm_stats
-from earlyprune.groups import ChannelGroups
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.signals import spearman_rho
 from torch import nn
 

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 import earlyprune as ep
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.criteria import CRITERIA
-from earlyprune.engine import PruningEngine
-from earlyprune.selection import iterative_amounts, select
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.planning.selection import iterative_amounts, select
 
 HERE = Path(__file__).resolve().parent
 RATIO = 0.5

@@ -33,8 +33,8 @@ from torch import nn
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, LatencyTable
 from earlyprune.criteria.latency import clear_cache
-from earlyprune.groups import ChannelGroups
-from earlyprune import timing
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.core import timing
 from earlyprune.models import create_model
 
 HERE = Path(__file__).resolve().parent

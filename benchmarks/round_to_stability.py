@@ -4,7 +4,7 @@ The same choice is made ``--repeats`` times in each of two conditions — the ma
 ``--busy`` extra processes hammering the CPU with matrix products (a run started next to another job) — and
 each time decided by two rules from the same interleaved timings:
 
-* **new** (:func:`earlyprune.rounding.decide`, what ``"auto"`` does): keep the default multiple 8 unless another is
+* **new** (:func:`earlyprune.planning.rounding.decide`, what ``"auto"`` does): keep the default multiple 8 unless another is
   faster by more than 5 % in three rounds of four (paired by round);
 * **old rule** on the same timings: the smallest multiple whose median time is within 1 % of the fastest median;
 * **old method** (before issue 13, measured separately): each plan's layers timed one after the other (3 repeats
@@ -32,10 +32,10 @@ import torch
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, LatencyTable
 from earlyprune.criteria.latency import clear_cache, input_shapes
-from earlyprune.selection import select
-from earlyprune.groups import ChannelGroups
+from earlyprune.planning.selection import select
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.models import create_model
-from earlyprune.timing import Stopwatch
+from earlyprune.core.timing import Stopwatch
 
 HERE = Path(__file__).resolve().parent
 

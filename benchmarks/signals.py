@@ -43,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import earlyprune as ep
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.criteria import CRITERIA
 from earlyprune.models import create_model
 from earlyprune.signals import (SignalRecorder, bn_mask, kendall_tau, mask_distance, spearman_rho,
                                 subnetwork_structures, weight_distance)
-from earlyprune.groups import scores_to_vector
+from earlyprune.graph.groups import scores_to_vector
 
 HERE = Path(__file__).resolve().parent
 RATIO = 0.5

@@ -45,7 +45,7 @@ import torch_pruning as tp
 from torch import nn
 
 import earlyprune as ep
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.models import create_model
 
 BATCH = 128

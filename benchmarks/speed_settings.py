@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from earlyprune.models import create_model
-from earlyprune.timing import Stopwatch
+from earlyprune.core.timing import Stopwatch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from step_time import cpu_model  # noqa: E402

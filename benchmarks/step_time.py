@@ -34,8 +34,8 @@ import torch
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA
 from earlyprune.models import create_model
-from earlyprune.targets import select
-from earlyprune.steptime import batched, pruned_copy, time_step, uniform_removal
+from earlyprune.planning.targets import select
+from earlyprune.speed.steptime import batched, pruned_copy, time_step, uniform_removal
 
 BATCH = 128
 

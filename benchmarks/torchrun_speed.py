@@ -30,7 +30,7 @@ DATE = "2026-11-30"
 def worker(out: str, images: int, batch: int) -> None:
     """One rank of a launch: train, time the score all-reduce, rank 0 writes the rows."""
     import earlyprune.pruner as pruner_module
-    from earlyprune.timing import Stopwatch
+    from earlyprune.core.timing import Stopwatch
     from earlyprune.training.config import TrainConfig
     from earlyprune.training.trainer import train
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.training import TrainConfig, train
 from earlyprune.training.data import BatchLoader, load_dataset
 

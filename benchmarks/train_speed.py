@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.models import create_model
 from earlyprune.training.config import TrainConfig
 from earlyprune.training.data import BatchLoader, load_dataset

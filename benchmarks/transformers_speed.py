@@ -24,7 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import earlyprune as ep
 from earlyprune.integrations.blocks import find_blocks
-from earlyprune.timing import paired_ratio
+from earlyprune.core.timing import paired_ratio
 
 DATE = "2026-11-30"
 CONFIGS = {  # name: (hidden, layers, heads, intermediate, sequence length, batch)
@@ -57,7 +57,7 @@ def measure(name, spec, rounds, mlp_ratio, head_ratio):
     stats = pruner.stats()
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (dense, pruned)]
     n = 20 if hidden < 64 else 2
-    # earlyprune.timing: interleaved rounds (order alternating), median of the per-round ratios dense / pruned
+    # earlyprune.core.timing: interleaved rounds (order alternating), median of the per-round ratios dense / pruned
     result = paired_ratio(lambda: _step(dense, opts[0], x, y), lambda: _step(pruned, opts[1], x, y),
                           rounds=rounds, warmup=n, number=n)
     heads_left = [layer.attention.self.query.out_features // (hidden // heads) for layer in pruned.bert.encoder.layer]

@@ -32,7 +32,7 @@ from torch.nn.utils import prune as torch_prune
 from earlyprune.models import create_model
 from earlyprune.unstructured import MaskedWeights, select_weights
 from earlyprune.unstructured.criteria import RandomU
-from earlyprune.unstructured.masks import prunable_weights
+from earlyprune.graph.masks import prunable_weights
 
 HERE = Path(__file__).resolve().parent
 

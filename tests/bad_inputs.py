@@ -31,9 +31,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 import earlyprune as ep  # noqa: E402
-from earlyprune import sealed  # noqa: E402
+from earlyprune.io import sealed  # noqa: E402
 from earlyprune.cli import main  # noqa: E402
-from earlyprune.errors import DamagedFileError  # noqa: E402
+from earlyprune.core.errors import DamagedFileError  # noqa: E402
 from earlyprune.training.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from earlyprune.training.data import DataError, load_dataset  # noqa: E402
 from nets import MLP, ResidualNet, cbr  # noqa: E402

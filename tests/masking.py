@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import Plan
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import Plan
 
 
 def removed_entries(groups: ChannelGroups, plan: Plan) -> dict[tuple[str, str], torch.Tensor]:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import select
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import select
 
 
 class TinyAttention(nn.Module):

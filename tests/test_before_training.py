@@ -10,7 +10,7 @@ from torch import nn
 
 import earlyprune as ep
 from earlyprune.policies import POLICIES, Before
-from earlyprune.selection import halving_amounts, iterative_amounts, step_amounts
+from earlyprune.planning.selection import halving_amounts, iterative_amounts, step_amounts
 from nets import MLP, ResidualNet, randomize_
 
 CE = nn.functional.cross_entropy

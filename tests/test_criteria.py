@@ -16,7 +16,7 @@ from earlyprune.criteria import (CRITERIA, Batch, ComputeAware, CroP, GraSP, Lat
 from earlyprune.criteria.gates import gate_gradients, gate_hvp
 from earlyprune.criteria.latency import clear_cache
 from earlyprune.criteria.modifiers import smoothed_costs
-from earlyprune.groups import ChannelGroups
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.models.small_cnn import SmallCNN
 from nets import ARCHITECTURES, MLP, randomize_
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.batchnorm import recalibrate_batchnorm
+from earlyprune.surgery.batchnorm import recalibrate_batchnorm
 from earlyprune.cli import main
 from earlyprune.policies import POLICIES, EpochReport
 from earlyprune.policies.earlycrop import EarlyCroP
@@ -230,7 +230,7 @@ def test_the_progress_line_says_when_pruning_steps_removed_nothing():
 
 
 def test_the_dense_equivalent_is_steady_loop_time_and_an_unpruned_run_has_no_speedup():
-    from earlyprune.metrics import ModelStats
+    from earlyprune.graph.metrics import ModelStats
     from earlyprune.training.summary import build_summary, format_summary
 
     def row(epoch, phase, seconds, overhead=0.0):

@@ -12,7 +12,7 @@ from nets import ResidualNet
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.distributed import average_scores, check_unwrapped, world_size
+from earlyprune.core.distributed import average_scores, check_unwrapped, world_size
 
 WORLD = 2
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import select
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import select
 from masking import kept_slice, mask_, removed_entries
 from nets import ARCHITECTURES, randomize_
 

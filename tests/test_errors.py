@@ -7,9 +7,9 @@ import inspect
 import pytest
 
 import earlyprune as ep
-from earlyprune import errors
+from earlyprune.core import errors
 from earlyprune.io import LOAD_RULES, SAVE_RULES
-from earlyprune.metrics import MEASURE_RULES
+from earlyprune.graph.metrics import MEASURE_RULES
 from earlyprune.models import MODELS
 from earlyprune.oneshot import PRUNE_RULES
 from earlyprune.training.checkpoint import CheckpointError
@@ -27,7 +27,8 @@ def test_every_project_error_is_an_earlyprune_error_and_keeps_its_old_base(cls, 
 
 
 def test_the_exceptions_are_one_set_of_classes_wherever_imported():
-    from earlyprune import io, validation
+    from earlyprune import io
+    from earlyprune.core import validation
 
     assert ep.StructureMismatchError is io.StructureMismatchError is errors.StructureMismatchError
     assert ep.InvalidParameterError is validation.InvalidParameterError

@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import earlyprune as ep
-from earlyprune.selection import reachable, select
+from earlyprune.planning.selection import reachable, select
 from nets import MLP
 
 FAST = settings(max_examples=300, deadline=None, derandomize=True)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import Plan
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import Plan
 from nets import MLP, ConcatNet, DepthwiseNet, ResidualNet
 
 

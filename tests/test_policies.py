@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.groups import ChannelGroups
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.policies import EPI, POLICIES, EarlyBird, EarlyCroP, EpochReport, Init, RandomEpoch
 from earlyprune.policies.epi import epi_trigger
 from earlyprune.signals import SignalRecorder, bn_mask

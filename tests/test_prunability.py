@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.prunability import check_prunable, layer_expression, narrowing
+from earlyprune.surgery.prunability import check_prunable, layer_expression, narrowing
 from bad_inputs import HardCodedWidth
 from nets import ARCHITECTURES, cbr
 
@@ -91,7 +91,7 @@ def test_layer_expressions():
                                      "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3145728 bytes")])
 def test_a_copy_that_runs_out_of_memory_is_not_blamed_on_the_groups(failure, monkeypatch):
     """ViT-L under a memory limit: the check's copy failed to allocate and every group was named unprunable."""
-    import earlyprune.prunability as prunability
+    import earlyprune.surgery.prunability as prunability
 
     def no_memory(groups, plan):
         raise failure

@@ -8,7 +8,7 @@ import torch
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, Criterion
 from earlyprune.policies import POLICIES
-from earlyprune.registry import Registry, RenamedWarning
+from earlyprune.core.registry import Registry, RenamedWarning
 from earlyprune.training.config import TrainConfig
 
 

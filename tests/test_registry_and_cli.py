@@ -3,7 +3,7 @@ import torch
 
 from earlyprune.cli import main
 from earlyprune.criteria import CRITERIA, Criterion, Magnitude
-from earlyprune.registry import Registry
+from earlyprune.core.registry import Registry
 from nets import MLP
 
 
@@ -29,7 +29,7 @@ def test_registry_builds_by_name_or_instance_and_explains_mistakes():
 
 def test_magnitude_is_pat_equation_2():
     """‖W_n‖₂/√P per output neuron, P = weights per filter."""
-    from earlyprune.groups import ChannelGroups
+    from earlyprune.graph.groups import ChannelGroups
 
     model = MLP()
     with torch.no_grad():

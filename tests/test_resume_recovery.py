@@ -76,7 +76,7 @@ def test_a_model_file_resealed_with_another_dtype_is_refused(tmp_path):
     from torch import nn
 
     import earlyprune as ep
-    from earlyprune import sealed
+    from earlyprune.io import sealed
 
     def net():
         torch.manual_seed(0)

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.io import structure_json
-from earlyprune.selection import select
+from earlyprune.planning.selection import select
 from nets import ARCHITECTURES, randomize_
 
 

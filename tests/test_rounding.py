@@ -12,10 +12,10 @@ from torch import nn
 import earlyprune as ep
 from earlyprune.criteria import CRITERIA, LatencyTable
 from earlyprune.criteria.latency import _channels, _timed
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to, decide
-from earlyprune.selection import select
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.rounding import AutoRoundTo, RoundToChoice, batch_size_of, check_round_to, decide
+from earlyprune.planning.selection import select
 
 
 def wide_net() -> nn.Module:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import earlyprune as ep
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import iterative_amounts, select
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import iterative_amounts, select
 from nets import ARCHITECTURES, MLP
 
 

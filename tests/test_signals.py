@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import earlyprune as ep
-from earlyprune.groups import ChannelGroups
+from earlyprune.graph.groups import ChannelGroups
 from earlyprune.signals import (SIGNAL_KEYS, SignalRecorder, _count_inversions, bn_mask, kendall_tau,
                                 mask_distance, spearman_rho, weight_change_score, weight_distance)
 from loops import blobs, train

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earlyprune import timing
+from earlyprune.core import timing
 from earlyprune.cli import main
 from earlyprune.training import speed
 from earlyprune.training.speed import budget_fraction, budget_ratio, choose_settings, compile_decision, measure_gain, paired_steps
 
 
 class FakeClock:
-    """Replaces the clocks of earlyprune.timing: time advances only when the code under test says so."""
+    """Replaces the clocks of earlyprune.core.timing: time advances only when the code under test says so."""
 
     def __init__(self):
         self.now = 0.0
@@ -247,8 +247,8 @@ def test_a_budget_beyond_the_group_limit_of_a_count_target_is_clipped_before_the
 
 def test_retarget_refuses_a_count_target_the_limits_cannot_reach_or_clips_it():
     from earlyprune import EarlyPruner
-    from earlyprune.errors import InfeasibleTargetError
-    from earlyprune.selection import reachable
+    from earlyprune.core.errors import InfeasibleTargetError
+    from earlyprune.planning.selection import reachable
 
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.Flatten(),
                           nn.LazyLinear(2))

@@ -9,14 +9,14 @@ import torch
 from nets import ARCHITECTURES, MLP, ResidualNet
 
 import earlyprune as ep
-from earlyprune import steptime
+from earlyprune.speed import steptime
 from earlyprune.criteria import LatencyTable
 from earlyprune.criteria.latency import _channels, _timed
-from earlyprune.metrics import is_depthwise as _is_depthwise
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.targets import select
-from earlyprune.steptime import LayerCurve, Link, StepTimePredictor, layer_curves, measure_step_time
+from earlyprune.graph.metrics import is_depthwise as _is_depthwise
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.targets import select
+from earlyprune.speed.steptime import LayerCurve, Link, StepTimePredictor, layer_curves, measure_step_time
 from loops import blobs
 from loops import train as run
 
@@ -115,7 +115,7 @@ def test_measure_step_time_calibrates_on_the_dense_model_and_a_uniform_copy(monk
 
 
 def test_refitting_on_the_planned_structure_brings_the_prediction_there_closer(monkeypatch):
-    from earlyprune.steptime import refine_step_time
+    from earlyprune.speed.steptime import refine_step_time
     model, x = ResidualNet(), torch.randn(2, 3, 8, 8)
     groups = ChannelGroups(model, x)
     monkeypatch.setattr(LatencyTable, "_layer_time", fake_layer_time(bilinear_cost))
@@ -177,7 +177,7 @@ def test_latency_target_honours_floors_rounding_and_the_group_limit():
 
 def test_reachable_time_is_the_step_left_with_every_group_at_its_floor():
     import warnings
-    from earlyprune.timebudget import reachable_time
+    from earlyprune.planning.timebudget import reachable_time
     groups = ChannelGroups(MLP(), torch.randn(2, 20))
     predictor = mlp_predictor(groups, [1.0, 4.0])               # dense: 1 + 31 + 92 = 124
     # floors at max_group_ratio 0.5: 16 and 12 channels → 1 + 15 + 44 = 60
@@ -195,7 +195,7 @@ def test_reachable_time_is_the_step_left_with_every_group_at_its_floor():
 
 
 def test_reachable_time_skips_widths_that_save_no_time():
-    from earlyprune.timebudget import reachable_time
+    from earlyprune.planning.timebudget import reachable_time
     groups = ChannelGroups(MLP(), torch.randn(2, 20))
     # net.0 at its floor of 8 channels is slower than at 16 (a slower kernel): the greedy stops at 16
     curves = [LayerCurve("net.0", [20], [8, 16, 24, 32], [[3.0, 2.0, 10.0, 10.0]]),
@@ -206,7 +206,7 @@ def test_reachable_time_skips_widths_that_save_no_time():
 
 
 def test_retarget_clips_the_time_target_to_what_the_predictor_says_the_limits_allow():
-    from earlyprune.timebudget import reachable_time
+    from earlyprune.planning.timebudget import reachable_time
     model = MLP()
     pruner = ep.EarlyPruner(model, torch.randn(2, 20), 0.3, policy="epoch:1", optimizer=None, target="latency",
                             max_group_ratio=0.5)
@@ -224,8 +224,8 @@ def test_retarget_clips_the_time_target_to_what_the_predictor_says_the_limits_al
 
 
 def test_one_greedy_pass_gives_nested_plans_for_several_budgets():
-    from earlyprune.selection import ranked_units
-    from earlyprune.timebudget import select_by_time
+    from earlyprune.planning.selection import ranked_units
+    from earlyprune.planning.timebudget import select_by_time
     groups = ChannelGroups(MLP(), torch.randn(2, 20))
     predictor = mlp_predictor(groups, [1.0, 3.0])
     g = torch.Generator().manual_seed(0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from earlyprune import timing
+from earlyprune.core import timing
 
 
 class FakeClock:

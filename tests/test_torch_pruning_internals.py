@@ -113,7 +113,7 @@ def test_an_earlyprune_model_with_a_bare_parameter_prunes_and_names_it():
 def test_index_mapping_internals_that_tracing_guards():
     from torch_pruning.dependency import index_mapping
 
-    from earlyprune import tracing
+    from earlyprune.graph import tracing
 
     for name in tracing._UPDATES:
         need(callable(getattr(index_mapping, name, None)), f"torch_pruning.dependency.index_mapping.{name}",

@@ -1,4 +1,4 @@
-"""earlyprune.tracing: groups torch-pruning cannot compute or map are kept whole (the rest is still pruned
+"""earlyprune.graph.tracing: groups torch-pruning cannot compute or map are kept whole (the rest is still pruned
 exactly), index mappings are bounded, and torch-pruning is unchanged for everyone else."""
 
 import contextlib
@@ -10,10 +10,10 @@ import torch
 import torch_pruning as tp
 
 import earlyprune as ep
-from earlyprune import tracing
-from earlyprune.engine import PruningEngine
-from earlyprune.groups import ChannelGroups
-from earlyprune.selection import select
+from earlyprune.graph import tracing
+from earlyprune.surgery.engine import PruningEngine
+from earlyprune.graph.groups import ChannelGroups
+from earlyprune.planning.selection import select
 from masking import mask_, removed_entries
 from nets import ConcatNet, DepthwiseNet, ResidualNet, ShuffleNet, randomize_
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earlyprune.unstructured import MaskedWeights, parameters_in_plain_order, plain_state_dict
-from earlyprune.unstructured.masks import mask_of, plain_name, prunable_weights
+from earlyprune.graph.masks import mask_of, plain_name, prunable_weights
 from nets import ARCHITECTURES, ResidualNet
 
 

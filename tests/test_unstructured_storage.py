@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import earlyprune
-from earlyprune import sealed
-from earlyprune.errors import DamagedFileError
+from earlyprune.io import sealed
+from earlyprune.core.errors import DamagedFileError
 from earlyprune.io import StructureMismatchError
 from earlyprune.unstructured import MaskedWeights, csr_bytes, dense_bytes, reference_disk_size, select_weights
 from earlyprune.unstructured import sparse_io

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import earlyprune as ep
-from earlyprune.argtypes import _convert, parser
+from earlyprune.core.argtypes import _convert, parser
 from earlyprune.oneshot import PRUNE_RULES
 from earlyprune.training.config import TrainConfig, field_rule
-from earlyprune.validation import (AMOUNT, RATIO, ROUND_TO, Boolean, Each, InvalidParameterError, Interval, Options,
+from earlyprune.core.validation import (AMOUNT, RATIO, ROUND_TO, Boolean, Each, InvalidParameterError, Interval, Options,
                                    check_args, checked, rule)
 from nets import MLP
 

@@ -11,8 +11,8 @@ import torch_pruning as tp
 from safetensors.torch import load_file, save_file
 
 import earlyprune as ep
-from earlyprune import sealed
-from earlyprune.optimizer_state import check_state
+from earlyprune.io import sealed
+from earlyprune.surgery.optimizer_state import check_state
 from nets import MLP, ResidualNet
 
 X = torch.randn(2, 3, 8, 8)
@@ -57,7 +57,7 @@ def test_a_current_file_whose_checksum_was_removed_is_refused(saved):
     metadata = dict(sealed.read_header(path).metadata)
     del metadata[sealed.CHECKSUM_KEY]
     _resave(path, metadata)
-    with pytest.raises(ep.errors.DamagedFileError, match="entry is missing"):
+    with pytest.raises(ep.core.errors.DamagedFileError, match="entry is missing"):
         ep.load(path, ResidualNet())
 
 

@@ -16,20 +16,20 @@ Public API:
 """
 
 from .criteria import CRITERIA, Criterion
-from .errors import ConfigError, EarlyPruneError, InfeasibleTargetError, NonFiniteError, UnprunableGroupsError
-from .groups import ChannelGroup, ChannelGroups
+from .core.errors import ConfigError, EarlyPruneError, InfeasibleTargetError, NonFiniteError, UnprunableGroupsError
+from .graph.groups import ChannelGroup, ChannelGroups
 from .io import StructureMismatchError, load, save
-from .metrics import ModelStats, measure
+from .graph.metrics import ModelStats, measure
 from .oneshot import PruneResult, prune
 from .outcome import PruningOutcome, pruning_outcome
 from .policies import POLICIES, EpochReport, Policy
 from .pruner import EarlyPruner
-from .rounding import AutoRoundTo, RoundToChoice
-from .selection import Plan
-from .targets import select
+from .planning.rounding import AutoRoundTo, RoundToChoice
+from .planning.selection import Plan
+from .planning.targets import select
 from .signals.measures import early_pruning_indicator, structure_similarity
-from .steptime import StepTime, StepTimePredictor, measure_step_time
-from .validation import InvalidParameterError
+from .speed.steptime import StepTime, StepTimePredictor, measure_step_time
+from .core.validation import InvalidParameterError
 from .unstructured import criteria as _weight_criteria  # registers crop-u, snip-u, grasp-u, magnitude-u, random-u
 
 __version__ = "0.1.0"

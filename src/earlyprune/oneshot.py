@@ -6,32 +6,59 @@ from __future__ import annotations
 
 import math
 import warnings
-from numbers import Integral
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from .batch import Batch
+from .core.batch import Batch
+from .core.distributed import average_scores, broadcast_object, check_unwrapped
+from .core.validation import (
+    BOOLEAN,
+    EXAMPLE_INPUTS,
+    GROUP_RATIO,
+    IGNORED_LAYERS,
+    MIN_CHANNELS,
+    MODEL,
+    RATIO,
+    STEPS,
+    TARGET,
+    Boolean,
+    Callable_,
+    InstanceOf,
+    Interval,
+    Options,
+    Rule,
+    checked,
+    rule,
+)
 from .criteria import Criterion
-from .criteria.modifiers import with_modifiers
-from .distributed import average_scores, broadcast_object, check_unwrapped
-from .engine import PruningEngine
-from .groups import ChannelGroups
-from .metrics import CHANNEL_LAYERS, ModelStats, measure
-from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE
-from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .levels import GRANULARITY, WeightLevel, check_granularity
-from .optimizer_state import check_covers
-from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, step_amounts
-from .steptime import StepTime, StepTimePredictor
-from .targets import select
+from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
+from .graph.groups import ChannelGroups
+from .graph.masks import MaskedWeights
+from .graph.metrics import CHANNEL_LAYERS, ModelStats, measure
+from .planning.levels import GRANULARITY, WeightLevel, check_granularity
+from .planning.rounding import (
+    ROUND_TO_RULE,
+    AutoRoundTo,
+    RoundToChoice,
+    batch_size_of,
+    check_round_to,
+)
+from .planning.selection import (
+    MAX_GROUP_RATIO,
+    SCHEDULES,
+    check_reachable,
+    step_amounts,
+)
+from .planning.targets import select
+from .speed.steptime import StepTime, StepTimePredictor
+from .surgery.engine import PruningEngine
+from .surgery.optimizer_state import check_covers
 from .unstructured.criteria import resolve_criterion
-from .unstructured.masks import MaskedWeights
-from .validation import (BOOLEAN, EXAMPLE_INPUTS, GROUP_RATIO, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS,
-                         TARGET, Boolean, Callable_, InstanceOf, Interval, Options, Rule, checked, rule)
 
 
 @dataclass(frozen=True)
@@ -53,7 +80,7 @@ class PruneResult:
     weight_names: list[str] = field(default_factory=list)
 
 
-#: the arguments' rules of :func:`prune` (:mod:`earlyprune.validation`)
+#: the arguments' rules of :func:`prune` (:mod:`earlyprune.core.validation`)
 PRUNE_RULES: dict[str, Rule] = {
     "model": MODEL,
     "example_inputs": EXAMPLE_INPUTS,

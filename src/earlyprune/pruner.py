@@ -5,7 +5,7 @@ decides when. Its only job is PaT Algorithm 2's bookkeeping — dense epochs unt
 epoch in which Algorithm 1 removes channels in ``steps`` exponentially scheduled steps (scores averaged over the
 batches between steps), then sparse training to the end. At ``granularity="weights"`` the same steps mask single
 weights (:mod:`earlyprune.unstructured`); at ``"both"`` the pruning epoch removes channels, then masks weights of
-what remains (:mod:`earlyprune.levels`).
+what remains (:mod:`earlyprune.planning.levels`).
 """
 
 from __future__ import annotations
@@ -14,36 +14,65 @@ import json
 import logging
 import math
 import warnings
-from pathlib import Path
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .batch import Batch
+from .core.batch import Batch
+from .core.distributed import average_scores, broadcast_object, check_unwrapped
+from .core.timing import Stopwatch, device_of
+from .core.validation import (
+    BOOLEAN,
+    EXAMPLE_INPUTS,
+    GROUP_RATIO,
+    IGNORED_LAYERS,
+    MIN_CHANNELS,
+    MODEL,
+    RATIO,
+    STEPS,
+    TARGET,
+    Callable_,
+    Each,
+    InstanceOf,
+    Interval,
+    InvalidParameterError,
+    Options,
+    Rule,
+    check_args,
+    rule,
+)
 from .criteria import Criterion
 from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
-from .distributed import average_scores, broadcast_object, check_unwrapped
-from .groups import ChannelGroups
-from .levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
-from .metrics import ModelStats, measure
-from .optimizer_state import check_covers
+from .graph.groups import ChannelGroups
+from .graph.masks import MaskedWeights, masked_counts
+from .graph.metrics import ModelStats, measure
+from .planning.levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
+from .planning.rounding import (
+    ROUND_TO_RULE,
+    AutoRoundTo,
+    RoundToChoice,
+    batch_size_of,
+    check_round_to,
+)
+from .planning.selection import (
+    MAX_GROUP_RATIO,
+    SCHEDULES,
+    check_reachable,
+    reachable,
+    step_amounts,
+)
+from .planning.targets import select
+from .planning.timebudget import reachable_time
 from .policies import POLICIES, EpochReport, Policy
-from .rounding import ROUND_TO_RULE, AutoRoundTo, RoundToChoice, batch_size_of, check_round_to
-from .prunability import check_prunable
-from .selection import MAX_GROUP_RATIO, SCHEDULES, check_reachable, reachable, step_amounts
 from .signals.recorder import SignalRecorder
-from .steptime import StepTime, StepTimePredictor
-from .targets import select
-from .timebudget import reachable_time
-from .timing import Stopwatch, device_of
+from .speed.steptime import StepTime, StepTimePredictor
+from .surgery.optimizer_state import check_covers
+from .surgery.prunability import check_prunable
 from .unstructured.criteria import resolve_criterion
-from .unstructured.masks import MaskedWeights, masked_counts
-from .validation import (BOOLEAN, EXAMPLE_INPUTS, GROUP_RATIO, IGNORED_LAYERS, MIN_CHANNELS, MODEL, RATIO, STEPS,
-                         TARGET, Callable_, Each, InstanceOf, Interval, InvalidParameterError, Options, Rule,
-                         check_args, rule)
 
 log = logging.getLogger("earlyprune")
 
@@ -76,20 +105,20 @@ class EarlyPruner:
             pass ``None`` explicitly only if you rebuild your optimizer yourself after each pruning step.
         target: what ``ratio`` counts — ``"channels"`` (PaT), ``"flops"`` (MACs), ``"params"`` or ``"latency"``:
             the measured training-step time (forward + backward at the training batch size on this device),
-            predicted per structure by :mod:`earlyprune.steptime` and met by the greedy knapsack of
-            :mod:`earlyprune.timebudget` (importance per second saved). The predictor is measured once, at the
+            predicted per structure by :mod:`earlyprune.speed.steptime` and met by the greedy knapsack of
+            :mod:`earlyprune.planning.timebudget` (importance per second saved). The predictor is measured once, at the
             first epoch end or pruning step (seconds to a minute), and kept in ``state_dict()``.
         steps: pruning steps inside the pruning epoch (PaT Algorithm 1's S), exponentially scheduled.
         steps_per_epoch: batches per epoch; learned from the first epoch when None (then required only if the
             policy prunes during epoch 0).
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to multiples of this; ``"auto"`` (or an
-            :class:`~earlyprune.rounding.AutoRoundTo`) measures which multiple makes the pruned layers fastest on
-            this device at the first pruning step (see :mod:`earlyprune.rounding`; the choice is in
+            :class:`~earlyprune.planning.rounding.AutoRoundTo`) measures which multiple makes the pruned layers fastest on
+            this device at the first pruning step (see :mod:`earlyprune.planning.rounding`; the choice is in
             ``round_to_choice``). Signals recorded before that use 1.
         ignored_layers: modules whose output channels must be kept (the output layer is detected by itself).
         num_heads: ``{layer: heads}`` for the query / key / value projections of attention blocks: their groups
-            lose whole heads (see :class:`~earlyprune.groups.ChannelGroups`).
+            lose whole heads (see :class:`~earlyprune.graph.groups.ChannelGroups`).
         head_ratio: fraction of the attention heads to remove, ranked apart from the other channels (which lose
             ``ratio``); None ranks heads and channels together under ``ratio``. Needs ``num_heads`` and
             ``target="channels"``; the step schedule and the signals scale it with ``ratio``.
@@ -106,12 +135,12 @@ class EarlyPruner:
         max_group_ratio: no group loses more than this fraction of its original channels (1.0: no limit). A
             global ranking compares scores across layers whose scale differs (PaT Eq. 2 early in training is the
             layer's initialisation scale), and would otherwise cut whole wide layers to ``min_channels``.
-        step_time: how ``target="latency"`` measures the step (:class:`~earlyprune.steptime.StepTime`: batch
+        step_time: how ``target="latency"`` measures the step (:class:`~earlyprune.speed.steptime.StepTime`: batch
             size, autocast dtype, memory format, clock), or an already measured
-            :class:`~earlyprune.steptime.StepTimePredictor`.
+            :class:`~earlyprune.speed.steptime.StepTimePredictor`.
         checks: check at construction that the target is reachable under ``min_channels`` / ``round_to``
-            (:func:`~earlyprune.selection.check_reachable`) and that every group can be narrowed without breaking
-            the model (:func:`~earlyprune.prunability.check_prunable`, on a copy of the model: it costs about as
+            (:func:`~earlyprune.planning.selection.check_reachable`) and that every group can be narrowed without breaking
+            the model (:func:`~earlyprune.surgery.prunability.check_prunable`, on a copy of the model: it costs about as
             much as building the groups again). False skips both — e.g. for a model restored from a checkpoint
             whose pruner state is loaded next.
         granularity: ``"channels"`` (removed: a smaller, faster model), ``"weights"`` (masked: ``ratio`` is the
@@ -135,7 +164,7 @@ class EarlyPruner:
         UnprunableGroupsError: narrowing some group breaks the model's forward.
     """
 
-    #: the arguments' rules (:mod:`earlyprune.validation`); ``criterion`` / ``policy`` are checked by their registries
+    #: the arguments' rules (:mod:`earlyprune.core.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
         "model": MODEL,
         "example_inputs": EXAMPLE_INPUTS,
@@ -441,10 +470,10 @@ class EarlyPruner:
         said when pruning starts (``earlyprune train --time-budget``) — and return the ratio set.
 
         A count target (channels, FLOPs, parameters) that ``min_channels`` / ``round_to`` / ``max_group_ratio``
-        cannot reach raises :class:`~earlyprune.errors.InfeasibleTargetError` here, as at construction — not in
+        cannot reach raises :class:`~earlyprune.core.errors.InfeasibleTargetError` here, as at construction — not in
         the pruning epoch — or, with ``clip=True``, is lowered to the most they allow. The time target is
         predicted, not counted: once its predictor is measured, ``clip=True`` lowers it to the most the predictor
-        says the limits allow (:func:`~earlyprune.timebudget.reachable_time`); otherwise the selection prunes as
+        says the limits allow (:func:`~earlyprune.planning.timebudget.reachable_time`); otherwise the selection prunes as
         far as they allow and warns.
         """
         if self.events or self.phase == "sparse":
@@ -469,8 +498,8 @@ class EarlyPruner:
 
     def reachable_ratio(self) -> float | None:
         """The largest ``ratio`` that ``min_channels`` / ``round_to`` / ``max_group_ratio`` allow before the first
-        removal: counted for a count target (:func:`~earlyprune.selection.reachable`), predicted for the time
-        target once its predictor is measured (:func:`~earlyprune.timebudget.reachable_time`); None when unknown
+        removal: counted for a count target (:func:`~earlyprune.planning.selection.reachable`), predicted for the time
+        target once its predictor is measured (:func:`~earlyprune.planning.timebudget.reachable_time`); None when unknown
         (time target before its predictor, weight masks)."""
         if self.groups is None or self.granularity == "weights":
             return None

@@ -2,10 +2,10 @@
 
 Layout: :mod:`.base` (:class:`Criterion`), :mod:`.registry` (:data:`CRITERIA`), :mod:`.gates` (per-channel gates
 and :class:`GatedCriterion`), one module per criterion, :mod:`.modifiers` (compute- / latency-aware wrappers),
-:mod:`.latency` (the per-layer latency table). :class:`~earlyprune.batch.Batch` is re-exported here.
+:mod:`.latency` (the per-layer latency table). :class:`~earlyprune.core.batch.Batch` is re-exported here.
 """
 
-from ..batch import Batch
+from ..core.batch import Batch
 from .base import Criterion
 from .bn_scale import BNScale
 from .crop import CroP

@@ -6,7 +6,7 @@ A criterion is one small class registered by name in :data:`~earlyprune.criteria
 * :meth:`Criterion.observe` once per training batch while it collects evidence (after ``backward`` and the
   optimizer step, so ``.grad`` is still populated for gradient criteria); criteria that run passes of their
   own (double backpropagation, say) set ``needs_batches`` and receive the batch as a
-  :class:`~earlyprune.batch.Batch`;
+  :class:`~earlyprune.core.batch.Batch`;
 * :meth:`Criterion.scores` when it needs a ranking — the mean of the observed batch scores (PaT Algorithm 1:
   "average importance over multiple minibatches"), or the instantaneous value when nothing was observed;
 * :meth:`Criterion.reset` after every removal and at every epoch end.
@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..batch import Batch
-from ..errors import NonFiniteError
-from ..groups import ChannelGroups
-from ..validation import InvalidParameterError
+from ..core.batch import Batch
+from ..core.errors import NonFiniteError
+from ..core.validation import InvalidParameterError
+from ..graph.groups import ChannelGroups
 
 
 class Criterion:

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from ..batch import Batch
-from ..groups import ChannelGroups
-from ..validation import InvalidParameterError
+from ..core.batch import Batch
+from ..core.validation import InvalidParameterError
+from ..graph.groups import ChannelGroups
 from .gates import PRODUCTS, GatedCriterion, complete, gate_hvp
 from .registry import CRITERIA
 

@@ -27,8 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..batch import Batch
-from ..groups import ChannelGroup, ChannelGroups, LayerRef
+from ..core.batch import Batch
+from ..graph.groups import ChannelGroup, ChannelGroups, LayerRef
 from .base import Criterion
 
 #: which product the Hessian-vector criteria take (see :func:`gate_hvp`)

@@ -22,19 +22,29 @@ import os
 import platform
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import timing
-from ..batch import call_model
-from ..groups import ChannelGroup, ChannelGroups
-from ..metrics import CHANNEL_LAYERS, is_depthwise
-from ..validation import BOOLEAN, Callable_, Each, InstanceOf, Interval, Options, Rule, checked, rule
+from ..core import timing
+from ..core.batch import call_model
+from ..core.validation import (
+    BOOLEAN,
+    Callable_,
+    Each,
+    InstanceOf,
+    Interval,
+    Options,
+    Rule,
+    checked,
+    rule,
+)
+from ..graph.groups import ChannelGroup, ChannelGroups
+from ..graph.metrics import CHANNEL_LAYERS, is_depthwise
 from .gates import channel_dim, is_norm
 
 #: process-wide cache: layer signature → seconds
@@ -130,7 +140,7 @@ class LatencyTable:
         autocast: time under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``), as mixed-precision
             training runs; None times in the parameters' dtype.
         channels_last: time 4-D inputs in ``channels_last`` memory format, as ``--channels-last`` training runs.
-        clock: ``"wall"`` (default), ``"cpu"`` (process CPU time) or ``"auto"`` (see :func:`earlyprune.timing.clock`).
+        clock: ``"wall"`` (default), ``"cpu"`` (process CPU time) or ``"auto"`` (see :func:`earlyprune.core.timing.clock`).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from ..batch import Batch
-from ..groups import ChannelGroups
+from ..core.batch import Batch
+from ..graph.groups import ChannelGroups
 from .base import Criterion
 from .registry import CRITERIA
 

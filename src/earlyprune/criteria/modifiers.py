@@ -23,9 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..batch import Batch
-from ..groups import ChannelGroups
-from ..validation import Boolean, HasAttributes, Interval, Options, Rule, check_args, checked, rule
+from ..core.batch import Batch
+from ..core.validation import (
+    Boolean,
+    HasAttributes,
+    Interval,
+    Options,
+    Rule,
+    check_args,
+    checked,
+    rule,
+)
+from ..graph.groups import ChannelGroups
 from .base import Criterion
 from .latency import LatencyTable
 from .registry import CRITERIA

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..batch import Batch
-from ..groups import ChannelGroups
-from ..validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..core.batch import Batch
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..graph.groups import ChannelGroups
 from .base import Criterion
 from .registry import CRITERIA
 

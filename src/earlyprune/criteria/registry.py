@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..registry import Registry
+from ..core.registry import Registry
 from .base import Criterion
 
 CRITERIA: Registry[Criterion] = Registry("criterion", Criterion)

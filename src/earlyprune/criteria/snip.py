@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..batch import Batch
-from ..groups import ChannelGroups
+from ..core.batch import Batch
+from ..graph.groups import ChannelGroups
 from .gates import GatedCriterion, complete, gate_gradients
 from .registry import CRITERIA
 

@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..batch import Batch
-from ..groups import ChannelGroups
-from ..validation import BOOLEAN, InvalidParameterError, Rule, checked
+from ..core.batch import Batch
+from ..core.validation import BOOLEAN, InvalidParameterError, Rule, checked
+from ..graph.groups import ChannelGroups
 from .base import Criterion
 from .gates import complete, gate_points, parameter_taylor
 from .registry import CRITERIA

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..core.validation import POSITIVE_INT
 from ..reports.comparison import DENSE, ORACLE, POLICY, is_automatic, write_manifest
 from ..training.config import TrainConfig
-from ..validation import POSITIVE_INT
 from .plan import RunSpec, check_prune_epochs, check_ratios, fixed_epoch_spec, make_spec
 from .runner import run_all
 from .sweep import grid_root

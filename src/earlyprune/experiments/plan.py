@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..core.validation import RATIO
 from ..training.config import TrainConfig
-from ..validation import RATIO
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def check_prune_epochs(epochs: Sequence[int], total: int, flag: str = "--prune-e
 def check_ratios(ratios: Sequence[float]) -> list[float]:
     if not ratios:
         raise ValueError("--ratios needs at least one ratio")
-    bad = [r for r in ratios if not RATIO.accepts(r)]  # the rule of every ratio (earlyprune.validation)
+    bad = [r for r in ratios if not RATIO.accepts(r)]  # the rule of every ratio (earlyprune.core.validation)
     if bad:
         raise ValueError(f"--ratios must be fractions in (0, 1), got {bad[0]}")
     return list(dict.fromkeys(float(r) for r in ratios))

@@ -19,6 +19,7 @@ from ..training.config import RUNTIME_FIELDS, TrainConfig
 from .energy import add_energy, measure_energy
 from .plan import RunSpec
 
+
 def _comparable(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in rundir.jsonable(cfg.to_dict()).items() if k not in RUNTIME_FIELDS}
 

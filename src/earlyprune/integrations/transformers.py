@@ -42,8 +42,8 @@ from .. import io
 from ..criteria import CRITERIA, Criterion
 from ..pruner import EarlyPruner
 from ._optional import require
-from .blocks import TransformerBlocks, find_blocks
 from .announce import event_lines
+from .blocks import TransformerBlocks, find_blocks
 from .run_length import check_run_length
 
 _tf = require("transformers", "transformers", "earlyprune.integrations.transformers")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..validation import checked
-from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
+from ..core.validation import checked
 from .init import kaiming_init_
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks, as in the paper
 _PLAN = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),

@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..validation import Interval, rule
+from ..core.validation import Interval, rule
 
 #: constructor-argument rules shared by the zoo's models (each model class declares its table with them, so
 #: ``--model-arg width=0`` is refused before a layer of width 0 is built)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..validation import checked
-from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
+from ..core.validation import checked
 from .init import kaiming_init_
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 
 
 class BasicBlock(nn.Module):

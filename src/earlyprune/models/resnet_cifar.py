@@ -10,10 +10,10 @@ from numbers import Integral
 
 from torch import nn
 
-from ..validation import Interval, checked, rule
+from ..core.validation import Interval, checked, rule
+from .init import kaiming_init_
 from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 from .resnet import BasicBlock
-from .init import kaiming_init_
 
 
 class CifarResNet(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..validation import BOOLEAN, checked
+from ..core.validation import BOOLEAN, checked
 from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..validation import Options, checked, rule
-from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
+from ..core.validation import Options, checked, rule
 from .init import kaiming_init_
+from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH_MULT, register_model
 
 _CONFIGS = {
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),

@@ -27,9 +27,9 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ..groups import ChannelGroups
-from ..registry import Registry
-from ..validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..core.registry import Registry
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..graph.groups import ChannelGroups
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Policy:
     #: spread the pruning steps over this many batches from the start of the pruning epoch (None: the whole
     #: epoch). A policy that prunes before training (3SP, CroP) sets a few batches.
     pruning_batches: int | None = None
-    #: the cumulative step schedule of the pruning epoch, a name of :data:`earlyprune.selection.SCHEDULES`:
+    #: the cumulative step schedule of the pruning epoch, a name of :data:`earlyprune.planning.selection.SCHEDULES`:
     #: PaT's "exponential" (Algorithm 1) by default; ``before`` uses CroPit / SNAP-it's "halving"
     schedule: ClassVar[str] = "exponential"
     #: the decision of the last :meth:`update` (None before the first, or for policies that override update)

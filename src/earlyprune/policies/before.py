@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any, ClassVar
 
-from ..validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 
@@ -16,7 +16,7 @@ class Before(Policy):
 
     The pruner spreads its ``steps`` over those ``K`` batches (:attr:`pruning_batches`): each step scores the
     batches since the previous one, and the cumulative fractions follow CroPit / SNAP-it's halving schedule
-    ``ρ − (ρ − 0.5)·0.5^i`` (:attr:`schedule`; :func:`~earlyprune.selection.halving_amounts`). Data-driven
+    ``ρ − (ρ − 0.5)·0.5^i`` (:attr:`schedule`; :func:`~earlyprune.planning.selection.halving_amounts`). Data-driven
     criteria need ``steps ≤ K`` (every step rescores on a fresh batch). Use it with the pruning-before-training
     criteria (``snip`` for 3SP / SNAP-it, ``crop`` for CroP-S / CroPit, optionally ``compute_aware=λ``).
 
@@ -25,7 +25,7 @@ class Before(Policy):
     :func:`earlyprune.prune` with ``batches=`` before the loop.
     """
 
-    #: the step schedule the pruner uses with this policy (see :data:`earlyprune.selection.SCHEDULES`)
+    #: the step schedule the pruner uses with this policy (see :data:`earlyprune.planning.selection.SCHEDULES`)
     schedule = "halving"
     automatic = True
 

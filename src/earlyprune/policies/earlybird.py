@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..core.validation import Interval, Rule, checked, rule
 from ..signals.measures import mask_distance
-from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 

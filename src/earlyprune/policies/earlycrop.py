@@ -7,8 +7,8 @@ import math
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
+from ..core.validation import Interval, Options, Rule, checked, rule
 from ..signals.measures import PRUNING_TIME_NORMS, pruning_time_score
-from ..validation import Interval, Options, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import Any, ClassVar, Sequence
 
+from ..core.validation import Interval, Rule, checked, rule
 from ..signals.measures import early_pruning_indicator
-from ..validation import Interval, Rule, checked, rule
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
 #: Algorithm 2 compares EPI_t with the previous 5 values

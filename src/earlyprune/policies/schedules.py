@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..validation import Interval, InvalidParameterError, Rule, checked, rule
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
 from .base import POLICIES, Decision, EpochReport, Policy
 
 

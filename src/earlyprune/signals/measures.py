@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..groups import ChannelGroups
-from ..targets import select_many
-from ..validation import AMOUNT, Interval, rule
+from ..core.validation import AMOUNT, Interval, rule
+from ..graph.groups import ChannelGroups
+from ..planning.targets import select_many
 
 #: EPI's look-back r
 LOOKBACK = rule(Interval(Integral, 0, None, closed="neither"), hint="epochs to look back")

@@ -12,12 +12,21 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 
-from ..groups import ChannelGroups, scores_to_vector
-from ..selection import validate_target
-from ..validation import RATIO, Each, Interval, Rule, checked, rule
+from ..core.validation import RATIO, Each, Interval, Rule, checked, rule
+from ..graph.groups import ChannelGroups, scores_to_vector
+from ..planning.selection import validate_target
 from ..unstructured.selection import mask_distance as weight_mask_distance
-from .measures import (LOOKBACK, bn_mask, early_pruning_indicator, kendall_tau, mask_distance, spearman_rho,
-                       subnetwork_structures, weight_change_score, weight_distance)
+from .measures import (
+    LOOKBACK,
+    bn_mask,
+    early_pruning_indicator,
+    kendall_tau,
+    mask_distance,
+    spearman_rho,
+    subnetwork_structures,
+    weight_change_score,
+    weight_distance,
+)
 
 #: pruning ratios whose EPI curve is recorded every epoch (PaT Figure 6: 10 %–90 %)
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -113,7 +122,7 @@ class SignalRecorder:
         ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
 
         ``level``: for pruning units other than channel groups (single weights: a
-        :class:`~earlyprune.levels.WeightLevel`, with ``groups`` its :class:`~earlyprune.unstructured.MaskedWeights`)
+        :class:`~earlyprune.planning.levels.WeightLevel`, with ``groups`` its :class:`~earlyprune.unstructured.MaskedWeights`)
         — an object whose ``subnetworks(scores, ratios)`` gives ``N_t`` per ratio, ``score_vector(scores)`` the
         scores ranked for Kendall / Spearman and ``keep_masks(scores, ratio)`` the top-k masks, whose normalised
         Hamming distance between consecutive epochs is recorded as ``weight_mask_distance``.

@@ -41,9 +41,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import DamagedFileError, EarlyPruneError
-from .. import sealed
-from ..io import StructureMismatchError, load, save
+from ..core.errors import DamagedFileError, EarlyPruneError
+from ..io import StructureMismatchError, load, save, sealed
 from . import faults, statecodec
 
 FORMAT = "earlyprune.checkpoint"

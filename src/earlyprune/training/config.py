@@ -16,10 +16,26 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..validation import (BOOLEAN, GRANULARITY, GROUP_RATIO, MIN_CHANNELS, PATH, RATIO, ROUND_TO, STEPS, TARGET,
-                          Boolean, Each, InstanceOf, Interval, Options, Rule, rule)
-from ..validation import TARGETS  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
+from ..core.errors import ConfigError
+from ..core.validation import (
+    BOOLEAN,
+    GRANULARITY,
+    GROUP_RATIO,
+    MIN_CHANNELS,
+    PATH,
+    RATIO,
+    ROUND_TO,
+    STEPS,
+    TARGET,
+    TARGETS,  # noqa: F401  (re-exported: earlyprune.training.config.TARGETS)
+    Boolean,
+    Each,
+    InstanceOf,
+    Interval,
+    Options,
+    Rule,
+    rule,
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("pat", "cosine", "step", "onecycle", "constant")
@@ -44,7 +60,7 @@ MAPPING = rule(InstanceOf(dict, "a mapping of argument names to values (KEY=VALU
 
 
 def _meta(help: str, group: str, rule: Rule = TEXT, **extra: Any) -> dict[str, Any]:
-    """A field's flag help, its ``--help`` group and its :class:`~earlyprune.validation.Rule` (None is accepted
+    """A field's flag help, its ``--help`` group and its :class:`~earlyprune.core.validation.Rule` (None is accepted
     as well where the field's type allows it); ``bare=VALUE``: the flag given without a value means VALUE."""
     return {"help": help, "group": group, "rule": rule, **extra}
 
@@ -200,7 +216,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ValueError naming the option and the fix."""
-        for f in fields(self):  # each field by its rule, in flag words (earlyprune.validation)
+        for f in fields(self):  # each field by its rule, in flag words (earlyprune.core.validation)
             field_rule(f).check("--" + f.name.replace("_", "-"), getattr(self, f.name), flag=True)
         if self.warmup_epochs is not None and self.schedule == "pat" and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 PHASE_CODES = {"dense": 0, "pruning": 1, "sparse": 2}
 

@@ -2,7 +2,7 @@
 
 Per batch, on the device (no host sync): whether the loss was finite, and the streak of consecutive batches whose
 loss was NaN or infinite. Every :data:`CHECK_EVERY` batches one sync reads the streak; :data:`PATIENCE` in a row
-stops the run with :class:`~earlyprune.errors.NonFiniteError`. At the end of the epoch the parameters are checked
+stops the run with :class:`~earlyprune.core.errors.NonFiniteError`. At the end of the epoch the parameters are checked
 as well (an update with NaN gradients poisons every later step). The error is raised inside the epoch, before
 its checkpoint, so the last good checkpoint is what ``--resume`` finds. Isolated non-finite batches — fp16
 overflow that the gradient scaler skips — only count: ``nonfinite_batches`` in the epoch's metrics row.
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import NonFiniteError
+from ..core.errors import NonFiniteError
 
 #: consecutive batches with a NaN / infinite loss that stop a run
 PATIENCE = 20

@@ -26,7 +26,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..distributed import Launch, broadcast_buffers, gather_objects, init_from_env, model_digest, sum_over_ranks
+from ..core.distributed import (
+    Launch,
+    broadcast_buffers,
+    gather_objects,
+    init_from_env,
+    model_digest,
+    sum_over_ranks,
+)
 
 T = TypeVar("T")
 

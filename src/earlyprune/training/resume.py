@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .config import RUNTIME_FIELDS, TrainConfig
 from .environment import KEYS
 

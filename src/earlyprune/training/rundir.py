@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from ..core.errors import ConfigError
 from .checkpoint import POINTER, write_json_atomic
-from ..errors import ConfigError
 from .config import TrainConfig
 
 CONFIG, METRICS, SUMMARY, MODEL, STRUCTURE = "config.json", "metrics.jsonl", "summary.json", "model.safetensors", \

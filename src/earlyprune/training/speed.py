@@ -14,7 +14,7 @@
 * :func:`budget_ratio` — ``--time-budget B``: the step-time ratio to remove so that the whole run takes ``B`` of
   the dense run's time, given when the policy triggered.
 
-Timings use :func:`earlyprune.timing.clock`'s clock (process CPU time on a one-thread CPU, wall time otherwise).
+Timings use :func:`earlyprune.core.timing.clock`'s clock (process CPU time on a one-thread CPU, wall time otherwise).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .. import timing
+from ..core import timing
 
 #: a mode other than plain fp32 / NCHW must be at least this much faster (median paired ratio) to be chosen
 MIN_GAIN = 0.05

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .checkpoint import write_json_atomic
 
 FORMAT = "earlyprune.speed-profile"

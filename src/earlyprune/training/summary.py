@@ -19,7 +19,7 @@ import os
 import statistics
 from typing import Any
 
-from ..metrics import ModelStats
+from ..graph.metrics import ModelStats
 from ..outcome import PruningOutcome
 
 
@@ -200,7 +200,7 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         lines.append(f"{'torch.compile':28}{'on' if comp['compiled'] else 'off'} ({comp['reason']})")
     rt = summary.get("round_to")
     if isinstance(rt, dict):
-        from ..rounding import RoundToChoice
+        from ..planning.rounding import RoundToChoice
 
         choice = RoundToChoice.from_dict(rt)
         lines.append(f"{'widths rounded to':28}multiples of {choice.describe()} — round_to=auto")

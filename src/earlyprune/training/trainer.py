@@ -32,42 +32,65 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import broadcast_object
-from ..errors import ConfigError, EarlyPruneError, NonFiniteError
-from ..batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
-from ..io import save, structure_json
-from ..metrics import ModelStats, measure
-from ..models import create_model
-from ..outcome import PRUNED, PruningOutcome, pruning_outcome
+from ..core.distributed import broadcast_object
+from ..core.errors import ConfigError, EarlyPruneError, NonFiniteError
+from ..core.timing import Stopwatch
+from ..core.timing import clock as timing_clock
+from ..core.validation import InvalidParameterError
 from ..criteria import LatencyTable
 from ..criteria.latency import default_cache_path
+from ..graph.masks import parameters_in_plain_order
+from ..graph.metrics import ModelStats, measure
+from ..io import save, structure_json
+from ..models import create_model
+from ..outcome import PRUNED, PruningOutcome, pruning_outcome
+from ..planning.rounding import AutoRoundTo, RoundToChoice
 from ..pruner import EarlyPruner
+from ..speed.steptime import StepTime, StepTimePredictor
+from ..surgery.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
+from ..surgery.optimizer_state import check_state
 from ..unstructured.lottery import LotteryTicketRewinding
-from ..unstructured.masks import parameters_in_plain_order
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
-from ..rounding import AutoRoundTo, RoundToChoice
-from ..steptime import StepTime, StepTimePredictor
-from ..timing import Stopwatch
-from ..timing import clock as timing_clock
-from ..validation import InvalidParameterError
 from . import environment, faults, rundir, speed_profile
-from ..optimizer_state import check_state
-from .checkpoint import (CheckpointError, has_checkpoint, load_checkpoint, recover_pointer, remove_stale, rng_state,
-                         save_checkpoint,
-                         set_rng_state, write_json_atomic)
+from .checkpoint import (
+    CheckpointError,
+    has_checkpoint,
+    load_checkpoint,
+    recover_pointer,
+    remove_stale,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_json_atomic,
+)
 from .config import TrainConfig, ratio_text
-from .resume import (Difference, ResumeRefused, accept, config_differences, environment_differences,
-                     parse_allowed)
 from .data import BatchLoader, ImageData, load_dataset
+from .loggers import RunLogger, RunStart, build_loggers
 from .numerics import LossGuard
 from .optim import build_optimizer, build_scheduler
 from .parallel import DataParallel
 from .precision import Precision, resolve_device
-from .loggers import RunLogger, RunStart, build_loggers
 from .progress import Progress, epoch_label
-from .speed import (GAIN_ROUNDS, CompileDecision, SpeedSettings, budget_fraction, budget_ratio, choose_settings,
-                    compile_decision, hardware_settings, measure_gain,
-                    narrow_channels_last_crashes)
+from .resume import (
+    Difference,
+    ResumeRefused,
+    accept,
+    config_differences,
+    environment_differences,
+    parse_allowed,
+)
+from .speed import (
+    GAIN_ROUNDS,
+    CompileDecision,
+    SpeedSettings,
+    budget_fraction,
+    budget_ratio,
+    choose_settings,
+    compile_decision,
+    hardware_settings,
+    measure_gain,
+    narrow_channels_last_crashes,
+)
 from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
 
 SPEED = "speed.json"

@@ -8,11 +8,11 @@ Lottery Ticket Rewinding, and the cost metrics of sparse models.
 * :mod:`.storage` — disk size in CSR (EarlyCroP appendix D); :mod:`.sparse_io` — the sparse file encoding;
 * :mod:`.lottery` — Lottery Ticket Rewinding (imported on use).
 
-This ``__init__`` imports only the leaf modules (torch, numpy), so that :mod:`earlyprune.metrics` and
-:mod:`earlyprune.structure` can read masks without an import cycle.
+This ``__init__`` imports only the leaf modules (torch, numpy), so that :mod:`earlyprune.graph.metrics` and
+:mod:`earlyprune.graph.structure` can read masks without an import cycle.
 """
 
-from .masks import MaskedWeights, WeightMask, WeightTensor, masked_counts, parameters_in_plain_order, plain_state_dict
+from ..graph.masks import MaskedWeights, WeightMask, WeightTensor, masked_counts, parameters_in_plain_order, plain_state_dict
 from .selection import MaskPlan, mask_distance, select_weights, subnetwork_counts
 from .storage import csr_bytes, dense_bytes, reference_disk_size
 

@@ -27,13 +27,13 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..batch import Batch
+from ..core.batch import Batch
+from ..core.validation import InvalidParameterError
 from ..criteria.base import Criterion
-from ..criteria.registry import CRITERIA
 from ..criteria.gates import preserve_norm_stats, twice_differentiable
 from ..criteria.random_scores import Random
-from ..validation import InvalidParameterError
-from .masks import MaskedWeights
+from ..criteria.registry import CRITERIA
+from ..graph.masks import MaskedWeights
 
 #: the suffix of a weight-level criterion's name
 SUFFIX = "-u"
@@ -41,7 +41,7 @@ SUFFIX = "-u"
 
 class WeightCriterion(Criterion):
     """Base of criteria that score single weights: :meth:`compute` returns ``{weight name: tensor shaped like
-    the weight}`` for a :class:`~earlyprune.unstructured.masks.MaskedWeights`."""
+    the weight}`` for a :class:`~earlyprune.graph.masks.MaskedWeights`."""
 
     granularity: ClassVar[str] = "weights"
 

@@ -17,7 +17,7 @@ the expensive baseline ("EarlyCroP is about 5 times less expensive than the LTH"
 
 Restoring the optimizer state at the rewind point (not a fresh optimizer) rewinds the whole training state, as
 "rewinding to iteration k" reads; the pruned entries of the restored momentum / Adam moments are zeroed with
-the masks (:meth:`~earlyprune.unstructured.masks.MaskedWeights.apply`).
+the masks (:meth:`~earlyprune.graph.masks.MaskedWeights.apply`).
 
 .. code-block:: python
 
@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from .masks import MaskedWeights, plain_tensors
+from ..graph.masks import MaskedWeights, plain_tensors
 from .selection import select_weights
 
 log = logging.getLogger("earlyprune")

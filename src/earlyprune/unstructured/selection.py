@@ -11,7 +11,7 @@ prune more) and LTR's rounds. Every tensor keeps at least ``min_weights`` of its
 cut off entirely; REFERENCE pitfall 2 at weight level). Ties are broken by position (a stable sort), so a plan is
 reproducible.
 
-The cumulative amounts of an iterative schedule come from :func:`earlyprune.selection.step_amounts` — the
+The cumulative amounts of an iterative schedule come from :func:`earlyprune.planning.selection.step_amounts` — the
 ``"halving"`` one is CroPit's ``ρ_i = ρ − (ρ − 0.5)·0.5^i`` (EarlyCroP Algorithm 1, line 13).
 """
 
@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .masks import MaskedWeights
+from ..graph.masks import MaskedWeights
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .masks import mask_of, plain_name
+from ..graph.masks import mask_of, plain_name
 
 
 @dataclass(frozen=True)

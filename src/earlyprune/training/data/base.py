@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ...errors import EarlyPruneError
+from ...core.errors import EarlyPruneError
 
 
 class DataError(EarlyPruneError, ValueError):

@@ -30,7 +30,7 @@ def add_report_parser(sub: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..reports.report import build_report
 
     report = build_report(args.runs, args.out, plots=args.plots, title=args.title, aggregate=args.aggregate)
     print(f"{report.markdown}: {report.runs} run(s)" + (f", {len(report.plots)} figure(s)" if report.plots else ""))

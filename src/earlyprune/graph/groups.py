@@ -11,7 +11,7 @@ of its channels costs.
 Never pruned: the network's output channels (found automatically by tracing which layers produce the
 outputs) and the output channels of ``ignored_layers``. The network's input channels are never the output of
 any layer, so no group contains them. Also kept whole, with a warning, the channels of layers whose group
-torch-pruning cannot compute or map (:mod:`earlyprune.tracing`): the rest of the model is still pruned.
+torch-pruning cannot compute or map (:mod:`earlyprune.graph.tracing`): the rest of the model is still pruned.
 """
 
 from __future__ import annotations
@@ -26,13 +26,21 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..core.validation import (
+    EXAMPLE_INPUTS,
+    IGNORED_LAYERS,
+    MODEL,
+    InstanceOf,
+    InvalidParameterError,
+    Rule,
+    checked,
+    rule,
+    shown,
+)
 from . import structure, tracing
 from .cost import CostModel
+from .masks import masks_lifted
 from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise, profile_layers
-from .unstructured.masks import masks_lifted
-from .validation import (EXAMPLE_INPUTS, IGNORED_LAYERS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule,
-                         shown)
-
 
 #: layers whose output channels root a group (as torch-pruning's get_all_groups)
 ROOT_TYPES = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
@@ -185,7 +193,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         self.output_layers = tuple(dict.fromkeys(list(self.profile.output_layers) + train_outputs))
         self.ignored_layers = tuple(dict.fromkeys(ignored + list(self.output_layers)))
         #: layers whose output channels are kept because torch-pruning cannot compute or map their group: name →
-        #: why (see :mod:`earlyprune.tracing`)
+        #: why (see :mod:`earlyprune.graph.tracing`)
         self.kept: dict[str, str] = {}
         tp_groups = self._tp_groups()
         self.record = structure.attach(model, self.graph, example_inputs, trace=self.graph.mode)

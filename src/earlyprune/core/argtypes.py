@@ -1,5 +1,5 @@
 """argparse value parsers shared by every ``earlyprune`` subcommand, derived from the argument rules of
-:mod:`earlyprune.validation`: a flag accepts exactly what the API parameter of the same rule accepts, and a bad
+:mod:`earlyprune.core.validation`: a flag accepts exactly what the API parameter of the same rule accepts, and a bad
 value is one clear line (exit status 2) in the rule's words."""
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def parser(r: Rule, name: str) -> Callable[[str], Any]:
     return parse
 
 
-#: a fraction to remove, strictly between 0 and 1 (:data:`earlyprune.validation.RATIO`)
+#: a fraction to remove, strictly between 0 and 1 (:data:`earlyprune.core.validation.RATIO`)
 ratio = parser(RATIO, "ratio")
-#: ``auto`` or a whole number ≥ 1 (:data:`earlyprune.validation.ROUND_TO`)
+#: ``auto`` or a whole number ≥ 1 (:data:`earlyprune.core.validation.ROUND_TO`)
 whole_or_auto = parser(ROUND_TO, "round_to")
 
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .validation import InvalidParameterError
+from ..core.validation import InvalidParameterError
 
 
 def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> None:

@@ -15,10 +15,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import parser
-from ..errors import ConfigError
-from ..validation import Each, Options, Rule
-from .config import TrainConfig, check_file_values, field_rule, load_config_file, ratio_text
+from ..core.argtypes import parser
+from ..core.errors import ConfigError
+from ..core.validation import Each, Options, Rule
+from ..training.config import (
+    TrainConfig,
+    check_file_values,
+    field_rule,
+    load_config_file,
+    ratio_text,
+)
 
 GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "pruning": "pruning (EarlyPruner)",
                 "run": "run directory and output"}
@@ -76,7 +82,7 @@ def add_config_arguments(p: argparse.ArgumentParser, exclude: frozenset[str] = f
             continue
         if "bare" in meta:                  # e.g. --channels-last alone means "on"
             kw.update(nargs="?", const=meta["bare"])
-        flag_rule = field_rule(f)   # the field's rule (earlyprune.validation) gives the flag's parser
+        flag_rule = field_rule(f)   # the field's rule (earlyprune.core.validation) gives the flag's parser
         first = flag_rule.constraints[0]
         if isinstance(first, Options) and len(flag_rule.constraints) == 1:
             kw["choices"] = first.values   # argparse says "invalid choice: …" and lists them in --help
@@ -110,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .trainer import train
+    from ..training.trainer import train
 
     if args.resume is not None:
         if args.config is not None:
@@ -120,7 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.allow_changed is not None:
             raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
         result = train(config_from_args(args))
-    from .summary import format_summary
+    from ..training.summary import format_summary
 
     if result.run_dir is not None:
         print(format_summary(result.summary, title=f"\n{result.run_dir}"))
@@ -176,8 +182,8 @@ def add_info_parser(sub: Any) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from . import rundir
-    from .summary import epoch_seconds, format_summary
+    from ..training import rundir
+    from ..training.summary import epoch_seconds, format_summary
 
     run_dir = Path(args.run_dir)
     cfg = rundir.read_config(run_dir)

@@ -17,7 +17,7 @@ Three general mechanisms on top of ``tp.DependencyGraph`` (none names an archite
   ``update_*_index_mapping``: ShuffleNet's channel shuffle, a deep Swin's concatenation), a :class:`Graph`
   records the node in :attr:`Graph.unmapped` instead of failing the whole graph; a group that passes through
   such a node cannot be trusted (indices would pass it unmapped) and is kept whole by
-  :func:`~earlyprune.groups.ChannelGroups`.
+  :func:`~earlyprune.graph.groups.ChannelGroups`.
 
 torch-pruning internals patched here (``_FlattenIndexMapping.__call__`` and the ``update_*_index_mapping``
 functions) act only inside a :class:`Graph`'s own calls; other users of torch-pruning see them unchanged
@@ -36,7 +36,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.dependency import index_mapping as _tp_index_mapping
 
-from .batch import call_model
+from ..core.batch import call_model
 from .metrics import CHANNEL_LAYERS
 
 

@@ -7,13 +7,13 @@ import logging
 import sys
 import warnings
 
-from . import __version__
-from .errors import EarlyPruneError
-from .argtypes import ratio, whole
-from .validation import TARGETS
-from .experiments.commands import add_compare_parser, add_sweep_parser, run_compare, run_sweep
-from .reports.commands import add_report_parser, run_report
-from .training.commands import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
+from .. import __version__
+from ..core.errors import EarlyPruneError
+from ..core.argtypes import ratio, whole
+from ..core.validation import TARGETS
+from .experiment import add_compare_parser, add_sweep_parser, run_compare, run_sweep
+from .report import add_report_parser, run_report
+from .train import (add_info_parser, add_models_parser, add_train_parser, interrupted, run_info,
                                 run_models, run_train)
 
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .criteria import CRITERIA
+    from ..criteria import CRITERIA
     from .demo import run_demo, summary
 
     if args.criterion not in CRITERIA:

@@ -24,9 +24,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .batch import call_model
-from .errors import UnprunableGroupsError
-from .groups import ChannelGroups
+from ..core.batch import call_model
+from ..core.errors import UnprunableGroupsError
+from ..graph.groups import ChannelGroups
 from .optimizer_state import _call_handler
 
 
@@ -124,7 +124,7 @@ def layer_expression(name: str) -> str:
 
 
 def check_prunable(groups: ChannelGroups, *, min_channels: int = 1, round_to: int = 1) -> None:
-    """Raise :class:`~earlyprune.errors.UnprunableGroupsError` naming the groups that cannot be narrowed without
+    """Raise :class:`~earlyprune.core.errors.UnprunableGroupsError` naming the groups that cannot be narrowed without
     breaking the model's forward on the example inputs (checked on a copy; the model is not modified). A model
     that cannot be copied is not checked (a warning says so)."""
     plan = narrowing(groups, min_channels, round_to)

@@ -1,13 +1,13 @@
 """The pruning engine: physical removal of a plan, with optimizer-state surgery.
 
-The engine knows nothing about criteria or policies: it takes a :class:`~earlyprune.selection.Plan` (channel
+The engine knows nothing about criteria or policies: it takes a :class:`~earlyprune.planning.selection.Plan` (channel
 indices per group) and removes them through torch-pruning's groups, in place, as often as asked (PaT's
 iterative pruning calls it S times within one epoch). Every removed group is one torch-pruning ``Group.prune()``
-wrapped in a :class:`~earlyprune.optimizer_state.StateSurgery`.
+wrapped in a :class:`~earlyprune.surgery.optimizer_state.StateSurgery`.
 
 A step is all or nothing: if a removal fails, or the pruned model no longer runs on the example inputs (a
 forward that hard-codes a width), the model, the optimizer and torch-pruning's graph are restored to their state
-before the step (:class:`~earlyprune.rollback.Snapshot`) before the error is raised.
+before the step (:class:`~earlyprune.surgery.rollback.Snapshot`) before the error is raised.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .groups import ChannelGroups
-from .batch import call_model
+from ..core.batch import call_model
+from ..graph.groups import ChannelGroups
+from ..graph.masks import masked_counts
+from ..graph.plan import Plan
 from .optimizer_state import StateSurgery
 from .rollback import Snapshot
-from .selection import Plan
-from .unstructured.masks import masked_counts
 
 
 def check_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
@@ -48,7 +48,7 @@ class PruningEngine:
 
         ``optimizer`` may be several optimizers (a Lightning module with more than one): each one follows.
 
-        The plan's indices refer to the current numbering of each group (as :func:`~earlyprune.selection.select`
+        The plan's indices refer to the current numbering of each group (as :func:`~earlyprune.planning.selection.select`
         produced them for the current model). Afterwards the groups are refreshed (widths, costs).
         """
         optimizers = check_optimizers(optimizer)

@@ -7,7 +7,7 @@ after removing ``r_g`` channels of each group ``g`` are
 
 and its cost becomes ``MACs(m)·f_out·f_in`` (a convolution's or linear layer's weight scales with both, a bias,
 a norm's γ/β or a depthwise kernel with one). This is exact for the layers whose MACs we count
-(see :mod:`earlyprune.metrics`), so a removal plan's MACs and parameters are known before anything is cut —
+(see :mod:`earlyprune.graph.metrics`), so a removal plan's MACs and parameters are known before anything is cut —
 which is what the ``target="flops"`` / ``"params"`` searches and the compute-aware criteria need.
 """
 
@@ -22,7 +22,7 @@ from .metrics import CHANNEL_LAYERS, LayerProfile, is_depthwise
 
 
 class LayerLike(Protocol):
-    """What the cost model reads of a group's layer (:class:`earlyprune.groups.LayerRef` is one)."""
+    """What the cost model reads of a group's layer (:class:`earlyprune.graph.groups.LayerRef` is one)."""
 
     module: Any          #: an ``nn.Module`` or a bare ``nn.Parameter``
     role: str            #: "out" or "in"
@@ -34,7 +34,7 @@ class CostModel:
 
     Args:
         group_layers: for each group, in group order, the layers it touches (``ChannelGroup.layers``).
-        profile: the model's layer profile (:func:`earlyprune.metrics.profile_layers`): MACs per layer.
+        profile: the model's layer profile (:func:`earlyprune.graph.metrics.profile_layers`): MACs per layer.
         graph: torch-pruning's dependency graph of the model (channel counts of each layer, as it prunes them).
         total_params: parameters of the whole model (those of layers no group touches stay constant).
     """

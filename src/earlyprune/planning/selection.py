@@ -7,11 +7,11 @@ are removed until the target is met:
   original model (PaT Eq. 1: ``|P| / |F| ≥ α``);
 * ``target="flops"`` / ``"params"`` — MACs (or parameters) are down by ``amount`` of the original's; the number
   of channels that achieves it is found by binary search over the ranking, with the exact cost model of
-  :mod:`earlyprune.cost`;
+  :mod:`earlyprune.graph.cost`;
 * ``target="latency"`` — the predicted training-step time is down by ``amount`` of the measured dense step's:
   channels are ranked by importance per second saved under a
-  :class:`~earlyprune.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.timebudget`;
-  :func:`earlyprune.targets.select` plans every target).
+  :class:`~earlyprune.speed.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.planning.timebudget`;
+  :func:`earlyprune.planning.targets.select` plans every target).
 
 Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
 least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
@@ -22,23 +22,32 @@ widths; a group narrower than ``r`` is left alone). Groups feeding ``nn.Multihea
 ``num_heads`` the same way. Channels that must go together — position ``j`` of every group of a grouped
 convolution, or all channels of one attention head — are ranked and removed as one unit (their mean score).
 A target those constraints make unreachable raises
-:class:`~earlyprune.errors.InfeasibleTargetError` naming the limiting groups and the reachable maximum
+:class:`~earlyprune.core.errors.InfeasibleTargetError` naming the limiting groups and the reachable maximum
 (:func:`check_reachable` says so before training; ``select(..., clip=True)`` prunes as far as allowed instead).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 import torch
 
-from .errors import InfeasibleTargetError, NonFiniteError
-from .groups import ChannelGroups
-from .validation import AMOUNT, GROUP_RATIO, MIN_CHANNELS, MULTIPLE, STEPS, TARGET, Rule, check_args
-from .validation import TARGETS  # noqa: F401  (re-exported: earlyprune.selection.TARGETS)
+from ..core.errors import InfeasibleTargetError, NonFiniteError
+from ..core.validation import (
+    AMOUNT,
+    GROUP_RATIO,
+    MIN_CHANNELS,
+    MULTIPLE,
+    STEPS,
+    TARGET,
+    TARGETS,  # noqa: F401  (re-exported: earlyprune.planning.selection.TARGETS)
+    Rule,
+    check_args,
+)
+from ..graph.groups import ChannelGroups
+from ..graph.plan import Plan  # noqa: F401  (re-exported: earlyprune.planning.selection.Plan)
 
 #: default per-group limit on the fraction of a group's original channels that may be removed
 #: (``benchmarks/README.md``, "Collapsed layers and the group limit")
@@ -50,30 +59,10 @@ TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULT
 TOLERANCE = 1e-9
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to remove: channel indices per group (current numbering) and what remains."""
-
-    remove: dict[str, list[int]]
-    structure: list[int]   #: kept channels per group, in group order — PaT's N_t
-    names: list[str]
-    channels: int          #: channels left (summed over groups)
-    macs: float            #: MACs per example left (predicted by the cost model)
-    params: float          #: parameters left (predicted)
-    seconds: float | None = None  #: predicted step seconds (``target="latency"`` only)
-
-    @property
-    def n_removed(self) -> int:
-        return sum(len(v) for v in self.remove.values())
-
-    def is_empty(self) -> bool:
-        return self.n_removed == 0
-
-
 def validate_target(amount: float, target: str, min_channels: int, round_to: int,
                     max_group_ratio: float = MAX_GROUP_RATIO, *, rule: Rule = AMOUNT) -> None:
     """Raise a clear error for an unusable target (shared by every entry point): ``amount`` checked by ``rule``
-    (:data:`~earlyprune.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.validation.RATIO`, (0, 1),
+    (:data:`~earlyprune.core.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.core.validation.RATIO`, (0, 1),
     for a run's ratio) under the name ``ratio``."""
     rule.check("ratio", amount)
     check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
@@ -141,7 +130,7 @@ def reachable(groups: ChannelGroups, *, target: str = "channels", min_channels: 
 
 def check_reachable(groups: ChannelGroups, amount: float, *, target: str = "channels", min_channels: int = 1,
                     round_to: int = 1, max_group_ratio: float = MAX_GROUP_RATIO) -> None:
-    """Raise :class:`~earlyprune.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
+    """Raise :class:`~earlyprune.core.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
     before anything is trained: it names the groups that limit it and the reachable maximum. (The time target is
     predicted, not counted: it prunes as far as the constraints allow and says so.)"""
     if target == "latency":   # predicted, not counted: refused only when no channel at all may go
@@ -192,12 +181,12 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
             counting what earlier plans already removed.
         target: ``"channels"``, ``"flops"`` or ``"params"`` (``"latency"`` is planned by
-            :func:`earlyprune.targets.select`, which needs the step-time predictor).
+            :func:`earlyprune.planning.targets.select`, which needs the step-time predictor).
         min_channels: channels every group keeps at least.
         round_to: kept widths are rounded to a multiple of this.
         max_group_ratio: no group loses more than this fraction of its original channels.
         clip: when no plan reaches ``amount`` under the constraints, prune as far as they allow instead of raising
-            :class:`~earlyprune.errors.InfeasibleTargetError` (the signals' N_t at fixed ratios).
+            :class:`~earlyprune.core.errors.InfeasibleTargetError` (the signals' N_t at fixed ratios).
 
     The plan removes the fewest lowest-ranked units whose removal meets the target; with ``round_to`` > 1 the
     rounding of kept widths may remove a little more.
@@ -298,7 +287,7 @@ def plan_for(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarr
 
 def _budgets(groups: ChannelGroups, amount: float, target: str) -> list[tuple[np.ndarray, float]]:
     """The groups ranked together and the fraction each such set loses: all groups and ``amount``, or — when
-    :attr:`~earlyprune.groups.ChannelGroups.part_ratios` scales a part (attention heads) — one set per part,
+    :attr:`~earlyprune.graph.groups.ChannelGroups.part_ratios` scales a part (attention heads) — one set per part,
     each losing ``amount × scale`` of its own original channels."""
     everything = np.arange(len(groups))
     if not groups.part_ratios:

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import StructureMismatchError
-from .unstructured.masks import plain_state_dict
-from .validation import shown
+from ..core.errors import StructureMismatchError
+from ..core.validation import shown
+from .masks import plain_state_dict
 
 FORMAT = "earlyprune.structure"
-#: 2: files carry a checksum (:mod:`earlyprune.sealed`), which load() then requires; 1 (before checksums) is read
+#: 2: files carry a checksum (:mod:`earlyprune.io.sealed`), which load() then requires; 1 (before checksums) is read
 #: unverified
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -72,7 +72,7 @@ def parse_document(doc: Any, where: str) -> dict[str, Any]:
     """Check a structure document read from a file (``where`` names it): its fields, types and bounds — the
     history may remove from each layer at most the channels it had, example inputs at most
     :data:`MAX_INPUT_ELEMENTS` — so that replaying it can neither fail inside torch-pruning nor ask for more work
-    or memory than the architecture justifies. Raises :class:`~earlyprune.errors.StructureMismatchError`."""
+    or memory than the architecture justifies. Raises :class:`~earlyprune.core.errors.StructureMismatchError`."""
 
     def bad(what: str) -> StructureMismatchError:
         return StructureMismatchError(f"{where} holds a malformed pruned structure: {what}")

@@ -1,7 +1,7 @@
 """What a pruning step acts on — whole channels (removed) or single weights (masked) — behind one interface, so
 that :class:`~earlyprune.EarlyPruner` and :func:`~earlyprune.prune` conduct both alike.
 
-A level owns the units a criterion scores (:class:`~earlyprune.groups.ChannelGroups` or
+A level owns the units a criterion scores (:class:`~earlyprune.graph.groups.ChannelGroups` or
 :class:`~earlyprune.unstructured.MaskedWeights`), turns scores and a cumulative amount into a plan (one global
 ranking either way) and carries it out (the engine's physical removal, or masks), and says what is left.
 Granularity ``"both"`` runs a :class:`ChannelLevel` and then a :class:`WeightLevel` on what remains.
@@ -14,15 +14,16 @@ from typing import Any, Mapping
 
 import torch
 
-from .engine import PruningEngine
-from .errors import InfeasibleTargetError
-from .groups import ChannelGroups
+from ..core.errors import InfeasibleTargetError
+from ..core.validation import GRANULARITIES, GRANULARITY, InvalidParameterError  # noqa: F401  (re-exported)
+from ..graph.groups import ChannelGroups
+from ..graph.masks import MaskedWeights
+from ..speed.steptime import StepTimePredictor
+from ..surgery.engine import PruningEngine
+from ..unstructured.selection import rank_weights, select_weights, subnetwork_counts
 from .selection import MAX_GROUP_RATIO, Plan
-from .steptime import StepTimePredictor
 from .targets import select
-from .unstructured.masks import MaskedWeights
-from .unstructured.selection import rank_weights, select_weights, subnetwork_counts
-from .validation import GRANULARITIES, GRANULARITY, InvalidParameterError  # noqa: F401  (re-exported)
+
 #: at most this many weight scores enter the rank correlations recorded per epoch (a fixed, seeded sample)
 RANK_SAMPLE = 65_536
 
@@ -49,7 +50,7 @@ def check_granularity(granularity: str, weight_ratio: float | None, weight_crite
 
 
 class ChannelLevel:
-    """Channels: a global ranking → :func:`~earlyprune.selection.select` → :class:`~earlyprune.engine.PruningEngine`."""
+    """Channels: a global ranking → :func:`~earlyprune.planning.selection.select` → :class:`~earlyprune.surgery.engine.PruningEngine`."""
 
     name = "channels"
 

@@ -1,9 +1,9 @@
 """One entry point that plans any target: what ``ratio`` counts decides who plans.
 
 ``"channels"``, ``"flops"`` and ``"params"`` are counted exactly and planned by one global ranking
-(:func:`earlyprune.selection.select`); ``"latency"`` — the measured training-step time — is predicted by a
-:class:`~earlyprune.steptime.StepTimePredictor` and planned by the greedy knapsack of
-:mod:`earlyprune.timebudget`. The pruner, :func:`~earlyprune.prune` and the signals plan through here.
+(:func:`earlyprune.planning.selection.select`); ``"latency"`` — the measured training-step time — is predicted by a
+:class:`~earlyprune.speed.steptime.StepTimePredictor` and planned by the greedy knapsack of
+:mod:`earlyprune.planning.timebudget`. The pruner, :func:`~earlyprune.prune` and the signals plan through here.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .groups import ChannelGroups
+from ..graph.groups import ChannelGroups
+from ..speed.steptime import StepTimePredictor
 from .selection import MAX_GROUP_RATIO, Plan, ranked_units, validate_target
 from .selection import select as select_counted
-from .steptime import StepTimePredictor
 from .timebudget import select_by_time
 
 
@@ -25,8 +25,8 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
            clip: bool = False) -> Plan:
     """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
 
-    Arguments as :func:`earlyprune.selection.select`, plus ``target="latency"`` with ``predictor``: the step-time
-    model (:func:`~earlyprune.steptime.measure_step_time`); the plan's ``seconds`` is its predicted step. A time
+    Arguments as :func:`earlyprune.planning.selection.select`, plus ``target="latency"`` with ``predictor``: the step-time
+    model (:func:`~earlyprune.speed.steptime.measure_step_time`); the plan's ``seconds`` is its predicted step. A time
     budget the constraints cannot meet is pruned as far as they allow, with a warning (it is predicted, not counted).
     """
     if target != "latency":
@@ -41,7 +41,7 @@ def select_many(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amoun
                 max_group_ratio: float = MAX_GROUP_RATIO, predictor: StepTimePredictor | None = None,
                 clip: bool = False) -> list[Plan]:
     """One plan per amount (the time target plans them all in one greedy pass); ``clip`` as
-    :func:`earlyprune.selection.select`."""
+    :func:`earlyprune.planning.selection.select`."""
     amounts = list(amounts)
     for amount in amounts:
         validate_target(amount, target, min_channels, round_to, max_group_ratio)

@@ -5,7 +5,7 @@ A public class or function declares a table ``{parameter name: Rule}``; a :class
 constraints, **any** of which accepts a value (``rule(Interval(Integral, 1, None), None)``: an integer ≥ 1 or
 None). A class extends its base's table with ``{**Base.RULES, "x": rule(...)}`` and decorates ``__init__`` with
 ``@checked(RULES)``; a function uses ``@checked(TABLE)`` the same way. The command line and the run
-configuration derive their checks from the same rules (:mod:`earlyprune.argtypes`,
+configuration derive their checks from the same rules (:mod:`earlyprune.core.argtypes`,
 :class:`earlyprune.training.config.TrainConfig`), so a value is accepted or refused alike wherever it is given.
 
 Every refusal has one shape, naming the parameter, the value given and what is accepted::
@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class InvalidParameterError(EarlyPruneError, ValueError, TypeError):
-    """An argument that breaks its declared rule (an :class:`~earlyprune.errors.EarlyPruneError`, a ``ValueError``
+    """An argument that breaks its declared rule (an :class:`~earlyprune.core.errors.EarlyPruneError`, a ``ValueError``
     and a ``TypeError``)."""
 
 
@@ -380,13 +380,13 @@ def checked(rules: Mapping[str, Rule]) -> Callable[[F], F]:
 RATIO = rule(Interval(Real, 0, 1, closed="neither",
                       reasons={0: "a ratio of 0 removes nothing (a dense run is policy 'never')"}),
              hint="the fraction of the target to remove")
-#: a cumulative fraction already removed, as :func:`earlyprune.selection.select` and the step schedules take it
+#: a cumulative fraction already removed, as :func:`earlyprune.planning.selection.select` and the step schedules take it
 AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the target to remove")
 TARGETS = ("channels", "flops", "params", "latency")
 TARGET = rule(Options(TARGETS))
 GROUP_RATIO = rule(Interval(Real, 0, 1, closed="right"),
                    hint="the largest fraction of any one group's original channels that may be removed; 1: no limit")
-#: what is pruned (:mod:`earlyprune.levels`): channels removed, weights masked, or channels then weights
+#: what is pruned (:mod:`earlyprune.planning.levels`): channels removed, weights masked, or channels then weights
 GRANULARITIES = ("channels", "weights", "both")
 GRANULARITY = rule(Options(GRANULARITIES), hint="channels removed, weights masked, or channels then weights")
 MIN_CHANNELS = rule(Interval(Integral, 1, None), hint="no layer may collapse")

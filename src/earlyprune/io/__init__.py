@@ -2,11 +2,11 @@
 
 :func:`save` writes one ``.safetensors`` file: the weights (and buffers), plus, in the file's JSON header, the
 pruned structure — the original architecture's shapes and torch-pruning's removal history
-(:mod:`earlyprune.structure`) — and a checksum of the tensor data and of that structure (:mod:`earlyprune.sealed`).
+(:mod:`earlyprune.graph.structure`) — and a checksum of the tensor data and of that structure (:mod:`earlyprune.io.sealed`).
 :func:`load` builds nothing from the file: it reads the header with bounds, verifies the checksum, checks the
 structure document (types, and a history that removes no more than each layer had), replays the history on the
 model *you* built (the original architecture), checks every shape, then loads the tensors. Nothing unpickles, and
-every malformed file is a :class:`StructureMismatchError` (:class:`~earlyprune.errors.DamagedFileError` when it is
+every malformed file is a :class:`StructureMismatchError` (:class:`~earlyprune.core.errors.DamagedFileError` when it is
 damaged) that says what was wrong.
 
 Weights masked by unstructured pruning (:mod:`earlyprune.unstructured`) are stored sparse — the kept values
@@ -27,11 +27,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from . import sealed, structure, tracing
-from .errors import DamagedFileError, StructureMismatchError
-from .unstructured import sparse_io
-from .unstructured.masks import MaskedWeights, mask_of, masked_counts, plain_state_dict
-from .validation import EXAMPLE_INPUTS, MODEL, PATH, InstanceOf, InvalidParameterError, Rule, checked, rule, shown
+from . import sealed
+from ..graph import structure, tracing
+from ..core.errors import DamagedFileError, StructureMismatchError
+from ..unstructured import sparse_io
+from ..graph.masks import MaskedWeights, mask_of, masked_counts, plain_state_dict
+from ..core.validation import EXAMPLE_INPUTS, MODEL, PATH, InstanceOf, InvalidParameterError, Rule, checked, rule, shown
 
 _KEY = "earlyprune.structure"
 
@@ -115,7 +116,7 @@ def _umask() -> int:
 
 def read_structure(path: str | os.PathLike) -> dict[str, Any]:
     """The structure document stored in a file written by :func:`save`, after the file's header was read with
-    bounds and its checksum verified, and the document itself checked (:func:`earlyprune.structure.parse_document`)."""
+    bounds and its checksum verified, and the document itself checked (:func:`earlyprune.graph.structure.parse_document`)."""
     return _read(Path(path))[1]
 
 
@@ -242,7 +243,7 @@ def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *,
     """Prune a freshly built original ``model`` in place to the structure document ``doc`` (from
     :func:`structure_json` or :func:`read_structure`) — shapes only, the weights stay as they are. Integrations
     call it before loading a state dict saved from a pruned model (Lightning checkpoints, ``save_pretrained``).
-    The document is checked first (:func:`earlyprune.structure.parse_document`), wherever it came from."""
+    The document is checked first (:func:`earlyprune.graph.structure.parse_document`), wherever it came from."""
     doc = structure.parse_document(doc, source)
     current = structure.signature(model)
     if current != doc["original"]:
@@ -256,7 +257,7 @@ def replay(model: nn.Module, doc: dict[str, Any], example_inputs: Any = None, *,
         if inputs is None:
             raise StructureMismatchError(f"{source} does not describe its example inputs: pass example_inputs=")
         try:  # traced as the pruning graph was (training mode for auxiliary heads; BatchNorm statistics untouched;
-            # through autograd even under no_grad()), with the same guards (earlyprune.tracing)
+            # through autograd even under no_grad()), with the same guards (earlyprune.graph.tracing)
             graph = tracing.build_graph(model, inputs, train=doc.get("trace") == "train")
             graph.load_pruning_history([[n, out, idxs] for n, out, idxs in history])
         except Exception as exc:  # noqa: BLE001 - a history that does not fit this model, said as such

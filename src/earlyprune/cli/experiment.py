@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..argtypes import whole
-from ..training.commands import add_config_arguments, config_from_args
-from . import energy
+from ..core.argtypes import whole
+from ..experiments import energy
+from .train import add_config_arguments, config_from_args
 
 #: train options that sweep / compare set per run
 VARIED = frozenset({"policy", "ratio", "criterion", "stop_after"})
@@ -69,7 +69,7 @@ def add_compare_parser(sub: Any) -> None:
 
 
 def _base(args: argparse.Namespace) -> tuple[Any, list[float] | None, list[str] | None]:
-    from .plan import parse_numbers
+    from ..experiments.plan import parse_numbers
 
     base = config_from_args(args)
     if base.name is None:
@@ -80,8 +80,8 @@ def _base(args: argparse.Namespace) -> tuple[Any, list[float] | None, list[str] 
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .plan import parse_numbers
-    from .sweep import sweep
+    from ..experiments.plan import parse_numbers
+    from ..experiments.sweep import sweep
 
     base, ratios, criteria = _base(args)
     epochs = parse_numbers(args.prune_epochs, int, "--prune-epochs")
@@ -91,8 +91,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
-    from .plan import parse_numbers
+    from ..experiments.compare import compare
+    from ..experiments.plan import parse_numbers
 
     base, ratios, criteria = _base(args)
     oracle = parse_numbers(args.oracle_epochs, int, "--oracle-epochs") if args.oracle_epochs else None

@@ -2,7 +2,7 @@
 
 HALP (Shen et al., NeurIPS 2022) keeps the channels that maximise the summed importance subject to a latency
 budget, with each channel's cost read from a per-layer latency table. Here, with ``T̂`` the step-time predictor of
-:mod:`earlyprune.steptime` and ``r`` the channels removed per group,
+:mod:`earlyprune.speed.steptime` and ``r`` the channels removed per group,
 
     maximise  Σ_g Σ_{n kept in g} S_{g,n}    subject to   T̂(r) ≤ (1 − α)·T̂(0)
 
@@ -23,15 +23,15 @@ computed. A move whose widths save no predicted time (a slower kernel) is merged
 from __future__ import annotations
 
 import heapq
-from dataclasses import replace
 import warnings
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
-from .groups import ChannelGroups
+from ..graph.groups import ChannelGroups
+from ..speed.steptime import StepTimePredictor
 from .selection import Plan, group_limits, plan_for
-from .steptime import StepTimePredictor
 
 #: moves merged at most when a narrower width is predicted no faster
 LOOKAHEAD = 4
@@ -55,8 +55,8 @@ def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np
                    round_to: int = 1, max_group_ratio: float = 1.0) -> list[Plan]:
     """One plan per ``amount`` (fraction of the predicted dense step to remove), in the order given.
 
-    ``unit_orders`` are :func:`~earlyprune.selection.ranked_units` of the scores; the floors and granularity are
-    :func:`~earlyprune.selection.group_limits`'.
+    ``unit_orders`` are :func:`~earlyprune.planning.selection.ranked_units` of the scores; the floors and granularity are
+    :func:`~earlyprune.planning.selection.group_limits`'.
     """
     before = check_predictor(groups, predictor)
     widths = np.array(groups.widths(), dtype=np.int64)
@@ -121,7 +121,7 @@ def reachable_time(groups: ChannelGroups, predictor: StepTimePredictor, *, min_c
     """The largest fraction of the predicted dense step ``T̂(0)`` that :func:`select_by_time` can remove under
     ``min_channels``, ``round_to`` and ``max_group_ratio`` — every group down to its floor, except the moves the
     greedy skips because they save no predicted time. The time target's analogue of
-    :func:`earlyprune.selection.reachable`, so that a time budget can be clipped (and said to be missed) before the
+    :func:`earlyprune.planning.selection.reachable`, so that a time budget can be clipped (and said to be missed) before the
     pruning epoch instead of warned about during it."""
     check_predictor(groups, predictor)
     orders = []

@@ -9,7 +9,7 @@ cost of the networks this library targets, and every counter disagrees on them).
 Sparsity follows the definitions of EarlyCroP's code (its Tables 1-2): *weight sparsity* is
 ``1 − weights/weights₀`` over every parameter whose name contains ``weight`` (BatchNorm γ, an LSTM's
 ``weight_hh_l0`` and attention's ``in_proj_weight`` included, as the reference code's ``'weight' in name``), a
-weight masked by unstructured pruning (:mod:`earlyprune.unstructured.masks`) counting as removed; *node
+weight masked by unstructured pruning (:mod:`earlyprune.graph.masks`) counting as removed; *node
 sparsity* is
 ``1 − nodes/nodes₀`` over the output channels of convolution and linear layers, the classifier outputs
 excluded (unstructured masks remove no node: dense kernels still compute every output). Parameters and MACs
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batch import call_model  # noqa: F401  (re-exported: earlyprune.metrics.call_model)
-from .unstructured.masks import mask_of, plain_name
-from .validation import EXAMPLE_INPUTS, MODEL, InstanceOf, Rule, checked, rule
+from ..core.batch import call_model  # noqa: F401  (re-exported: earlyprune.graph.metrics.call_model)
+from ..core.validation import EXAMPLE_INPUTS, MODEL, InstanceOf, Rule, checked, rule
+from .masks import mask_of, plain_name
 
 #: layers whose output channels are "nodes" and whose cost is counted
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -91,7 +91,7 @@ def profile_layers(model: nn.Module, example_inputs: Any, *, train: bool = False
     met: those layers (the classifier, or every producer of an output-feeding residual stream) must keep their
     output channels. The pass runs in eval mode, or in training mode with ``train=True`` (to see outputs that
     exist only in training, such as auxiliary classifiers; the caller keeps the buffers, see
-    :func:`earlyprune.tracing.preserved`).
+    :func:`earlyprune.graph.tracing.preserved`).
     """
     batch_tensor = _first_tensor(example_inputs)
     if batch_tensor is None:

@@ -37,11 +37,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .criteria.latency import LatencyTable, input_shapes
-from .errors import InfeasibleTargetError
-from .groups import ChannelGroups
+from ..core.errors import InfeasibleTargetError
+from ..core.validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checked, rule
+from ..criteria.latency import LatencyTable, input_shapes
+from ..graph.groups import ChannelGroups
 from .selection import Plan, select
-from .validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checked, rule
 
 #: the multiples ``"auto"`` tries
 CANDIDATES = (1, 2, 4, 8, 16, 32)

@@ -227,7 +227,7 @@ def _raw(module: nn.Module, attr: str) -> torch.Tensor:
 
 class MaskedWeights(Sequence[WeightTensor]):
     """The prunable weight tensors of a model and their masks — the weight-level counterpart of
-    :class:`~earlyprune.groups.ChannelGroups`: one unit per tensor, ``widths()`` its kept entries.
+    :class:`~earlyprune.graph.groups.ChannelGroups`: one unit per tensor, ``widths()`` its kept entries.
 
     Nothing is attached until :meth:`apply` is first called, so dense epochs train without any overhead. Masks
     already on the model (:func:`earlyprune.load` restores them) are adopted.

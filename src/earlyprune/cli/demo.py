@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .metrics import ModelStats
-from .policies import POLICIES
-from .training import TrainConfig, train
+from ..graph.metrics import ModelStats
+from ..policies import POLICIES
+from ..training import TrainConfig, train
 
 DEFAULT_PRUNE_EPOCH = 4
 

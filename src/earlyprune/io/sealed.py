@@ -7,7 +7,7 @@ metadata entries — the pruned structure among them — (``metadata``). :func:`
 itself, before safetensors allocates anything, and refuses what a file cannot hold (a header longer than the
 file or than :data:`MAX_HEADER_BYTES`, offsets outside the data, sizes that disagree with the shape);
 :func:`verify` recomputes the checksum by streaming the file. Every refusal is a
-:class:`~earlyprune.errors.DamagedFileError` that says what was wrong.
+:class:`~earlyprune.core.errors.DamagedFileError` that says what was wrong.
 
 Files written before the checksum existed have none: :func:`verify` then returns False (they are read as
 before, unverified).
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DamagedFileError
+from ..core.errors import DamagedFileError
 
 CHECKSUM_KEY = "earlyprune.checksum"
 #: the longest header read (safetensors itself allows 100 MB): a pruned structure of a large model is ~1 MB
@@ -154,7 +154,7 @@ def seal(path: str | os.PathLike) -> None:
 
 def verify(header: Header) -> bool:
     """Check the checksum of a file read by :func:`read_header`: True when it matches, False when the file has
-    none (written before checksums); :class:`~earlyprune.errors.DamagedFileError` when it does not match."""
+    none (written before checksums); :class:`~earlyprune.core.errors.DamagedFileError` when it does not match."""
     stored = header.metadata.get(CHECKSUM_KEY)
     if stored is None:
         return False

@@ -12,7 +12,7 @@ The predicted forward + backward time of the model with ``r_g`` channels removed
   format, and interpolated piecewise-bilinearly in between (a convolution's MACs are bilinear in its two widths,
   so the interpolation is exact for a MACs-bound layer and follows the measured efficiency loss of narrow ones).
   The widths of a layer follow from ``r``: ``c_out,l = C_out,l − Σ_g r_g·mult(g, l, out)``, likewise for inputs
-  (the layers' roles in :class:`~earlyprune.groups.ChannelGroup`);
+  (the layers' roles in :class:`~earlyprune.graph.groups.ChannelGroup`);
 * ``α`` — standalone layers do not run exactly as inside the model (memory allocation and page faults, caches,
   the input gradient of the first layer), so their sum is scaled;
 * ``ρ₀`` — the rest of the step that does not shrink with the widths: one dispatch per operator (hundreds per
@@ -51,12 +51,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import timing
-from .batch import call_model
-from .criteria.latency import LatencyTable, _channels, _timed, traced
-from .groups import ChannelGroups
-from .metrics import CHANNEL_LAYERS, _flat_tensors, is_depthwise
-from .validation import Boolean, InstanceOf, Interval, Options, Rule, check_args, rule
+from ..core import timing
+from ..core.batch import call_model
+from ..core.validation import (
+    Boolean,
+    InstanceOf,
+    Interval,
+    Options,
+    Rule,
+    check_args,
+    rule,
+)
+from ..criteria.latency import LatencyTable, _channels, _timed, traced
+from ..graph.groups import ChannelGroups
+from ..graph.metrics import CHANNEL_LAYERS, _flat_tensors, is_depthwise
 
 #: the coefficients of ``T̂`` (in the order of :meth:`StepTimePredictor.fit_rest`'s columns), and those fitted by
 #: default: on CIFAR ResNet-20/56 in fp32 and bf16 + channels_last, ``α·Σt + ρ₀`` fitted to the dense step and the
@@ -391,7 +399,7 @@ def batched(inputs: Any, batch_size: int) -> Any:
 
 def time_step(model: nn.Module, inputs: Any, *, autocast: torch.dtype | None = None, repeats: int = 5,
               warmup: int = 2, clock: str = "auto") -> float:
-    """Median seconds (on :func:`earlyprune.timing.clock`'s clock) of one forward + backward of ``model`` on
+    """Median seconds (on :func:`earlyprune.core.timing.clock`'s clock) of one forward + backward of ``model`` on
     ``inputs`` (loss: the mean of every floating output), on ``model``'s device, in train mode. Gradients are left
     in ``.grad``: time a copy."""
     device = timing.device_of(model)
@@ -426,8 +434,8 @@ def uniform_removal(groups: ChannelGroups, fraction: float, align: int = 8) -> d
 def pruned_copy(model: nn.Module, example_inputs: Any, removed: Mapping[str, int],
                 ignored_layers: Sequence[nn.Module] = ()) -> nn.Module:
     """A deep copy of ``model`` with the last ``removed[name]`` channels of each group physically removed."""
-    from .engine import PruningEngine
-    from .selection import Plan
+    from ..graph.plan import Plan
+    from ..surgery.engine import PruningEngine
 
     twin = copy.deepcopy(model)
     names = {m: n for n, m in model.named_modules()}
@@ -459,7 +467,7 @@ def measure_step_time(groups: ChannelGroups, *, batch_size: int | None = None, a
             ``ρ₁``); None fits ``ρ₀`` alone from the dense step.
         table: the layer timer (default: forward + backward, ``repeats`` runs, same clock).
         repeats: timed runs per measurement (median kept).
-        clock: ``"auto"``, ``"cpu"`` or ``"wall"`` (see :func:`earlyprune.timing.clock`).
+        clock: ``"auto"``, ``"cpu"`` or ``"wall"`` (see :func:`earlyprune.core.timing.clock`).
     """
     model = groups.model
     device = timing.device_of(model)
