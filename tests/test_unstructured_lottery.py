@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import earlyprune as ep
 from earlyprune.unstructured.lottery import LotteryTicketRewinding
 
 
@@ -83,3 +84,31 @@ def test_bad_arguments():
         LotteryTicketRewinding(model, None, 1.0, epochs=2, rounds=1)
     with pytest.raises(ValueError, match="rounds"):
         LotteryTicketRewinding(model, None, 0.5, epochs=2, rounds=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ratio": True}, "ratio must be a number in (0, 1), got True"),
+    ({"optimizer": "sgd"}, "optimizer must be a torch.optim.Optimizer or None, got 'sgd'"),
+    ({"rounds": 1.5}, "rounds must be an integer ≥ 1, got 1.5"),
+    ({"rewind_epoch": -1}, "rewind_epoch must be an integer ≥ 0, got -1"),
+])
+def test_bad_arguments_follow_the_declared_rules(kwargs, message):
+    """One shape of refusal, an EarlyPruneError, as everywhere else in the package (not a plain ValueError)."""
+    args = {"model": nn.Linear(2, 2), "optimizer": None, "ratio": 0.5, "epochs": 2, "rounds": 1, **kwargs}
+    with pytest.raises(ep.InvalidParameterError) as err:
+        LotteryTicketRewinding(args.pop("model"), args.pop("optimizer"), args.pop("ratio"), **args)
+    assert str(err.value).startswith(message)
+
+
+def test_weight_storage_and_ranking_refuse_bad_numbers_by_rule():
+    from earlyprune.graph.masks import MaskedWeights
+    from earlyprune.unstructured.selection import rank_weights
+    from earlyprune.unstructured.storage import csr_bytes
+
+    model = nn.Linear(2, 2)
+    with pytest.raises(ep.InvalidParameterError, match="value_bits must be an integer ≥ 1, got 0"):
+        csr_bytes(model, value_bits=0)
+    with pytest.raises(ep.InvalidParameterError, match="min_weights must be an integer ≥ 0, got -1"):
+        rank_weights(MaskedWeights(model), {}, min_weights=-1)
+    with pytest.raises(ep.InvalidParameterError, match="scores are missing weight"):
+        rank_weights(MaskedWeights(model), {})

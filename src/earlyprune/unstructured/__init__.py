@@ -12,7 +12,14 @@ This ``__init__`` imports only the leaf modules (torch, numpy), so that :mod:`ea
 :mod:`earlyprune.graph.structure` can read masks without an import cycle.
 """
 
-from ..graph.masks import MaskedWeights, WeightMask, WeightTensor, masked_counts, parameters_in_plain_order, plain_state_dict
+from ..graph.masks import (
+           MaskedWeights,
+           WeightMask,
+           WeightTensor,
+           masked_counts,
+           parameters_in_plain_order,
+           plain_state_dict,
+)
 from .selection import MaskPlan, mask_distance, select_weights, subnetwork_counts
 from .storage import csr_bytes, dense_bytes, reference_disk_size
 

@@ -33,11 +33,21 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from ..core.validation import (
+    IGNORED_LAYERS,
+    MODEL,
+    InstanceOf,
+    Interval,
+    InvalidParameterError,
+    checked,
+    rule,
+)
 from ..graph.masks import MaskedWeights, plain_tensors
 from .selection import select_weights
 
@@ -67,19 +77,24 @@ class LotteryTicketRewinding:
         ignored_layers: modules whose weights are not pruned.
     """
 
+    #: the arguments' rules (:mod:`earlyprune.core.validation`)
+    RULES = {
+        "model": MODEL,
+        "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
+        "ratio": rule(Interval(Real, 0, 1, closed="neither"), hint="the final weight sparsity"),
+        "epochs": rule(Interval(Integral, 1, None), hint="epochs of each training run"),
+        "rounds": rule(Interval(Integral, 1, None), hint="pruning rounds"),
+        "rewind_epoch": rule(Interval(Integral, 0, None), hint="0 rewinds to the initialisation"),
+        "ignored_layers": IGNORED_LAYERS,
+    }
+
+    @checked(RULES)
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, ratio: float, *, epochs: int,
                  rounds: int, rewind_epoch: int = 1, scheduler: Any = None,
                  ignored_layers: Iterable[nn.Module] | None = None) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-            raise ValueError(f"ratio must be in (0, 1) — the final weight sparsity — got {ratio!r}")
-        for name, value, low in (("epochs", epochs, 1), ("rounds", rounds, 1), ("rewind_epoch", rewind_epoch, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be a whole number ≥ {low}, got {value!r}")
-        if rewind_epoch >= epochs:
-            raise ValueError(f"rewind_epoch ({rewind_epoch}) must be below epochs ({epochs}): a round trains epochs "
-                             f"rewind_epoch … epochs−1")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if rewind_epoch >= epochs:   # a relation between two arguments: beyond one rule's reach
+            raise InvalidParameterError(f"rewind_epoch ({rewind_epoch}) must be below epochs ({epochs}): a round "
+                                        f"trains epochs rewind_epoch … epochs−1")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.ratio, self.epochs, self.rounds, self.rewind_epoch = float(ratio), epochs, rounds, rewind_epoch
         self.weights = MaskedWeights(model, ignored_layers=ignored_layers)
@@ -96,8 +111,8 @@ class LotteryTicketRewinding:
 
     def locate(self, index: int) -> RoundEpoch:
         """The round and in-round epoch of global epoch ``index``."""
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.total_epochs:
-            raise ValueError(f"epoch must be in 0 … {self.total_epochs - 1}, got {index!r}")
+        if not rule(Interval(Integral, 0, self.total_epochs, closed="left")).accepts(index):
+            raise InvalidParameterError(f"epoch must be in 0 … {self.total_epochs - 1}, got {index!r}")
         if index < self.epochs:
             return RoundEpoch(index, 0, index)
         span = self.epochs - self.rewind_epoch

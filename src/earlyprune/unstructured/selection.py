@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Iterable, Mapping
 
 import torch
 
+from ..core.validation import Interval, InvalidParameterError, checked, rule
 from ..graph.masks import MaskedWeights
 
 
@@ -41,9 +43,13 @@ class MaskPlan:
         return 1.0 - self.kept / self.baseline
 
 
+#: the fraction of the prunable weights to prune (0 is a step that prunes nothing)
+WEIGHT_AMOUNT = rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the weights to prune")
+MIN_WEIGHTS = rule(Interval(Integral, 0, None), hint="weights every tensor keeps")
+
+
 def validate_amount(amount: float) -> None:
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 <= float(amount) < 1.0:
-        raise ValueError(f"ratio must be a number in [0, 1) — the fraction of the weights to prune — got {amount!r}")
+    WEIGHT_AMOUNT.check("ratio", amount)
 
 
 @dataclass(frozen=True)
@@ -62,19 +68,18 @@ class Ranking:
         return min(max(round((1.0 - float(amount)) * self.baseline), self.n_forced), self.n_alive)
 
 
+@checked({"min_weights": MIN_WEIGHTS})
 def rank_weights(weights: MaskedWeights, scores: Mapping[str, torch.Tensor], *, min_weights: int = 1) -> Ranking:
     """One global ranking of every prunable weight (see the module docstring)."""
-    if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
-        raise ValueError(f"min_weights must be a whole number ≥ 0, got {min_weights!r}")
     flat, forced, alive_parts, owners = [], [], [], []
     for i, t in enumerate(weights):
         if t.name not in scores:
-            raise ValueError(f"scores are missing weight {t.name!r}")
+            raise InvalidParameterError(f"scores are missing weight {t.name!r}")
         s = torch.as_tensor(scores[t.name]).detach().float().cpu()
         if s.numel() != t.width:
-            raise ValueError(f"scores for {t.name!r} have {s.numel()} entries, the weight {t.width}")
+            raise InvalidParameterError(f"scores for {t.name!r} have {s.numel()} entries, the weight {t.width}")
         if not torch.isfinite(s).all():
-            raise ValueError(f"scores for {t.name!r} contain NaN or infinity; check the loss and criterion")
+            raise InvalidParameterError(f"scores for {t.name!r} contain NaN or infinity; check the loss and criterion")
         s = s.reshape(-1).clone()
         mask = t.mask
         alive = torch.ones(t.width, dtype=torch.bool) if mask is None else mask.detach().cpu().reshape(-1)
@@ -143,16 +148,16 @@ def mask_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
     """Normalised Hamming distance of two weight masks (Early-Bird's mask distance, at weight level): the
     fraction of entries kept in one and pruned in the other."""
     if set(a) != set(b):
-        raise ValueError("the masks cover different weights")
+        raise InvalidParameterError("the masks cover different weights")
     differ = total = 0
     for name, m in a.items():
         other = b[name]
         if other.shape != m.shape:
-            raise ValueError(f"masks of {name!r} have different shapes {tuple(m.shape)} and {tuple(other.shape)}")
+            raise InvalidParameterError(f"masks of {name!r} have different shapes {tuple(m.shape)} and {tuple(other.shape)}")
         differ += int((m.bool() != other.bool()).sum())
         total += m.numel()
     if total == 0:
-        raise ValueError("masks must not be empty")
+        raise InvalidParameterError("masks must not be empty")
     return differ / total
 
 

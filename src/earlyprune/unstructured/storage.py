@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import nn
 
+from ..core.validation import MODEL, Interval, checked, rule
 from ..graph.masks import mask_of, plain_name
 
 
@@ -69,11 +71,12 @@ def weight_tensors(model: nn.Module) -> list[TensorCSR]:
     return out
 
 
+BITS = rule(Interval(Integral, 1, None), hint="bits per stored number")
+
+
+@checked({"model": MODEL, "value_bits": BITS, "index_bits": rule(Interval(Integral, 1, None), None)})
 def csr_bytes(model: nn.Module, value_bits: int = 32, index_bits: int | None = None) -> int:
     """Bytes of every weight tensor of ``model`` stored in CSR (see the module docstring)."""
-    for label, bits in (("value_bits", value_bits), ("index_bits", index_bits)):
-        if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or bits < 1):
-            raise ValueError(f"{label} must be a positive whole number of bits, got {bits!r}")
     return sum(t.bytes(value_bits, index_bits) for t in weight_tensors(model))
 
 
