@@ -351,6 +351,31 @@ def test_layer_timings_persist_in_a_cache_file_that_a_damaged_copy_cannot_break(
     clear_cache()
 
 
+@pytest.mark.parametrize("bad", [1e300, -1.0, 0.0, "0.001", True, None])
+def test_a_cached_layer_time_that_is_not_a_time_is_measured_again_and_the_file_named(tmp_path, bad):
+    """An edited or foreign cache entry (huge, negative, zero, not a number) would make every removal look free or
+    ruinous; it is dropped with a warning that names the file, measured again and rewritten."""
+    from earlyprune.criteria import latency
+
+    model, x, y = setup("mlp")
+    groups = ChannelGroups(model, x)
+    path = tmp_path / "latency.json"
+    timer = lambda run: 1e-3
+    clear_cache()
+    table = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=path).table(groups)
+    entries = json.loads(path.read_text())
+    victim = sorted(entries)[0]
+    entries[victim] = bad
+    path.write_text(json.dumps(entries))
+    clear_cache()
+    latency._WARNED.discard(path)
+    again = LatencyTable(repeats=1, warmup=0, timer=timer, cache_path=path)
+    with pytest.warns(UserWarning, match=f"layer-timing cache {path}: 1 of {len(entries)} entries are not a layer time"):
+        assert again.table(groups) == table
+    assert again.measured == 1 and json.loads(path.read_text())[victim] == 1e-3
+    clear_cache()
+
+
 def test_the_default_cache_file_is_one_per_machine_and_the_environment_can_move_or_disable_it(tmp_path,
                                                                                               monkeypatch):
     from earlyprune.criteria.latency import CACHE_ENV, default_cache_path, machine_key

@@ -109,3 +109,21 @@ def test_steps_that_may_remove_nothing_are_called_blocked():
     outcome = pruning_outcome(pruner, epochs=3)
     assert not outcome.pruned and outcome.code == "blocked" and outcome.steps == 2
     assert f"min_channels={widest}" in outcome.reason and "not pruned:" in outcome.describe()
+
+
+def test_a_time_target_that_removed_nothing_names_its_layer_timing_cache(tmp_path):
+    """Nothing "worth" removing may come from stale or edited timings: the reason names the file to delete."""
+    from types import SimpleNamespace
+
+    from earlyprune.policies import POLICIES
+    from earlyprune.speed.steptime import StepTime
+
+    cache = tmp_path / "latency.json"
+    pruner = SimpleNamespace(events=[{"removed": 0}] * 3, epoch=2, history=[], policy=POLICIES.build("epoch:1"),
+                             prune_epoch=1, phase="sparse", round_to=8, target="latency", min_channels=1,
+                             max_group_ratio=0.8, step_time=StepTime(cache_path=str(cache)))
+    outcome = pruning_outcome(pruner, epochs=2)
+    assert outcome.code == "blocked" and outcome.reason.endswith(f"read from and written to {cache} — delete it "
+                                                                 f"to measure them again")
+    pruner.step_time = None
+    assert "cache" not in pruning_outcome(pruner, epochs=2).reason

@@ -82,7 +82,7 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
                       f"removal is predicted to save training-step time on this device (with min_channels="
                       f"{pruner.min_channels}, round_to={rounding}, max_group_ratio={pruner.max_group_ratio:g}): "
                       f"the model's layers are too narrow for their width to matter here. Prune a count instead "
-                      f"(target='channels' / --target channels), or a model with wider layers")
+                      f"(target='channels' / --target channels), or a model with wider layers{_cache_note(pruner)}")
             return PruningOutcome(False, BLOCKED, None, 0, len(events), triggered_after, reason)
         reason = (f"{len(events)} pruning step(s) during epoch {pruner.prune_epoch} found no channel they may "
                   f"remove: with min_channels={pruner.min_channels} and round_to={rounding} every group already "
@@ -123,6 +123,14 @@ def pruning_outcome(pruner: Any, epochs: int | None = None) -> PruningOutcome:
     else:
         reason = f"{_policy_name(policy)} did not trigger within the {trained} epoch(s)"
     return PruningOutcome(False, NOT_TRIGGERED, None, 0, 0, None, reason)
+
+
+def _cache_note(pruner: Any) -> str:
+    """Where the step-time predictions' layer timings were kept: a stale or foreign file explains a predictor
+    that finds nothing worth removing."""
+    cache = getattr(pruner.step_time, "cache_path", None) if getattr(pruner, "step_time", None) else None
+    return (f"; the layer timings behind the prediction were read from and written to {cache} — delete it to "
+            f"measure them again" if cache else "")
 
 
 def _policy_name(policy: Any) -> str:

@@ -72,6 +72,18 @@ def machine_key() -> str:
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
 
 
+#: the longest time one layer's step may plausibly take; a cached entry above it (or ≤ 0) is measured again
+MAX_LAYER_SECONDS = 60.0
+#: cache files already warned about in this process
+_WARNED: set[Path] = set()
+
+
+def _plausible(value: Any) -> bool:
+    """A cached layer time: a finite number of seconds in (0, MAX_LAYER_SECONDS]."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0 < value <= MAX_LAYER_SECONDS)
+
+
 def default_cache_path() -> Path | None:
     """The layer-timing cache file of ``earlyprune train``: ``$EARLYPRUNE_LATENCY_CACHE`` if set (``off``: none,
     timings are kept in the process only), else one file per machine (:func:`machine_key`) under
@@ -341,8 +353,14 @@ class LatencyTable:
             data = {}
         for key, value in _CACHE.items():   # this process's own measurements win
             data[key] = value
-        _CACHE.update({k: float(v) for k, v in data.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        good = {k: float(v) for k, v in data.items() if _plausible(v)}
+        bad = [k for k in data if k not in good]
+        if bad and self.cache_path not in _WARNED:   # a hand-edited or foreign file: those layers are timed again
+            _WARNED.add(self.cache_path)
+            warnings.warn(f"layer-timing cache {self.cache_path}: {len(bad)} of {len(data)} entries are not a "
+                          f"layer time (each must be a number of seconds in (0, {MAX_LAYER_SECONDS:g}]; e.g. "
+                          f"{data[bad[0]]!r}); measuring those layers again and rewriting the file", stacklevel=4)
+        _CACHE.update(good)
 
     def _save(self) -> None:
         if self.cache_path is None:
