@@ -14,7 +14,7 @@ from earlyprune.core.argtypes import _convert, parser
 from earlyprune.oneshot import PRUNE_RULES
 from earlyprune.training.config import TrainConfig, field_rule
 from earlyprune.core.validation import (AMOUNT, RATIO, ROUND_TO, Boolean, Each, InvalidParameterError, Interval, Options,
-                                   check_args, checked, rule)
+                                   check_args, checked, rule, shown)
 from nets import MLP
 
 
@@ -150,3 +150,22 @@ def test_check_args_runs_in_table_order():
     table = {"a": rule(Boolean()), "b": rule(Boolean())}
     with pytest.raises(ValueError, match="^a must"):
         check_args(table, {"b": 1, "a": 1})
+
+
+def test_a_refused_alias_bomb_is_shown_short_without_being_rendered():
+    """A YAML alias bomb (a few lines, billions of shared entries) refused by a rule: the message is short and
+    building it never renders the whole value (measured as memory, not time)."""
+    import tracemalloc
+
+    import yaml
+
+    text = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcde", "bcdef")) + "milestones: *f\n"
+    bomb = yaml.safe_load(text)["milestones"]          # 9**6 leaves, all shared
+    tracemalloc.start()
+    message = rule(Each(Interval(Integral, 1, None))).message("milestones", bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(message) < 200 and message.startswith("milestones must be a non-empty list")
+    assert peak < 200_000, peak                        # repr() of the whole list: ~3 MB
+    assert shown([1, 2, 3]) == "[1, 2, 3]" and shown({"a": 1}) == "{'a': 1}"   # small values: plain repr

@@ -29,6 +29,7 @@ import functools
 import inspect
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -270,8 +271,33 @@ class ExampleInputs(Constraint):
                 "with finite values")
 
 
+#: containers with more entries than this (counted to this bound, never further) are shown by :mod:`reprlib`
+_SHOWN_ENTRIES = 200
+
+
+def _entries_beyond(value: Any, bound: int) -> bool:
+    """Whether ``value`` holds more than ``bound`` entries, nested ones included — counted only up to the bound,
+    so a YAML alias bomb (a few lines that expand to billions of shared entries) costs nothing."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            item = [*item.keys(), *item.values()]
+        if isinstance(item, (list, tuple, set, frozenset)):
+            seen += len(item)
+            if seen > bound:
+                return True
+            stack.extend(item)
+    return False
+
+
 def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut short (a model or a tensor given by mistake must not flood the message)."""
+    """``repr(value)``, cut short (a model or a tensor given by mistake must not flood the message, and a huge
+    container is never rendered whole)."""
+    if _entries_beyond(value, _SHOWN_ENTRIES):
+        short = reprlib.Repr()
+        short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 3, 6, 6, 6, 6
+        return f"{type(value).__name__} {short.repr(value)[:limit - 20]}…"
     text = repr(value)
     if len(text) <= limit and "\n" not in text:
         return text
