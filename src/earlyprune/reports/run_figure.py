@@ -63,19 +63,53 @@ def _legend(ax: Any) -> None:
     handles, names = ax.get_legend_handles_labels()
     if handles:
         unique = dict(zip(names, handles))
-        ax.legend(list(unique.values()), list(unique.keys()), fontsize=8, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+        # two columns of wrapped labels: a legend wider than its panel is clipped or runs into the next one
+        ax.legend(list(unique.values()), [textwrap.fill(k, 38) for k in unique], fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
 
 
 def headline(run: Run) -> str:
     """Whether and when the run pruned, in one line (the figure's subtitle)."""
-    params = (run.summary or {}).get("params") or {}
+    summary = run.summary or {}
+    params = summary.get("params") or {}
     if run.pruned is False:
         return textwrap.fill("NOT PRUNED — " + (run.not_pruned_reason or ""), width=130)
     if run.prune_epoch is None:
         return "not pruned yet (run unfinished)"
-    lost = f", {params['reduction']:.0%} of the parameters removed" if params.get("reduction") is not None else ""
-    return f"pruned during epoch {run.prune_epoch}{lost}"
+    parts = []
+    if params.get("reduction"):
+        parts.append(f"{params['reduction']:.0%} of the parameters removed")
+    if summary.get("granularity") in ("weights", "both") and summary.get("weight_sparsity") is not None:
+        parts.append(f"{summary['weight_sparsity']:.0%} of the weights zeroed by masks")
+    return f"pruned during epoch {run.prune_epoch}" + "".join(f", {p}" for p in parts)
+
+
+def _ratio_text(run: Run) -> str:
+    """The ratio the run pruned to: a time budget replaces the configured one when pruning starts."""
+    summary = run.summary or {}
+    budget = summary.get("time_budget") or {}
+    ratio = summary.get("ratio")
+    text = ratio_text(run.config, round(ratio, 3) if isinstance(ratio, float) else None)
+    return text + (f" (chosen by --time-budget {budget['budget']:g})" if budget.get("budget") is not None
+                   and budget.get("ratio") is not None else "")
+
+
+def speed_note(run: Run) -> str:
+    """The run's speed in the summary's words and numbers (one definition everywhere): the whole run against its
+    dense-equivalent, and the measured per-step gain with its MACs-ideal bound."""
+    summary = run.summary or {}
+    if summary.get("granularity") == "weights":
+        return "weights masked, not removed: no time saved (the epochs differ by noise and masking cost)"
+    notes = []
+    speedup = summary.get("speedup")
+    if speedup:
+        notes.append(f"run {speedup:.2f}× as fast as its dense-equivalent" if speedup >= 1 else
+                     f"run {1 / speedup:.2f}× slower than its dense-equivalent (one-time costs, a short run)")
+    gain = summary.get("gain") or {}
+    if gain.get("measured_speedup"):
+        notes.append(f"per step {gain['measured_speedup']:.2f}× measured (MACs-ideal "
+                     f"{gain['macs_ideal_speedup']:.2f}×)")
+    return ", ".join(notes)
 
 
 def _data_text(run: Run) -> str:
@@ -102,7 +136,7 @@ def draw_run(run: Run, path: str | Path) -> Path:
     axes = fig.subplots(2, 2)
     c = run.config
     fig.suptitle(f"{run.name}: {c.get('model')} on {_data_text(run)}, criterion {run.criterion}, policy "
-                 f"{run.policy}, ratio {ratio_text(c)}\n{headline(run)}",
+                 f"{run.policy}, ratio {_ratio_text(run)}\n{headline(run)}",
                  fontsize=11)
 
     # 1. training loss
@@ -152,9 +186,10 @@ def draw_run(run: Run, path: str | Path) -> Path:
         ax.axvline(trigger, color="0.25", ls=":", lw=1.2,
                    label=f"policy fired after epoch {trigger}" + (f" ({reason})" if reason else ""))
     if not curve:
-        ax.text(0.5, 0.5, "no EPI value recorded: EPI compares an epoch's structure with earlier ones, so it\n"
-                "starts at epoch 1 (pruning started before, or signals were not recorded)", transform=ax.transAxes,
-                ha="center", va="center", fontsize=9, color="0.35")
+        ax.text(0.5, 0.5, textwrap.fill("no EPI value recorded: EPI compares an epoch's structure with earlier "
+                                        "ones, so it starts at epoch 1 (pruning started before, or signals were "
+                                        "not recorded)", 60), transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="0.35")
     else:
         low = min(v for _, v in curve)
         ax.set_ylim(min(low, tau if tau is not None else low) - 0.02, 1.005)
@@ -185,19 +220,12 @@ def draw_run(run: Run, path: str | Path) -> Path:
     if stepped:  # the pruning steps (scoring, removal, round_to="auto"'s timing) on top of the training
         ax.bar([e for e, _, _ in stepped], [t for *_, t in stepped], bottom=[s - t for _, s, t in stepped],
                color="white", edgecolor="0.3", hatch="///", width=0.7,
-               label="of which pruning steps (incl. round_to timing)")
+               label="of which pruning steps")
     dense, sparse = phase_seconds(rows)  # the medians `earlyprune info` prints (dense: warm-up epoch 0 left out)
-    note = []
     for med, colour, name in ((dense, PHASE_COLOURS["dense"], "dense"), (sparse, PHASE_COLOURS["sparse"], "pruned")):
         if med is not None:
             ax.axhline(med, color=colour, ls="--", lw=1, label=f"{name} median {med:.2f} s")
-    if dense and sparse:
-        speed = dense / sparse
-        note.append(f"median pruned epoch {speed:.2f}× as fast as the median dense one" if speed >= 1 else
-                    f"median pruned epoch {1 / speed:.2f}× slower than the median dense one")
-        macs = (run.summary or {}).get("macs") or {}
-        if macs.get("final") and macs.get("dense"):
-            note[-1] += f" (MACs-ideal {macs['dense'] / macs['final']:.2f}×)"
+    note = [textwrap.fill(speed_note(run), 70)] if speed_note(run) else []
     loads = [float(r["load_average"]) for r in rows if r.get("load_average") is not None]
     cpus = (run.summary or {}).get("cpu_count")
     if loads and cpus and statistics.median(loads) > cpus:
