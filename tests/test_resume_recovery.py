@@ -111,3 +111,29 @@ def test_a_deleted_environment_record_is_refused_unless_its_settings_are_accepte
                  "threads,device,torch,data"]) == 0
     assert (run / "environment.json").is_file()
     assert json.loads((run / "summary.json").read_text())["complete"]
+
+
+def test_a_run_directory_that_another_process_trains_is_refused_and_left_alone(tmp_path, capsys):
+    """Two processes training one run directory would overwrite each other's checkpoints: the second is refused
+    with the first's pid; once the first has ended (however it ended), the resume works."""
+    import subprocess
+    import sys
+
+    run = _stopped(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from earlyprune.training.rundir import claim; claim(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(120)", str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"is being trained by another process (pid {holder.pid})" in err
+        after = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert after == before                        # nothing in it touched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "--resume", str(run)]) == 0   # a killed holder leaves no stale lock

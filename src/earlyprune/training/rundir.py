@@ -21,6 +21,11 @@ from typing import Any
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from ..core.errors import ConfigError
 from .checkpoint import POINTER, write_json_atomic
 from .config import TrainConfig
@@ -109,6 +114,39 @@ def _stage(out: Path, name: str, cfg: TrainConfig, environment: dict[str, Any]) 
     write_config(staged, cfg)
     write_environment(staged, environment, [])
     return staged
+
+
+#: the lock file a training process holds in its run directory (``flock``: released when the process ends,
+#: however it ends — a SIGKILL leaves no stale lock)
+LOCK = ".lock"
+_CLAIMS: dict[Path, int] = {}
+
+
+def claim(run_dir: Path) -> None:
+    """Hold ``run_dir`` for this process until :func:`release_claims` or the process ends. A second process that
+    trains the same directory — a ``--resume`` while the run is alive — would overwrite its checkpoints: refused
+    with the pid of the one that holds it."""
+    if fcntl is None or run_dir.resolve() in _CLAIMS:   # no flock (Windows): the run directory is not shared
+        return
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(f"{run_dir} is being trained by another process (pid {owner}): two processes writing one "
+                          f"run directory would overwrite each other's checkpoints. Wait for that run to end (or "
+                          f"stop it), then `earlyprune train --resume {run_dir}`") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _CLAIMS[run_dir.resolve()] = fd
+
+
+def release_claims() -> None:
+    """Let go of every run directory this process holds (the end of :func:`~earlyprune.training.trainer.train`)."""
+    for fd in _CLAIMS.values():
+        os.close(fd)   # closing the descriptor drops the flock
+    _CLAIMS.clear()
 
 
 def _alive(pid: int) -> bool:

@@ -329,6 +329,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
     loggers: list[RunLogger] = []
     try:
+        if check is not None and write and parallel.is_main:
+            rundir.claim(check.run_dir)   # before anything in it is written
         loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
         run = _setup(cfg, check.run_dir if check else None, write, progress, parallel)
@@ -346,6 +348,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         elif write:  # rank 0 names and creates the run directory; the others learn where it is
             run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
             if parallel.is_main:
+                rundir.claim(run.run_dir)
                 faults.point("run.created")
         if run.writing and run.speed is not None:
             write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
@@ -367,6 +370,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         for logger in loggers:
             logger.close()
         parallel.close()
+        rundir.release_claims()
 
 
 @dataclass
