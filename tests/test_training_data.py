@@ -252,3 +252,17 @@ def test_cifar_download_verifies_the_checksum(tmp_path, monkeypatch):
     monkeypatch.setitem(cifar.CIFAR, "cifar10", good)
     data = load_dataset("cifar10", data_dir=str(tmp_path / "dl"), log=lambda m: None)
     assert len(data.train_y) == 100 and (tmp_path / "dl" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_decoding_says_how_far_it_got_when_it_takes_long(tmp_path, monkeypatch):
+    """Decoding a large image folder takes minutes: progress lines come while it runs, not only at the end."""
+    pytest.importorskip("PIL")
+    from earlyprune.training.data import folder
+
+    src = _fake_zip(tmp_path / "imgs.zip")
+    monkeypatch.setattr(folder, "PROGRESS_SECONDS", -1.0)     # every image is "long" here
+    logs = []
+    load_dataset(f"folder:{src}", cache="none", log=logs.append)
+    progress = [line for line in logs if "decoded" in line and " of " in line]
+    assert progress[0] == "  decoded 1 of 12 images (8%)" and "  decoded 6 of 6 images (100%)" in progress
+    assert logs[-1].startswith("decoded 12 + 6 images")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -67,7 +68,12 @@ def _index(names: list[str], where: str) -> tuple[str, dict[str, list[tuple[str,
     return "/".join(prefix), splits
 
 
-def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: str) -> np.ndarray:
+#: a phase longer than this says how far it got (decoding all of CIFAR-10 takes minutes on 2 cores)
+PROGRESS_SECONDS = 10.0
+
+
+def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: str,
+                log: Callable[[str], None] | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     def decode(item: tuple[str, bytes]) -> np.ndarray:
@@ -83,8 +89,14 @@ def _decode_all(items: list[tuple[str, bytes]], image_size: int | None, where: s
             raise DataError(f"cannot decode {name} in {where} ({detail}); the file is truncated or not an image: "
                             f"replace or delete it") from None
 
+    arrays: list[np.ndarray] = []
+    last = time.monotonic()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        arrays = list(pool.map(decode, items, chunksize=256))
+        for a in pool.map(decode, items, chunksize=256):
+            arrays.append(a)
+            if log is not None and time.monotonic() - last > PROGRESS_SECONDS:
+                log(f"  decoded {len(arrays):,} of {len(items):,} images ({len(arrays) / len(items):.0%})")
+                last = time.monotonic()
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         sizes = sorted(f"{s[1]}x{s[0]}" for s in shapes)[:3]
@@ -136,7 +148,9 @@ def _build(path: Path, image_size: int | None, log: Callable[[str], None], train
             items = [items[int(i)] for i in subset_indices(len(items), n, seed)]
         blobs = _read(path, [name for _, name in items])
         labelled = [(name, blob) for (_, name), blob in zip(items, blobs)]  # errors name the file
-        images = _decode_all(labelled, image_size, str(path))
+        if len(labelled) >= 5000:   # minutes on a small machine: say so before, not only after
+            log(f"decoding {len(labelled):,} {split} images from {path.name} (once: cached for later runs)")
+        images = _decode_all(labelled, image_size, str(path), log)
         out[f"{key}_x"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         out[f"{key}_y"] = np.array([index[c] for c, _ in items], dtype=np.int64)
     n_train, n_test = len(out["train_y"]), len(out["test_y"])
