@@ -42,5 +42,31 @@ class ConfigError(EarlyPruneError, ValueError):
     """A run configuration (flags or a ``--config`` file) that cannot run: the message names the option."""
 
 
-__all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "NonFiniteError",
-           "StructureMismatchError", "UnprunableGroupsError"]
+class UsageError(EarlyPruneError, RuntimeError):
+    """A call out of order, or in a state that cannot serve it (no batch observed yet, no gradients yet, no rewind
+    point recorded): the message says which call must come first."""
+
+
+class NotSupportedError(EarlyPruneError, NotImplementedError):
+    """A setup earlyprune does not support (e.g. the Hugging Face callback under DDP): the message names the
+    alternative. (A ``NotImplementedError``, as before.)"""
+
+
+class UnknownNameError(EarlyPruneError, KeyError):
+    """A lookup by name (a channel group, a prunable weight) of a name that does not exist: the message lists the
+    known names. (A ``KeyError``, so ``in`` and ``.get()`` behave as for any mapping.)"""
+
+
+class MissingFileError(EarlyPruneError, FileNotFoundError):
+    """A file to read does not exist: the message names the path and how to make the file."""
+
+
+class MissingDependencyError(EarlyPruneError, ImportError, ValueError):
+    """An optional package that the asked-for feature needs is not installed: the message names the ``pip install``.
+    (An ``ImportError``, as an import guard expects, and a ``ValueError``, as before for a model name or a flag value
+    that needs the package.)"""
+
+
+__all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "MissingDependencyError",
+           "MissingFileError", "NonFiniteError", "NotSupportedError", "StructureMismatchError", "UnknownNameError", "UnprunableGroupsError",
+           "UsageError"]
