@@ -33,6 +33,12 @@ class UnprunableGroupsError(EarlyPruneError, ValueError):
     the message names them and the ``ignored_layers=`` that keeps them whole."""
 
 
+class PrunedModelBrokenError(UnprunableGroupsError, RuntimeError):
+    """A pruning step left a model that no longer runs on its example inputs (a width fixed in its forward): the
+    step was rolled back, and the message names the groups and the ``ignored_layers=`` that keeps them whole. (An
+    :class:`UnprunableGroupsError`, and a ``RuntimeError`` as before.)"""
+
+
 class NonFiniteError(EarlyPruneError, ValueError, ArithmeticError):
     """Training produced NaN or infinite values that cannot be pruned or trained on (a learning rate too high,
     reduced precision overflowing): the message names the hyper-parameter to check."""
@@ -68,5 +74,5 @@ class MissingDependencyError(EarlyPruneError, ImportError, ValueError):
 
 
 __all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "MissingDependencyError",
-           "MissingFileError", "NonFiniteError", "NotSupportedError", "StructureMismatchError", "UnknownNameError", "UnprunableGroupsError",
+           "MissingFileError", "NonFiniteError", "NotSupportedError", "PrunedModelBrokenError", "StructureMismatchError", "UnknownNameError", "UnprunableGroupsError",
            "UsageError"]
