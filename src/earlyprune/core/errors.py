@@ -67,6 +67,11 @@ class MissingFileError(EarlyPruneError, FileNotFoundError):
     """A file to read does not exist: the message names the path and how to make the file."""
 
 
+class RunFailedError(EarlyPruneError, ValueError):
+    """A training run that ``earlyprune compare`` / ``sweep`` started in a subprocess failed: its own output says
+    why, and rerunning the same command continues it. (A ``ValueError``, as before.)"""
+
+
 class MissingDependencyError(EarlyPruneError, ImportError, ValueError):
     """An optional package that the asked-for feature needs is not installed: the message names the ``pip install``.
     (An ``ImportError``, as an import guard expects, and a ``ValueError``, as before for a model name or a flag value
@@ -74,5 +79,5 @@ class MissingDependencyError(EarlyPruneError, ImportError, ValueError):
 
 
 __all__ = ["ConfigError", "DamagedFileError", "EarlyPruneError", "InfeasibleTargetError", "MissingDependencyError",
-           "MissingFileError", "NonFiniteError", "NotSupportedError", "PrunedModelBrokenError", "StructureMismatchError", "UnknownNameError", "UnprunableGroupsError",
+           "MissingFileError", "NonFiniteError", "NotSupportedError", "PrunedModelBrokenError", "RunFailedError", "StructureMismatchError", "UnknownNameError", "UnprunableGroupsError",
            "UsageError"]
