@@ -62,6 +62,9 @@ class UnknownNameError(EarlyPruneError, KeyError):
     """A lookup by name (a channel group, a prunable weight) of a name that does not exist: the message lists the
     known names. (A ``KeyError``, so ``in`` and ``.get()`` behave as for any mapping.)"""
 
+    def __str__(self) -> str:  # the message as written, not quoted as KeyError quotes a key
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class MissingFileError(EarlyPruneError, FileNotFoundError):
     """A file to read does not exist: the message names the path and how to make the file."""

@@ -7,6 +7,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..core.validation import Interval, InvalidParameterError, rule
 
 #: constructor-argument rules shared by the zoo's models (each model class declares its table with them, so
@@ -38,8 +39,8 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 
         return create_external(name, num_classes=num_classes, **kwargs)
     if name not in MODELS:
-        raise InvalidParameterError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}, or tv:<name> / "
-                                    f"timm:<name> (run `earlyprune models`)")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}, or tv:<name> / "
+                          f"timm:<name> (run `earlyprune models`)")
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 
