@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import earlyprune as ep  # noqa: E402
 from earlyprune.io import sealed  # noqa: E402
 from earlyprune.cli import main  # noqa: E402
-from earlyprune.core.errors import DamagedFileError  # noqa: E402
+from earlyprune.core.errors import DamagedFileError, UnknownNameError  # noqa: E402
 from earlyprune.training.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from earlyprune.training.data import DataError, load_dataset  # noqa: E402
 from nets import MLP, ResidualNet, cbr  # noqa: E402
@@ -289,6 +289,13 @@ case("API", "POLICIES.build('epi:tau=2')", ep.InvalidParameterError, "got 2")(
     lambda tmp: ep.POLICIES.build("epi:tau=2"))
 case("API", "create_model('small_cnn', width=0)", ep.InvalidParameterError, "got 0")(
     lambda tmp: __import__("earlyprune.models", fromlist=["create_model"]).create_model("small_cnn", width=0))
+case("API", "ChannelGroups(model, x)['nope']", UnknownNameError, "'nope'")(
+    lambda tmp: ep.ChannelGroups(ResidualNet(), X)["nope"])
+case("API", "EarlyPruning(module=3) (the Lightning callback)", ep.InvalidParameterError, "got 3")(
+    lambda tmp: __import__("earlyprune.integrations.lightning", fromlist=["EarlyPruning"]).EarlyPruning(module=3))
+case("API", "EarlyPruningCallback(mlp_ratio=1.5) (the transformers callback)", ep.InvalidParameterError, "got 1.5")(
+    lambda tmp: __import__("earlyprune.integrations.transformers",
+                           fromlist=["EarlyPruningCallback"]).EarlyPruningCallback(mlp_ratio=1.5))
 
 # -- command line ------------------------------------------------------------------------------------------------
 case("CLI", "earlyprune train --lr inf", EXIT_2, "got inf")(lambda tmp: _train(tmp, "--lr", "inf"))
@@ -603,13 +610,27 @@ def render(results: list[tuple[Case, str, str]]) -> str:
     """docs/errors.md from ``(case, what it raised, message)`` triples."""
     counts = {k: sum(c.kind == k for c, _, _ in results) for k in KINDS}
     lines = ["# Errors: what a bad input gets", "",
-             "Every refusal earlyprune makes on purpose is an `earlyprune.EarlyPruneError` (bad arguments are also "
-             "`ValueError` / `TypeError`, as before), and on the command line one `earlyprune COMMAND: error: …` "
-             "line with exit status 2. The message names the offending value and, where there is one, the fix.",
+             "Every refusal earlyprune makes on purpose is an `earlyprune.EarlyPruneError` — each class also keeps "
+             "the built-in exception it replaced (bad arguments are `ValueError` / `TypeError`, a call out of order "
+             "a `RuntimeError`, an unknown name a `KeyError`…), so older `except` clauses still work — and on the "
+             "command line one `earlyprune COMMAND: error: …` line with exit status 2. The message names the "
+             "offending value and, where there is one, the fix. (`tests/test_error_hierarchy.py` walks every "
+             "`raise` in the source to keep this true.)",
              "", "| class | what it means |", "|---|---|",
              "| `InvalidParameterError` | an argument breaks its rule (type, range, finiteness) |",
              "| `InfeasibleTargetError` | `min_channels` / `round_to` make the target unreachable |",
              "| `UnprunableGroupsError` | narrowing a group breaks the model's forward (a width fixed in code) |",
+             "| `PrunedModelBrokenError` | a pruning step left a model that no longer runs; the step was rolled "
+             "back (an `UnprunableGroupsError`, also a `RuntimeError`) |",
+             "| `UsageError` | a call out of order, or in a state that cannot serve it (no batch observed yet, no "
+             "gradients, no rewind point); also a `RuntimeError` |",
+             "| `UnknownNameError` | a channel group or prunable weight looked up by a name that does not exist "
+             "(also a `KeyError`) |",
+             "| `NotSupportedError` | a setup earlyprune does not support, e.g. the Hugging Face callback under "
+             "DDP (also a `NotImplementedError`) |",
+             "| `MissingDependencyError` | an optional package the feature needs is not installed; names the "
+             "`pip install` (also an `ImportError`) |",
+             "| `MissingFileError` | a file to read does not exist (also a `FileNotFoundError`) |",
              "| `ConfigError` | a run configuration (flags, `--config` file) that cannot run |",
              "| `ResumeRefused` | a `--resume` that would change settings the results depend on (a `ConfigError`) |",
              "| `StructureMismatchError` | a saved model does not fit the model given, or is malformed |",
@@ -617,6 +638,8 @@ def render(results: list[tuple[Case, str, str]]) -> str:
              "| `CheckpointError` | a checkpoint is missing, damaged or does not fit the run |",
              "| `DataError` | a dataset is missing, corrupt or laid out otherwise |",
              "| `NonFiniteError` | training produced NaN / infinity for too long (names `--lr` / `--precision`) |",
+             "| `RunError` | a path that is not a readable run directory (`earlyprune report`) |",
+             "| `RunFailedError` | a training run that `compare` / `sweep` started failed; rerunning continues it |",
              "",
              f"The catalogue below is generated by `python tests/bad_inputs.py` from the cases that "
              f"`tests/test_bad_inputs.py` runs ({len(results)} cases: "

@@ -8,7 +8,7 @@ import sys
 import warnings
 
 from .. import __version__
-from ..core.errors import EarlyPruneError
+from ..core.errors import ConfigError, EarlyPruneError
 from ..core.argtypes import ratio, whole
 from ..core.validation import TARGETS
 from .experiment import add_compare_parser, add_sweep_parser, run_compare, run_sweep
@@ -58,12 +58,12 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, summary
 
     if args.criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {args.criterion!r}; choose one of {', '.join(CRITERIA.names())}")
+        raise ConfigError(f"unknown criterion {args.criterion!r}; choose one of {', '.join(CRITERIA.names())}")
     if args.prune_epoch is not None and args.policy is not None:
-        raise ValueError("--prune-epoch K is the policy epoch:K; pass --prune-epoch or --policy, not both")
+        raise ConfigError("--prune-epoch K is the policy epoch:K; pass --prune-epoch or --policy, not both")
     if args.prune_epoch is not None and args.prune_epoch >= args.epochs:
-        raise ValueError(f"--prune-epoch ({args.prune_epoch}) must be below --epochs ({args.epochs}) so the pruned "
-                         f"model trains on")
+        raise ConfigError(f"--prune-epoch ({args.prune_epoch}) must be below --epochs ({args.epochs}) so the pruned "
+                          f"model trains on")
     policy = f"epoch:{args.prune_epoch}" if args.prune_epoch is not None else args.policy
     result = run_demo(epochs=args.epochs, ratio=args.ratio, policy=policy, criterion=args.criterion,
                       steps=args.steps, width=args.width, seed=args.seed, out_dir=args.out_dir, target=args.target,

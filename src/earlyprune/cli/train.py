@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         if args.config is not None:
-            raise ValueError("--config starts a new run; --resume continues a stored one: pass only one of them")
+            raise ConfigError("--config starts a new run; --resume continues a stored one: pass only one of them")
         result = train(resume=args.resume, overrides=_overrides(args), allow_changed=args.allow_changed)
     else:
         if args.allow_changed is not None:

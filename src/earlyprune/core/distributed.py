@@ -27,6 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UsageError
+from .validation import InvalidParameterError
+
 
 def world_size() -> int:
     """Ranks of the default process group (1 when torch.distributed is not initialised)."""
@@ -62,7 +65,8 @@ def init_from_env(device_type: str) -> Launch:
     if world <= 1:
         return Launch()
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 (a torchrun launch) but this torch build has no torch.distributed")
+        raise UsageError("WORLD_SIZE > 1 (a torchrun launch) but this torch build has no torch.distributed: run "
+                         "without torchrun, or install a torch build with distributed support")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local)
@@ -150,6 +154,6 @@ def check_unwrapped(model: nn.Module) -> None:
     """Refuse a DDP / DataParallel wrapper: pruning replaces parameters, which the wrapper cannot follow."""
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     if isinstance(model, wrappers):
-        raise TypeError(f"pass the wrapped module ({type(model).__name__}.module), not the {type(model).__name__} "
-                        f"wrapper: pruning replaces parameters, so rebuild the wrapper whenever pruner.step() "
-                        f"returns True")
+        raise InvalidParameterError(f"pass the wrapped module ({type(model).__name__}.module), not the "
+                                    f"{type(model).__name__} wrapper: pruning replaces parameters, so rebuild the "
+                                    f"wrapper whenever pruner.step() returns True")

@@ -37,11 +37,13 @@ class Registry(Generic[T]):
 
         def decorate(cls: type) -> type:
             if not (isinstance(cls, type) and issubclass(cls, self.base)):
-                raise TypeError(f"{cls!r} must subclass {self.base.__name__} to be a {self.kind}")
+                raise InvalidParameterError(f"{cls!r} must subclass {self.base.__name__} to be a {self.kind}")
             if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered by {self._classes[name].__name__}")
+                raise InvalidParameterError(f"{self.kind} {name!r} is already registered by "
+                                            f"{self._classes[name].__name__}: pick another name")
             if name in self._aliases:
-                raise ValueError(f"{self.kind} {name!r} is the old name of {self._aliases[name]!r}: pick another name")
+                raise InvalidParameterError(f"{self.kind} {name!r} is the old name of {self._aliases[name]!r}: pick "
+                                            f"another name")
             cls.name = name
             self._classes[name] = cls
             return cls
@@ -52,10 +54,11 @@ class Registry(Generic[T]):
         """Keep the retired name ``old`` working for the registered ``new`` (spec arguments included:
         ``"old:3"`` builds ``new`` with ``3``), with a :class:`RenamedWarning` each time it is used."""
         if old in self._classes:
-            raise ValueError(f"{self.kind} {old!r} is a registered name; only a retired name can be an alias")
+            raise InvalidParameterError(f"{self.kind} {old!r} is a registered name; only a retired name can be an "
+                                        f"alias")
         if new not in self._classes:
-            raise ValueError(f"unknown {self.kind} {new!r}; register it before its old name "
-                             f"(available: {', '.join(self.names())})")
+            raise InvalidParameterError(f"unknown {self.kind} {new!r}; register it before its old name "
+                                        f"(available: {', '.join(self.names())})")
         self._aliases[old] = new
 
     def names(self) -> list[str]:
@@ -90,7 +93,8 @@ class Registry(Generic[T]):
         """An instance from a spec string (``"name"`` or ``"name:arg"``) or an existing instance."""
         if isinstance(spec, self.base):
             if kwargs:
-                raise ValueError(f"options {sorted(kwargs)} only apply when the {self.kind} is given by name")
+                raise InvalidParameterError(f"options {sorted(kwargs)} only apply when the {self.kind} is given by "
+                                            f"name")
             return spec  # type: ignore[return-value]
         if not isinstance(spec, str):
             raise InvalidParameterError(

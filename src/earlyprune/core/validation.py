@@ -63,7 +63,8 @@ class Constraint:
 
 def _number_kind(kind: type) -> type:
     if kind not in (Integral, Real):
-        raise TypeError(f"Interval kind must be numbers.Integral or numbers.Real, got {kind!r}")
+        raise TypeError(  # internal: a rule declared wrong (the rule tables are built at import)
+            f"Interval kind must be numbers.Integral or numbers.Real, got {kind!r}")
     return kind
 
 
@@ -91,7 +92,8 @@ class Interval(Constraint):
     def __post_init__(self) -> None:
         _number_kind(self.kind)
         if self.closed not in ("both", "left", "right", "neither"):
-            raise ValueError(f"closed must be one of both, left, right, neither, got {self.closed!r}")
+            raise ValueError(  # internal: a rule declared wrong (the rule tables are built at import)
+                f"closed must be one of both, left, right, neither, got {self.closed!r}")
 
     def has_type_of(self, value: Any) -> bool:
         return _is_kind(value, self.kind) and (self.kind is Integral or math.isfinite(value))
@@ -311,7 +313,7 @@ def _as_constraint(c: Any) -> Constraint:
         return c
     if isinstance(c, type):
         return InstanceOf(c, f"a {c.__name__}")
-    raise TypeError(f"not a constraint: {c!r}")
+    raise TypeError(f"not a constraint: {c!r}")  # internal: a rule declared wrong
 
 
 def _join(parts: list[str]) -> str:
@@ -363,7 +365,7 @@ def rule(*constraints: Any, hint: str = "") -> Rule:
     """A :class:`Rule` from constraints: :class:`Constraint` instances, ``None`` (None is accepted) or a class
     (an instance of it is accepted)."""
     if not constraints:
-        raise TypeError("rule() needs at least one constraint")
+        raise TypeError("rule() needs at least one constraint")  # internal: a rule declared wrong
     return Rule(tuple(_as_constraint(c) for c in constraints), hint)
 
 
@@ -382,7 +384,8 @@ def checked(rules: Mapping[str, Rule]) -> Callable[[F], F]:
         signature = inspect.signature(fn)
         unknown = set(rules) - set(signature.parameters)
         if unknown:
-            raise TypeError(f"rules for {fn.__qualname__} name parameters it does not have: {sorted(unknown)}")
+            raise TypeError(  # internal: a rule table that does not match its function (fails at import)
+                f"rules for {fn.__qualname__} name parameters it does not have: {sorted(unknown)}")
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..core.batch import Batch
-from ..core.errors import NonFiniteError
+from ..core.errors import NonFiniteError, UsageError
 from ..core.validation import InvalidParameterError
 from ..graph.groups import ChannelGroups
 
@@ -82,8 +82,9 @@ class Criterion:
         """Add this batch's scores to the running mean — unless they (or ``loss``, the batch's training loss, when
         given) are not finite: then the batch is left out, and :meth:`skipped` reports it under ``label``."""
         if self.needs_batches and batch is None:
-            raise ValueError(f"criterion {self.name!r} scores batches itself: pass the batch (pruner.step(inputs, "
-                             f"targets) with loss_fn= at construction, or prune(..., batches=, loss_fn=))")
+            raise InvalidParameterError(f"criterion {self.name!r} scores batches itself: pass the batch "
+                                        f"(pruner.step(inputs, targets) with loss_fn= at construction, or "
+                                        f"prune(..., batches=, loss_fn=))")
         scores = self.compute(groups, batch)
         with torch.no_grad():
             if self._sums and any(self._sums[k].shape != v.shape for k, v in scores.items() if k in self._sums):
@@ -133,8 +134,8 @@ class Criterion:
                                  f"last changed had a NaN or infinite loss or scores, so there is nothing to rank by; "
                                  f"lower the learning rate, or train in fp32 instead of fp16/bf16")
         if self.needs_batches or self.uses_gradients:
-            raise RuntimeError(f"criterion {self.name!r} has observed no batch since the model last changed; "
-                               f"it scores from training batches, so observe at least one first")
+            raise UsageError(f"criterion {self.name!r} has observed no batch since the model last changed; "
+                             f"it scores from training batches, so observe at least one first")
         return self.finalize({k: v.detach().float().cpu() for k, v in self.compute(groups).items()})
 
     def state_dict(self) -> dict[str, Any]:

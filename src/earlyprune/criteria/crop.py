@@ -7,9 +7,9 @@ from typing import Any
 import torch
 
 from ..core.batch import Batch
-from ..core.validation import InvalidParameterError
+from ..core.validation import InvalidParameterError, checked
 from ..graph.groups import ChannelGroups
-from .gates import PRODUCTS, GatedCriterion, complete, gate_hvp
+from .gates import PRODUCT, PRODUCTS, GatedCriterion, complete, gate_hvp
 from .registry import CRITERIA
 
 
@@ -34,10 +34,9 @@ class CroP(GatedCriterion):
 
     family = "gradient"
 
+    @checked({"product": PRODUCT})
     def __init__(self, product: str = "gate") -> None:
         super().__init__()
-        if product not in PRODUCTS:
-            raise ValueError(f"product must be one of {', '.join(PRODUCTS)}, got {product!r}")
         self.product = product
 
     @classmethod
@@ -49,7 +48,7 @@ class CroP(GatedCriterion):
     def hessian_gradient(self, groups: ChannelGroups, batch: Batch | None) -> dict[str, torch.Tensor]:
         """Signed ``(H·g)`` per group channel for one batch (the product chosen at construction)."""
         if batch is None:
-            raise ValueError(f"criterion {self.name!r} scores a batch: pass one")
+            raise InvalidParameterError(f"criterion {self.name!r} scores a batch: pass one")
         gates = self.gates_for(groups)
         hg = gate_hvp(groups, batch, self.product, gates)
         out = {k: v.float() for k, v in hg.items() if k not in gates.ungated}  # on the model's device

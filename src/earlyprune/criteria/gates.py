@@ -28,11 +28,13 @@ import torch
 from torch import nn
 
 from ..core.batch import Batch
+from ..core.validation import Options, rule
 from ..graph.groups import ChannelGroup, ChannelGroups, LayerRef
 from .base import Criterion
 
 #: which product the Hessian-vector criteria take (see :func:`gate_hvp`)
 PRODUCTS = ("gate", "mixed", "full")
+PRODUCT = rule(Options(PRODUCTS), hint="which Hessian-vector product: see earlyprune.criteria.gates.gate_hvp")
 
 
 @dataclass(frozen=True)
@@ -243,8 +245,7 @@ def gate_hvp(groups: ChannelGroups, batch: Batch, product: str = "gate", gates: 
 
     All three cost the same (one forward, one backward with ``create_graph``, one more backward).
     """
-    if product not in PRODUCTS:
-        raise ValueError(f"product must be one of {', '.join(PRODUCTS)}, got {product!r}")
+    PRODUCT.check("product", product)
     gates = gates or Gates(groups)
     model = groups.model
     with torch.enable_grad(), preserve_norm_stats(model), twice_differentiable(), gates.open(values) as gv:
@@ -303,6 +304,6 @@ class GatedCriterion(Criterion):
         return Gates(groups)
 
 
-__all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCTS", "channel_dim", "complete", "filter_view",
+__all__ = ["GatePoint", "GatedCriterion", "Gates", "PRODUCT", "PRODUCTS", "channel_dim", "complete", "filter_view",
            "gate_gradients", "gate_hvp", "gate_points", "is_norm", "parameter_taylor", "preserve_norm_stats",
            "twice_differentiable"]

@@ -131,7 +131,7 @@ def _channels(m: nn.Module) -> tuple[int, int]:
         return m.num_channels, m.num_channels
     if isinstance(m, nn.LayerNorm):
         return m.normalized_shape[0], m.normalized_shape[0]
-    raise TypeError(type(m).__name__)
+    raise TypeError(type(m).__name__)  # internal: _narrowed yields only the layer kinds _timed accepts
 
 
 def _timed(m: nn.Module) -> bool:
@@ -346,7 +346,7 @@ class LatencyTable:
         try:
             data = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
             if not isinstance(data, dict):
-                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")  # internal: caught below
         except (OSError, ValueError) as exc:   # a cache is never worth a failed run: measure again, rewrite it
             warnings.warn(f"layer-timing cache {self.cache_path} is unreadable ({exc}); measuring again and "
                           f"rewriting it", stacklevel=4)

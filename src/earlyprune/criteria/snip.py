@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.batch import Batch
+from ..core.validation import InvalidParameterError
 from ..graph.groups import ChannelGroups
 from .gates import GatedCriterion, complete, gate_gradients
 from .registry import CRITERIA
@@ -26,7 +27,7 @@ class Snip(GatedCriterion):
 
     def compute(self, groups: ChannelGroups, batch: Batch | None = None) -> dict[str, torch.Tensor]:
         if batch is None:
-            raise ValueError("criterion 'snip' scores a batch: pass one")
+            raise InvalidParameterError("criterion 'snip' scores a batch: pass one")
         gates = self.gates_for(groups)
         grads = gate_gradients(groups, batch, gates)
         out = {k: v.float() for k, v in grads.items() if k not in gates.ungated}  # on the model's device

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..core.batch import Batch
+from ..core.errors import UsageError
 from ..core.validation import BOOLEAN, InvalidParameterError, Rule, checked
 from ..graph.groups import ChannelGroups
 from .base import Criterion
@@ -65,8 +66,8 @@ class Taylor(Criterion):
             else:
                 missing.append(g.name)
         if not seen_grad:
-            raise RuntimeError("criterion 'taylor' reads the gradients of your backward pass, but the model has none: "
-                               "call pruner.step() after loss.backward() and before optimizer.zero_grad()")
+            raise UsageError("criterion 'taylor' reads the gradients of your backward pass, but the model has none: "
+                             "call pruner.step() after loss.backward() and before optimizer.zero_grad()")
         return complete(groups, out, missing, self.name)
 
     def finalize(self, mean: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

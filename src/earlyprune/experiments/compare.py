@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..core.errors import ConfigError
 from ..core.validation import POSITIVE_INT
 from ..reports.comparison import DENSE, ORACLE, POLICY, is_automatic, write_manifest
 from ..training.config import TrainConfig
@@ -59,7 +60,7 @@ def lottery_options(spec: str, ratio: float) -> tuple[int, int]:
     rounds = options.get("rounds", min(10, max(1, math.ceil(math.log(1 - ratio) / math.log(0.8)))))
     rewind = options.get("rewind", 1)
     if rounds < 1 or rewind < 0:
-        raise ValueError(f"--policies {spec}: rounds must be ≥ 1 and rewind ≥ 0")
+        raise ConfigError(f"--policies {spec}: rounds must be ≥ 1 and rewind ≥ 0")
     return rounds, rewind
 
 
@@ -67,7 +68,7 @@ def split_policy(entry: str) -> tuple[str, str | None]:
     """``"before@snip"`` → ``("before", "snip")``; ``"epi"`` → ``("epi", None)``."""
     policy, at, criterion = entry.partition("@")
     if at and (not policy.strip() or not criterion.strip()):
-        raise ValueError(f"--policies entry {entry!r}: write POLICY or POLICY@CRITERION, e.g. before@snip")
+        raise ConfigError(f"--policies entry {entry!r}: write POLICY or POLICY@CRITERION, e.g. before@snip")
     return policy.strip(), criterion.strip() if at else None
 
 

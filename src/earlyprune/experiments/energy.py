@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..core.errors import ConfigError, MissingDependencyError
 from ..reports.runs import ENERGY
 from ..training.checkpoint import write_json_atomic
 
@@ -26,9 +27,9 @@ def available() -> bool:
 def enabled(mode: str) -> bool:
     """Whether to measure: ``on`` requires codecarbon, ``auto`` uses it when installed, ``off`` never."""
     if mode not in MODES:
-        raise ValueError(f"--energy must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"--energy must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "on" and not available():
-        raise ValueError("--energy on needs codecarbon: pip install codecarbon (or use --energy auto/off)")
+        raise MissingDependencyError("--energy on needs codecarbon: pip install codecarbon (or use --energy auto/off)")
     return mode == "on" or (mode == "auto" and available())
 
 

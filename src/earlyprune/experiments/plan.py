@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..core.errors import ConfigError
 from ..core.validation import RATIO
 from ..training.config import TrainConfig
 
@@ -55,7 +56,7 @@ def parse_numbers(tokens: Iterable[str], kind: type, what: str) -> list:
             try:
                 out.append(kind(part))
             except ValueError:
-                raise ValueError(f"{what} must be {'whole numbers' if kind is int else 'numbers'}, got {part!r}") \
+                raise ConfigError(f"{what} must be {'whole numbers' if kind is int else 'numbers'}, got {part!r}") \
                     from None
     return out
 
@@ -63,18 +64,18 @@ def parse_numbers(tokens: Iterable[str], kind: type, what: str) -> list:
 def check_prune_epochs(epochs: Sequence[int], total: int, flag: str = "--prune-epochs") -> list[int]:
     """Sorted, unique epochs, each a valid pruning epoch of a ``total``-epoch run."""
     if not epochs:
-        raise ValueError(f"{flag} needs at least one epoch")
+        raise ConfigError(f"{flag} needs at least one epoch")
     bad = [e for e in epochs if e < 0 or e >= total]
     if bad:
-        raise ValueError(f"{flag}: epoch {bad[0]} is outside 0…{total - 1} (--epochs {total}); pruning must start "
-                         f"before the last epoch ends")
+        raise ConfigError(f"{flag}: epoch {bad[0]} is outside 0…{total - 1} (--epochs {total}); pruning must start "
+                          f"before the last epoch ends")
     return sorted(set(epochs))
 
 
 def check_ratios(ratios: Sequence[float]) -> list[float]:
     if not ratios:
-        raise ValueError("--ratios needs at least one ratio")
+        raise ConfigError("--ratios needs at least one ratio")
     bad = [r for r in ratios if not RATIO.accepts(r)]  # the rule of every ratio (earlyprune.core.validation)
     if bad:
-        raise ValueError(f"--ratios must be fractions in (0, 1), got {bad[0]}")
+        raise ConfigError(f"--ratios must be fractions in (0, 1), got {bad[0]}")
     return list(dict.fromkeys(float(r) for r in ratios))

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ..core.errors import ConfigError, RunFailedError
 from ..training import rundir
 from ..training.checkpoint import POINTER
 from ..training.config import RUNTIME_FIELDS, TrainConfig
@@ -29,8 +30,8 @@ def _check_same(path: Path, spec: RunSpec) -> None:
     diff = sorted(k for k in planned if stored.get(k) != planned[k])
     if diff:
         k = diff[0]
-        raise ValueError(f"{path} holds a run with --{k.replace('_', '-')} {stored.get(k)!r}, not {planned[k]!r}; "
-                         f"use another --name (or --out-dir) for a different configuration")
+        raise ConfigError(f"{path} holds a run with --{k.replace('_', '-')} {stored.get(k)!r}, not {planned[k]!r}; "
+                          f"use another --name (or --out-dir) for a different configuration")
 
 
 def state(spec: RunSpec) -> str:
@@ -61,8 +62,8 @@ def _train_in_subprocess(spec: RunSpec, resume: bool, runtime: dict[str, Any]) -
         code = subprocess.call([sys.executable, "-c", "import sys; from earlyprune.cli import main; "
                                 "sys.exit(main(sys.argv[1:]))", "train", *args])
     if code != 0:
-        raise ValueError(f"training {spec.path} failed (exit status {code}; its output is above); rerun the same "
-                         f"command to continue")
+        raise RunFailedError(f"training {spec.path} failed (exit status {code}; its output is above); rerun the same "
+                             f"command to continue")
 
 
 def ensure_run(spec: RunSpec, *, energy: bool = False, country: str = "USA", isolate: bool = False,

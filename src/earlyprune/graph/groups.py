@@ -26,6 +26,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..core.errors import UnknownNameError, UnprunableGroupsError
 from ..core.validation import (
     EXAMPLE_INPUTS,
     IGNORED_LAYERS,
@@ -230,7 +231,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
         try:
             graph = tracing.build_graph(model, example_inputs)
         except Exception as exc:  # noqa: BLE001 - torch-pruning's own failures, re-raised with context
-            raise ValueError(
+            raise UnprunableGroupsError(
                 f"torch-pruning could not trace the channel dependencies of {type(model).__name__} "
                 f"({type(exc).__name__}: {exc}); this architecture is not supported as is — pass the offending "
                 f"blocks as ignored_layers= or prune a variant without them") from exc
@@ -313,7 +314,7 @@ class ChannelGroups(Sequence[ChannelGroup]):
             try:
                 return self._by_name[key]
             except KeyError:
-                raise KeyError(f"no channel group named {key!r}; groups: {', '.join(self._by_name)}") from None
+                raise UnknownNameError(f"no channel group named {key!r}; groups: {', '.join(self._by_name)}") from None
         return self._groups[key]
 
     @property
@@ -434,12 +435,12 @@ def _head_dims(num_heads: Mapping[nn.Module, int], known: set[nn.Module]) -> dic
     dims = {}
     for layer, heads in num_heads.items():
         if not isinstance(layer, nn.Module) or layer not in known:
-            raise ValueError(f"num_heads keys must be submodules of the model (the query/key/value projections); "
-                             f"got {layer!r}")
+            raise InvalidParameterError(f"num_heads keys must be submodules of the model (the query/key/value "
+                                        f"projections); got {layer!r}")
         width = _out_width(layer)
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or width is None or width % heads:
-            raise ValueError(f"num_heads[{type(layer).__name__}] must be a positive integer dividing its "
-                             f"{width} output channels, got {heads!r}")
+            raise InvalidParameterError(f"num_heads[{type(layer).__name__}] must be a positive integer dividing its "
+                                        f"{width} output channels, got {heads!r}")
         dims[layer] = width // heads
     return dims
 
@@ -463,9 +464,10 @@ def scores_to_vector(groups: ChannelGroups, scores: dict[str, torch.Tensor]) -> 
     parts = []
     for g in groups:
         if g.name not in scores:
-            raise ValueError(f"scores are missing group {g.name!r}")
+            raise InvalidParameterError(f"scores are missing group {g.name!r}")
         s = scores[g.name]
         if s.dim() != 1 or s.numel() != g.width:
-            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+            raise InvalidParameterError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected "
+                                        f"({g.width},)")
         parts.append(s.detach().float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0)

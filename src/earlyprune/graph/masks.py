@@ -23,7 +23,8 @@ shaped like the weight (SGD momentum, Adam moments, RMSprop / Adagrad accumulato
 the mask passes back (``∂(θ·m)/∂θ = m``) SGD with momentum, Nesterov and weight decay, Adam, AdamW (decoupled
 decay), RMSprop and Adagrad leave the raw entries at zero as well (tested over many steps).
 
-This module is a leaf: it imports only torch (``metrics`` and ``structure`` read masks through it).
+This module is a leaf of ``graph/``: it imports only torch and ``core/`` (``metrics`` and ``structure`` read masks
+through it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from ..core.errors import UnknownNameError
+from ..core.validation import MODEL, InvalidParameterError
 
 #: modules whose ``weight`` is prunable at weight level
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
@@ -241,25 +245,25 @@ class MaskedWeights(Sequence[WeightTensor]):
 
     def __init__(self, model: nn.Module, ignored_layers: Iterable[nn.Module] | None = None,
                  baseline: int | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        MODEL.check("model", model)
         ignored = list(ignored_layers or [])
         known = set(model.modules())
         for layer in ignored:
             if not isinstance(layer, nn.Module) or layer not in known:
-                raise ValueError(f"ignored_layers must hold submodules of the model (e.g. [model.fc]); got {layer!r}")
+                raise InvalidParameterError(f"ignored_layers must hold submodules of the model (e.g. [model.fc]); "
+                                            f"got {layer!r}")
         self.model = model
         self.ignored_layers = tuple(ignored)
         self._tensors = [WeightTensor(name, module, attr, _raw(module, attr).numel())
                          for name, module, attr in prunable_weights(model, ignored)]
         if not self._tensors:
-            raise ValueError("the model has no prunable weights (convolution, linear, RNN or attention weights "
-                             "outside ignored_layers)")
+            raise InvalidParameterError("the model has no prunable weights (convolution, linear, RNN or attention "
+                                        "weights outside ignored_layers)")
         self._by_name = {t.name: t for t in self._tensors}
         total = sum(t.width for t in self._tensors)
         if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, int) or baseline < total):
-            raise ValueError(f"baseline must be a whole number ≥ the current {total} prunable weights, got "
-                             f"{baseline!r}")
+            raise InvalidParameterError(f"baseline must be a whole number ≥ the current {total} prunable weights, got "
+                                        f"{baseline!r}")
         self.baseline = baseline if baseline is not None else total
 
     # -- Sequence protocol -----------------------------------------------------------------------------------
@@ -274,8 +278,8 @@ class MaskedWeights(Sequence[WeightTensor]):
             try:
                 return self._by_name[key]
             except KeyError:
-                raise KeyError(f"no prunable weight named {key!r}; known: {', '.join(list(self._by_name)[:8])}…") \
-                    from None
+                raise UnknownNameError(f"no prunable weight named {key!r}; known: "
+                                       f"{', '.join(list(self._by_name)[:8])}…") from None
         return self._tensors[key]
 
     @property
@@ -317,17 +321,18 @@ class MaskedWeights(Sequence[WeightTensor]):
                       [] if optimizer is None else [optimizer])
         for opt in optimizers:
             if not isinstance(opt, torch.optim.Optimizer):
-                raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a list of them) or None, got "
-                                f"{type(opt).__name__}")
+                raise InvalidParameterError(f"optimizer must be a torch.optim.Optimizer (or a list of them) or None, "
+                                            f"got {type(opt).__name__}")
         unknown = [n for n in keep if n not in self._by_name]
         if unknown:
-            raise ValueError(f"masks name weights this model does not prune: {unknown[:5]}")
+            raise InvalidParameterError(f"masks name weights this model does not prune: {unknown[:5]}")
         pruned = 0
         for name, new in keep.items():
             t = self._by_name[name]
             new = torch.as_tensor(new)
             if new.shape != t.shape:
-                raise ValueError(f"mask for {name!r} has shape {tuple(new.shape)}, the weight {tuple(t.shape)}")
+                raise InvalidParameterError(f"mask for {name!r} has shape {tuple(new.shape)}, the weight "
+                                            f"{tuple(t.shape)}")
             param = t.parameter
             new = new.to(device=param.device, dtype=torch.bool)
             existing = mask_of(t.module, t.attr)

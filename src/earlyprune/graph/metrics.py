@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.batch import call_model  # noqa: F401  (re-exported: earlyprune.graph.metrics.call_model)
-from ..core.validation import EXAMPLE_INPUTS, MODEL, InstanceOf, Rule, checked, rule
+from ..core.validation import EXAMPLE_INPUTS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule
 from .masks import mask_of, plain_name
 
 #: layers whose output channels are "nodes" and whose cost is counted
@@ -95,7 +95,7 @@ def profile_layers(model: nn.Module, example_inputs: Any, *, train: bool = False
     """
     batch_tensor = _first_tensor(example_inputs)
     if batch_tensor is None:
-        raise TypeError("example_inputs must contain at least one tensor (the batch dimension comes first)")
+        raise InvalidParameterError("example_inputs must contain at least one tensor (the batch dimension comes first)")
     batch = max(int(batch_tensor.shape[0]), 1) if batch_tensor.dim() > 0 else 1
     factors: dict[nn.Module, int] = {}
     producer: dict[Any, nn.Module] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -117,13 +117,13 @@ def parse_document(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
-def _name(entry: Any, key: str, bad: Any) -> str:
+def _name(entry: Any, key: str, bad: Callable[[str], StructureMismatchError]) -> str:
     if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
         raise bad(f"an entry of '{key}' is not [name, shape]: {shown(entry)}")
     return entry[0]
 
 
-def _shape(entry: Any, key: str, bad: Any) -> list[int]:
+def _shape(entry: Any, key: str, bad: Callable[[str], StructureMismatchError]) -> list[int]:
     shape = entry[1]
     if not (isinstance(shape, list) and len(shape) <= 16
             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
@@ -131,7 +131,7 @@ def _shape(entry: Any, key: str, bad: Any) -> list[int]:
     return shape
 
 
-def _check_spec(spec: Any, bad: Any, depth: int = 0) -> int:
+def _check_spec(spec: Any, bad: Callable[[str], StructureMismatchError], depth: int = 0) -> int:
     """Elements of the example inputs a spec describes, checked (bounded nesting, known dtypes, total size)."""
     if spec is None:
         return 0

@@ -100,8 +100,9 @@ def _guard_updates() -> None:
     def bounded_call(self: Any, idxs: Any) -> Any:
         limit = _LIMIT.get()
         if limit is not None and not self.reverse and len(idxs) * self._stride > limit:
-            raise IndexMappingDiverged(f"an index mapping through a reshape grew to {len(idxs) * self._stride:,} "
-                                       f"indices, more than any dimension of the model ({limit // INDEX_LIMIT_FACTOR:,})")
+            raise IndexMappingDiverged(  # internal: caught where the groups are built, re-raised with context
+                f"an index mapping through a reshape grew to {len(idxs) * self._stride:,} indices, more than any "
+                f"dimension of the model ({limit // INDEX_LIMIT_FACTOR:,})")
         return original_call(self, idxs)
 
     bounded_call._earlyprune = True  # type: ignore[attr-defined]
@@ -268,8 +269,9 @@ def check_fits(graph: tp.DependencyGraph, group: tp.Group) -> None:
         if size is not None and (max(item.idxs) >= size or min(item.idxs) < 0):
             # torch-pruning internal: the graph's layer names (tests/test_torch_pruning_internals.py)
             name = graph._module2name.get(target.module, type(target.module).__name__)
-            raise IndexMappingDiverged(f"torch-pruning maps the group onto index {max(item.idxs)} of the "
-                                       f"{'output' if out else 'input'} channels of {name}, which has {size}")
+            raise IndexMappingDiverged(  # internal: caught where the groups are built (kept whole, reason recorded)
+                f"torch-pruning maps the group onto index {max(item.idxs)} of the "
+                f"{'output' if out else 'input'} channels of {name}, which has {size}")
 
 
 def touches_unmapped(graph: Graph, group: tp.Group) -> bool:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..core.errors import MissingDependencyError
+
 
 def require(module: str, extra: str, what: str) -> ModuleType:
-    """``importlib.import_module(module)``, or an ImportError naming the pip extra that provides it."""
+    """``importlib.import_module(module)``, or a :class:`MissingDependencyError` (an ImportError) naming the pip extra
+    that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{what} needs the {module!r} package, which is not installed: "
+        raise MissingDependencyError(f"{what} needs the {module!r} package, which is not installed: "
                           f'pip install "earlyprune[{extra}]"  ({exc})') from exc

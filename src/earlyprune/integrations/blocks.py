@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..core.validation import InvalidParameterError
+
 #: (query, key, value) attribute names of an attention module, and the attribute holding the head width
 ATTENTION_LAYOUTS = ((("query", "key", "value"), ("attention_head_size", "head_dim")),
                      (("q_proj", "k_proj", "v_proj"), ("head_dim", "attention_head_size")))
@@ -55,14 +57,14 @@ def _is_conv1d(module: nn.Module) -> bool:
 def find_blocks(model: nn.Module, *, heads: bool = True, mlp: bool = True) -> TransformerBlocks:
     """The attention heads and MLP neurons of ``model`` (see the module docstring for the layouts recognised).
 
-    Raises ValueError, naming the model class, when nothing prunable is recognised or the model uses a layer
-    torch-pruning cannot follow.
+    Raises :class:`~earlyprune.InvalidParameterError` (a ValueError), naming the model class, when nothing prunable
+    is recognised or the model uses a layer torch-pruning cannot follow.
     """
     if not heads and not mlp:
-        raise ValueError("nothing to prune: heads=False and mlp=False")
+        raise InvalidParameterError("nothing to prune: heads=False and mlp=False")
     conv1d = [name for name, m in model.named_modules() if _is_conv1d(m)]
     if conv1d:
-        raise ValueError(
+        raise InvalidParameterError(
             f"{type(model).__name__} is built from transformers' Conv1D layers ({conv1d[0]}, …; GPT-2 style). "
             f"torch-pruning 1.6's dependency graph has no rule for Conv1D (its weight is stored as (in, out)) and "
             f"maps the fused query/key/value projection c_attn index for index onto c_proj, so heads cannot be "
@@ -78,7 +80,7 @@ def find_blocks(model: nn.Module, *, heads: bool = True, mlp: bool = True) -> Tr
                 continue
             widths = {m.out_features for m in layers}
             if len(widths) != 1:
-                raise ValueError(f"{name}: query/key/value widths differ {sorted(widths)} (grouped-query "
+                raise InvalidParameterError(f"{name}: query/key/value widths differ {sorted(widths)} (grouped-query "
                                  f"attention); removing a query head would not remove a key/value head")
             if heads:
                 for layer in layers:
@@ -93,7 +95,7 @@ def find_blocks(model: nn.Module, *, heads: bool = True, mlp: bool = True) -> Tr
                 found.mlp_names.append(f"{name}.{parent}.{attr}".lstrip("."))
                 keep.add(up)
     if not found.num_heads and not found.mlp:
-        raise ValueError(
+        raise InvalidParameterError(
             f"found no attention heads or MLP layers to prune in {type(model).__name__}: recognised are modules with "
             f"query/key/value (+ attention_head_size) or q_proj/k_proj/v_proj (+ head_dim) nn.Linear layers, and "
             f"MLPs at intermediate.dense or mlp.fc1; pass num_heads= and ignored_layers= to EarlyPruner yourself "

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .. import io
+from ..core.validation import Callable_, InstanceOf, InvalidParameterError, checked, rule
 from ..criteria import Criterion
 from ..policies import Policy
 from ..pruner import EarlyPruner
@@ -49,6 +50,15 @@ from .announce import event_lines
 from .run_length import check_run_length
 
 L = require("lightning.pytorch", "lightning", "earlyprune.integrations.lightning")
+
+#: the callback's own arguments (the pruner's are checked by building a pruner on a stand-in, see _validate)
+CALLBACK_RULES = {
+    "module": rule(InstanceOf(str, "the attribute path of a submodule (e.g. 'net')"), None,
+                   hint="None prunes the LightningModule itself"),
+    "ignored_layers": rule(Callable_("a function of the module returning its layers to keep, e.g. "
+                                     "lambda m: [m.net.fc]"), None,
+                           hint="the layers do not exist when the callback is created"),
+}
 
 #: key of the checkpoint entry holding the pruned structure
 CHECKPOINT_KEY = "earlyprune"
@@ -74,18 +84,15 @@ class EarlyPruning(L.Callback):
     ``callback.pruner`` holds the pruner once training has started.
     """
 
+    @checked(CALLBACK_RULES)
     def __init__(self, ratio: float = 0.5, *, criterion: str | Criterion = "magnitude",
                  policy: str | Policy = "epoch:1", steps: int = 8, target: str = "channels", min_channels: int = 1,
                  round_to: int | str = 1, module: str | None = None, example_inputs: Any = None,
                  ignored_layers: Any = None, loss_fn: Any = None, **pruner_args: Any) -> None:
-        if module is not None and not isinstance(module, str):
-            raise TypeError(f"module must be the attribute path of a submodule (e.g. 'net'), got "
-                            f"{type(module).__name__}")
-        if ignored_layers is not None and not callable(ignored_layers):
-            raise TypeError("ignored_layers must be a function of the module returning its layers to keep, e.g. "
-                            "lambda m: [m.net.fc] (the layers do not exist when the callback is created)")
-        if "optimizer" in pruner_args or "steps_per_epoch" in pruner_args:
-            raise ValueError("EarlyPruning passes the Trainer's optimizers and batches per epoch itself")
+        clash = sorted({"optimizer", "steps_per_epoch"} & set(pruner_args))
+        if clash:
+            raise InvalidParameterError(f"EarlyPruning passes the Trainer's optimizers and batches per epoch itself: "
+                                        f"drop {clash[0]}=")
         self.ratio = ratio
         self.module = module
         self.example_inputs = example_inputs
@@ -199,7 +206,7 @@ def load_from_checkpoint(cls: type, checkpoint_path: Any, **kwargs: Any) -> Any:
     structure stored by :class:`EarlyPruning` is replayed on the freshly built module before its state dict is
     loaded. The returned object is an instance of ``cls`` itself."""
     if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
-        raise TypeError(f"cls must be a LightningModule class, got {cls!r}")
+        raise InvalidParameterError(f"cls must be a LightningModule class, got {cls!r}")
     if issubclass(cls, PrunedCheckpointMixin):
         return cls.load_from_checkpoint(checkpoint_path, **kwargs)
     loader = type(cls.__name__, (PrunedCheckpointMixin, cls), {"__module__": cls.__module__,
@@ -241,8 +248,9 @@ def _target(pl_module: nn.Module, module: str | None) -> nn.Module:
     try:
         return pl_module.get_submodule(module)
     except AttributeError:
-        raise ValueError(f"EarlyPruning(module={module!r}): {type(pl_module).__name__} has no such submodule; "
-                         f"submodules: {', '.join(n for n, _ in pl_module.named_children())}") from None
+        raise InvalidParameterError(f"EarlyPruning(module={module!r}): {type(pl_module).__name__} has no such "
+                                    f"submodule; submodules: "
+                                    f"{', '.join(n for n, _ in pl_module.named_children())}") from None
 
 
 def _example_inputs(loader: Any) -> Any:
@@ -252,8 +260,8 @@ def _example_inputs(loader: Any) -> Any:
     try:
         batch = collate([dataset[i] for i in range(min(2, len(dataset)))])
     except Exception as exc:  # noqa: BLE001 - any failure: the user must say what the inputs are
-        raise ValueError(f"cannot build example inputs from the train dataloader ({type(exc).__name__}: {exc}); "
-                         f"pass EarlyPruning(example_inputs=a_batch_of_inputs)") from exc
+        raise InvalidParameterError(f"cannot build example inputs from the train dataloader ({type(exc).__name__}: "
+                                    f"{exc}); pass EarlyPruning(example_inputs=a_batch_of_inputs)") from exc
     inputs, _ = _inputs_targets(batch)
     return inputs
 
@@ -263,8 +271,8 @@ def _inputs_targets(batch: Any) -> tuple[Any, Any]:
         return batch, None
     if isinstance(batch, (tuple, list)) and batch and torch.is_tensor(batch[0]):
         return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise ValueError(f"cannot tell the inputs in a batch of type {type(batch).__name__}: pass "
-                     f"EarlyPruning(example_inputs=…) (and a criterion that needs no batch)")
+    raise InvalidParameterError(f"cannot tell the inputs in a batch of type {type(batch).__name__}: pass "
+                                f"EarlyPruning(example_inputs=…) (and a criterion that needs no batch)")
 
 
 def _to(inputs: Any, device: torch.device) -> Any:

@@ -33,12 +33,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from numbers import Real
 from typing import Any
 
 import torch
 from torch import nn
 
 from .. import io
+from ..core.errors import MissingFileError, NotSupportedError, UsageError
+from ..core.validation import Interval, InvalidParameterError, checked, rule
 from ..criteria import CRITERIA, Criterion
 from ..pruner import EarlyPruner
 from ._optional import require
@@ -51,6 +54,12 @@ require("accelerate", "transformers", "the Hugging Face Trainer")
 
 WEIGHTS_FILE = "earlyprune_model.safetensors"
 _LABEL_KEYS = ("labels", "label", "label_ids")
+
+#: the callback's own amounts (the pruner's arguments are checked when it is built)
+CALLBACK_RULES = {
+    "mlp_ratio": rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the MLP neurons to remove"),
+    "head_ratio": rule(Interval(Real, 0, 1, closed="left"), hint="the fraction of the attention heads to remove"),
+}
 
 
 class EarlyPruningCallback(_tf.TrainerCallback):
@@ -71,23 +80,22 @@ class EarlyPruningCallback(_tf.TrainerCallback):
     After training, ``callback.pruner`` holds the pruner (its ``history``, ``events``, ``stats()``).
     """
 
+    @checked(CALLBACK_RULES)
     def __init__(self, mlp_ratio: float = 0.5, head_ratio: float = 0.25, *, criterion: str | Criterion = "magnitude",
                  policy: str = "epoch:1", steps: int = 8, example_inputs: dict[str, torch.Tensor] | None = None,
                  **pruner_args: Any) -> None:
-        for name, value in (("mlp_ratio", mlp_ratio), ("head_ratio", head_ratio)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be a number in [0, 1) — the fraction to remove — got {value!r}")
         if mlp_ratio == 0 and head_ratio == 0:
-            raise ValueError("mlp_ratio and head_ratio are both 0: nothing would be pruned")
+            raise InvalidParameterError("mlp_ratio and head_ratio are both 0: nothing would be pruned (set one of "
+                                        "them above 0)")
         reserved = {"optimizer", "ratio", "num_heads", "ignored_layers", "steps_per_epoch", "target"}
         clash = sorted(reserved & set(pruner_args))
         if clash:
-            raise ValueError(f"EarlyPruningCallback sets {clash[0]!r} itself; use mlp_ratio= / head_ratio= for the "
-                             f"amounts")
+            raise InvalidParameterError(f"EarlyPruningCallback sets {clash[0]!r} itself; use mlp_ratio= / "
+                                        f"head_ratio= for the amounts")
         built = CRITERIA.build(criterion) if isinstance(criterion, str) else criterion
         if getattr(built, "needs_batches", False):
-            raise ValueError(f"criterion {built.name!r} scores batches with passes of its own, which a Trainer "
-                             f"callback cannot run; use magnitude, taylor, l1 or random")
+            raise InvalidParameterError(f"criterion {built.name!r} scores batches with passes of its own, which a "
+                                        f"Trainer callback cannot run; use magnitude, taylor, l1 or random")
         self.mlp_ratio, self.head_ratio = float(mlp_ratio), float(head_ratio)
         self.criterion, self.policy, self.steps = criterion, policy, steps
         self.example_inputs = example_inputs
@@ -101,10 +109,11 @@ class EarlyPruningCallback(_tf.TrainerCallback):
         if self.pruner is not None:
             return  # a second trainer.train() on the same callback: keep pruning state
         if args.world_size > 1:
-            raise NotImplementedError("EarlyPruningCallback runs on one process: the Trainer's DDP wrapper cannot be "
+            raise NotSupportedError("EarlyPruningCallback runs on one process: the Trainer's DDP wrapper cannot be "
                                       "rebuilt from a callback; use earlyprune.integrations.lightning under DDP")
         if model is None or optimizer is None or train_dataloader is None:
-            raise RuntimeError("the Trainer passed no model, optimizer or train_dataloader to on_train_begin")
+            raise UsageError("the Trainer passed no model, optimizer or train_dataloader to on_train_begin (call "
+                             "trainer.train() with a model and a train_dataset)")
         self.blocks = find_blocks(model, heads=self.head_ratio > 0, mlp=self.mlp_ratio > 0)
         inputs = self.example_inputs if self.example_inputs is not None else _example_batch(train_dataloader)
         inputs = {k: v.to(next(model.parameters()).device) for k, v in inputs.items()}
@@ -167,7 +176,7 @@ def load_pruned(directory: str | os.PathLike, model_class: Any, example_inputs: 
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: save a pruned model with earlyprune.integrations.transformers."
+        raise MissingFileError(f"{weights} not found: save a pruned model with earlyprune.integrations.transformers."
                                 f"save_pruned() (a model never pruned loads with {model_class.__name__}."
                                 f"from_pretrained)")
     model = model_class(model_class.config_class.from_pretrained(directory))
@@ -180,8 +189,8 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` wrapper (its state is the inner one's)."""
     inner = getattr(optimizer, "optimizer", optimizer)
     if not isinstance(inner, torch.optim.Optimizer):
-        raise TypeError(f"the Trainer's optimizer is a {type(optimizer).__name__}, not a torch optimizer; "
-                        f"earlyprune can only keep torch.optim optimizers consistent")
+        raise InvalidParameterError(f"the Trainer's optimizer is a {type(optimizer).__name__}, not a torch "
+                                    f"optimizer; earlyprune can only keep torch.optim optimizers consistent")
     return inner
 
 
@@ -190,10 +199,11 @@ def _example_batch(loader: Any) -> dict[str, torch.Tensor]:
     which would advance its sampler and change the data order."""
     dataset, collate = getattr(loader, "dataset", None), getattr(loader, "collate_fn", None)
     if dataset is None or collate is None or len(dataset) == 0:
-        raise ValueError("cannot build example inputs from the train dataloader: pass example_inputs= to "
-                         "EarlyPruningCallback")
+        raise InvalidParameterError("cannot build example inputs from the train dataloader: pass example_inputs= "
+                                    "to EarlyPruningCallback")
     batch = collate([dataset[i] for i in range(min(2, len(dataset)))])
     inputs = {k: v for k, v in dict(batch).items() if k not in _LABEL_KEYS and torch.is_tensor(v)}
     if not inputs:
-        raise ValueError("the collated batch holds no input tensors: pass example_inputs= to EarlyPruningCallback")
+        raise InvalidParameterError("the collated batch holds no input tensors: pass example_inputs= to "
+                                    "EarlyPruningCallback")
     return inputs

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import DamagedFileError
+from ..core.errors import DamagedFileError, MissingFileError
 
 CHECKSUM_KEY = "earlyprune.checksum"
 #: the longest header read (safetensors itself allows 100 MB): a pruned structure of a large model is ~1 MB
@@ -62,7 +62,7 @@ def read_header(path: str | os.PathLike) -> Header:
     """Parse and check the header of ``path`` without reading the tensor data."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise MissingFileError(f"no such file: {path}")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)

@@ -7,7 +7,8 @@ from typing import Callable
 
 from torch import nn
 
-from ..core.validation import Interval, rule
+from ..core.errors import ConfigError
+from ..core.validation import Interval, InvalidParameterError, rule
 
 #: constructor-argument rules shared by the zoo's models (each model class declares its table with them, so
 #: ``--model-arg width=0`` is refused before a layer of width 0 is built)
@@ -24,7 +25,7 @@ DESCRIPTIONS: dict[str, str] = {}
 def register_model(name: str, description: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in MODELS:
-            raise ValueError(f"model {name!r} is already registered")
+            raise InvalidParameterError(f"model {name!r} is already registered")
         MODELS[name] = fn
         DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().split("\n")[0]
         return fn
@@ -38,8 +39,8 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 
         return create_external(name, num_classes=num_classes, **kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}, or tv:<name> / "
-                         f"timm:<name> (run `earlyprune models`)")
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}, or tv:<name> / "
+                          f"timm:<name> (run `earlyprune models`)")
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 

@@ -10,7 +10,7 @@ from numbers import Integral
 
 from torch import nn
 
-from ..core.validation import Interval, checked, rule
+from ..core.validation import Interval, InvalidParameterError, checked, rule
 from .init import kaiming_init_
 from .registry import IN_CHANNELS, NUM_CLASSES, WIDTH, register_model
 from .resnet import BasicBlock
@@ -24,7 +24,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, width: int = 16, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+            raise InvalidParameterError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..core.validation import Interval, Rule, checked, rule
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
 from ..signals.measures import mask_distance
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
@@ -61,8 +61,8 @@ class EarlyBird(SignalPolicy):
 
     def validate(self, groups: Any, criterion: Any) -> None:
         if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine for m in groups.model.modules()):
-            raise ValueError("earlybird draws its masks from BatchNorm scales γ, but the model has no affine "
-                             "BatchNorm layer; choose another policy (epi, earlycrop, epoch:K)")
+            raise InvalidParameterError("earlybird draws its masks from BatchNorm scales γ, but the model has no "
+                                        "affine BatchNorm layer; choose another policy (epi, earlycrop, epoch:K)")
 
     def _advance(self, report: EpochReport) -> tuple[float | None, bool, dict[str, Any]]:
         mask = report.bn_mask

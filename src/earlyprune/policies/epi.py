@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import Any, ClassVar, Sequence
 
-from ..core.validation import Interval, Rule, checked, rule
+from ..core.validation import Interval, InvalidParameterError, Rule, checked, rule
 from ..signals.measures import early_pruning_indicator
 from .base import POLICIES, EpochReport, SignalPolicy, optional_int, parse_options
 
@@ -95,8 +95,8 @@ class EPI(SignalPolicy):
         if self.tau is not None:
             return self.tau
         if family not in self.TAU:
-            raise ValueError(f"epi has no default τ for criterion family {family!r} (PaT gives "
-                             f"{self.TAU}); pass epi:tau=…")
+            raise InvalidParameterError(f"epi has no default τ for criterion family {family!r} (PaT gives "
+                                        f"{self.TAU}); pass epi:tau=…")
         return self.TAU[family]
 
     def validate(self, groups: Any, criterion: Any) -> None:
@@ -105,8 +105,8 @@ class EPI(SignalPolicy):
     def _advance(self, report: EpochReport) -> tuple[float | None, bool, dict[str, Any]]:
         n_t = report.structure
         if n_t is None:
-            raise ValueError("epi needs the sub-network structure N_t in the epoch report (EarlyPruner computes it "
-                             "from the epoch-averaged criterion scores)")
+            raise InvalidParameterError("epi needs the sub-network structure N_t in the epoch report (EarlyPruner "
+                                        "computes it from the epoch-averaged criterion scores)")
         n_t = [int(n) for n in n_t]
         past = self._structures[-self.r:]
         epi = early_pruning_indicator(past + [n_t], min(self.r, len(past))) if past else None

@@ -94,17 +94,17 @@ class RandomEpoch(FixedEpoch):
         rest = rest.strip()
         try:
             if not dash:
-                raise ValueError
+                raise ValueError  # internal: caught below, refused as an InvalidParameterError
             if rest:
                 key, eq, value = rest.partition("=")
                 if key.strip() != "seed" or not eq:
-                    raise ValueError
+                    raise ValueError  # internal: caught below, refused as an InvalidParameterError
                 seed = int(value)
             return cls(int(low), int(high), seed=seed, **kwargs)
         except ValueError as exc:
             detail = f": {exc}" if str(exc) else ""
-            raise InvalidParameterError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole numbers "
-                             f"0 ≤ A ≤ B, got 'random:{arg}'{detail}") from None
+            raise InvalidParameterError(f"policy 'random' is written random:A-B or random:A-B,seed=S with whole "
+                                        f"numbers 0 ≤ A ≤ B, got 'random:{arg}'{detail}") from None
 
     def epoch_bounds(self) -> tuple[int | None, int | None]:
         return self.low, self.high

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ..core.errors import MissingDependencyError
 from .comparison import DENSE, ORACLE, POLICY, Comparison
 from .runs import Run
 
@@ -25,8 +26,8 @@ def _matplotlib() -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ValueError("plots need matplotlib: pip install 'earlyprune[report]' (or pip install matplotlib); "
-                         "pass --no-plots for the tables alone") from None
+        raise MissingDependencyError("plots need matplotlib: pip install 'earlyprune[report]' (or pip install "
+                                     "matplotlib); pass --no-plots for the tables alone") from None
     return Figure
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..core.validation import InvalidParameterError
 from . import tables
 from .comparison import Comparison, infer_comparisons, load_comparison
 from .runs import Run, collect, is_run_dir, load_or_missing
@@ -113,12 +114,13 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, *, plots: boo
     """
     paths = list(paths)
     if not paths:
-        raise ValueError("report needs at least one run directory (or a folder of them, or a compare directory)")
+        raise InvalidParameterError("report needs at least one run directory (or a folder of them, or a compare "
+                                    "directory)")
     out_dir = Path(out_dir)
     comparisons, runs, missing = comparisons_for(paths, aggregate=aggregate)
     if not runs and not comparisons:
         reasons = "; ".join(f"{m.path}: {m.reason}" for m in missing)
-        raise ValueError(f"no run directories found ({reasons})")
+        raise InvalidParameterError(f"no run directories found ({reasons})")
     out_dir.mkdir(parents=True, exist_ok=True)
     # a comparison of one run says nothing its own section does not (one point on every figure)
     comparisons = [c for c in comparisons

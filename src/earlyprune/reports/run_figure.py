@@ -21,6 +21,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from ..core.validation import InvalidParameterError
 from ..training.config import ratio_text
 from .runs import Run
 
@@ -129,7 +130,7 @@ def draw_run(run: Run, path: str | Path) -> Path:
     Figure = _matplotlib()
     rows = run.rows
     if not rows:
-        raise ValueError(f"{run.path} has no finished epoch yet: nothing to draw")
+        raise InvalidParameterError(f"{run.path} has no finished epoch yet: nothing to draw")
     epochs = [int(r["epoch"]) for r in rows]
     n = max(epochs) + 1
     fig = Figure(figsize=(12.5, 8.4), layout="constrained")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..core.errors import EarlyPruneError
 from ..training import rundir
 from ..training.checkpoint import POINTER
 
@@ -27,8 +28,9 @@ MANIFEST = "compare.json"
 _RANDOM_SEED = re.compile(r",\s*seed\s*=\s*-?\d+\s*$")
 
 
-class RunError(ValueError):
-    """A path is not a readable run directory; ``reason`` says why without repeating the path."""
+class RunError(EarlyPruneError, ValueError):
+    """A path is not a readable run directory; ``reason`` says why without repeating the path. (An
+    :class:`~earlyprune.EarlyPruneError`, and a ``ValueError`` as before.)"""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")

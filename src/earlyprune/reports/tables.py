@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from ..core.validation import InvalidParameterError
 from .comparison import DENSE, Cell, Comparison
 from .runs import MissingRun, Run
 
@@ -22,7 +23,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     """A GitHub Markdown table; ``align`` is one letter per column (``l`` or ``r``; default: first left)."""
     align = align or "l" + "r" * (len(header) - 1)
     if len(align) != len(header):
-        raise ValueError(f"align needs one letter per column ({len(header)}), got {align!r}")
+        raise InvalidParameterError(f"align needs one letter per column ({len(header)}), got {align!r}")
     rule = ["---" if a == "l" else "---:" for a in align]
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(rule) + "|"]
     lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.validation import AMOUNT, Interval, rule
+from ..core.validation import AMOUNT, Interval, InvalidParameterError, rule
 from ..graph.groups import ChannelGroups
 from ..planning.targets import select_many
 
@@ -37,12 +37,12 @@ LOOKBACK = rule(Interval(Integral, 0, None, closed="neither"), hint="epochs to l
 def _structure(n: Any, name: str) -> np.ndarray:
     arr = np.asarray(n.detach().cpu() if isinstance(n, torch.Tensor) else n)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of channel counts, got shape {arr.shape}")
+        raise InvalidParameterError(f"{name} must be a non-empty 1-D sequence of channel counts, got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold numbers (channel counts per layer), got dtype {arr.dtype}")
+        raise InvalidParameterError(f"{name} must hold numbers (channel counts per layer), got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all() or (arr < 0).any():
-        raise ValueError(f"{name} must hold finite, non-negative channel counts")
+        raise InvalidParameterError(f"{name} must hold finite, non-negative channel counts")
     return arr
 
 
@@ -61,13 +61,13 @@ def structure_similarity(n1: Sequence[int], n2: Sequence[int]) -> float:
     """
     a, b = _structure(n1, "n1"), _structure(n2, "n2")
     if a.size != b.size:
-        raise ValueError(f"structure vectors must have the same length (one count per layer), got {a.size} and "
-                         f"{b.size}; were they taken from different models?")
+        raise InvalidParameterError(f"structure vectors must have the same length (one count per layer), got "
+                                    f"{a.size} and {b.size}; were they taken from different models?")
     total = a + b
     empty = np.flatnonzero(total == 0)
     if empty.size:
-        raise ValueError(f"layer {int(empty[0])} has zero channels in both structures: its difference "
-                         f"|n1 − n2|/(n1 + n2) is 0/0 (Eq. 4 is undefined for a removed layer)")
+        raise InvalidParameterError(f"layer {int(empty[0])} has zero channels in both structures: its difference "
+                                    f"|n1 − n2|/(n1 + n2) is 0/0 (Eq. 4 is undefined for a removed layer)")
     return float(1.0 - np.mean(np.abs(a - b) / total))
 
 
@@ -88,11 +88,11 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
     """
     LOOKBACK.check("r", r)
     if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
-        raise ValueError(f"history must be a list of structure vectors, got {type(history).__name__}")
+        raise InvalidParameterError(f"history must be a list of structure vectors, got {type(history).__name__}")
     if len(history) < r + 1:
-        raise ValueError(f"EPI_t with r={r} compares N_t with the {r} structures before it: history needs at least "
-                         f"{r + 1} structure vectors, got {len(history)} (use r=min(r, len(history) - 1) for a "
-                         f"truncated window)")
+        raise InvalidParameterError(f"EPI_t with r={r} compares N_t with the {r} structures before it: history "
+                                    f"needs at least {r + 1} structure vectors, got {len(history)} (use "
+                                    f"r=min(r, len(history) - 1) for a truncated window)")
     newest = history[-1]
     return float(np.mean([structure_similarity(newest, history[-1 - j]) for j in range(1, r + 1)]))
 
@@ -121,12 +121,13 @@ def weight_distance(params: Sequence[torch.Tensor], reference: Sequence[torch.Te
         ValueError: the two lists do not match tensor for tensor (the model changed shape).
     """
     if len(params) != len(reference):
-        raise ValueError(f"θ has {len(params)} tensors but θ_0 has {len(reference)}: the model changed")
+        raise InvalidParameterError(f"θ has {len(params)} tensors but θ_0 has {len(reference)}: the model changed")
     total = 0.0
     with torch.no_grad():
         for p, p0 in zip(params, reference):
             if p.shape != p0.shape:
-                raise ValueError(f"a parameter of shape {tuple(p.shape)} no longer matches θ_0's {tuple(p0.shape)}")
+                raise InvalidParameterError(f"a parameter of shape {tuple(p.shape)} no longer matches θ_0's "
+                                            f"{tuple(p0.shape)}")
             diff = (p.detach().to(device=p0.device, dtype=torch.float32) - p0).flatten()
             total += float(torch.dot(diff, diff))
     return total
@@ -162,7 +163,7 @@ def pruning_time_score(norm: str, delta_t: float, delta_prev: float, delta_ref: 
     if norm == "eq11":
         return weight_change_score(delta_t, delta_prev, delta_ref)
     if norm not in PRUNING_TIME_NORMS:
-        raise ValueError(f"unknown pruning-time normalisation {norm!r}; choose one of {PRUNING_TIME_NORMS}")
+        raise InvalidParameterError(f"unknown pruning-time normalisation {norm!r}; choose one of {PRUNING_TIME_NORMS}")
     denominator = initial_norm if norm == "algorithm1" else delta_t
     if denominator is None or not all(math.isfinite(v) for v in (delta_t, delta_prev, denominator)) \
             or denominator == 0:
@@ -198,9 +199,9 @@ def bn_mask(model: nn.Module, ratio: float) -> torch.Tensor | None:
 def mask_distance(m1: torch.Tensor, m2: torch.Tensor) -> float:
     """Normalised Hamming distance of two masks: the fraction of entries that differ (Early-Bird)."""
     if m1.numel() != m2.numel():
-        raise ValueError(f"masks must have the same size, got {m1.numel()} and {m2.numel()}")
+        raise InvalidParameterError(f"masks must have the same size, got {m1.numel()} and {m2.numel()}")
     if m1.numel() == 0:
-        raise ValueError("masks must not be empty")
+        raise InvalidParameterError("masks must not be empty")
     return int((m1.flatten().bool() != m2.flatten().bool()).sum()) / m1.numel()  # exact: 2/20 is 0.1
 
 
@@ -209,11 +210,11 @@ def _paired(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64).ravel()
     b = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y, dtype=np.float64).ravel()
     if a.size != b.size:
-        raise ValueError(f"rankings must have the same length, got {a.size} and {b.size}")
+        raise InvalidParameterError(f"rankings must have the same length, got {a.size} and {b.size}")
     if a.size < 2:
-        raise ValueError(f"rank correlation needs at least 2 items, got {a.size}")
+        raise InvalidParameterError(f"rank correlation needs at least 2 items, got {a.size}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("rank correlation needs finite values")
+        raise InvalidParameterError("rank correlation needs finite values")
     return a, b
 
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 
-from ..core.validation import RATIO, Each, Interval, Rule, checked, rule
+from ..core.validation import RATIO, Each, Interval, InvalidParameterError, Rule, checked, rule
 from ..graph.groups import ChannelGroups, scores_to_vector
 from ..planning.selection import validate_target
 from ..unstructured.selection import mask_distance as weight_mask_distance
@@ -132,7 +132,7 @@ class SignalRecorder:
             needs = frozenset(needs)
             unknown = needs - SIGNALS
             if unknown:
-                raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
+                raise InvalidParameterError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
         self.groups, self.needs, self.level = groups, needs, level
         self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
         self.max_group_ratio = float(max_group_ratio)

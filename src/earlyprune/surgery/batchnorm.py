@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from ..core.validation import POSITIVE_INT
+
 #: batches a recalibration uses by default (4,096 images at batch 128)
 DEFAULT_BATCHES = 32
 
@@ -46,8 +48,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], *,
         The number of batches used (0: the model has no BatchNorm layer with running statistics, or no batch was
         given — then nothing changed).
     """
-    if max_batches < 1:
-        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
+    POSITIVE_INT.check("max_batches", max_batches)
     layers = batchnorm_layers(model)
     if not layers:
         return 0

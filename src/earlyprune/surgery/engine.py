@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from ..core.batch import call_model
+from ..core.errors import PrunedModelBrokenError, UsageError
+from ..core.validation import InvalidParameterError
 from ..graph.groups import ChannelGroups
 from ..graph.masks import masked_counts
 from ..graph.plan import Plan
@@ -32,7 +34,8 @@ def check_optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
     optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     for opt in optimizers:
         if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a list of them), got {type(opt).__name__}")
+            raise InvalidParameterError(f"optimizer must be a torch.optim.Optimizer (or a list of them), got "
+                                        f"{type(opt).__name__}")
     return optimizers
 
 
@@ -53,18 +56,20 @@ class PruningEngine:
         """
         optimizers = check_optimizers(optimizer)
         if plan.remove and masked_counts(self.groups.model):
-            raise RuntimeError("channels cannot be removed from a model with weight masks (torch-pruning cannot cut a "
-                               "parametrized weight): remove channels first, then mask weights (granularity='both' "
-                               "does), or take the masks off with earlyprune.unstructured.MaskedWeights(model)"
-                               ".remove()")
+            raise UsageError("channels cannot be removed from a model with weight masks (torch-pruning cannot cut a "
+                             "parametrized weight): remove channels first, then mask weights (granularity='both' "
+                             "does), or take the masks off with earlyprune.unstructured.MaskedWeights(model)"
+                             ".remove()")
         unknown = [n for n in plan.remove if n not in self.groups.names]
         if unknown:
-            raise ValueError(f"plan names groups this model does not have: {unknown}; was it made for another model?")
+            raise InvalidParameterError(f"plan names groups this model does not have: {unknown}; was it made for "
+                                        f"another model?")
         for name, idxs in plan.remove.items():
             width = self.groups[name].width
             if idxs and (len(set(idxs)) >= width or min(idxs) < 0 or max(idxs) >= width):
-                raise ValueError(f"cannot remove {len(set(idxs))} channels {idxs[:5]}… from group {name!r} of width "
-                                 f"{width}; plans must leave channels and index the current width")
+                raise InvalidParameterError(f"cannot remove {len(set(idxs))} channels {idxs[:5]}… from group "
+                                            f"{name!r} of width {width}; plans must leave channels and index the "
+                                            f"current width")
         if not any(plan.remove.values()):
             return {}
         snapshot = Snapshot(self.groups.model, optimizers, self.groups.graph)
@@ -87,7 +92,7 @@ class PruningEngine:
             snapshot.restore()
             self.groups.refresh()
             if isinstance(exc, _ModelBroken):
-                raise RuntimeError(str(exc)) from exc.__cause__
+                raise PrunedModelBrokenError(str(exc)) from exc.__cause__
             if hasattr(exc, "add_note"):
                 exc.add_note("earlyprune: the model and optimizer were restored to their state before this pruning "
                              "step")
@@ -105,7 +110,7 @@ class PruningEngine:
         except Exception as exc:  # noqa: BLE001 - re-raised with context
             names = list(removed)
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            raise _ModelBroken(
+            raise _ModelBroken(  # internal: caught in apply(), which rolls back and raises PrunedModelBrokenError
                 f"after pruning groups {shown} the model no longer runs on example_inputs "
                 f"({type(exc).__name__}: {exc}). Its forward probably uses a width fixed at construction (e.g. "
                 f"torchvision ViT's hidden_dim, an attention reshape with a hard-coded head size): keep those "

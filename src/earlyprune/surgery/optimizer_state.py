@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..core.errors import StructureMismatchError
 from ..core.validation import InvalidParameterError
 
 
@@ -55,19 +56,20 @@ def check_covers(model: nn.Module, optimizer: torch.optim.Optimizer | Sequence[t
 def check_state(optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
     """Refuse a saved optimizer ``state_dict`` that does not fit ``optimizer``'s parameters: other group sizes, or
     a per-parameter tensor (momentum, Adam moments…) of another shape than its parameter — which
-    ``load_state_dict`` would accept and the first step would broadcast or fail on. Raises ``ValueError``."""
+    ``load_state_dict`` would accept and the first step would broadcast or fail on. Raises
+    :class:`~earlyprune.StructureMismatchError` (a ``ValueError``)."""
     if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list) \
             or not isinstance(state_dict.get("state"), dict):
-        raise ValueError("the optimizer state is not a torch.optim state_dict (param_groups, state)")
+        raise StructureMismatchError("the optimizer state is not a torch.optim state_dict (param_groups, state)")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ids = [i for group in state_dict["param_groups"] for i in group.get("params", [])]
     if len(ids) != len(params):
-        raise ValueError(f"the optimizer state holds {len(ids)} parameters, the optimizer {len(params)}")
+        raise StructureMismatchError(f"the optimizer state holds {len(ids)} parameters, the optimizer {len(params)}")
     for i, p in zip(ids, params):
         for key, value in state_dict["state"].get(i, {}).items():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
-                raise ValueError(f"the optimizer state's {key!r} of parameter {i} has shape {list(value.shape)}, the "
-                                 f"parameter {list(p.shape)}")
+                raise StructureMismatchError(f"the optimizer state's {key!r} of parameter {i} has shape "
+                                             f"{list(value.shape)}, the parameter {list(p.shape)}")
 
 
 def _shadow(module: nn.Module, replace: dict[int, torch.Tensor]) -> nn.Module:

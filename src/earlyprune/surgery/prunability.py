@@ -96,7 +96,8 @@ def _trial(groups: ChannelGroups, plan: dict[int, list[int]]) -> Exception | Non
             call_model(clone.eval(), groups.example_inputs)
     except Exception as exc:  # noqa: BLE001 - the error is the answer
         if out_of_memory(exc):
-            raise _NoMemory(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+            raise _NoMemory(  # internal: caught by the caller (an out-of-memory trial leaves the groups unchecked)
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
         return exc
     return None
 

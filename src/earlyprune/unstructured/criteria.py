@@ -28,6 +28,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ..core.batch import Batch
+from ..core.errors import UsageError
 from ..core.validation import InvalidParameterError
 from ..criteria.base import Criterion
 from ..criteria.gates import preserve_norm_stats, twice_differentiable
@@ -88,8 +89,8 @@ class SnipU(WeightCriterion):
         for t in groups:
             grad = t.parameter.grad
             if grad is None:
-                raise RuntimeError(f"criterion 'snip-u' reads gradients but {t.name} has none: call it after "
-                                   f"loss.backward() and before optimizer.zero_grad()")
+                raise UsageError(f"criterion 'snip-u' reads gradients but {t.name} has none: call it after "
+                                 f"loss.backward() and before optimizer.zero_grad()")
             out[t.name] = (t.value.detach() * grad.detach()).float()
         return out
 
@@ -129,7 +130,7 @@ class CroPU(WeightCriterion):
     def compute(self, groups: MaskedWeights,  # type: ignore[override]
                 batch: Batch | None = None) -> dict[str, torch.Tensor]:
         if batch is None:
-            raise ValueError(f"criterion {self.name!r} scores a batch: pass one")
+            raise InvalidParameterError(f"criterion {self.name!r} scores a batch: pass one")
         hg = hessian_gradient(groups, batch)
         return {t.name: (t.value.detach() * hg[t.name]).float() for t in groups}
 

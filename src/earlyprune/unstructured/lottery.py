@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..core.errors import UsageError
 from ..core.validation import (
     IGNORED_LAYERS,
     MODEL,
@@ -134,7 +135,7 @@ class LotteryTicketRewinding:
         if where.round == 0 or where.epoch != self.rewind_epoch:
             return False
         if self._rewind is None:
-            raise RuntimeError("no rewind point: epoch_end() was not called after the rewind epoch of round 0")
+            raise UsageError("no rewind point: epoch_end() was not called after the rewind epoch of round 0")
         amount = self.sparsity(where.round)
         scores = {t.name: t.value.detach().abs() for t in self.weights}
         keep = select_weights(self.weights, scores, amount, min_weights=1).keep
@@ -164,7 +165,7 @@ class LotteryTicketRewinding:
         live = dict(plain_tensors(self.model))
         missing = sorted(set(live) ^ set(snap["model"]))
         if missing:
-            raise RuntimeError(f"the model changed since the rewind point (e.g. channels were removed): {missing[:3]}")
+            raise UsageError(f"the model changed since the rewind point (e.g. channels were removed): {missing[:3]}")
         with torch.no_grad():
             for name, tensor in live.items():
                 tensor.copy_(snap["model"][name])

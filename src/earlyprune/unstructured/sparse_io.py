@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.errors import DamagedFileError
+from ..core.validation import InvalidParameterError
+
 #: the metadata key (JSON) of the masked tensors in a file written by :func:`earlyprune.save`
 MASKS_KEY = "earlyprune.masks"
 ENCODINGS = ("csr", "bitmask")
@@ -58,7 +61,7 @@ def encode(name: str, values: torch.Tensor, mask: torch.Tensor, encoding: str | 
     values = values.detach().cpu().contiguous()
     mask = mask.detach().cpu().to(torch.bool)
     if mask.shape != values.shape:
-        raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, the weight {tuple(values.shape)}")
+        raise InvalidParameterError(f"mask of {name!r} has shape {tuple(mask.shape)}, the weight {tuple(values.shape)}")
     if encoding is None:
         encoding = min(ENCODINGS, key=lambda e: encoded_bytes(values, mask, e))
     meta = {"encoding": encoding, "shape": list(values.shape), "dtype": str(values.dtype).removeprefix("torch.")}
@@ -77,7 +80,7 @@ def encode(name: str, values: torch.Tensor, mask: torch.Tensor, encoding: str | 
     if encoding == "bitmask":
         bits = np.packbits(flat_mask.numpy().astype(np.uint8))
         return {f"{name}.bitmask": torch.from_numpy(bits), f"{name}.bitmask_values": kept_values}, meta
-    raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    raise InvalidParameterError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
 
 
 def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +97,7 @@ def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             rows = shape[0] if shape else 1
             cols = numel // max(rows, 1)
             if pointers.numel() != rows + 1 or int(pointers[-1]) != kept.numel() or columns.numel() != kept.numel():
-                raise ValueError("inconsistent CSR components")
+                raise DamagedFileError(f"masked weight {name!r}: inconsistent CSR components (the file is damaged)")
             row_index = torch.repeat_interleave(torch.arange(rows), pointers.diff())
             flat = row_index * cols + columns
         elif encoding == "bitmask":
@@ -102,13 +105,15 @@ def decode(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             bits = np.unpackbits(tensors[f"{name}.bitmask"].numpy())[:numel]
             flat = torch.from_numpy(bits.astype(bool)).nonzero().reshape(-1)
             if flat.numel() != kept.numel():
-                raise ValueError("mask and values disagree")
+                raise DamagedFileError(f"masked weight {name!r}: its bit mask and its values disagree (the file is "
+                                       f"damaged)")
         else:
-            raise ValueError(f"unknown encoding {encoding!r}")
+            raise DamagedFileError(f"masked weight {name!r}: unknown encoding {encoding!r} (one of "
+                                   f"{', '.join(ENCODINGS)} expected)")
     except KeyError as exc:
-        raise ValueError(f"masked weight {name!r}: component {exc} is missing") from None
+        raise DamagedFileError(f"masked weight {name!r}: component {exc} is missing") from None
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= numel):
-        raise ValueError(f"masked weight {name!r}: indices outside its shape {shape}")
+        raise DamagedFileError(f"masked weight {name!r}: indices outside its shape {shape}")
     mask = torch.zeros(numel, dtype=torch.bool)
     mask[flat] = True
     values = torch.zeros(numel, dtype=dtype)

@@ -52,7 +52,7 @@ def index_width(largest: int) -> int:
     for bits in (8, 16, 32, 64):
         if largest < 2 ** bits:
             return bits
-    raise ValueError(f"{largest} does not fit 64 bits")
+    raise ValueError(f"{largest} does not fit 64 bits")  # internal: a tensor size always fits 64 bits
 
 
 def weight_tensors(model: nn.Module) -> list[TensorCSR]:
