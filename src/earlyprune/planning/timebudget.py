@@ -32,6 +32,7 @@ import numpy as np
 from ..graph.groups import ChannelGroups
 from ..speed.steptime import StepTimePredictor
 from .selection import Plan, group_limits, plan_for
+from .spec import UNLIMITED, TargetSpec
 
 #: moves merged at most when a narrower width is predicted no faster
 LOOKAHEAD = 4
@@ -51,16 +52,18 @@ def check_predictor(groups: ChannelGroups, predictor: StepTimePredictor) -> np.n
 
 
 def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np.ndarray]],
-                   amounts: Sequence[float], predictor: StepTimePredictor, *, min_channels: int = 1,
-                   round_to: int = 1, max_group_ratio: float = 1.0) -> list[Plan]:
+                   amounts: Sequence[float], predictor: StepTimePredictor, spec: TargetSpec | None = None,
+                   **limits: object) -> list[Plan]:
     """One plan per ``amount`` (fraction of the predicted dense step to remove), in the order given.
 
     ``unit_orders`` are :func:`~earlyprune.planning.selection.ranked_units` of the scores; the floors and granularity are
-    :func:`~earlyprune.planning.selection.group_limits`'.
+    :func:`~earlyprune.planning.selection.group_limits`' under ``spec`` (or its fields as keywords; no group limit by
+    default).
     """
+    spec = TargetSpec.of(spec, limits, UNLIMITED)
     before = check_predictor(groups, predictor)
     widths = np.array(groups.widths(), dtype=np.int64)
-    step, floor = group_limits(groups, min_channels, round_to, max_group_ratio)
+    step, floor = group_limits(groups, spec)
     unit = np.array([g.unit_size for g in groups], dtype=np.int64)
     # importance of removing the first k channels of a group (its lowest-scored units), k in whole units
     lost = [np.concatenate([[0.0], np.cumsum(scores[order]) * u]) for (scores, order), u in zip(unit_orders, unit)]
@@ -109,20 +112,21 @@ def select_by_time(groups: ChannelGroups, unit_orders: list[tuple[np.ndarray, np
                 offer(j)
         if now > budget + 1e-12:
             warnings.warn(f"cannot remove {amounts[k]:.1%} of the predicted step time with min_channels="
-                          f"{min_channels}, round_to={round_to}, max_group_ratio={max_group_ratio}: pruning as far "
-                          f"as the constraints allow ({1 - now / reference:.1%})", stacklevel=3)
+                          f"{spec.min_channels}, round_to={spec.round_to}, max_group_ratio={spec.max_group_ratio}: "
+                          f"pruning as far as the constraints allow ({1 - now / reference:.1%})", stacklevel=3)
         results[k] = removed - before
     return [replace(plan_for(groups, unit_orders, results[k]), seconds=predictor.predict(results[k] + before))
             for k in range(len(amounts))]
 
 
-def reachable_time(groups: ChannelGroups, predictor: StepTimePredictor, *, min_channels: int = 1, round_to: int = 1,
-                   max_group_ratio: float = 1.0) -> float:
+def reachable_time(groups: ChannelGroups, predictor: StepTimePredictor, spec: TargetSpec | None = None,
+                   **limits: object) -> float:
     """The largest fraction of the predicted dense step ``T̂(0)`` that :func:`select_by_time` can remove under
-    ``min_channels``, ``round_to`` and ``max_group_ratio`` — every group down to its floor, except the moves the
+    ``spec``'s limits (or its fields as keywords; no group limit by default) — every group down to its floor, except the moves the
     greedy skips because they save no predicted time. The time target's analogue of
     :func:`earlyprune.planning.selection.reachable`, so that a time budget can be clipped (and said to be missed) before the
     pruning epoch instead of warned about during it."""
+    spec = TargetSpec.of(spec, limits, UNLIMITED)
     check_predictor(groups, predictor)
     orders = []
     for g in groups:
@@ -130,7 +134,6 @@ def reachable_time(groups: ChannelGroups, predictor: StepTimePredictor, *, min_c
         orders.append((np.zeros(units), np.arange(units)))
     with warnings.catch_warnings():   # asking for everything is expected to fall short: that is the answer
         warnings.simplefilter("ignore")
-        plan = select_by_time(groups, orders, [1.0], predictor, min_channels=min_channels, round_to=round_to,
-                              max_group_ratio=max_group_ratio)[0]
+        plan = select_by_time(groups, orders, [1.0], predictor, spec)[0]
     reference = predictor.predict()
     return max(0.0, 1.0 - float(plan.seconds) / reference) if reference > 0 else 0.0
