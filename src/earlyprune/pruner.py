@@ -51,11 +51,10 @@ from .planning.selection import (
     MAX_GROUP_RATIO,
     SCHEDULES,
     check_reachable,
-    reachable,
     step_amounts,
 )
 from .planning.spec import TargetSpec
-from .planning.timebudget import reachable_time
+from .planning.timebudget import fit_ratio, reachable_ratio
 from .policies import POLICIES, EpochReport, Policy
 from .signals.recorder import SignalRecorder
 from .speed.steptime import StepTime, StepTimePredictor
@@ -502,13 +501,9 @@ class EarlyPruner:
             raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
         if self.groups is not None and self.groups.part_ratios:
             raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
-        RATIO.check("ratio", ratio)
-        ratio = float(ratio)
-        most = self.reachable_ratio()
-        if clip and most is not None and most > 0:
-            ratio = min(ratio, most)
-        elif self.checks and most is not None and self.target != "latency":
-            check_reachable(self.groups, ratio, self.spec)
+        ratio = float(RATIO.check("ratio", ratio))
+        if self.groups is not None and self.granularity != "weights":
+            ratio = fit_ratio(self.groups, self.spec, ratio, self.predictor, clip=clip, check=self.checks)
         self.ratio = ratio
         self._set_steps(self.steps)
         return ratio
@@ -520,9 +515,7 @@ class EarlyPruner:
         (time target before its predictor, weight masks)."""
         if self.groups is None or self.granularity == "weights":
             return None
-        if self.target != "latency":   # "auto" rounds to 1 until measured: what a multiple could reach
-            return reachable(self.groups, self.spec)
-        return reachable_time(self.groups, self.predictor, self.spec) if self.predictor is not None else None
+        return reachable_ratio(self.groups, self.spec, self.predictor)
 
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept

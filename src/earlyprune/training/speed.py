@@ -11,8 +11,9 @@
 * :func:`compile_decision` — ``--compile``: compile the pruned model once the pruning epoch is over (never the
   dense model: its shapes are about to change), time a few steps, and keep it only if the compile time is paid
   back over the remaining steps;
-* :func:`budget_ratio` — ``--time-budget B``: the step-time ratio to remove so that the whole run takes ``B`` of
-  the dense run's time, given when the policy triggered.
+* :func:`~earlyprune.planning.timebudget.budget_ratio` — ``--time-budget B``: the step-time ratio to remove so
+  that the whole run takes ``B`` of the dense run's time, given when the policy triggered (it lives with the rest of
+  the time budget in :mod:`earlyprune.planning.timebudget`; imported here for the trainer).
 
 Timings use :func:`earlyprune.core.timing.clock`'s clock (process CPU time on a one-thread CPU, wall time otherwise).
 """
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from ..core import timing
+from ..planning.timebudget import budget_fraction, budget_ratio  # noqa: F401  (the trainer's import)
 
 #: a mode other than plain fp32 / NCHW must be at least this much faster (median paired ratio) to be chosen
 MIN_GAIN = 0.05
@@ -325,36 +327,3 @@ def narrow_channels_last_crashes() -> bool:
     except (OSError, subprocess.SubprocessError):
         return True   # cannot tell: stay on the safe side
     return proc.returncode != 0
-
-
-def budget_ratio(budget: float, epochs: int, dense_epochs: int, spent: float | None = None,
-                 extra: float = 0.0) -> float:
-    """Fraction of the step time to remove so that the whole run takes ``budget`` of the dense run's time.
-
-    With ``k`` dense epochs before the pruning epoch, which cost ``s`` dense epochs' time (``spent``; default ``k``
-    — more when the run measured something: speed settings, the step-time predictor), the pruning epoch counted as
-    dense, ``x`` (``extra``) dense epochs' time still to be spent outside the training loop (timing the per-step
-    gain) and ``E`` epochs in all, each of the ``E − k − 1`` sparse epochs may take ``(B·E − s − 1 − x) /
-    (E − k − 1)`` of a dense epoch; the ratio is one minus that. Raises ValueError when no ratio in (0, 1) can
-    meet the budget.
-    """
-    spent = float(dense_epochs if spent is None else spent)
-    sparse = epochs - dense_epochs - 1
-    allowed = budget * epochs - spent - 1 - extra
-    if sparse <= 0 or allowed <= 0:
-        cost = (f" (with what the run measured so far, {spent + 1 + extra:.1f} dense epochs' time)"
-                if spent + extra > dense_epochs + 0.05 else "")
-        raise ValueError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} epochs "
-                         f"run dense (or while pruning) already{cost}")
-    return min(max(1.0 - allowed / sparse, 0.0), 0.99)
-
-
-def budget_fraction(epochs: int, dense_epochs: int, ratio: float, spent: float | None = None,
-                    extra: float = 0.0) -> float:
-    """The inverse of :func:`budget_ratio`: the fraction of the dense run's time a run takes that removes ``ratio``
-    of the step time after ``dense_epochs`` dense epochs (which cost ``spent`` dense epochs' time) and the pruning
-    epoch, with ``extra`` to spend outside the loop: ``(s + 1 + x + (E − k − 1)(1 − r)) / E`` (at least about 1
-    when fewer than ``k + 2`` epochs are planned)."""
-    spent = float(dense_epochs if spent is None else spent)
-    sparse = max(epochs - dense_epochs - 1, 0)
-    return (spent + min(1, epochs - dense_epochs) + extra + sparse * (1.0 - ratio)) / epochs
