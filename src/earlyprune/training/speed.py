@@ -125,7 +125,6 @@ def choose_settings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     modes = [(p, c) for p in precisions for c in layouts]
     if len(modes) == 1:
         return SpeedSettings(modes[0][0], bool(modes[0][1]), clock=timing.clock(device))
-    cpu = timing.clock(device) == "cpu"
     steps = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), timing.Stopwatch() as spent:
         for p, c in modes:
@@ -135,31 +134,23 @@ def choose_settings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
             steps[(p, c)] = timing.train_step(net, opt, inputs, y, loss_fn=loss_fn, autocast=_autocast(p))
             steps[(p, c)]()                                  # warm-up (kernel choice, allocator)
         samples: dict[tuple[str, bool], list[float]] = {m: [] for m in modes}
-        for _ in range(rounds):
+        for _ in range(rounds):   # interleaved: a load spike hits every mode of the round alike
             for mode in modes:
-                with timing.Stopwatch(device) as clock:
-                    steps[mode]()
-                samples[mode].append(clock.cpu_seconds if cpu else clock.seconds)
+                samples[mode].append(timing.time_train_step(steps[mode], device=device))
         del steps
     base = modes[0]   # fp32 (or the fixed precision), NCHW (or the fixed layout): the simplest mode
     speedup = {_mode_name(*m): statistics.median(a / b for a, b in zip(samples[base], samples[m])) for m in modes}
     best = max(modes, key=lambda m: speedup[_mode_name(*m)])
     chosen = best if speedup[_mode_name(*best)] >= 1.0 + min_gain else base
     return SpeedSettings(chosen[0], bool(chosen[1]), {_mode_name(*m): statistics.median(samples[m]) for m in modes},
-                         speedup, "cpu" if cpu else "wall", spent.seconds)
+                         speedup, timing.clock(device), spent.seconds)
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor],
-                 autocast: torch.dtype | None) -> Callable[[], None]:
-    """Forward + loss + backward of ``model`` on ``(x, y)`` (gradients left in ``.grad``: use on copies)."""
-    device_type = timing.device_of(model).type
-
-    def run() -> None:
-        model.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-    return run
+                 autocast: torch.dtype | None) -> Callable[[], Any]:
+    """Forward + loss + backward of ``model`` on ``(x, y)``: :func:`earlyprune.core.timing.train_step` without an
+    optimizer (gradients left in ``.grad``: use on copies)."""
+    return timing.train_step(model, None, x, y, loss_fn=loss_fn, autocast=autocast)
 
 
 #: paired rounds of dense and pruned steps that time the per-step gain after the pruning epoch
@@ -169,18 +160,10 @@ GAIN_ROUNDS = 5
 def paired_steps(a: Callable[[], None], b: Callable[[], None], device: torch.device, rounds: int = 5
                  ) -> tuple[float, float, float]:
     """Median seconds of ``a`` and ``b`` and the median of the paired ratios ``t(a) / t(b)`` over ``rounds``
-    back-to-back rounds (alternating which goes first), after one warm-up each."""
-    cpu = timing.clock(device) == "cpu"
-    a()
-    b()
-    ta, tb = [], []
-    for i in range(rounds):
-        order = [(a, ta), (b, tb)] if i % 2 == 0 else [(b, tb), (a, ta)]
-        for fn, out in order:
-            with timing.Stopwatch(device) as clock:
-                fn()
-            out.append(clock.cpu_seconds if cpu else clock.seconds)
-    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb))
+    back-to-back rounds (alternating which goes first), after one warm-up each, on the package's clock
+    (:func:`earlyprune.core.timing.paired_ratio`)."""
+    result = timing.paired_ratio(a, b, rounds=rounds, warmup=1, device=device, cpu=timing.clock(device) == "cpu")
+    return result.a_seconds, result.b_seconds, result.ratio
 
 
 def measure_gain(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -281,11 +264,7 @@ def compile_decision(mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
     eager = step_seconds(model, x, y, loss_fn, autocast)
     with preserved(model):
         if mode == "auto":
-            eager()
-            cpu = timing.clock(device) == "cpu"
-            with timing.Stopwatch(device) as clock:
-                eager()
-            remaining = (clock.cpu_seconds if cpu else clock.seconds) * remaining_steps
+            remaining = timing.time_train_step(eager, device=device, warmup=1) * remaining_steps
             if remaining < COMPILE_MIN_REMAINING_S:
                 decision.reason = (f"the remaining training ({remaining:.0f} s) is too short to pay back a compile "
                                    f"(auto compiles from {COMPILE_MIN_REMAINING_S:.0f} s)")
