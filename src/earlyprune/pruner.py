@@ -68,6 +68,16 @@ _REQUIRED = object()
 PHASES = ("dense", "pruning", "sparse")
 
 
+class _SpecField:
+    """A field of the pruner's :class:`~earlyprune.planning.spec.TargetSpec`, read as ``pruner.<field>``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, pruner: Any, owner: type | None = None) -> Any:
+        return self if pruner is None else getattr(pruner.spec, self.name)
+
+
 class EarlyPruner:
     """Prune whole channels (or single weights) early in training, inside your own loop.
 
@@ -238,17 +248,8 @@ class EarlyPruner:
     def ratio(self, value: float) -> None:
         self._set_spec(self.spec.but(ratio=float(value)))
 
-    @property
-    def target(self) -> str:
-        return self.spec.target
-
-    @property
-    def min_channels(self) -> int:
-        return self.spec.min_channels
-
-    @property
-    def max_group_ratio(self) -> float:
-        return self.spec.max_group_ratio
+    # read from the spec, which the channel level owns
+    target, min_channels, max_group_ratio = _SpecField(), _SpecField(), _SpecField()
 
     @property
     def round_to(self) -> int | AutoRoundTo:
