@@ -40,18 +40,16 @@ bf16 is 12-17x slower than fp32 on AVX2-only CPUs (measured on this project's Ze
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -212,15 +210,9 @@ def calibrate(steps: int = 10, warmup: int = 3) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (128,))
-    seconds = []
-    for i in range(warmup + steps):
-        t = time.process_time()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        if i >= warmup:
-            seconds.append(time.process_time() - t)
-    return statistics.median(seconds)
+    from earlyprune.core import timing
+
+    return timing.time_train_step(timing.train_step(model, opt, x, y), repeats=steps, warmup=warmup, clock="cpu")
 
 
 def _commit() -> str:

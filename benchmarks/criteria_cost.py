@@ -79,7 +79,7 @@ def bench_model(name: str, batch_size: int, rounds: int, warmup: int) -> dict:
     ratios: dict[str, list[float]] = {}
     for r in range(warmup + rounds):
         for n, job in jobs.items():
-            step = timed(train_step)
+            step = timing.time_train_step(train_step, device=device, clock="wall")
             t = timed(job)
             crits[n].reset()
             if r < warmup:

@@ -54,8 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from earlyprune.core import timing
 from earlyprune.models import create_model, register_model
 
 HERE = Path(__file__).parent
@@ -140,25 +140,14 @@ def step_ratio(model: torch.nn.Module, dense: torch.nn.Module, rounds: int = 5) 
     """Median over rounds of t(model) / t(dense), one bf16 + channels_last training step each, process CPU time."""
     x = torch.randn(COMMON["batch_size"], 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (COMMON["batch_size"],))
-
-    def step(net, opt):
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-
     nets = [m.to(memory_format=torch.channels_last) for m in (model, dense)]
     opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9) for n in nets]
-    for n, o in zip(nets, opts):
-        step(n, o)
+    steps = [timing.train_step(n, o, x, y, autocast=torch.bfloat16) for n, o in zip(nets, opts)]
+    for step in steps:
+        step()
     ratios = []
     for _ in range(rounds):
-        t = []
-        for n, o in zip(nets, opts):
-            c0 = time.process_time()
-            step(n, o)
-            t.append(time.process_time() - c0)
+        t = [timing.time_train_step(step, clock="cpu") for step in steps]
         ratios.append(t[0] / t[1])
     return statistics.median(ratios)
 

@@ -80,7 +80,8 @@ def bench(ratio: float, dtype: torch.dtype | None, channels_last: bool, args: ar
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, m in models.items():
-            times[name].append(timing.time_once(steps[name], device=timing.device_of(m), number=args.steps))
+            times[name].append(timing.time_train_step(steps[name], device=timing.device_of(m), number=args.steps,
+                                                       clock="wall"))
     step = {name: statistics.median(ts) for name, ts in times.items()}
     fastest = min(CANDIDATES, key=lambda r: step[f"r{r}"])
     return {

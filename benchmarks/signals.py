@@ -177,7 +177,7 @@ def bench_accumulation(name: str, reps: int, criteria: list[str]) -> dict:
     steps: list[float] = []
     observes: dict[str, list[float]] = {c: [] for c in crits}
     for _ in range(reps):
-        steps.append(timed(step))
+        steps.append(timing.time_train_step(step, clock="wall"))
         for cname, c in crits.items():
             observes[cname].append(timed(lambda: c.observe(groups)))
     med = statistics.median

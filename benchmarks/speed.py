@@ -112,7 +112,7 @@ class Runner:
                        for bf16 in (False, True)}
 
     def step(self, bf16: bool) -> float:
-        return timing.time_once(self._steps[bf16], device=self.device)
+        return timing.time_train_step(self._steps[bf16], device=self.device, clock="wall")
 
     def block(self, bf16: bool, steps: int) -> list[float]:
         return [self.step(bf16) for _ in range(steps)]

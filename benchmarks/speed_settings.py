@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from earlyprune.models import create_model
+from earlyprune.core import timing
 from earlyprune.core.timing import Stopwatch
+from earlyprune.models import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from step_time import cpu_model  # noqa: E402
@@ -60,13 +60,7 @@ def step_fn(name: str, mode: str):
     forward = torch.compile(model) if mode.startswith("compile") else model
     bf16 = mode.startswith("bf16")
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(forward(x), y)
-        loss.backward()
-        opt.step()
-    return step
+    return timing.train_step(forward, opt, x, y, autocast=torch.bfloat16 if bf16 else None)
 
 
 def part1(models: list[str], modes: list[str], rounds: int) -> dict:

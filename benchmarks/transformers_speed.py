@@ -24,7 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import earlyprune as ep
 from earlyprune.integrations.blocks import find_blocks
-from earlyprune.core.timing import paired_ratio
+from earlyprune.core.timing import paired_ratio, train_step
 
 DATE = "2026-11-30"
 CONFIGS = {  # name: (hidden, layers, heads, intermediate, sequence length, batch)
@@ -34,9 +34,8 @@ CONFIGS = {  # name: (hidden, layers, heads, intermediate, sequence length, batc
 
 
 def _step(model, opt, x, y):
-    opt.zero_grad(set_to_none=True)
-    model(input_ids=x, labels=y).loss.backward()
-    opt.step()
+    """One training step with the model's own loss (``labels=``), timed by earlyprune.core.timing."""
+    return train_step(model, opt, {"input_ids": x, "labels": y}, loss_fn=lambda out, _: out.loss)
 
 
 def measure(name, spec, rounds, mlp_ratio, head_ratio):
@@ -58,8 +57,7 @@ def measure(name, spec, rounds, mlp_ratio, head_ratio):
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (dense, pruned)]
     n = 20 if hidden < 64 else 2
     # earlyprune.core.timing: interleaved rounds (order alternating), median of the per-round ratios dense / pruned
-    result = paired_ratio(lambda: _step(dense, opts[0], x, y), lambda: _step(pruned, opts[1], x, y),
-                          rounds=rounds, warmup=n, number=n)
+    result = paired_ratio(_step(dense, opts[0], x, y), _step(pruned, opts[1], x, y), rounds=rounds, warmup=n, number=n)
     heads_left = [layer.attention.self.query.out_features // (hidden // heads) for layer in pruned.bert.encoder.layer]
     return {"config": name, "hidden": hidden, "layers": layers, "heads": heads, "intermediate": inter,
             "sequence": length, "batch": batch, "heads_left": heads_left,

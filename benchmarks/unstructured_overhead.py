@@ -5,8 +5,8 @@ masks: ``torch.nn.utils.parametrize`` with ``where(mask, θ, 0)``), and **nn.uti
 mechanism, ``weight_orig * weight_mask`` in a forward pre-hook) for comparison — all at 90 % weight sparsity,
 which changes nothing for dense kernels. One step: forward, cross-entropy, backward, SGD-momentum step (the
 trainer's). Each round times one step of every variant, in an order rotated per round, on one thread, by the
-thread's CPU time (``time.thread_time``: on a shared machine, time spent descheduled is not counted; wall-clock
-ratios are recorded too); reported: median over rounds of the paired ratio masked / dense, its inter-quartile
+process CPU time (``earlyprune.core.timing``, one thread: on a shared machine, time spent descheduled is not
+counted; wall-clock ratios are recorded too); reported: median over rounds of the paired ratio masked / dense, its inter-quartile
 range, and the median milliseconds.
 
     python benchmarks/unstructured_overhead.py [--rounds 30] [--threads 1]
@@ -20,19 +20,18 @@ import copy
 import json
 import platform
 import statistics
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from earlyprune.core import timing
+from earlyprune.graph.masks import prunable_weights
 from earlyprune.models import create_model
 from earlyprune.unstructured import MaskedWeights, select_weights
 from earlyprune.unstructured.criteria import RandomU
-from earlyprune.graph.masks import prunable_weights
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,12 +78,11 @@ def step_fn(model: nn.Module, shape: tuple[int, ...]):
     x = torch.randn(shape, generator=g)
     y = torch.randint(0, 10, (shape[0],), generator=g)
 
+    train = timing.train_step(model, opt, x, y)
+
     def step() -> tuple[float, float]:
-        t0, c0 = time.perf_counter(), time.thread_time()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        return time.thread_time() - c0, time.perf_counter() - t0
+        t = timing.measure(train, repeats=1, warmup=0, cpu=True)   # one step: CPU and wall seconds of the same run
+        return t.cpu_seconds, t.seconds
     return step
 
 

@@ -5,58 +5,39 @@ optionally rescale or re-initialise what is left (3SP §3.1)."""
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
 from .core.batch import Batch
-from .core.distributed import average_scores, broadcast_object, check_unwrapped
+from .core.distributed import average_scores, check_unwrapped
 from .core.validation import (
     BOOLEAN,
-    EXAMPLE_INPUTS,
-    GROUP_RATIO,
-    IGNORED_LAYERS,
-    MIN_CHANNELS,
-    MODEL,
-    RATIO,
-    STEPS,
-    TARGET,
     Boolean,
     Callable_,
     InstanceOf,
-    Interval,
     Options,
     Rule,
     checked,
     rule,
 )
 from .criteria import Criterion
-from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
+from .criteria.modifiers import with_modifiers
 from .graph.groups import ChannelGroups
 from .graph.masks import MaskedWeights
 from .graph.metrics import CHANNEL_LAYERS, ModelStats, measure
-from .planning.levels import GRANULARITY, WeightLevel, check_granularity
+from .planning.levels import RUN_RULES, ChannelLevel, WeightLevel, check_granularity
 from .planning.rounding import (
-    ROUND_TO_RULE,
     AutoRoundTo,
     RoundToChoice,
     batch_size_of,
-    check_round_to,
+    split_round_to,
 )
-from .planning.selection import (
-    MAX_GROUP_RATIO,
-    SCHEDULES,
-    check_reachable,
-    step_amounts,
-)
-from .planning.targets import select
+from .planning.selection import SCHEDULES, check_reachable, step_amounts
+from .planning.spec import MAX_GROUP_RATIO, TargetSpec
 from .speed.steptime import StepTime, StepTimePredictor
-from .surgery.engine import PruningEngine
 from .surgery.optimizer_state import check_covers
 from .unstructured.criteria import resolve_criterion
 
@@ -82,27 +63,11 @@ class PruneResult:
 
 #: the arguments' rules of :func:`prune` (:mod:`earlyprune.core.validation`)
 PRUNE_RULES: dict[str, Rule] = {
-    "model": MODEL,
-    "example_inputs": EXAMPLE_INPUTS,
-    "ratio": RATIO,
-    "target": TARGET,
-    "steps": STEPS,
-    "min_channels": MIN_CHANNELS,
-    "round_to": ROUND_TO_RULE,
+    **RUN_RULES,
     "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"), None),
-    "loss_fn": rule(Callable_("callable as loss_fn(outputs, targets)"), None),
-    "compute_aware": COMPUTE_AWARE,
-    "latency_aware": LATENCY_AWARE,
     "schedule": rule(Options(("auto",) + tuple(SCHEDULES))),
     "rescale": BOOLEAN,
     "reinit": rule(Boolean(), Callable_("a callable reinit(model)")),
-    "max_group_ratio": GROUP_RATIO,
-    "step_time": rule(InstanceOf((StepTime, StepTimePredictor),
-                                 "an earlyprune.StepTime (how to measure) or a measured StepTimePredictor"), None),
-    "ignored_layers": IGNORED_LAYERS,
-    "granularity": GRANULARITY,
-    "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
-    "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
 }
 
 
@@ -136,17 +101,14 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         target: ``"channels"``, ``"flops"``, ``"params"`` or ``"latency"`` (the measured training-step time at the
             batch size of ``batches`` — or of ``example_inputs`` — see :class:`~earlyprune.EarlyPruner`).
         steps: rescore and remove in this many steps (1 = one shot).
-        min_channels, round_to, max_group_ratio, ignored_layers, step_time: as for :class:`~earlyprune.EarlyPruner`
-            (``round_to="auto"`` measures at the first step, at the batch size of ``batches``; the choice is in the result).
+        min_channels, round_to, max_group_ratio, ignored_layers, step_time, compute_aware, latency_aware: as for
+            :class:`~earlyprune.EarlyPruner` (``round_to="auto"`` measures at the first step, at the batch size of
+            ``batches``; the choice is in the result; ``compute_aware=λ`` is 3SP's compute-aware scores).
         optimizer: if given, its param groups and state follow the removal.
         batches: ``(inputs, targets)`` training batches to score with (data-driven criteria); every step rescores
             on all of them (for gradient criteria, a forward/backward each; ``.grad`` is left cleared). Not
             needed by criteria that score from the weights alone (``magnitude``, ``l1``, ``bn_scale``, ``random``).
         loss_fn: ``loss_fn(outputs, targets)`` for scoring on ``batches``.
-        compute_aware: Laplace smoothing λ ≥ 0 of 3SP's compute-aware scores (None: off); see
-            :class:`~earlyprune.criteria.ComputeAware`.
-        latency_aware: penalise scores by the measured latency a channel's removal saves (PaT §4.3); see
-            :class:`~earlyprune.criteria.LatencyAware`.
         schedule: cumulative fractions of the steps: ``"halving"`` (CroPit / SNAP-it, ``ρ − (ρ − 0.5)·0.5^i``),
             ``"exponential"`` (PaT Algorithm 1), or ``"auto"`` — halving for criteria that score batches with
             passes of their own (``snip``, ``crop``, ``grasp``: pruning before training), exponential otherwise.
@@ -163,63 +125,73 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
         check_covers(model, optimizer)
     check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
                       min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware)
+    _check_options(granularity, criterion, weight_criterion, rescale, reinit)
+    weights = {"steps": steps, "ignored_layers": ignored_layers, "optimizer": optimizer, "batches": batches,
+               "loss_fn": loss_fn, "min_weights": min_weights}
     if granularity == "weights":
-        if rescale or reinit is not False:
-            raise ValueError("rescale= and reinit= restore the initialisation after channels are removed; they do not "
-                             "apply to granularity='weights'")
-        return _prune_weights(model, example_inputs, ratio, criterion=criterion, steps=steps, schedule=schedule,
-                              ignored_layers=ignored_layers, optimizer=optimizer, batches=batches, loss_fn=loss_fn,
-                              min_weights=min_weights)
+        return _prune_weights(model, example_inputs, ratio, criterion=criterion, schedule=schedule, **weights)
     baseline = MaskedWeights(model, ignored_layers=ignored_layers).baseline if granularity == "both" else None
-    rounding = check_round_to(round_to)
-    predictor = step_time if isinstance(step_time, StepTimePredictor) else None
-    crit = with_modifiers(criterion, compute_aware=compute_aware, latency_aware=latency_aware)
     crit = with_modifiers(resolve_criterion(criterion, "channels"), compute_aware=compute_aware,
                           latency_aware=latency_aware)
-    if granularity == "both" and weight_criterion is None and not isinstance(criterion, str):
-        raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well")
     if schedule == "auto":
         schedule = "halving" if crit.needs_batches else "exponential"
+    batch_list = _batches(batches, loss_fn, crit)
+    fixed, auto = split_round_to(round_to)
+    spec = TargetSpec(float(ratio), target, min_channels, fixed, max_group_ratio)
+    groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
+    check_reachable(groups, ratio, spec)
+    level = ChannelLevel(groups, spec, auto=auto, step_time=step_time)
+    before = measure(model, example_inputs)
+    fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
+    removed = _run_steps(model, level, crit, batch_list, step_amounts(float(ratio), steps, schedule), optimizer)
+    _restore_initialisation(model, fan_out, rescale, reinit)
+    masked = (_prune_weights(model, example_inputs, weight_ratio,  # type: ignore[arg-type]
+                             criterion=weight_criterion if weight_criterion is not None else criterion,
+                             schedule=schedule, baseline=baseline, **weights) if granularity == "both" else None)
+    return PruneResult(before=before, after=measure(model, example_inputs, baseline=before),
+                       structure=groups.widths(), group_names=groups.names, removed=removed,
+                       round_to=level.spec.round_to, round_to_choice=level.round_to_choice,
+                       predictor=level.predictor, granularity=granularity, masked=masked.masked if masked else [],
+                       weight_structure=masked.weight_structure if masked else [],
+                       weight_names=masked.weight_names if masked else [])
+
+
+def _check_options(granularity: str, criterion: Any, weight_criterion: Any, rescale: bool, reinit: Any) -> None:
+    """What :func:`prune`'s options exclude: 3SP's initialisation options follow removed channels, and exclude
+    each other; ``"both"`` with a Criterion instance cannot guess its weight form."""
+    if granularity == "weights" and (rescale or reinit is not False):
+        raise ValueError("rescale= and reinit= restore the initialisation after channels are removed; they do not "
+                         "apply to granularity='weights'")
+    if granularity == "both" and weight_criterion is None and not isinstance(criterion, str):
+        raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well")
     if rescale and reinit is not False:
         raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
                          "replaces them")
-    batch_list = _batches(batches, loss_fn, crit)
-    choice: RoundToChoice | None = None
-    groups = ChannelGroups(model, example_inputs, ignored_layers=ignored_layers)
-    check_reachable(groups, ratio, target=target, min_channels=min_channels,
-                    round_to=rounding if isinstance(rounding, int) else 1, max_group_ratio=max_group_ratio)
-    before = measure(model, example_inputs)
-    fan_out = {m: _fan_out(m) for m in model.modules() if isinstance(m, CHANNEL_LAYERS)}
-    engine = PruningEngine(groups)
-    removed = []
-    crit.attach(groups)
+
+
+def _run_steps(model: nn.Module, level: ChannelLevel | WeightLevel, crit: Criterion, batch_list: list[Batch],
+               amounts: list[float], optimizer: Any) -> list[Any]:
+    """Score on every batch and prune to each cumulative amount in turn, through the level (which measures
+    ``round_to="auto"`` and the step-time predictor at the first step, at the batches' size); what each step
+    removed (channels: group → indices) or masked (weights: a count)."""
+    batch_size = batch_size_of(batch_list[0].inputs) if batch_list else None
+    out = []
+    crit.attach(level.units)
     try:
-        for amount in step_amounts(float(ratio), steps, schedule):
-            _observe(model, crit, groups, batch_list)
-            scores = average_scores(crit.scores(groups))
-            if isinstance(rounding, AutoRoundTo):
-                choice = broadcast_object(rounding.choose(
-                    groups, scores, float(ratio), target="flops" if target == "latency" else target,
-                    min_channels=min_channels, batch_size=batch_size_of(batch_list[0].inputs) if batch_list else None,
-                    max_group_ratio=max_group_ratio))
-                rounding = choice.value
-            if target == "latency" and predictor is None:   # measured on the dense model, at the batches' size
-                timing_settings = step_time or StepTime()
-                batch_size = batch_size_of(batch_list[0].inputs) if batch_list else None
-                predictor = timing_settings.measure(groups, batch_size=batch_size, align=rounding)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    final = select(groups, scores, float(ratio), target=target, min_channels=min_channels,
-                                   round_to=rounding, max_group_ratio=max_group_ratio, predictor=predictor)
-                timing_settings.refit(predictor, groups, np.array(predictor.widths) - np.array(final.structure),
-                                       batch_size=batch_size)
-                predictor = broadcast_object(predictor)
-            plan = select(groups, scores, amount, target=target, min_channels=min_channels, round_to=rounding,
-                          max_group_ratio=max_group_ratio, predictor=predictor)
-            removed.append(engine.apply(plan, optimizer))
+        for amount in amounts:
+            _observe(model, crit, level.units, batch_list)
+            count = level.prune(average_scores(crit.scores(level.units)), amount, optimizer, batch_size=batch_size)
+            out.append(level.removed if isinstance(level, ChannelLevel) else count)
             crit.reset()
     finally:
         crit.detach()
+    return out
+
+
+def _restore_initialisation(model: nn.Module, fan_out: dict[nn.Module, int], rescale: bool,
+                            reinit: bool | Callable[[nn.Module], Any]) -> None:
+    """3SP's options after channels are removed: rescale the kept weights, or re-initialise (True: every layer's
+    ``reset_parameters()``; a callable: the user's scheme)."""
     if rescale:
         rescale_(fan_out)
     elif reinit is True:
@@ -228,18 +200,6 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str
                 m.reset_parameters()
     elif callable(reinit):
         reinit(model)
-    masked: PruneResult | None = None
-    if granularity == "both":
-        masked = _prune_weights(model, example_inputs, weight_ratio,  # type: ignore[arg-type]
-                                criterion=weight_criterion if weight_criterion is not None else criterion,
-                                steps=steps, schedule=schedule, ignored_layers=ignored_layers, optimizer=optimizer,
-                                batches=batches, loss_fn=loss_fn, min_weights=min_weights, baseline=baseline)
-    after = measure(model, example_inputs, baseline=before)
-    return PruneResult(before=before, after=after, structure=groups.widths(), group_names=groups.names,
-                       removed=removed, round_to=rounding if isinstance(rounding, int) else 1, round_to_choice=choice,
-                       predictor=predictor, granularity=granularity, masked=masked.masked if masked else [],
-                       weight_structure=masked.weight_structure if masked else [],
-                       weight_names=masked.weight_names if masked else [])
 
 
 def _prune_weights(model: nn.Module, example_inputs: Any, ratio: float, *, criterion: str | Criterion, steps: int,
@@ -255,11 +215,7 @@ def _prune_weights(model: nn.Module, example_inputs: Any, ratio: float, *, crite
     before = measure(model, example_inputs)
     weights = MaskedWeights(model, ignored_layers=ignored_layers, baseline=baseline)
     level = WeightLevel(weights, min_weights=min_weights)
-    masked = []
-    for amount in step_amounts(float(ratio), steps, schedule):
-        _observe(model, crit, weights, batch_list)
-        masked.append(level.prune(average_scores(crit.scores(weights)), amount, optimizer))
-        crit.reset()
+    masked = _run_steps(model, level, crit, batch_list, step_amounts(float(ratio), steps, schedule), optimizer)
     after = measure(model, example_inputs, baseline=before)
     return PruneResult(before=before, after=after, structure=weights.widths(), group_names=weights.names,
                        granularity="weights", masked=masked, weight_structure=weights.widths(),

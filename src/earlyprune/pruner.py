@@ -13,29 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from .core.batch import Batch
-from .core.distributed import average_scores, broadcast_object, check_unwrapped
+from .core.distributed import average_scores, check_unwrapped
 from .core.timing import Stopwatch, device_of
 from .core.validation import (
     BOOLEAN,
-    EXAMPLE_INPUTS,
-    GROUP_RATIO,
-    IGNORED_LAYERS,
-    MIN_CHANNELS,
-    MODEL,
     RATIO,
-    STEPS,
-    TARGET,
-    Callable_,
     Each,
     InstanceOf,
     Interval,
@@ -46,27 +36,25 @@ from .core.validation import (
     rule,
 )
 from .criteria import Criterion
-from .criteria.modifiers import COMPUTE_AWARE, LATENCY_AWARE, with_modifiers
+from .criteria.modifiers import with_modifiers
 from .graph.groups import ChannelGroups
 from .graph.masks import MaskedWeights, masked_counts
 from .graph.metrics import ModelStats, measure
-from .planning.levels import GRANULARITY, ChannelLevel, WeightLevel, check_granularity
+from .planning.levels import RUN_RULES, ChannelLevel, WeightLevel, check_granularity
 from .planning.rounding import (
-    ROUND_TO_RULE,
     AutoRoundTo,
     RoundToChoice,
     batch_size_of,
-    check_round_to,
+    split_round_to,
 )
 from .planning.selection import (
     MAX_GROUP_RATIO,
     SCHEDULES,
     check_reachable,
-    reachable,
     step_amounts,
 )
-from .planning.targets import select
-from .planning.timebudget import reachable_time
+from .planning.spec import TargetSpec
+from .planning.timebudget import fit_ratio, reachable_ratio
 from .policies import POLICIES, EpochReport, Policy
 from .signals.recorder import SignalRecorder
 from .speed.steptime import StepTime, StepTimePredictor
@@ -78,6 +66,16 @@ log = logging.getLogger("earlyprune")
 
 _REQUIRED = object()
 PHASES = ("dense", "pruning", "sparse")
+
+
+class _SpecField:
+    """A field of the pruner's :class:`~earlyprune.planning.spec.TargetSpec`, read as ``pruner.<field>``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, pruner: Any, owner: type | None = None) -> Any:
+        return self if pruner is None else getattr(pruner.spec, self.name)
 
 
 class EarlyPruner:
@@ -166,30 +164,14 @@ class EarlyPruner:
 
     #: the arguments' rules (:mod:`earlyprune.core.validation`); ``criterion`` / ``policy`` are checked by their registries
     RULES: ClassVar[dict[str, Rule]] = {
-        "model": MODEL,
-        "example_inputs": EXAMPLE_INPUTS,
-        "ratio": RATIO,
+        **RUN_RULES,
         "optimizer": rule(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer"),
                           Each(InstanceOf(torch.optim.Optimizer, "a torch.optim.Optimizer")), None),
         "num_heads": rule(InstanceOf(Mapping, "a mapping {layer: number of heads}"), None),
         "head_ratio": rule(Interval(Real, 0, 1, closed="left"), None, hint="the fraction of attention heads to remove"),
-        "target": TARGET,
-        "steps": STEPS,
         "steps_per_epoch": rule(Interval(Integral, 0, None, closed="neither"), None, hint="batches per epoch"),
-        "min_channels": MIN_CHANNELS,
-        "round_to": ROUND_TO_RULE,
-        "loss_fn": rule(Callable_("callable as loss_fn(outputs, targets)"), None),
         "record_signals": BOOLEAN,
-        "compute_aware": COMPUTE_AWARE,
-        "latency_aware": LATENCY_AWARE,
-        "max_group_ratio": GROUP_RATIO,
-        "step_time": rule(InstanceOf((StepTime, StepTimePredictor),
-                                     "an earlyprune.StepTime (how to measure) or a measured StepTimePredictor"), None),
-        "ignored_layers": IGNORED_LAYERS,
         "checks": BOOLEAN,
-        "granularity": GRANULARITY,
-        "weight_ratio": rule(RATIO.constraints[0], None, hint="the final weight sparsity at granularity='both'"),
-        "min_weights": rule(Interval(Integral, 0, None), hint="weights every masked tensor keeps"),
         "schedule": rule(Options(tuple(SCHEDULES)), None),
     }
 
@@ -207,13 +189,7 @@ class EarlyPruner:
                  weight_criterion: str | Criterion | None = None, min_weights: int = 1,
                  schedule: str | None = None, max_group_ratio: float = MAX_GROUP_RATIO,
                  step_time: StepTime | StepTimePredictor | None = None) -> None:
-        self._check_arguments(model=model, example_inputs=example_inputs, ratio=ratio, optimizer=optimizer,
-                              target=target, steps=steps, steps_per_epoch=steps_per_epoch, min_channels=min_channels,
-                              round_to=round_to, loss_fn=loss_fn, record_signals=record_signals,
-                              compute_aware=compute_aware, latency_aware=latency_aware, num_heads=num_heads,
-                              head_ratio=head_ratio, ignored_layers=ignored_layers, checks=checks,
-                              granularity=granularity, weight_ratio=weight_ratio, min_weights=min_weights,
-                              schedule=schedule, max_group_ratio=max_group_ratio, step_time=step_time)
+        self._check_arguments(**{k: v for k, v in locals().items() if k != "self"})   # the arguments, as given
         check_granularity(granularity, weight_ratio, weight_criterion, target=target, round_to=round_to,
                           min_channels=min_channels, compute_aware=compute_aware, latency_aware=latency_aware,
                           num_heads=num_heads, head_ratio=head_ratio)
@@ -222,18 +198,13 @@ class EarlyPruner:
         self.min_weights = min_weights
         self.model = model
         self.example_inputs = example_inputs
-        self.ratio = float(ratio)
-        self.target = target
         self.steps = steps
         self.steps_per_epoch = steps_per_epoch
-        self.min_channels = min_channels
-        self.max_group_ratio = float(max_group_ratio)
-        self.step_time: StepTime | None = step_time if isinstance(step_time, StepTime) else None
-        #: the step-time predictor of ``target="latency"`` (measured at first need, kept in the state)
-        self.predictor: StepTimePredictor | None = step_time if isinstance(step_time, StepTimePredictor) else None
-        #: the multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured
-        self.round_to: int | AutoRoundTo = check_round_to(round_to) if granularity != "weights" else 1
-        self.round_to_choice: RoundToChoice | None = None
+        fixed, auto = split_round_to(round_to) if granularity != "weights" else (1, None)
+        #: the channel level, which owns the target, round_to="auto" and the step-time predictor (None: weights)
+        self.channels: ChannelLevel | None = None
+        self._spec = TargetSpec(float(ratio), target, min_channels, fixed, float(max_group_ratio))
+        self._auto, self._step_time = auto, step_time
         self._batch_size: int | None = None
         self.optimizer = optimizer
         self.loss_fn = loss_fn
@@ -257,6 +228,62 @@ class EarlyPruner:
         check_unwrapped(arguments["model"])
         if arguments["optimizer"] is not None:
             check_covers(arguments["model"], arguments["optimizer"])
+
+    # -- the target, owned by the channel level once it exists ----------------------------------------------------
+    @property
+    def spec(self) -> TargetSpec:
+        """The run's target and limits (:class:`~earlyprune.planning.spec.TargetSpec`)."""
+        return self.channels.spec if self.channels is not None else self._spec
+
+    def _set_spec(self, spec: TargetSpec) -> None:
+        self._spec = spec
+        if self.channels is not None:
+            self.channels.spec = spec
+
+    @property
+    def ratio(self) -> float:
+        return self.spec.ratio  # type: ignore[return-value]
+
+    @ratio.setter
+    def ratio(self, value: float) -> None:
+        self._set_spec(self.spec.but(ratio=float(value)))
+
+    # read from the spec, which the channel level owns
+    target, min_channels, max_group_ratio = _SpecField(), _SpecField(), _SpecField()
+
+    @property
+    def round_to(self) -> int | AutoRoundTo:
+        """The multiple kept widths are rounded to — an AutoRoundTo until "auto" has measured."""
+        if self.channels is not None:
+            return self.channels.round_to
+        return self._auto if self._auto is not None else self._spec.round_to
+
+    @round_to.setter
+    def round_to(self, value: int | AutoRoundTo) -> None:
+        if self.channels is not None:
+            self.channels.round_to = value
+
+    @property
+    def round_to_choice(self) -> RoundToChoice | None:
+        """What ``round_to="auto"`` measured and chose (None before, or for an integer)."""
+        return self.channels.round_to_choice if self.channels is not None else None
+
+    @round_to_choice.setter
+    def round_to_choice(self, choice: RoundToChoice | None) -> None:
+        if self.channels is not None:
+            self.channels.round_to_choice = choice
+
+    @property
+    def predictor(self) -> StepTimePredictor | None:
+        """The step-time predictor of ``target="latency"`` (measured at first need, kept in the state)."""
+        if self.channels is not None:
+            return self.channels.predictor
+        return self._step_time if isinstance(self._step_time, StepTimePredictor) else None
+
+    @predictor.setter
+    def predictor(self, predictor: StepTimePredictor | None) -> None:
+        if self.channels is not None:
+            self.channels.predictor = predictor
 
     def _build_method(self, criterion: str | Criterion, policy: str | Policy, compute_aware: float | None,
                       latency_aware: bool, weight_criterion: str | Criterion | None) -> None:
@@ -330,13 +357,11 @@ class EarlyPruner:
                 self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
             # before the criterion's hooks: the prunability check copies the model; a model with weight masks is
             # past its channel steps ("both", resumed): nothing is left to check
-            if self.checks and not masked_counts(self.model):
-                fixed = self.round_to if isinstance(self.round_to, int) else 1  # "auto" skips what cannot reach
-                check_reachable(self.groups, self.ratio, target=self.target, min_channels=self.min_channels,
-                                round_to=fixed, max_group_ratio=self.max_group_ratio)
-                check_prunable(self.groups, min_channels=self.min_channels, round_to=fixed)
-            first = ChannelLevel(self.groups, target=self.target, min_channels=self.min_channels,
-                                 max_group_ratio=self.max_group_ratio, clip=not self.checks)
+            if self.checks and not masked_counts(self.model):   # "auto" rounds to 1: it skips what cannot reach
+                check_reachable(self.groups, self.ratio, self.spec)
+                check_prunable(self.groups, min_channels=self.min_channels, round_to=self.spec.round_to)
+            first = self.channels = ChannelLevel(self.groups, self._spec, auto=self._auto, step_time=self._step_time,
+                                                 clip=not self.checks)
             self.engine = first.engine
         #: the prunable weights of the dense model, which ``weight_ratio`` refers to (granularity "both")
         self.weight_baseline: int | None = (MaskedWeights(self.model, ignored_layers=ignored_layers).baseline
@@ -346,11 +371,8 @@ class EarlyPruner:
         self.dense_stats: ModelStats = measure(self.model, self.example_inputs)
         self.criterion.attach(first.units)
         self.signals = SignalRecorder()
-        self.signals.start(first.units, ratio=self.ratio, target=self.target, min_channels=self.min_channels,
-                           round_to=self.round_to if isinstance(self.round_to, int) else 1,
-                           needs=None if self.record_signals else self.policy.needs_signals,
-                           level=first if isinstance(first, WeightLevel) else None,
-                           max_group_ratio=self.max_group_ratio)
+        self.signals.start(first.units, self.spec, needs=None if self.record_signals else self.policy.needs_signals,
+                           level=first if isinstance(first, WeightLevel) else None)
         # dense epochs accumulate the criterion when the policy reads scores, or to record the score-based
         # signals — unless that costs passes of the criterion's own (needs_batches)
         self._accumulate = self.policy.needs_scores or (self.record_signals and not self.criterion.needs_batches)
@@ -416,7 +438,7 @@ class EarlyPruner:
         if self.phase == "dense":
             scores = self._epoch_scores()
             if scores is not None and self.target == "latency" and self.signals.active and self.policy.prunes:
-                self.signals.predictor = self._ensure_predictor(scores)
+                self.signals.predictor = self.channels.ensure_predictor(scores, self._batch_size)  # type: ignore[union-attr]
             signals = self.signals.epoch_end(scores)
             report = EpochReport(self.epoch, self.model, self.levels[0].units, scores, self.ratio,
                                  structure=signals.structure, weight_change=signals.weight_change,
@@ -480,21 +502,12 @@ class EarlyPruner:
             raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
         if self.groups is not None and self.groups.part_ratios:
             raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
-        RATIO.check("ratio", ratio)
-        ratio = float(ratio)
-        most = self.reachable_ratio()
-        if clip and most is not None and most > 0:
-            ratio = min(ratio, most)
-        elif self.checks and most is not None and self.target != "latency":
-            check_reachable(self.groups, ratio, target=self.target, min_channels=self.min_channels,
-                            max_group_ratio=self.max_group_ratio, round_to=self._round_to_limit)
+        ratio = float(RATIO.check("ratio", ratio))
+        if self.groups is not None and self.granularity != "weights":
+            ratio = fit_ratio(self.groups, self.spec, ratio, self.predictor, clip=clip, check=self.checks)
         self.ratio = ratio
         self._set_steps(self.steps)
         return ratio
-
-    @property
-    def _round_to_limit(self) -> int:
-        return self.round_to if isinstance(self.round_to, int) else 1   # auto skips the multiples that cannot be
 
     def reachable_ratio(self) -> float | None:
         """The largest ``ratio`` that ``min_channels`` / ``round_to`` / ``max_group_ratio`` allow before the first
@@ -503,11 +516,7 @@ class EarlyPruner:
         (time target before its predictor, weight masks)."""
         if self.groups is None or self.granularity == "weights":
             return None
-        limits = {"min_channels": self.min_channels, "max_group_ratio": self.max_group_ratio,
-                  "round_to": self._round_to_limit}
-        if self.target != "latency":
-            return reachable(self.groups, target=self.target, **limits)
-        return reachable_time(self.groups, self.predictor, **limits) if self.predictor is not None else None
+        return reachable_ratio(self.groups, self.spec, self.predictor)
 
     def structure(self) -> list[int]:
         """Kept channels per group (the structure vector), in group order — or, at ``granularity="weights"``, kept
@@ -648,39 +657,6 @@ class EarlyPruner:
                     "fp16/bf16 overflow; the scores average the other batches", len(skipped), crit.name,
                     skipped[0][0], shown)
 
-    def _resolve_round_to(self, scores: dict[str, torch.Tensor]) -> int:
-        if isinstance(self.round_to, AutoRoundTo):
-            assert self.groups is not None  # rounding widths is channel-level only
-            # the latency target needs the multiple before its predictor exists: plans of equal MACs stand in
-            choice = self.round_to.choose(self.groups, scores, self.ratio,
-                                          target="flops" if self.target == "latency" else self.target,
-                                          min_channels=self.min_channels, batch_size=self._batch_size,
-                                          max_group_ratio=self.max_group_ratio)
-            self.round_to_choice = broadcast_object(choice)  # timings differ per rank: rank 0 decides
-            self.round_to = self.round_to_choice.value
-            log.info("round_to='auto': %s", self.round_to_choice.describe())
-        return self.round_to
-
-    def _ensure_predictor(self, scores: dict[str, torch.Tensor]) -> StepTimePredictor:
-        """The step-time predictor, measured on the (still dense) model the first time it is needed, and refined
-        on the structure the run's ratio would reach with these scores."""
-        if self.predictor is None:
-            settings = self.step_time or StepTime()
-            align = self.round_to if isinstance(self.round_to, int) else 1
-            with Stopwatch() as clock:
-                predictor = settings.measure(self.groups, batch_size=self._batch_size, align=align)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")   # an unreachable ratio is reported when it is pruned
-                    plan = select(self.groups, scores, self.ratio, target="latency", min_channels=self.min_channels,
-                                  round_to=align, max_group_ratio=self.max_group_ratio, predictor=predictor)
-                settings.refit(predictor, self.groups, np.array(predictor.widths) - np.array(plan.structure),
-                               batch_size=self._batch_size)
-                self.predictor = broadcast_object(predictor)  # rank 0's timings decide
-            log.info("target='latency': step-time predictor measured in %.1f s (dense step %.1f ms predicted, "
-                     "%.1f ms measured)", clock.seconds, self.predictor.predict() * 1e3,
-                     (self.predictor.dense_seconds or 0) * 1e3)
-        return self.predictor
-
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
         if not n_batches:
@@ -746,11 +722,7 @@ class EarlyPruner:
         with Stopwatch(device_of(self.model)) as clock:
             scores = self._scores() if scores is None else scores
             amount = self._amounts[index][k]
-            channels = isinstance(level, ChannelLevel)
-            round_to = self._resolve_round_to(scores) if channels else 1
-            predictor = self._ensure_predictor(scores) if channels and self.target == "latency" else None
-            removed = (level.prune(scores, amount, self.optimizer, round_to, predictor=predictor) if channels
-                       else level.prune(scores, amount, self.optimizer))
+            removed = level.prune(scores, amount, self.optimizer, batch_size=self._batch_size)
             self._criterion_now.reset()
             self._last_scores = level.kept_scores(scores)
         self._next_step += 1
@@ -759,9 +731,9 @@ class EarlyPruner:
                  **{key: v for key, v in level.totals().items() if not isinstance(v, list)}}
         if isinstance(level, ChannelLevel):
             event["round_to"] = self.round_to
-        if predictor is not None:   # predicted step seconds of the structure left, and of the dense model
-            event["predicted_step_seconds"] = level.plan.seconds  # type: ignore[union-attr]
-            event["predicted_dense_step_seconds"] = predictor.predict()
+            if self.target == "latency":   # predicted step seconds of the structure left, and of the dense model
+                event["predicted_step_seconds"] = level.plan.seconds  # type: ignore[union-attr]
+                event["predicted_dense_step_seconds"] = level.predictor.predict()  # type: ignore[union-attr]
         self.events.append(event)
         left = (f"{event['channels']:.0f} channels" if isinstance(level, ChannelLevel) else
                 f"{event['weights']:.0f} weights ({event['weight_sparsity']:.1%} sparse)")

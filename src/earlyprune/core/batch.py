@@ -19,6 +19,19 @@ def call_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+def flat_tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in ``obj`` (a tensor, tuple / list, dict or a ``ModelOutput``-like container), in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in flat_tensors(item)]
+    if hasattr(obj, "__dict__"):  # ModelOutput-like containers
+        return [t for item in vars(obj).values() for t in flat_tensors(item)]
+    return []
+
+
 @dataclass(frozen=True)
 class Batch:
     """One training batch and the loss to score it with (for criteria that run passes of their own)."""
@@ -31,4 +44,4 @@ class Batch:
         return self.loss_fn(call_model(model, self.inputs), self.targets)
 
 
-__all__ = ["Batch", "call_model"]
+__all__ = ["Batch", "call_model", "flat_tensors"]

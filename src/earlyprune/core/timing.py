@@ -11,7 +11,10 @@ a measurement is:
 * optionally the **process CPU time** beside the wall time (how busy the process was, whatever the load);
 * for speed comparisons, :func:`paired_ratio`: A and B timed back to back, alternating which goes first, many
   rounds, the median of the paired ratios — the momentary load of a shared machine hits both sides of a pair
-  alike, so the ratio is meaningful where a lone absolute time is not.
+  alike, so the ratio is meaningful where a lone absolute time is not;
+* a **training step** — zero the gradients, forward, loss, backward, optimizer step — built once by
+  :func:`train_step` and timed by :func:`time_train_step` on the package's clock (:func:`clock`): the trainer's
+  speed settings and gain, the step-time predictor and the benchmarks all time their steps so.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .batch import call_model, flat_tensors
 
 
 def sync(device: torch.device | str | None) -> None:
@@ -103,6 +108,9 @@ def clock(device: torch.device | str | None, choice: str = "auto") -> str:
     return "cpu" if on_cpu and torch.get_num_threads() == 1 else "wall"
 
 
+_clock = clock   # for the functions below whose ``clock`` argument names the choice
+
+
 def seconds(result: "Timing", cpu: bool) -> float:
     """The median of ``result`` on the chosen clock."""
     return result.cpu_seconds if cpu and result.cpu_seconds is not None else result.seconds
@@ -159,10 +167,11 @@ class PairedRatio:
 
 
 def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], *, rounds: int = 21, warmup: int = 2, number: int = 1,
-                 device: torch.device | str | None = None, alternate: bool = True) -> PairedRatio:
+                 device: torch.device | str | None = None, alternate: bool = True, cpu: bool = False) -> PairedRatio:
     """Compare two callables side by side: each round times ``number`` calls of ``a`` and of ``b`` back to back
     (``b`` first every other round when ``alternate``, so neither side always runs on a warmer cache), and the
-    result is the median of the rounds' ratios ``t(a) / t(b)`` — a < 1 means a is faster."""
+    result is the median of the rounds' ratios ``t(a) / t(b)`` — a < 1 means a is faster. ``cpu``: process CPU
+    time instead of wall time."""
     if rounds < 1 or warmup < 0 or number < 1:
         raise ValueError(f"rounds ≥ 1, warmup ≥ 0 and number ≥ 1 are needed, got {rounds}, {warmup}, {number}")
     for _ in range(warmup):
@@ -170,10 +179,11 @@ def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], *, rounds: int = 21
         b()
     ratios, ta, tb = [], [], []
     for i in range(rounds):
+        side = 1 if cpu else 0
         if alternate and i % 2:
-            t_b, t_a = _once(b, device, number)[0], _once(a, device, number)[0]
+            t_b, t_a = _once(b, device, number)[side], _once(a, device, number)[side]
         else:
-            t_a, t_b = _once(a, device, number)[0], _once(b, device, number)[0]
+            t_a, t_b = _once(a, device, number)[side], _once(b, device, number)[side]
         ta.append(t_a)
         tb.append(t_b)
         ratios.append(t_a / t_b if t_b > 0 else float("inf"))
@@ -182,23 +192,46 @@ def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], *, rounds: int = 21
                        statistics.median(tb), ratios)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Any, targets: Any, *,
-               loss_fn: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer | None, inputs: Any, targets: Any = None, *,
+               loss_fn: Callable[[Any, Any], torch.Tensor] | None = F.cross_entropy,
                autocast: torch.dtype | None = None) -> Callable[[], torch.Tensor]:
-    """One training step as a callable for benchmarks: zero the gradients, forward (under ``torch.autocast``
-    with ``autocast`` when given), loss, backward, optimizer step; returns the loss."""
+    """One training step as a callable: zero the gradients, forward on ``inputs`` (a tensor, a tuple of positional
+    or a dict of keyword arguments; under ``torch.autocast`` with ``autocast`` when given), loss, backward and the
+    ``optimizer``'s step; returns the loss.
+
+    ``optimizer=None`` stops after the backward pass (the gradients are left in ``.grad``: time a copy);
+    ``loss_fn=None`` takes the mean of every floating output as the loss (a step without labels, as the step-time
+    predictor times any model).
+    """
     device_type = device_of(model).type
 
     def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            model.zero_grad(set_to_none=True)
         with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-            loss = loss_fn(model(inputs), targets)
+            out = call_model(model, inputs)
+            loss = loss_fn(out, targets) if loss_fn is not None else None
+        if loss is None:   # in float32, outside autocast
+            loss = sum(t.float().mean() for t in flat_tensors(out) if t.is_floating_point())
         loss.backward()
-        optimizer.step()
+        if optimizer is not None:
+            optimizer.step()
         return loss
 
     return step
 
 
+def time_train_step(step: Callable[[], Any], *, device: torch.device | str | None = None, repeats: int = 1,
+                    warmup: int = 0, number: int = 1, clock: str = "auto") -> float:
+    """Seconds per call of a training ``step`` (:func:`train_step`) on ``clock`` (:func:`clock`'s choice for
+    ``device``: process CPU time on a one-thread CPU, wall time otherwise): ``warmup`` untimed calls, then the
+    median of ``repeats`` device-synchronised samples of ``number`` calls. The defaults take one sample, for
+    callers that interleave their own rounds."""
+    cpu = _clock(device, clock) == "cpu"
+    return seconds(measure(step, repeats=repeats, warmup=warmup, number=number, device=device, cpu=cpu), cpu)
+
+
 __all__ = ["CLOCKS", "PairedRatio", "Stopwatch", "Timing", "clock", "device_of", "measure", "paired_ratio", "seconds",
-           "sync", "time_once", "train_step"]
+           "sync", "time_once", "time_train_step", "train_step"]

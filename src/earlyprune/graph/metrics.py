@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.batch import call_model  # noqa: F401  (re-exported: earlyprune.graph.metrics.call_model)
+from ..core.batch import flat_tensors as _flat_tensors
 from ..core.validation import EXAMPLE_INPUTS, MODEL, InstanceOf, InvalidParameterError, Rule, checked, rule
 from .masks import mask_of, plain_name
 
@@ -49,18 +50,6 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
             if found is not None:
                 return found
     return None
-
-
-def _flat_tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        return [t for item in obj for t in _flat_tensors(item)]
-    if hasattr(obj, "__dict__"):  # ModelOutput-like containers
-        return [t for item in vars(obj).values() for t in _flat_tensors(item)]
-    return []
 
 
 def layer_mac_factor(module: nn.Module, inputs: tuple, output: torch.Tensor, batch: int) -> int:

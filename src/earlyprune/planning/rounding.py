@@ -42,6 +42,7 @@ from ..core.validation import ROUND_TO, Each, InstanceOf, Interval, Rule, checke
 from ..criteria.latency import LatencyTable, input_shapes
 from ..graph.groups import ChannelGroups
 from .selection import Plan, select
+from .spec import UNLIMITED, TargetSpec
 
 #: the multiples ``"auto"`` tries
 CANDIDATES = (1, 2, 4, 8, 16, 32)
@@ -133,11 +134,12 @@ class AutoRoundTo:
         median = statistics.median(groups.widths()) if len(groups) else 1
         return tuple(c for c in self.candidates if c == 1 or c <= self.max_fraction * median)
 
-    def choose(self, groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-               target: str = "channels", min_channels: int = 1, batch_size: int | None = None,
-               max_group_ratio: float = 1.0) -> RoundToChoice:
-        """Plan ``amount`` with every usable candidate, time the plans in interleaved rounds, decide (see the
-        module's rule) and return everything measured."""
+    def choose(self, groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float,
+               spec: TargetSpec | None = None, *, batch_size: int | None = None, **limits: Any) -> RoundToChoice:
+        """Plan ``amount`` with every usable candidate under ``spec``'s other limits (or its fields as keywords; no
+        group limit by default), time the plans in interleaved rounds, decide (see the module's rule) and return
+        everything measured."""
+        spec = TargetSpec.of(spec, limits, UNLIMITED)
         table = self.table
         restore = table.batch_size
         if table.batch_size is None and batch_size is not None:
@@ -147,8 +149,7 @@ class AutoRoundTo:
             layers, macs = {}, {}
             for r in self.usable(groups):
                 try:
-                    plan: Plan = select(groups, scores, amount, target=target, min_channels=min_channels,
-                                        round_to=r, max_group_ratio=max_group_ratio)
+                    plan: Plan = select(groups, scores, amount, spec.but(round_to=r))
                 except InfeasibleTargetError:
                     if r == 1:
                         raise
@@ -220,6 +221,13 @@ def check_round_to(value: Any) -> int | AutoRoundTo:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return AutoRoundTo()
     return ROUND_TO_RULE.check("round_to", value)
+
+
+def split_round_to(value: Any) -> tuple[int, AutoRoundTo | None]:
+    """``round_to`` as given by a user → ``(the multiple plans round to now, the settings of "auto")``: an integer
+    ``r`` is ``(r, None)``; ``"auto"`` or an :class:`AutoRoundTo` plans with 1 until it has measured."""
+    value = check_round_to(value)
+    return (1, value) if isinstance(value, AutoRoundTo) else (value, None)
 
 
 def batch_size_of(inputs: Any) -> int | None:

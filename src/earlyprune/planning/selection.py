@@ -13,7 +13,7 @@ are removed until the target is met:
   :class:`~earlyprune.speed.steptime.StepTimePredictor` (greedy knapsack, :mod:`earlyprune.planning.timebudget`;
   :func:`earlyprune.planning.targets.select` plans every target).
 
-Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses, REFERENCE pitfall 2) and at
+Every group keeps at least ``min_channels`` (its best-scored ones: no layer collapses) and at
 least ``1 − max_group_ratio`` of its original width (a relative floor: a global ranking of scores whose scale
 differs per layer — e.g. PaT Eq. 2 early in training, which is the layer's initialisation scale — would otherwise
 cut whole wide layers to the absolute floor), and with ``round_to=r`` every group's kept width is rounded to the
@@ -37,60 +37,40 @@ import torch
 from ..core.errors import InfeasibleTargetError, NonFiniteError
 from ..core.validation import (
     AMOUNT,
-    GROUP_RATIO,
-    MIN_CHANNELS,
-    MULTIPLE,
     STEPS,
-    TARGET,
     TARGETS,  # noqa: F401  (re-exported: earlyprune.planning.selection.TARGETS)
-    Rule,
-    check_args,
 )
 from ..graph.groups import ChannelGroups
 from ..graph.plan import Plan  # noqa: F401  (re-exported: earlyprune.planning.selection.Plan)
+from .spec import MAX_GROUP_RATIO, TargetSpec  # noqa: F401  (MAX_GROUP_RATIO re-exported)
 
-#: default per-group limit on the fraction of a group's original channels that may be removed
-#: (``benchmarks/README.md``, "Collapsed layers and the group limit")
-MAX_GROUP_RATIO = 0.8
-#: the target's rules, shared by :func:`select` and every entry point that plans one
-TARGET_RULES = {"target": TARGET, "min_channels": MIN_CHANNELS, "round_to": MULTIPLE, "max_group_ratio": GROUP_RATIO}
+#: the target's rules, shared by :func:`select` and every entry point that plans one (:class:`TargetSpec`'s)
+TARGET_RULES = {k: v for k, v in TargetSpec.RULES.items() if k != "ratio"}
 #: a plan meets its goal within this fraction of the baseline (float noise), and a target is reachable when the
 #: reachable fraction falls short of it by no more than this
 TOLERANCE = 1e-9
 
 
-def validate_target(amount: float, target: str, min_channels: int, round_to: int,
-                    max_group_ratio: float = MAX_GROUP_RATIO, *, rule: Rule = AMOUNT) -> None:
-    """Raise a clear error for an unusable target (shared by every entry point): ``amount`` checked by ``rule``
-    (:data:`~earlyprune.core.validation.AMOUNT`, [0, 1), for a plan; :data:`~earlyprune.core.validation.RATIO`, (0, 1),
-    for a run's ratio) under the name ``ratio``."""
-    rule.check("ratio", amount)
-    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
-                              "max_group_ratio": max_group_ratio})
-
-
-def group_limits(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def group_limits(groups: ChannelGroups, spec: TargetSpec) -> tuple[np.ndarray, np.ndarray]:
     """Per group: the granularity of kept widths (``round_to``, whole units, what the layers require: attention
     heads) and the fewest channels it must keep (``min_channels`` and ``1 − max_group_ratio`` of its original
     width, rounded up to the granularity, at most its current width)."""
-    step = np.array([math.lcm(round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
+    step = np.array([math.lcm(spec.round_to, g.unit_size, g.width_multiple) for g in groups], dtype=np.int64)
     floor = np.empty(len(groups), dtype=np.int64)
     original = groups.original_widths
     for g in groups:
-        relative = math.ceil((1.0 - float(max_group_ratio)) * original.get(g.name, g.width) - 1e-9)
-        need = max(min_channels, relative, 1)
+        relative = math.ceil((1.0 - float(spec.max_group_ratio)) * original.get(g.name, g.width) - 1e-9)
+        need = max(spec.min_channels, relative, 1)
         floor[g.index] = min(g.width, math.ceil(need / step[g.index]) * step[g.index])
     return step, floor
 
 
-def _granularity(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _granularity(groups: ChannelGroups, spec: TargetSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(widths, unit, step, min_keep)`` per group: current widths, channels per removable unit and
     :func:`group_limits`."""
     widths = np.array(groups.widths(), dtype=np.int64)
     unit = np.array([g.unit_size for g in groups], dtype=np.int64)
-    step, min_keep = group_limits(groups, min_channels, round_to, max_group_ratio)
+    step, min_keep = group_limits(groups, spec)
     return widths, unit, step, min_keep
 
 
@@ -108,58 +88,51 @@ def _measure(groups: ChannelGroups, target: str, widths: np.ndarray):  # noqa: A
     return {"channels": lambda r: float((widths - r).sum()), "flops": cost.macs, "params": cost.params}[target]
 
 
-def _most_removed(groups: ChannelGroups, min_channels: int, round_to: int, max_group_ratio: float) -> np.ndarray:
+def _most_removed(groups: ChannelGroups, spec: TargetSpec) -> np.ndarray:
     """Channels removed per group when every group is cut to its minimum (what no plan can exceed)."""
-    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to, max_group_ratio)
+    widths, unit, step, min_keep = _granularity(groups, spec)
     removed = (widths - min_keep) // unit * unit
     return _rounded(widths, removed, step, min_keep) if (step > unit).any() else removed
 
 
-def reachable(groups: ChannelGroups, *, target: str = "channels", min_channels: int = 1, round_to: int = 1,
-              max_group_ratio: float = MAX_GROUP_RATIO) -> float:
-    """The largest fraction of the original ``target`` quantity a plan can remove under ``min_channels``,
-    ``round_to`` and ``max_group_ratio`` (counting what was removed before: the groups' ``baseline`` is the
-    reference)."""
-    check_args(TARGET_RULES, {"target": target, "min_channels": min_channels, "round_to": round_to,
-                              "max_group_ratio": max_group_ratio})
+def reachable(groups: ChannelGroups, spec: TargetSpec | None = None, **limits: object) -> float:
+    """The largest fraction of the original ``spec.target`` quantity a plan can remove under its limits (counting
+    what was removed before: the groups' ``baseline`` is the reference). The limits may be given as keywords
+    (:class:`TargetSpec`'s fields) instead of ``spec``."""
+    spec = TargetSpec.of(spec, limits)
     widths = np.array(groups.widths(), dtype=np.int64)
-    left = _measure(groups, target, widths)(_most_removed(groups, min_channels, round_to, max_group_ratio))
-    base = groups.baseline[{"flops": "macs"}.get(target, target)]
+    left = _measure(groups, spec.target, widths)(_most_removed(groups, spec))
+    base = groups.baseline[{"flops": "macs"}.get(spec.target, spec.target)]
     return 1.0 - left / base if base > 0 else 0.0
 
 
-def check_reachable(groups: ChannelGroups, amount: float, *, target: str = "channels", min_channels: int = 1,
-                    round_to: int = 1, max_group_ratio: float = MAX_GROUP_RATIO) -> None:
+def check_reachable(groups: ChannelGroups, amount: float, spec: TargetSpec | None = None, **limits: object) -> None:
     """Raise :class:`~earlyprune.core.errors.InfeasibleTargetError` if no plan can remove ``amount`` of the target —
     before anything is trained: it names the groups that limit it and the reachable maximum. (The time target is
     predicted, not counted: it prunes as far as the constraints allow and says so.)"""
-    if target == "latency":   # predicted, not counted: refused only when no channel at all may go
-        if reachable(groups, target="channels", min_channels=min_channels, round_to=round_to,
-                     max_group_ratio=max_group_ratio) <= TOLERANCE:
-            raise InfeasibleTargetError(f"the time target cannot remove anything with min_channels={min_channels}, "
-                                        f"round_to={round_to}, max_group_ratio={max_group_ratio:g}: no group may lose "
-                                        f"a channel; lower min_channels or round_to, or raise max_group_ratio")
+    spec = TargetSpec.of(spec, limits)
+    if spec.target == "latency":   # predicted, not counted: refused only when no channel at all may go
+        if reachable(groups, spec.but(target="channels")) <= TOLERANCE:
+            raise InfeasibleTargetError(f"the time target cannot remove anything with {spec.limits()}: no group may "
+                                        f"lose a channel; lower min_channels or round_to, or raise max_group_ratio")
         return
-    most = reachable(groups, target=target, min_channels=min_channels, round_to=round_to,
-                     max_group_ratio=max_group_ratio)
+    most = reachable(groups, spec)
     if most + TOLERANCE < float(amount):
-        raise InfeasibleTargetError(_unreachable(groups, float(amount), most, target, min_channels, round_to,
-                                                 max_group_ratio))
+        raise InfeasibleTargetError(_unreachable(groups, float(amount), most, spec))
 
 
-def _unreachable(groups: ChannelGroups, amount: float, most: float, target: str, min_channels: int,
-                 round_to: int, max_group_ratio: float) -> str:
+def _unreachable(groups: ChannelGroups, amount: float, most: float, spec: TargetSpec) -> str:
     """Why ``amount`` cannot be removed: the groups that cannot give up their share, heaviest first."""
+    target = spec.target
     widths = np.array(groups.widths(), dtype=np.int64)
-    floor = widths - _most_removed(groups, min_channels, round_to, max_group_ratio)
+    floor = widths - _most_removed(groups, spec)
     per_channel = {"channels": np.ones(len(widths)),
                    "flops": np.array([g.macs_per_channel for g in groups]),
                    "params": np.array([g.params_per_channel for g in groups])}[target]
     excess = (floor - (1.0 - amount) * widths) * per_channel
     limiting = [i for i in np.argsort(-excess, kind="stable") if excess[i] > 0]
     what = {"channels": "channels", "flops": "MACs", "params": "parameters"}[target]
-    head = (f"cannot remove {amount:.1%} of the {what} with min_channels={min_channels}, round_to={round_to}, "
-            f"max_group_ratio={max_group_ratio:g}: at most {max(most, 0.0):.1%} can be removed")
+    head = f"cannot remove {amount:.1%} of the {what} with {spec.limits()}: at most {max(most, 0.0):.1%} can be removed"
     ratio = math.floor(max(most, 0.0) * 1000) / 1000
     lower_ratio = f", or the ratio to at most {ratio:g}" if ratio > 0 else ""
     if limiting:
@@ -170,33 +143,33 @@ def _unreachable(groups: ChannelGroups, amount: float, most: float, target: str,
             f"another target{lower_ratio}")
 
 
-def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, *,
-           target: str = "channels", min_channels: int = 1, round_to: int = 1,
-           max_group_ratio: float = MAX_GROUP_RATIO, clip: bool = False) -> Plan:
-    """Choose the channels to remove so that ``amount`` of the original model's ``target`` quantity is gone.
+def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: float, spec: TargetSpec | None = None,
+           *, clip: bool = False, **limits: object) -> Plan:
+    """Choose the channels to remove so that ``amount`` of the original model's ``spec.target`` quantity is gone.
 
     Args:
         groups: the model's channel groups (their ``baseline`` is the reference for ``amount``).
         scores: per-group channel scores (higher = more important), one 1-D tensor per group name.
         amount: fraction in [0, 1) of the original channels / MACs / parameters that must be removed in total,
             counting what earlier plans already removed.
-        target: ``"channels"``, ``"flops"`` or ``"params"`` (``"latency"`` is planned by
-            :func:`earlyprune.planning.targets.select`, which needs the step-time predictor).
-        min_channels: channels every group keeps at least.
-        round_to: kept widths are rounded to a multiple of this.
-        max_group_ratio: no group loses more than this fraction of its original channels.
+        spec: the target and its limits (:class:`~earlyprune.planning.spec.TargetSpec`: ``target`` ``"channels"``,
+            ``"flops"`` or ``"params"`` — ``"latency"`` is planned by :func:`earlyprune.planning.targets.select`,
+            which needs the step-time predictor —, ``min_channels``, ``round_to``, ``max_group_ratio``); or its
+            fields as keywords.
         clip: when no plan reaches ``amount`` under the constraints, prune as far as they allow instead of raising
             :class:`~earlyprune.core.errors.InfeasibleTargetError` (the signals' N_t at fixed ratios).
 
     The plan removes the fewest lowest-ranked units whose removal meets the target; with ``round_to`` > 1 the
     rounding of kept widths may remove a little more.
     """
-    validate_target(amount, target, min_channels, round_to, max_group_ratio)
-    if target == "latency":
+    AMOUNT.check("ratio", amount)
+    spec = TargetSpec.of(spec, limits)
+    if spec.target == "latency":
         raise ValueError("target='latency' is planned with the step-time predictor: use earlyprune.select(..., "
                          "target='latency', predictor=earlyprune.measure_step_time(groups, batch_size=...))")
+    target = spec.target
     unit_orders = ranked_units(groups, scores)
-    widths, unit, step, min_keep = _granularity(groups, min_channels, round_to, max_group_ratio)
+    widths, unit, step, min_keep = _granularity(groups, spec)
     cand_scores, cand_groups = [], []
     for g in groups:
         unit_scores, order = unit_orders[g.index]
@@ -231,16 +204,12 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
         if measure(removed_for(hi)) > goal + tol:
             # a part scaled past its whole (head_ratio > ratio at a small signal ratio) prunes as far as allowed
             if not clip and whole:
-                raise InfeasibleTargetError(_unreachable(groups, float(part_amount),
-                                                         reachable(groups, target=target, min_channels=min_channels,
-                                                                   round_to=round_to, max_group_ratio=max_group_ratio),
-                                                         target, min_channels, round_to, max_group_ratio))
+                raise InfeasibleTargetError(_unreachable(groups, float(part_amount), reachable(groups, spec), spec))
             if not clip and part_amount < 1.0:
                 part = groups[int(members[0])].part
-                raise InfeasibleTargetError(f"cannot remove {part_amount:.1%} of the {part} with "
-                                            f"min_channels={min_channels}, round_to={round_to}, max_group_ratio="
-                                            f"{max_group_ratio:g}: their groups cannot lose that much; lower "
-                                            f"min_channels or round_to, raise max_group_ratio, or the part's ratio")
+                raise InfeasibleTargetError(f"cannot remove {part_amount:.1%} of the {part} with {spec.limits()}: "
+                                            f"their groups cannot lose that much; lower min_channels or round_to, "
+                                            f"raise max_group_ratio, or the part's ratio")
             lo = hi
         while lo < hi:  # smallest n whose plan meets the goal (hi always does: the search keeps that invariant)
             mid = (lo + hi) // 2

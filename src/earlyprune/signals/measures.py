@@ -28,6 +28,7 @@ from torch import nn
 
 from ..core.validation import AMOUNT, Interval, InvalidParameterError, rule
 from ..graph.groups import ChannelGroups
+from ..planning.spec import UNLIMITED, TargetSpec
 from ..planning.targets import select_many
 
 #: EPI's look-back r
@@ -97,18 +98,19 @@ def early_pruning_indicator(history: Sequence[Sequence[int]], r: int) -> float:
     return float(np.mean([structure_similarity(newest, history[-1 - j]) for j in range(1, r + 1)]))
 
 
-def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], ratios: Iterable[float], *,
-                          target: str = "channels", min_channels: int = 1, round_to: int = 1,
-                          max_group_ratio: float = 1.0, predictor: Any = None) -> dict[float, list[int]]:
+def subnetwork_structures(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], ratios: Iterable[float],
+                          spec: TargetSpec | None = None, *, predictor: Any = None, **limits: Any
+                          ) -> dict[float, list[int]]:
     """``N_t`` at each ratio: kept channels per group of the sub-network the global ranking of ``scores`` would
-    select now (PaT: "the top k neurons by ranking the importance scores"), with the run's target and
-    constraints. One ranking serves every ratio — no pass over the data; with ``target="latency"`` one greedy
-    pass of the time-budget selection (``predictor``) gives every ratio's plan."""
+    select now (PaT: "the top k neurons by ranking the importance scores"), under ``spec``'s target and limits (or
+    its fields as keywords; no group limit by default). One ranking serves every ratio — no pass over the data;
+    with ``target="latency"`` one greedy pass of the time-budget selection (``predictor``) gives every ratio's
+    plan."""
+    spec = TargetSpec.of(spec, limits, UNLIMITED)
     ratios = list(ratios)
     with warnings.catch_warnings():  # a ratio the constraints cannot reach is pruned as far as they allow (clip)
         warnings.simplefilter("ignore")
-        plans = select_many(groups, scores, ratios, target=target, min_channels=min_channels, round_to=round_to,
-                            max_group_ratio=max_group_ratio, predictor=predictor, clip=True)
+        plans = select_many(groups, scores, ratios, spec, predictor=predictor, clip=True)
     return {ratio: plan.structure for ratio, plan in zip(ratios, plans)}
 
 

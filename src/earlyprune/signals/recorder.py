@@ -14,7 +14,7 @@ import torch
 
 from ..core.validation import RATIO, Each, Interval, InvalidParameterError, Rule, checked, rule
 from ..graph.groups import ChannelGroups, scores_to_vector
-from ..planning.selection import validate_target
+from ..planning.spec import UNLIMITED, TargetSpec
 from ..unstructured.selection import mask_distance as weight_mask_distance
 from .measures import (
     LOOKBACK,
@@ -113,10 +113,12 @@ class SignalRecorder:
         self._ranking: torch.Tensor | None = None
         self._weight_mask: dict[str, torch.Tensor] | None = None
 
-    def start(self, groups: ChannelGroups, *, ratio: float, target: str = "channels", min_channels: int = 1,
-              round_to: int = 1, needs: Iterable[str] | None = None, level: Any = None,
-              max_group_ratio: float = 1.0, predictor: Any = None) -> None:
+    def start(self, groups: ChannelGroups, spec: TargetSpec | None = None, *, needs: Iterable[str] | None = None,
+              level: Any = None, predictor: Any = None, **limits: Any) -> None:
         """Bind to a model before training and take ``θ_0``.
+
+        ``spec``: the run's target (its ``ratio`` required) — or its fields as keywords (``ratio=0.5``,
+        ``target="flops"``); N_t itself ignores the limits (PaT's unconstrained top-k).
 
         ``needs=None`` records every signal; otherwise only those named (``"structure"``, ``"weight_change"``,
         ``"bn_mask"`` — what the policy asks for), and ``θ_0`` is copied only if ``"weight_change"`` is among them.
@@ -127,15 +129,16 @@ class SignalRecorder:
         scores ranked for Kendall / Spearman and ``keep_masks(scores, ratio)`` the top-k masks, whose normalised
         Hamming distance between consecutive epochs is recorded as ``weight_mask_distance``.
         """
-        validate_target(ratio, target, min_channels, round_to, max_group_ratio, rule=RATIO)
+        RATIO.check("ratio", spec.ratio if spec is not None else limits.get("ratio"))   # a run's ratio: required
+        spec = TargetSpec.of(spec, limits, UNLIMITED)
         if needs is not None:
             needs = frozenset(needs)
             unknown = needs - SIGNALS
             if unknown:
                 raise InvalidParameterError(f"unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}")
         self.groups, self.needs, self.level = groups, needs, level
-        self.ratio, self.target, self.min_channels, self.round_to = float(ratio), target, min_channels, round_to
-        self.max_group_ratio = float(max_group_ratio)
+        self.spec = spec
+        self.ratio, self.target = float(spec.ratio), spec.target  # type: ignore[arg-type]
         #: the step-time predictor of ``target="latency"`` (the pruner sets it before the first epoch end)
         self.predictor = predictor
         self._reset_state()

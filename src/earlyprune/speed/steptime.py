@@ -52,7 +52,6 @@ import torch
 from torch import nn
 
 from ..core import timing
-from ..core.batch import call_model
 from ..core.validation import (
     Boolean,
     InstanceOf,
@@ -400,21 +399,13 @@ def batched(inputs: Any, batch_size: int) -> Any:
 def time_step(model: nn.Module, inputs: Any, *, autocast: torch.dtype | None = None, repeats: int = 5,
               warmup: int = 2, clock: str = "auto") -> float:
     """Median seconds (on :func:`earlyprune.core.timing.clock`'s clock) of one forward + backward of ``model`` on
-    ``inputs`` (loss: the mean of every floating output), on ``model``'s device, in train mode. Gradients are left
-    in ``.grad``: time a copy."""
+    ``inputs`` (loss: the mean of every floating output; :func:`earlyprune.core.timing.train_step` without an
+    optimizer), on ``model``'s device, in train mode. Gradients are left in ``.grad``: time a copy."""
     device = timing.device_of(model)
-    cpu = timing.clock(device, clock) == "cpu"
-
-    def run() -> None:
-        model.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            out = call_model(model, inputs)
-        loss = sum(t.float().mean() for t in _flat_tensors(out) if t.is_floating_point())
-        loss.backward()
-
+    step = timing.train_step(model, None, inputs, loss_fn=None, autocast=autocast)
     model.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return timing.seconds(timing.measure(run, repeats=repeats, warmup=warmup, device=device, cpu=cpu), cpu)
+        return timing.time_train_step(step, device=device, repeats=repeats, warmup=warmup, clock=clock)
 
 
 def uniform_removal(groups: ChannelGroups, fraction: float, align: int = 8) -> dict[str, int]:

@@ -11,8 +11,9 @@
 * :func:`compile_decision` — ``--compile``: compile the pruned model once the pruning epoch is over (never the
   dense model: its shapes are about to change), time a few steps, and keep it only if the compile time is paid
   back over the remaining steps;
-* :func:`budget_ratio` — ``--time-budget B``: the step-time ratio to remove so that the whole run takes ``B`` of
-  the dense run's time, given when the policy triggered.
+* :func:`~earlyprune.planning.timebudget.budget_ratio` — ``--time-budget B``: the step-time ratio to remove so
+  that the whole run takes ``B`` of the dense run's time, given when the policy triggered (it lives with the rest of
+  the time budget in :mod:`earlyprune.planning.timebudget`; imported here for the trainer).
 
 Timings use :func:`earlyprune.core.timing.clock`'s clock (process CPU time on a one-thread CPU, wall time otherwise).
 """
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from ..core import timing
+from ..planning.timebudget import budget_fraction, budget_ratio  # noqa: F401  (the trainer's import)
 
 #: a mode other than plain fp32 / NCHW must be at least this much faster (median paired ratio) to be chosen
 MIN_GAIN = 0.05
@@ -123,7 +125,6 @@ def choose_settings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     modes = [(p, c) for p in precisions for c in layouts]
     if len(modes) == 1:
         return SpeedSettings(modes[0][0], bool(modes[0][1]), clock=timing.clock(device))
-    cpu = timing.clock(device) == "cpu"
     steps = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), timing.Stopwatch() as spent:
         for p, c in modes:
@@ -133,31 +134,23 @@ def choose_settings(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
             steps[(p, c)] = timing.train_step(net, opt, inputs, y, loss_fn=loss_fn, autocast=_autocast(p))
             steps[(p, c)]()                                  # warm-up (kernel choice, allocator)
         samples: dict[tuple[str, bool], list[float]] = {m: [] for m in modes}
-        for _ in range(rounds):
+        for _ in range(rounds):   # interleaved: a load spike hits every mode of the round alike
             for mode in modes:
-                with timing.Stopwatch(device) as clock:
-                    steps[mode]()
-                samples[mode].append(clock.cpu_seconds if cpu else clock.seconds)
+                samples[mode].append(timing.time_train_step(steps[mode], device=device))
         del steps
     base = modes[0]   # fp32 (or the fixed precision), NCHW (or the fixed layout): the simplest mode
     speedup = {_mode_name(*m): statistics.median(a / b for a, b in zip(samples[base], samples[m])) for m in modes}
     best = max(modes, key=lambda m: speedup[_mode_name(*m)])
     chosen = best if speedup[_mode_name(*best)] >= 1.0 + min_gain else base
     return SpeedSettings(chosen[0], bool(chosen[1]), {_mode_name(*m): statistics.median(samples[m]) for m in modes},
-                         speedup, "cpu" if cpu else "wall", spent.seconds)
+                         speedup, timing.clock(device), spent.seconds)
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor],
-                 autocast: torch.dtype | None) -> Callable[[], None]:
-    """Forward + loss + backward of ``model`` on ``(x, y)`` (gradients left in ``.grad``: use on copies)."""
-    device_type = timing.device_of(model).type
-
-    def run() -> None:
-        model.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-    return run
+                 autocast: torch.dtype | None) -> Callable[[], Any]:
+    """Forward + loss + backward of ``model`` on ``(x, y)``: :func:`earlyprune.core.timing.train_step` without an
+    optimizer (gradients left in ``.grad``: use on copies)."""
+    return timing.train_step(model, None, x, y, loss_fn=loss_fn, autocast=autocast)
 
 
 #: paired rounds of dense and pruned steps that time the per-step gain after the pruning epoch
@@ -167,18 +160,10 @@ GAIN_ROUNDS = 5
 def paired_steps(a: Callable[[], None], b: Callable[[], None], device: torch.device, rounds: int = 5
                  ) -> tuple[float, float, float]:
     """Median seconds of ``a`` and ``b`` and the median of the paired ratios ``t(a) / t(b)`` over ``rounds``
-    back-to-back rounds (alternating which goes first), after one warm-up each."""
-    cpu = timing.clock(device) == "cpu"
-    a()
-    b()
-    ta, tb = [], []
-    for i in range(rounds):
-        order = [(a, ta), (b, tb)] if i % 2 == 0 else [(b, tb), (a, ta)]
-        for fn, out in order:
-            with timing.Stopwatch(device) as clock:
-                fn()
-            out.append(clock.cpu_seconds if cpu else clock.seconds)
-    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb))
+    back-to-back rounds (alternating which goes first), after one warm-up each, on the package's clock
+    (:func:`earlyprune.core.timing.paired_ratio`)."""
+    result = timing.paired_ratio(a, b, rounds=rounds, warmup=1, device=device, cpu=timing.clock(device) == "cpu")
+    return result.a_seconds, result.b_seconds, result.ratio
 
 
 def measure_gain(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -279,11 +264,7 @@ def compile_decision(mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
     eager = step_seconds(model, x, y, loss_fn, autocast)
     with preserved(model):
         if mode == "auto":
-            eager()
-            cpu = timing.clock(device) == "cpu"
-            with timing.Stopwatch(device) as clock:
-                eager()
-            remaining = (clock.cpu_seconds if cpu else clock.seconds) * remaining_steps
+            remaining = timing.time_train_step(eager, device=device, warmup=1) * remaining_steps
             if remaining < COMPILE_MIN_REMAINING_S:
                 decision.reason = (f"the remaining training ({remaining:.0f} s) is too short to pay back a compile "
                                    f"(auto compiles from {COMPILE_MIN_REMAINING_S:.0f} s)")
@@ -325,36 +306,3 @@ def narrow_channels_last_crashes() -> bool:
     except (OSError, subprocess.SubprocessError):
         return True   # cannot tell: stay on the safe side
     return proc.returncode != 0
-
-
-def budget_ratio(budget: float, epochs: int, dense_epochs: int, spent: float | None = None,
-                 extra: float = 0.0) -> float:
-    """Fraction of the step time to remove so that the whole run takes ``budget`` of the dense run's time.
-
-    With ``k`` dense epochs before the pruning epoch, which cost ``s`` dense epochs' time (``spent``; default ``k``
-    — more when the run measured something: speed settings, the step-time predictor), the pruning epoch counted as
-    dense, ``x`` (``extra``) dense epochs' time still to be spent outside the training loop (timing the per-step
-    gain) and ``E`` epochs in all, each of the ``E − k − 1`` sparse epochs may take ``(B·E − s − 1 − x) /
-    (E − k − 1)`` of a dense epoch; the ratio is one minus that. Raises ValueError when no ratio in (0, 1) can
-    meet the budget.
-    """
-    spent = float(dense_epochs if spent is None else spent)
-    sparse = epochs - dense_epochs - 1
-    allowed = budget * epochs - spent - 1 - extra
-    if sparse <= 0 or allowed <= 0:
-        cost = (f" (with what the run measured so far, {spent + 1 + extra:.1f} dense epochs' time)"
-                if spent + extra > dense_epochs + 0.05 else "")
-        raise ValueError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} epochs "
-                         f"run dense (or while pruning) already{cost}")
-    return min(max(1.0 - allowed / sparse, 0.0), 0.99)
-
-
-def budget_fraction(epochs: int, dense_epochs: int, ratio: float, spent: float | None = None,
-                    extra: float = 0.0) -> float:
-    """The inverse of :func:`budget_ratio`: the fraction of the dense run's time a run takes that removes ``ratio``
-    of the step time after ``dense_epochs`` dense epochs (which cost ``spent`` dense epochs' time) and the pruning
-    epoch, with ``extra`` to spend outside the loop: ``(s + 1 + x + (E − k − 1)(1 − r)) / E`` (at least about 1
-    when fewer than ``k + 2`` epochs are planned)."""
-    spent = float(dense_epochs if spent is None else spent)
-    sparse = max(epochs - dense_epochs - 1, 0)
-    return (spent + min(1, epochs - dense_epochs) + extra + sparse * (1.0 - ratio)) / epochs
