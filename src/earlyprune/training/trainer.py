@@ -23,7 +23,6 @@ import json
 import os
 import random
 import resource
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -79,6 +78,14 @@ from .resume import (
     environment_differences,
     parse_allowed,
 )
+from .run import (
+    AUX_WEIGHT,
+    Run,
+    match_state_layout,
+    removes_channels,
+    set_memory_format,
+    training_loss,
+)
 from .speed import (
     GAIN_ROUNDS,
     CompileDecision,
@@ -92,6 +99,9 @@ from .speed import (
     narrow_channels_last_crashes,
 )
 from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
+
+__all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
+           "evaluate", "evaluates", "train", "training_loss"]
 
 SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
@@ -114,23 +124,6 @@ class RunResult:
     dense_stats: ModelStats
     final_stats: ModelStats
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give per-parameter optimizer state its parameter's memory layout (after pruning or loading), so that the
-    element-wise updates run the same kernels however the state was produced."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
-
-
-def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None, channels_last: bool) -> None:
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # parameters keep their identity (set .data)
-        if optimizer is not None:
-            _match_state_layout(optimizer)
 
 
 def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
@@ -209,31 +202,6 @@ def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, opt
         if cfg.pruner_args and "unexpected keyword" in str(exc):
             raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
         raise
-
-
-#: weight of each auxiliary classifier's loss (GoogLeNet, Szegedy et al. 2015, §5: "weighted by 0.3")
-AUX_WEIGHT = 0.3
-
-
-def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, loss)`` of a training-mode output: a tensor, or a tuple whose first entry is the logits and the
-    rest auxiliary classifiers (torchvision's GoogLeNet / Inception-v3), added with :data:`AUX_WEIGHT`."""
-    if isinstance(out, torch.Tensor):
-        return out, loss_fn(out, targets)
-    if isinstance(out, tuple) and out and all(isinstance(o, torch.Tensor) or o is None for o in out) \
-            and isinstance(out[0], torch.Tensor):
-        aux = [o for o in out[1:] if o is not None]
-        return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
-                                                                   torch.zeros((), device=out[0].device))
-    raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
-                    f"or a tuple (logits, auxiliary logits…)")
-
-
-def _step_loss(run: "_Run") -> Callable[[Any, torch.Tensor], torch.Tensor]:
-    """The run's training loss as the speed measurements call it: ``loss(output, targets)``, auxiliary outputs
-    included (:func:`training_loss`)."""
-    return lambda out, targets: training_loss(out, targets, run.loss_fn)[1]
 
 
 def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
@@ -369,62 +337,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         parallel.close()
 
 
-@dataclass
-class _Run:
-    """What one training run holds while it trains: built by :func:`_setup` and :func:`_build`, restored by
-    :func:`_restore`, advanced by :func:`_loop` one :func:`_epoch` at a time, summarised by :func:`_finish`."""
-
-    cfg: TrainConfig
-    run_dir: Path | None
-    write: bool
-    progress: Progress
-    device: torch.device
-    precision: Precision
-    data: ImageData
-    train_loader: BatchLoader
-    test_loader: BatchLoader
-    parallel: DataParallel
-    model: nn.Module = None  # type: ignore[assignment]
-    net: nn.Module = None  # type: ignore[assignment]  #: what the training forward runs through (DDP or model)
-    example: torch.Tensor = None  # type: ignore[assignment]
-    dense_stats: ModelStats = None  # type: ignore[assignment]
-    optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
-    scheduler: Any = None
-    loss_fn: nn.Module = None  # type: ignore[assignment]
-    pruner: EarlyPruner = None  # type: ignore[assignment]
-    lottery: LotteryTicketRewinding | None = None
-    start_epoch: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    speed: SpeedSettings | None = None           #: what --precision / --channels-last resolved to
-    channels_last: bool = False
-    min_channels: int = 1                         #: --min-channels, raised where narrow widths crash the device
-    dense_copy: nn.Module | None = None           #: the dense model, kept during the pruning epoch to time the gain
-    gain: dict[str, Any] | None = None
-    compiled: CompileDecision | None = None
-    budget: dict[str, Any] | None = None
-    setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
-    environment: dict[str, Any] = field(default_factory=dict)
-    profile: dict[str, Any] | None = None         #: --speed-profile's measurements, when it already existed
-    resume_changes: list[dict[str, Any]] = field(default_factory=list)
-    loggers: list[RunLogger] = field(default_factory=list)
-
-    @property
-    def writing(self) -> bool:
-        return self.run_dir is not None and self.write and self.parallel.is_main
-
-    def rewrap(self) -> nn.Module:
-        """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
-        self.net = self.parallel.wrap(self.model)
-        return self.net
-
-    @property
-    def epochs(self) -> int:
-        """Epochs the run trains in all: ``--epochs``, or LTR's ``E + R·(E − K)``."""
-        return self.lottery.total_epochs if self.lottery is not None else self.cfg.epochs
-
-
 def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
-           parallel: DataParallel | None = None) -> _Run:
+           parallel: DataParallel | None = None) -> Run:
     """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
     parallel = parallel or DataParallel("cpu")
     usable = _usable_cpus()
@@ -463,10 +377,10 @@ def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progre
     train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
                                seed=cfg.seed, rank=parallel.rank, world_size=parallel.world_size)
     test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std)
-    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
+    return Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
 
 
-def _build(run: _Run) -> dict[str, Any] | None:
+def _build(run: Run) -> dict[str, Any] | None:
     """The model (original architecture, measured on the CPU; a resumed run replays its pruned structure on it),
     optimizer, LR schedule, loss and pruner — in the same order for a new and a resumed run, so that restoring
     their states continues exactly. Returns the checkpoint's state when resuming."""
@@ -504,14 +418,13 @@ def _build(run: _Run) -> dict[str, Any] | None:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
                                              scheduler=run.scheduler)
-    _set_memory_format(run.model, run.optimizer, run.channels_last)
-    run.rewrap()
+    run.relayout()
     if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
         _fit_budget(run)
     return state
 
 
-def _apply_profile(run: _Run) -> None:
+def _apply_profile(run: Run) -> None:
     """--speed-profile: the rounding choice and the step-time predictor a previous run measured, given to the
     pruner as a resumed run's state gives them (nothing of it is measured again)."""
     profile, pruner = run.profile, run.pruner
@@ -526,7 +439,7 @@ def _apply_profile(run: _Run) -> None:
                      + ", ".join(k for k in ("speed", "round_to", "predictor", "time_budget") if profile.get(k)))
 
 
-def _write_profile(run: _Run) -> bool:
+def _write_profile(run: Run) -> bool:
     """The first run given --speed-profile writes what it measured (rank 0), once its pruning has started (before,
     the predictor and the rounding choice may not exist yet). True if it wrote."""
     cfg, pruner = run.cfg, run.pruner
@@ -544,7 +457,7 @@ def _write_profile(run: _Run) -> bool:
     return True
 
 
-def _say_if_the_wait_outlasts_the_cap(run: _Run) -> None:
+def _say_if_the_wait_outlasts_the_cap(run: Run) -> None:
     """A signal policy whose ``min_steps`` outlasts its cap on this dataset prunes at the cap: said at the start,
     in the run's terms, rather than only as the cap's warning epochs later."""
     policy = run.pruner.policy
@@ -559,7 +472,7 @@ def _say_if_the_wait_outlasts_the_cap(run: _Run) -> None:
                      f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
 
 
-def _resolve_speed(run: _Run) -> None:
+def _resolve_speed(run: Run) -> None:
     """--precision / --channels-last: as given, as recorded by the run (resume), or measured now ("auto"); and the
     smallest width the device survives in channels_last."""
     cfg = run.cfg
@@ -577,7 +490,7 @@ def _resolve_speed(run: _Run) -> None:
         layout = "auto" if cfg.channels_last == "measure" else cfg.channels_last
         with Stopwatch(run.device) as clock:
             run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
-                choose_settings(run.model, x, y, _step_loss(run), run.device, precision, layout)
+                choose_settings(run.model, x, y, run.step_loss(), run.device, precision, layout)
                 if run.parallel.is_main else None)
         run.setup_seconds = (clock.seconds, clock.cpu_seconds)
         times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
@@ -596,21 +509,15 @@ def _resolve_speed(run: _Run) -> None:
                          "(checked in a subprocess): every group keeps at least 8 channels")
 
 
-def _warn(run: _Run, message: str) -> None:
-    """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike."""
-    warnings.warn(message, stacklevel=3)
-    run.progress.log(f"warning: {message}")
-
-
-def _gain_epochs(run: _Run, ratio: float) -> float:
+def _gain_epochs(run: Run, ratio: float) -> float:
     """Dense epochs' time that timing the per-step gain after the pruning epoch will take: one warm-up and
     ``GAIN_ROUNDS`` steps each of the dense copy and of the pruned model (about ``1 − ratio`` of a dense step)."""
-    if not _removes_channels(run):
+    if not removes_channels(run):
         return 0.0
     return (GAIN_ROUNDS + 1) * (2.0 - ratio) / max(len(run.train_loader), 1)
 
 
-def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
+def _fit_budget(run: Run, row: dict[str, Any] | None = None) -> None:
     """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit — counting
     what the epochs so far (``row``: the one just trained) really took, measurements included, and the gain's
     timing still to come."""
@@ -633,7 +540,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
     except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
         ratio, met = MAX_BUDGET_RATIO, False
         extra = _gain_epochs(run, ratio)
-        _warn(run, f"{exc}; pruning as far as the constraints allow")
+        run.warn(f"{exc}; pruning as far as the constraints allow")
     asked = ratio
     # beyond what the limits allow, a count target is refused at the first step and the time target falls short
     # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
@@ -647,7 +554,7 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
                    f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
                    f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
                    f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
-        _warn(run, message)
+        run.warn(message)
     most = pruner.reachable_ratio()
     if most and ratio >= FLOOR_SHARE * most:
         # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
@@ -657,14 +564,14 @@ def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
                    f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
                    f"benchmarks/frontier.py — a larger --time-budget, or pruning earlier (--policy init), leaves "
                    f"the choice to the scores")
-        _warn(run, message)
+        run.warn(message)
     run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
                   "met": met, "expected": expected, "spent_before": spent, "gain_timing": extra}
     run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
                      f"pruning: ratio {ratio:.3f} of the {cfg.target}")
 
 
-def _budget_record(run: _Run) -> dict[str, Any] | None:
+def _budget_record(run: Run) -> dict[str, Any] | None:
     """The time budget's plan (from this process or, after a resume, from the epoch it was fitted in) and what the
     run spent, estimated against its own dense epochs (:func:`~earlyprune.training.summary.budget_spent`)."""
     plan = run.budget or next((r["time_budget"] for r in run.rows if r.get("time_budget")), None)
@@ -678,7 +585,7 @@ def _budget_record(run: _Run) -> dict[str, Any] | None:
     return {**plan, "spent": spent}
 
 
-def _restore(run: _Run, state: dict[str, Any]) -> None:
+def _restore(run: Run, state: dict[str, Any]) -> None:
     """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
     try:  # a state that does not fit is refused here, not at the first step
         check_state(run.optimizer, state["optimizer"])
@@ -695,7 +602,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
                               f"resumed from it") from None
-    _match_state_layout(run.optimizer)
+    match_state_layout(run.optimizer)
     run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
     assert run_dir is not None
     run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
@@ -711,7 +618,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
                      else f"{run_dir} is already complete ({epochs} epochs)")
 
 
-def _restart(run: _Run) -> None:
+def _restart(run: Run) -> None:
     """Resume a run stopped before its first checkpoint: from epoch 0, as it started (its lines dropped)."""
     assert run.run_dir is not None
     if run.parallel.is_main:
@@ -721,7 +628,7 @@ def _restart(run: _Run) -> None:
     run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
 
 
-def _record_resume(run: _Run, check: _Resume) -> None:
+def _record_resume(run: Run, check: _Resume) -> None:
     """Commit the allowed changes (environment.json first: a kill before config.json is rewritten makes the next
     resume ask again and record the same change once) and keep the record for summary.json."""
     changes = list(check.earlier_changes)
@@ -739,7 +646,7 @@ def _record_resume(run: _Run, check: _Resume) -> None:
         run.progress.log(f"resuming with {diff} (allowed by --allow-changed; recorded in summary.json)")
 
 
-def _loop(run: _Run) -> None:
+def _loop(run: Run) -> None:
     """The epochs of this invocation (all that remain, or ``--stop-after`` of them)."""
     cfg = run.cfg
     if run.start_epoch == 0:
@@ -749,11 +656,11 @@ def _loop(run: _Run) -> None:
         run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
                          f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
     end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
-    if run.pruner.done and _removes_channels(run) and run.start_epoch < run.epochs:   # resumed after pruning
+    if run.pruner.done and removes_channels(run) and run.start_epoch < run.epochs:   # resumed after pruning
         _compile(run, run.start_epoch)
     for epoch in range(run.start_epoch, end_epoch):
         if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
-            _set_memory_format(run.model, run.optimizer, run.channels_last)
+            set_memory_format(run.model, run.optimizer, run.channels_last)
         row = _epoch(run, epoch)
         if run.lottery is not None:
             run.lottery.epoch_end(epoch)
@@ -773,10 +680,10 @@ def _loop(run: _Run) -> None:
         run.progress.end_epoch(_epoch_line(row, run.epochs))
 
 
-def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
+def _epoch(run: Run, epoch: int) -> dict[str, Any]:
     """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size; after the
     pruning epoch, what it gained per step."""
-    if run.pruner.phase == "pruning" and not run.pruner.events and _removes_channels(run):
+    if run.pruner.phase == "pruning" and not run.pruner.events and removes_channels(run):
         run.dense_copy = copy.deepcopy(run.model)   # the dense model, to time the gain against
     try:
         row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
@@ -792,7 +699,7 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
         row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
     row["test_loss"] = row["test_accuracy"] = None
     row["eval_seconds"] = 0.0
-    if run.pruner.done and run.pruner.prune_epoch == epoch and _removes_channels(run):
+    if run.pruner.done and run.pruner.prune_epoch == epoch and removes_channels(run):
         row["bn_recalibration"] = _recalibrate(run, evaluate_before=evaluates(epoch, run.cfg, row))
     if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
         with Stopwatch(run.device) as clock:
@@ -814,7 +721,7 @@ def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
     return row
 
 
-def _recalibrate(run: _Run, evaluate_before: bool) -> dict[str, Any]:
+def _recalibrate(run: Run, evaluate_before: bool) -> dict[str, Any]:
     """After the pruning epoch: BatchNorm running statistics re-estimated on the first training images (no
     augmentation, no random number drawn: the training trajectory is unchanged), and the test accuracy before it."""
     record: dict[str, Any] = {}
@@ -832,13 +739,7 @@ def _recalibrate(run: _Run, evaluate_before: bool) -> dict[str, Any]:
     return record
 
 
-def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""
-    n = min(run.cfg.batch_size, len(run.train_loader.x))
-    return run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
-
-
-def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
+def _gain(run: Run, stats: ModelStats) -> dict[str, Any]:
     """Time a few steps of the pruned model beside the dense copy; predicted vs measured; warn if not faster."""
     import numpy as np
 
@@ -848,8 +749,8 @@ def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
         p = pruner.predictor
         removed = np.array(p.widths) - np.array(pruner.groups.widths())
         predicted = (p.predict(), p.predict(removed))
-    x, y = _batch(run)
-    gain = measure_gain(run.dense_copy, run.model, x, y, _step_loss(run), run.precision.dtype,  # type: ignore[arg-type]
+    x, y = run.batch()
+    gain = measure_gain(run.dense_copy, run.model, x, y, run.step_loss(), run.precision.dtype,  # type: ignore[arg-type]
                         dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
                         target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
                         widths=pruner.groups.widths())
@@ -860,11 +761,11 @@ def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
         line += f"; predicted {gain['predicted_speedup']:.2f}x"
     run.progress.log(line)
     if gain["reasons"]:
-        _warn(run, "the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
+        run.warn("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
     return gain
 
 
-def _compile(run: _Run, next_epoch: int) -> None:
+def _compile(run: Run, next_epoch: int) -> None:
     """--compile, once the pruning epoch is over (never during it: the shapes change at every pruning step)."""
     if run.compiled is not None:
         return
@@ -874,13 +775,13 @@ def _compile(run: _Run, next_epoch: int) -> None:
         if run.compiled.compiled:
             run.net = torch.compile(run.net)
         return
-    x, y = _batch(run)
+    x, y = run.batch()
     remaining = (run.cfg.epochs - next_epoch) * len(run.train_loader)
     if run.parallel.active and run.cfg.compile == "auto":   # timings differ per rank; the ranks must agree
         run.compiled = CompileDecision("auto", remaining_steps=remaining,
                                        reason="auto does not compile under torchrun (use --compile on)")
         return
-    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, _step_loss(run), run.precision.dtype,
+    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, run.step_loss(), run.precision.dtype,
                                              remaining)
     if compiled is not None:   # the training steps go through it (the DDP wrapper under torchrun)
         run.net = compiled
@@ -896,13 +797,7 @@ def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
             or bool((row.get("pruner") or {}).get("trigger")))
 
 
-def _removes_channels(run: _Run) -> bool:
-    """Whether the run's pruning makes the model smaller (so its gain is timed and compiling it is considered):
-    not with masked weights only."""
-    return run.cfg.granularity != "weights" and run.lottery is None
-
-
-def _finish(run: _Run) -> RunResult:
+def _finish(run: Run) -> RunResult:
     """The summary (and, once complete, the final model) of the run."""
     cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
@@ -951,7 +846,7 @@ def _finish(run: _Run) -> RunResult:
 
 def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
+                 loader: BatchLoader, progress: Progress, device: torch.device, run: Run | None = None
                  ) -> dict[str, Any]:
     channels_last = run.channels_last if run is not None else cfg.channels_last in (True, "on")
     phase = "pruning" if pruner.phase == "pruning" else pruner.phase
@@ -983,7 +878,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
             except NonFiniteError as exc:  # scores from a diverged model: say what diverged
                 guard.explain(exc)
             if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
-                _set_memory_format(model, optimizer, channels_last)
+                set_memory_format(model, optimizer, channels_last)
                 net = run.rewrap() if run is not None else model
                 faults.point("prune.step")
             faults.point("train.batch")
@@ -1000,7 +895,7 @@ def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torc
         n_events = len(pruner.events)
         pruner.epoch_end()
         if len(pruner.events) != n_events:
-            _set_memory_format(model, optimizer, channels_last)
+            set_memory_format(model, optimizer, channels_last)
             if run is not None:
                 run.rewrap()
     pruner_seconds = pruner_clock.seconds
@@ -1057,7 +952,7 @@ def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: An
     save_checkpoint(run_dir, epochs_done, model, state)
 
 
-def _outcome(run: _Run) -> PruningOutcome:
+def _outcome(run: Run) -> PruningOutcome:
     """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
     if run.lottery is None or not run.lottery.history:
         return pruning_outcome(run.pruner, run.epochs)
