@@ -125,7 +125,7 @@ def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monk
 
     def refuse(*a, **k):
         raise AssertionError("a resumed run must reuse its recorded speed settings")
-    monkeypatch.setattr("earlyprune.training.trainer.choose_settings", refuse)
+    monkeypatch.setattr("earlyprune.training.speedup.choose_settings", refuse)
     assert main(["train", "--resume", str(run), "--progress", "none"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["speed_settings"] == chosen and summary["gain"]["measured_speedup"] == gain["measured_speedup"]

@@ -19,7 +19,6 @@ a resume that would change a setting the results depend on is refused (:mod:`.re
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import resource
@@ -43,14 +42,14 @@ from ..graph.metrics import ModelStats, measure
 from ..io import save, structure_json
 from ..models import create_model
 from ..outcome import PRUNED, PruningOutcome, pruning_outcome
-from ..planning.rounding import AutoRoundTo, RoundToChoice
+from ..planning.rounding import AutoRoundTo
 from ..pruner import EarlyPruner
-from ..speed.steptime import StepTime, StepTimePredictor
+from ..speed.steptime import StepTime
 from ..surgery.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from ..surgery.optimizer_state import check_state
 from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
-from . import environment, faults, rundir, speed_profile
+from . import environment, faults, rundir, speed_profile, speedup
 from .checkpoint import (
     CheckpointError,
     has_checkpoint,
@@ -88,22 +87,15 @@ from .run import (
 )
 from .speed import (
     GAIN_ROUNDS,
-    CompileDecision,
-    SpeedSettings,
     budget_fraction,
     budget_ratio,
-    choose_settings,
-    compile_decision,
-    hardware_settings,
-    measure_gain,
-    narrow_channels_last_crashes,
 )
+from .speedup import SPEED
 from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
 
 __all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
            "evaluate", "evaluates", "train", "training_loss"]
 
-SPEED = "speed.json"
 #: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
 #: a time budget whose ratio is at least this share of the reachable maximum leaves the selection no choice
 FLOOR_SHARE = 0.95
@@ -315,8 +307,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
             if parallel.is_main:
                 faults.point("run.created")
-        if run.writing and run.speed is not None:
-            write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
+        speedup.write_settings(run)
         if check is not None:
             _record_resume(run, check)
         run.loggers = loggers
@@ -400,7 +391,7 @@ def _build(run: Run) -> dict[str, Any] | None:
     run.model = model.to(run.device)
     run.model.train()
     run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    _resolve_speed(run)
+    speedup.resolve_speed(run)
     run.example = run.train_loader.normalise(run.train_loader.x[:2])
 
     # masks (a resumed sparse run) move weights behind their module's other parameters: keep the original order,
@@ -413,7 +404,7 @@ def _build(run: Run) -> dict[str, Any] | None:
                                checks=state is None)
     if state is None:
         _say_if_the_wait_outlasts_the_cap(run)
-        _apply_profile(run)
+        speedup.apply_profile(run)
     if cfg.lottery_rounds:
         run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
                                              rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
@@ -422,39 +413,6 @@ def _build(run: Run) -> dict[str, Any] | None:
     if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
         _fit_budget(run)
     return state
-
-
-def _apply_profile(run: Run) -> None:
-    """--speed-profile: the rounding choice and the step-time predictor a previous run measured, given to the
-    pruner as a resumed run's state gives them (nothing of it is measured again)."""
-    profile, pruner = run.profile, run.pruner
-    if not profile:
-        return
-    if profile.get("round_to") is not None and isinstance(pruner.round_to, AutoRoundTo):
-        pruner.round_to_choice = RoundToChoice.from_dict(profile["round_to"])
-        pruner.round_to = pruner.round_to_choice.value
-    if profile.get("predictor") is not None and run.cfg.target == "latency":
-        pruner.predictor = StepTimePredictor.from_dict(profile["predictor"])
-    run.progress.log(f"measurements from --speed-profile {run.cfg.speed_profile}: "
-                     + ", ".join(k for k in ("speed", "round_to", "predictor", "time_budget") if profile.get(k)))
-
-
-def _write_profile(run: Run) -> bool:
-    """The first run given --speed-profile writes what it measured (rank 0), once its pruning has started (before,
-    the predictor and the rounding choice may not exist yet). True if it wrote."""
-    cfg, pruner = run.cfg, run.pruner
-    if (cfg.speed_profile is None or run.profile is not None or not run.parallel.is_main
-            or Path(cfg.speed_profile).exists() or pruner.phase == "dense"):
-        return False
-    speed = run.speed.to_dict() if run.speed is not None and run.speed.measured else None
-    choice = pruner.round_to_choice.to_dict() if pruner.round_to_choice is not None else None
-    predictor = pruner.predictor.to_dict() if pruner.predictor is not None else None
-    budget = ({k: run.budget[k] for k in ("budget", "dense_epochs", "spent_before", "gain_timing")}
-              if run.budget else None)
-    path = speed_profile.write(cfg.speed_profile, speed_profile.identity(cfg, run.environment), speed=speed,
-                               round_to=choice, predictor=predictor, time_budget=budget)
-    run.progress.log(f"measurements written to --speed-profile {path}")
-    return True
 
 
 def _say_if_the_wait_outlasts_the_cap(run: Run) -> None:
@@ -470,43 +428,6 @@ def _say_if_the_wait_outlasts_the_cap(run: Run) -> None:
     run.progress.log(f"{policy!r} waits for {min_steps:,} optimizer steps before its rule may fire, but this run "
                      f"takes {per_epoch:,} per epoch: {cap * per_epoch:,} before its cap, so it will prune at the "
                      f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
-
-
-def _resolve_speed(run: Run) -> None:
-    """--precision / --channels-last: as given, as recorded by the run (resume), or measured now ("auto"); and the
-    smallest width the device survives in channels_last."""
-    cfg = run.cfg
-    stored = run.run_dir / SPEED if run.run_dir is not None else None
-    if stored is not None and stored.exists():
-        run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
-    elif (cfg.precision == "measure" or cfg.channels_last == "measure") and (run.profile or {}).get("speed"):
-        run.speed = SpeedSettings.from_dict(run.profile["speed"])   # measured by the run that wrote the profile
-        run.progress.log(f"speed settings from --speed-profile {cfg.speed_profile}: {run.speed.precision}"
-                         f"{', channels_last' if run.speed.channels_last else ''}")
-    elif cfg.precision == "measure" or cfg.channels_last == "measure":
-        n = min(cfg.batch_size, len(run.train_loader.x))
-        x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
-        precision = "auto" if cfg.precision == "measure" else cfg.precision
-        layout = "auto" if cfg.channels_last == "measure" else cfg.channels_last
-        with Stopwatch(run.device) as clock:
-            run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
-                choose_settings(run.model, x, y, run.step_loss(), run.device, precision, layout)
-                if run.parallel.is_main else None)
-        run.setup_seconds = (clock.seconds, clock.cpu_seconds)
-        times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
-        run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
-                         f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
-    else:   # fixed, or "auto": from what the hardware says, nothing timed (the same on every run of the machine)
-        run.speed = hardware_settings(run.model, run.train_loader.normalise(run.train_loader.x[:1]), run.device,
-                                      cfg.precision, cfg.channels_last)
-    run.precision = Precision(run.speed.precision, run.device)
-    run.channels_last = run.speed.channels_last
-    run.train_loader.channels_last = run.test_loader.channels_last = run.channels_last
-    run.min_channels = cfg.min_channels
-    if run.channels_last and run.device.type == "cpu" and cfg.min_channels < 8 and narrow_channels_last_crashes():
-        run.min_channels = 8
-        run.progress.log("channels_last convolutions with 2-6 input channels crash this CPU's oneDNN backward "
-                         "(checked in a subprocess): every group keeps at least 8 channels")
 
 
 def _gain_epochs(run: Run, ratio: float) -> float:
@@ -657,7 +578,7 @@ def _loop(run: Run) -> None:
                          f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
     end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
     if run.pruner.done and removes_channels(run) and run.start_epoch < run.epochs:   # resumed after pruning
-        _compile(run, run.start_epoch)
+        speedup.compile_pruned(run, run.start_epoch)
     for epoch in range(run.start_epoch, end_epoch):
         if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
             set_memory_format(run.model, run.optimizer, run.channels_last)
@@ -711,9 +632,9 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
                weight_sparsity=stats.weight_sparsity)
     with Stopwatch(run.device) as overhead:   # measured by this run for its user: counted in its time
         if run.dense_copy is not None and run.pruner.done:
-            row["gain"] = _gain(run, stats)
+            row["gain"] = speedup.time_gain(run, stats)
             run.dense_copy = None
-            _compile(run, epoch + 1)
+            speedup.compile_pruned(run, epoch + 1)
             if run.compiled is not None:
                 row["compile"] = run.compiled.to_dict()
     row["overhead_seconds"] = overhead.seconds + (run.setup_seconds[0] if epoch == 0 else 0.0)
@@ -739,57 +660,6 @@ def _recalibrate(run: Run, evaluate_before: bool) -> dict[str, Any]:
     return record
 
 
-def _gain(run: Run, stats: ModelStats) -> dict[str, Any]:
-    """Time a few steps of the pruned model beside the dense copy; predicted vs measured; warn if not faster."""
-    import numpy as np
-
-    pruner = run.pruner
-    predicted = None
-    if pruner.predictor is not None:
-        p = pruner.predictor
-        removed = np.array(p.widths) - np.array(pruner.groups.widths())
-        predicted = (p.predict(), p.predict(removed))
-    x, y = run.batch()
-    gain = measure_gain(run.dense_copy, run.model, x, y, run.step_loss(), run.precision.dtype,  # type: ignore[arg-type]
-                        dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
-                        target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
-                        widths=pruner.groups.widths())
-    run.gain = gain
-    line = (f"pruned model: {gain['measured_speedup']:.2f}x faster per training step than dense (measured, "
-            f"{gain['clock']} time); MACs-ideal {gain['macs_ideal_speedup']:.2f}x")
-    if predicted is not None:
-        line += f"; predicted {gain['predicted_speedup']:.2f}x"
-    run.progress.log(line)
-    if gain["reasons"]:
-        run.warn("the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
-    return gain
-
-
-def _compile(run: Run, next_epoch: int) -> None:
-    """--compile, once the pruning epoch is over (never during it: the shapes change at every pruning step)."""
-    if run.compiled is not None:
-        return
-    earlier = next((r["compile"] for r in run.rows if r.get("compile")), None)
-    if earlier is not None:   # decided before a resume: keep the decision, do not measure again
-        run.compiled = CompileDecision(**earlier)
-        if run.compiled.compiled:
-            run.net = torch.compile(run.net)
-        return
-    x, y = run.batch()
-    remaining = (run.cfg.epochs - next_epoch) * len(run.train_loader)
-    if run.parallel.active and run.cfg.compile == "auto":   # timings differ per rank; the ranks must agree
-        run.compiled = CompileDecision("auto", remaining_steps=remaining,
-                                       reason="auto does not compile under torchrun (use --compile on)")
-        return
-    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, run.step_loss(), run.precision.dtype,
-                                             remaining)
-    if compiled is not None:   # the training steps go through it (the DDP wrapper under torchrun)
-        run.net = compiled
-    if run.cfg.compile != "off":
-        run.progress.log(f"--compile {run.cfg.compile}: {'compiled' if run.compiled.compiled else 'eager'} "
-                         f"({run.compiled.reason})")
-
-
 def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
     """Whether ``epoch`` is evaluated: every ``--eval-every`` epochs (epochs N−1, 2N−1, …), the last epoch, and the
     last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
@@ -812,7 +682,7 @@ def _finish(run: Run) -> RunResult:
     summary["bn_recalibration"] = next((r["bn_recalibration"] for r in rows if r.get("bn_recalibration")), None)
     if cfg.speed_profile is not None:
         summary["speed_profile"] = {"path": str(cfg.speed_profile), "read": run.profile is not None,
-                                    "written": _write_profile(run)}
+                                    "written": speedup.write_profile(run)}
     summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
                           else next((r["compile"] for r in rows if r.get("compile")), None))
     summary["time_budget"] = _budget_record(run)
