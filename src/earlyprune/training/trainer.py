@@ -33,7 +33,6 @@ from torch import nn
 from ..core.distributed import broadcast_object
 from ..core.errors import ConfigError, EarlyPruneError, NonFiniteError
 from ..core.timing import Stopwatch
-from ..core.timing import clock as timing_clock
 from ..core.validation import InvalidParameterError
 from ..criteria import LatencyTable
 from ..criteria.latency import default_cache_path
@@ -50,6 +49,7 @@ from ..surgery.optimizer_state import check_state
 from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from . import environment, faults, rundir, speed_profile, speedup
+from .budget import FLOOR_SHARE, MAX_BUDGET_RATIO, budget_record, fit_budget
 from .checkpoint import (
     CheckpointError,
     has_checkpoint,
@@ -85,22 +85,11 @@ from .run import (
     set_memory_format,
     training_loss,
 )
-from .speed import (
-    GAIN_ROUNDS,
-    budget_fraction,
-    budget_ratio,
-)
 from .speedup import SPEED
-from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
+from .summary import build_summary, epoch_seconds
 
 __all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
            "evaluate", "evaluates", "train", "training_loss"]
-
-#: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
-#: a time budget whose ratio is at least this share of the reachable maximum leaves the selection no choice
-FLOOR_SHARE = 0.95
-#: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
-MAX_BUDGET_RATIO = 0.95
 
 
 @dataclass
@@ -411,7 +400,7 @@ def _build(run: Run) -> dict[str, Any] | None:
                                              scheduler=run.scheduler)
     run.relayout()
     if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
-        _fit_budget(run)
+        fit_budget(run)
     return state
 
 
@@ -428,82 +417,6 @@ def _say_if_the_wait_outlasts_the_cap(run: Run) -> None:
     run.progress.log(f"{policy!r} waits for {min_steps:,} optimizer steps before its rule may fire, but this run "
                      f"takes {per_epoch:,} per epoch: {cap * per_epoch:,} before its cap, so it will prune at the "
                      f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
-
-
-def _gain_epochs(run: Run, ratio: float) -> float:
-    """Dense epochs' time that timing the per-step gain after the pruning epoch will take: one warm-up and
-    ``GAIN_ROUNDS`` steps each of the dense copy and of the pruned model (about ``1 − ratio`` of a dense step)."""
-    if not removes_channels(run):
-        return 0.0
-    return (GAIN_ROUNDS + 1) * (2.0 - ratio) / max(len(run.train_loader), 1)
-
-
-def _fit_budget(run: Run, row: dict[str, Any] | None = None) -> None:
-    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit — counting
-    what the epochs so far (``row``: the one just trained) really took, measurements included, and the gain's
-    timing still to come."""
-    cfg, pruner = run.cfg, run.pruner
-    if cfg.time_budget is None or pruner.events:
-        return
-    dense_epochs = pruner.prune_epoch or 0
-    rows = run.rows + ([row] if row is not None else [])
-    spent = dense_epochs_spent(rows, cpu=timing_clock(run.device) == "cpu") if dense_epochs else None
-    # a measured cost decides the ratio: under torchrun every rank takes rank 0's, or the ranks would prune apart
-    spent = broadcast_object(None if spent is None else max(spent, float(dense_epochs)))
-    stored = (run.profile or {}).get("time_budget") or {}
-    same = stored.get("budget") == cfg.time_budget and stored.get("dense_epochs") == dense_epochs
-    if same:   # --speed-profile: the costs the run that wrote it measured, so the ratio is the same
-        spent = stored["spent_before"]
-    try:
-        first = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent)
-        extra = stored["gain_timing"] if same else _gain_epochs(run, first)
-        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent, extra), True
-    except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
-        ratio, met = MAX_BUDGET_RATIO, False
-        extra = _gain_epochs(run, ratio)
-        run.warn(f"{exc}; pruning as far as the constraints allow")
-    asked = ratio
-    # beyond what the limits allow, a count target is refused at the first step and the time target falls short
-    # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
-    ratio = pruner.retarget(ratio, clip=True)
-    expected = budget_fraction(cfg.epochs, dense_epochs, ratio, spent, extra)
-    if ratio < asked:
-        met = False
-        latency = cfg.target == "latency"
-        message = (f"the time budget of {cfg.time_budget:.0%} asks to remove {asked:.1%} of the "
-                   f"{'predicted step time' if latency else cfg.target} after {dense_epochs} dense epoch(s), but "
-                   f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
-                   f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
-                   f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
-        run.warn(message)
-    most = pruner.reachable_ratio()
-    if most and ratio >= FLOOR_SHARE * most:
-        # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
-        # --profile long: 45.8 % where init with a smaller ask reached 54.6 %, two seeds)
-        message = (f"the time budget leaves the selection no choice: ratio {ratio:.3f} is {ratio / most:.0%} of the "
-                   f"most the limits allow ({most:.3f}), so nearly every group will be cut to its floor "
-                   f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
-                   f"benchmarks/frontier.py — a larger --time-budget, or pruning earlier (--policy init), leaves "
-                   f"the choice to the scores")
-        run.warn(message)
-    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
-                  "met": met, "expected": expected, "spent_before": spent, "gain_timing": extra}
-    run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
-                     f"pruning: ratio {ratio:.3f} of the {cfg.target}")
-
-
-def _budget_record(run: Run) -> dict[str, Any] | None:
-    """The time budget's plan (from this process or, after a resume, from the epoch it was fitted in) and what the
-    run spent, estimated against its own dense epochs (:func:`~earlyprune.training.summary.budget_spent`)."""
-    plan = run.budget or next((r["time_budget"] for r in run.rows if r.get("time_budget")), None)
-    if plan is None:
-        return None
-    spent = budget_spent(run.rows, cpu=timing_clock(run.device) == "cpu")
-    if spent is not None and len(run.rows) >= run.epochs:
-        over = spent > plan["budget"]
-        run.progress.log(f"time budget {plan['budget']:.0%}: the run took about {spent:.0%} of a dense run's time "
-                         f"(estimated from its own dense epochs){' — over the budget' if over else ''}")
-    return {**plan, "spent": spent}
 
 
 def _restore(run: Run, state: dict[str, Any]) -> None:
@@ -615,7 +528,7 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
     run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
     if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
-        _fit_budget(run, row)   # the policy has just triggered
+        fit_budget(run, row)   # the policy has just triggered
     if run.budget is not None and not any(r.get("time_budget") for r in run.rows):
         row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
     row["test_loss"] = row["test_accuracy"] = None
@@ -685,7 +598,7 @@ def _finish(run: Run) -> RunResult:
                                     "written": speedup.write_profile(run)}
     summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
                           else next((r["compile"] for r in rows if r.get("compile")), None))
-    summary["time_budget"] = _budget_record(run)
+    summary["time_budget"] = budget_record(run)
     summary["ratio"] = pruner.ratio
     summary["environment"] = run.environment
     summary["resume_changes"] = run.resume_changes
