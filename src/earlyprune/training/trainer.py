@@ -45,20 +45,14 @@ from ..planning.rounding import AutoRoundTo
 from ..pruner import EarlyPruner
 from ..speed.steptime import StepTime
 from ..surgery.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
-from ..surgery.optimizer_state import check_state
 from ..unstructured.lottery import LotteryTicketRewinding
 from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
-from . import environment, faults, rundir, speed_profile, speedup
+from . import environment, faults, restore, rundir, speed_profile, speedup
 from .budget import FLOOR_SHARE, MAX_BUDGET_RATIO, budget_record, fit_budget
 from .checkpoint import (
-    CheckpointError,
     has_checkpoint,
     load_checkpoint,
     recover_pointer,
-    remove_stale,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
     write_json_atomic,
 )
 from .config import TrainConfig, ratio_text
@@ -70,17 +64,13 @@ from .parallel import DataParallel
 from .precision import Precision, resolve_device
 from .progress import Progress, epoch_label
 from .resume import (
-    Difference,
-    ResumeRefused,
-    accept,
-    config_differences,
     environment_differences,
     parse_allowed,
+    prepare_config,
 )
 from .run import (
     AUX_WEIGHT,
     Run,
-    match_state_layout,
     removes_channels,
     set_memory_format,
     training_loss,
@@ -212,50 +202,6 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
 
 
-@dataclass
-class _Resume:
-    """What a resume compares and may change: the stored environment record, the changes earlier resumes were
-    allowed to make, the changes allowed by name now, and those accepted so far."""
-
-    run_dir: Path
-    stored_environment: dict[str, Any] | None
-    earlier_changes: list[dict[str, Any]]
-    allowed: frozenset[str]
-    accepted: list[Difference] = field(default_factory=list)
-
-    def check(self, diffs: list[Difference]) -> None:
-        self.accepted += accept(diffs, self.allowed, self.run_dir)
-
-
-def _prepare_config(config: TrainConfig | None, resume: str | Path | None, overrides: dict[str, Any] | None,
-                    allowed: frozenset[str]) -> tuple[TrainConfig, _Resume | None]:
-    """The configuration to run; when resuming, every difference from the stored run (configuration and the
-    environment known before the data are loaded) has been checked."""
-    if resume is None:
-        if allowed:
-            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
-        if config is None:
-            config = TrainConfig(**(overrides or {}))
-        return config.validate().resolved(), None
-    run_dir = Path(resume).expanduser()
-    stored = rundir.read_config(run_dir)
-    stored_env, changes = rundir.read_environment(run_dir)
-    unchecked = [k for k in environment.KEYS if k not in allowed]
-    progress = (run_dir / "checkpoint.json").exists() or (run_dir / "checkpoints").is_dir()
-    if stored_env is None and unchecked and progress:   # without a checkpoint the run restarts: nothing to check
-        # a run directory is created with its environment.json (staged, renamed into place): it was removed
-        raise ResumeRefused(f"{run_dir}/environment.json is missing, so this resume cannot check the thread count, "
-                            f"device, PyTorch version and data against the run's. Restore the file, or accept "
-                            f"whatever they are now with --allow-changed {','.join(environment.KEYS)} (recorded in "
-                            f"summary.json)")
-    before = rundir.merge_resume(stored, {}, changes)
-    cfg = rundir.merge_resume(stored, overrides or {}, changes).validate()
-    check = _Resume(run_dir, stored_env, changes, allowed)
-    now = environment.capture(cfg.threads, resolve_device(cfg.device))
-    check.check(config_differences(before.to_dict(), cfg.to_dict()) + environment_differences(stored_env, now))
-    return cfg, check
-
-
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
           overrides: dict[str, Any] | None = None, write: bool = True,
           log: Callable[[str], None] = print, allow_changed: str | Iterable[str] | None = None) -> RunResult:
@@ -274,7 +220,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             :func:`~earlyprune.training.resume.setting_names`); any other difference from the stored run is
             refused with the list of differences (:class:`~earlyprune.training.resume.ResumeRefused`).
     """
-    cfg, check = _prepare_config(config, resume, overrides, parse_allowed(allow_changed))
+    cfg, check = prepare_config(config, resume, overrides, parse_allowed(allow_changed))
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
     loggers: list[RunLogger] = []
     try:
@@ -289,16 +235,16 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
         state = _build(run)
         if state is not None:
-            _restore(run, state)
+            restore.restore(run, state)
         elif check is not None:
-            _restart(run)
+            restore.restart(run)
         elif write:  # rank 0 names and creates the run directory; the others learn where it is
             run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
             if parallel.is_main:
                 faults.point("run.created")
         speedup.write_settings(run)
         if check is not None:
-            _record_resume(run, check)
+            restore.record_resume(run, check)
         run.loggers = loggers
         name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
         for logger in loggers:
@@ -419,67 +365,6 @@ def _say_if_the_wait_outlasts_the_cap(run: Run) -> None:
                      f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
 
 
-def _restore(run: Run, state: dict[str, Any]) -> None:
-    """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
-    try:  # a state that does not fit is refused here, not at the first step
-        check_state(run.optimizer, state["optimizer"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            run.precision.scaler.load_state_dict(state["scaler"])
-        run.pruner.load_state_dict(state["pruner"])
-        if run.lottery is not None:
-            run.lottery.load_state_dict(state["lottery"])
-        run.train_loader.load_state_dict(state["loader"])
-        set_rng_state(state["rng"])
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
-                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
-                              f"resumed from it") from None
-    match_state_layout(run.optimizer)
-    run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
-    assert run_dir is not None
-    run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
-    if len(run.rows) != start:
-        raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
-                         f"has; the run directory is damaged")
-    if run.parallel.is_main:
-        rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
-        remove_stale(run_dir)
-        faults.point("resume.restored")
-    run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
-                     f"(phase {run.pruner.phase})" if start < epochs
-                     else f"{run_dir} is already complete ({epochs} epochs)")
-
-
-def _restart(run: Run) -> None:
-    """Resume a run stopped before its first checkpoint: from epoch 0, as it started (its lines dropped)."""
-    assert run.run_dir is not None
-    if run.parallel.is_main:
-        rundir.write_metrics(run.run_dir, [])
-        remove_stale(run.run_dir)
-        faults.point("resume.restored")
-    run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
-
-
-def _record_resume(run: Run, check: _Resume) -> None:
-    """Commit the allowed changes (environment.json first: a kill before config.json is rewritten makes the next
-    resume ask again and record the same change once) and keep the record for summary.json."""
-    changes = list(check.earlier_changes)
-    for diff in check.accepted:
-        entry = rundir.jsonable(diff.to_dict(run.start_epoch))
-        if entry not in changes:
-            changes.append(entry)
-    run.resume_changes = changes
-    if run.writing and (check.accepted or check.stored_environment is None):
-        assert run.run_dir is not None
-        rundir.write_environment(run.run_dir, run.environment, changes)
-        if any(d.setting in run.cfg.__dataclass_fields__ for d in check.accepted):
-            rundir.write_config(run.run_dir, run.cfg)
-    for diff in check.accepted:
-        run.progress.log(f"resuming with {diff} (allowed by --allow-changed; recorded in summary.json)")
-
-
 def _loop(run: Run) -> None:
     """The epochs of this invocation (all that remain, or ``--stop-after`` of them)."""
     cfg = run.cfg
@@ -509,8 +394,7 @@ def _loop(run: Run) -> None:
             assert run.run_dir is not None
             rundir.append_metrics(run.run_dir, row)
             faults.point("epoch.metrics")
-            _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                        run.train_loader, run.lottery)
+            restore.write_checkpoint(run, epoch + 1)
         run.progress.end_epoch(_epoch_line(row, run.epochs))
 
 
@@ -722,17 +606,6 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
             f"train acc {row['train_accuracy']:6.2%} test acc {test} "
             f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
             f"{pruned}")
-
-
-def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: Any, scheduler: Any,
-                precision: Precision, pruner: EarlyPruner, loader: BatchLoader,
-                lottery: LotteryTicketRewinding | None = None) -> None:
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
-             "rng": rng_state(), "world_size": loader.world_size}
-    if lottery is not None:
-        state["lottery"] = lottery.state_dict()
-    save_checkpoint(run_dir, epochs_done, model, state)
 
 
 def _outcome(run: Run) -> PruningOutcome:
