@@ -18,20 +18,16 @@ a resume that would change a setting the results depend on is refused (:mod:`.re
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
 from torch import nn
 
 from ..core.distributed import broadcast_object
 from ..graph.metrics import ModelStats, measure
 from ..io import save, structure_json
-from ..outcome import PRUNED, PruningOutcome, pruning_outcome
 from ..pruner import EarlyPruner
-from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
 from . import build, environment, faults, restore, rundir, speed_profile, speedup
 from .budget import FLOOR_SHARE, MAX_BUDGET_RATIO, budget_record
 from .build import build_model
@@ -45,6 +41,7 @@ from .parallel import DataParallel
 from .precision import resolve_device
 from .progress import Progress
 from .resume import (
+    ResumeCheck,
     environment_differences,
     parse_allowed,
     prepare_config,
@@ -55,7 +52,7 @@ from .run import (
     training_loss,
 )
 from .speedup import SPEED
-from .summary import build_summary
+from .summary import disk_record, run_summary
 
 __all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
            "evaluate", "evaluates", "train", "training_loss"]
@@ -74,13 +71,6 @@ class RunResult:
     dense_stats: ModelStats
     final_stats: ModelStats
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _peak_memory(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "CUDA allocated"}
-    # ru_maxrss is in KiB on Linux: the whole process's peak, dataset included
-    return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
@@ -107,31 +97,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     try:
         loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
-        run = build.setup(cfg, check.run_dir if check else None, write, progress, parallel)
-        env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
-        run.environment = env
-        if check is not None:
-            check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
-        elif cfg.speed_profile is not None:   # a resume re-uses its own run's measurements instead
-            run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
-        state = build.build(run)
-        if state is not None:
-            restore.restore(run, state)
-        elif check is not None:
-            restore.restart(run)
-        elif write:  # rank 0 names and creates the run directory; the others learn where it is
-            run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
-            if parallel.is_main:
-                faults.point("run.created")
-        speedup.write_settings(run)
-        if check is not None:
-            restore.record_resume(run, check)
-        run.loggers = loggers
-        name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
-        for logger in loggers:
-            logger.start(RunStart(name, run.run_dir, rundir.jsonable(cfg.to_dict()), run.start_epoch,
-                                  {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
-                                   "data": run.data.describe()}))
+        run = _start(build.setup(cfg, check.run_dir if check else None, write, progress, parallel), check)
+        _start_loggers(run, loggers)
         run_epochs(run)
         result = _finish(run)
         if result.summary["complete"]:
@@ -144,36 +111,45 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         parallel.close()
 
 
+def _start(run: Run, check: ResumeCheck | None) -> Run:
+    """The set-up run built, and where it starts: restored from its checkpoint, restarted at epoch 0, or new with
+    its run directory created; the data checked against a resumed run's, a new run's --speed-profile read."""
+    cfg, parallel = run.cfg, run.parallel
+    env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
+    run.environment = env
+    if check is not None:
+        check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
+    elif cfg.speed_profile is not None:   # a resume re-uses its own run's measurements instead
+        run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
+    state = build.build(run)
+    if state is not None:
+        restore.restore(run, state)
+    elif check is not None:
+        restore.restart(run)
+    elif run.write:  # rank 0 names and creates the run directory; the others learn where it is
+        run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
+        if parallel.is_main:
+            faults.point("run.created")
+    speedup.write_settings(run)
+    if check is not None:
+        restore.record_resume(run, check)
+    return run
+
+
+def _start_loggers(run: Run, loggers: list[RunLogger]) -> None:
+    run.loggers = loggers
+    name = run.run_dir.name if run.run_dir is not None else rundir.default_name(run.cfg)
+    for logger in loggers:
+        logger.start(RunStart(name, run.run_dir, rundir.jsonable(run.cfg.to_dict()), run.start_epoch,
+                              {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
+                               "data": run.data.describe()}))
+
+
 def _finish(run: Run) -> RunResult:
     """The summary (and, once complete, the final model) of the run."""
-    cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
-    summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
-                            outcome=_outcome(run))
-    summary["round_to"] = pruner.round_to_record
-    summary["speed_settings"] = run.speed.to_dict() if run.speed is not None else None
-    summary["min_channels"] = run.min_channels
-    summary["max_group_ratio"] = cfg.max_group_ratio
-    summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
-    summary["bn_recalibration"] = next((r["bn_recalibration"] for r in rows if r.get("bn_recalibration")), None)
-    if cfg.speed_profile is not None:
-        summary["speed_profile"] = {"path": str(cfg.speed_profile), "read": run.profile is not None,
-                                    "written": speedup.write_profile(run)}
-    summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
-                          else next((r["compile"] for r in rows if r.get("compile")), None))
-    summary["time_budget"] = budget_record(run)
-    summary["ratio"] = pruner.ratio
-    summary["environment"] = run.environment
-    summary["resume_changes"] = run.resume_changes
-    summary["world_size"] = run.parallel.world_size
-    summary["global_batch_size"] = run.train_loader.global_batch_size
-    summary["ranks"] = run.parallel.agreement(run.model)
-    summary["granularity"] = cfg.granularity
-    summary["disk"] = disk_record(run.model)
-    if run.lottery is not None:
-        summary["lottery"] = {"rounds": cfg.lottery_rounds, "rewind_epoch": cfg.lottery_rewind,
-                              "epochs_per_round": cfg.epochs, "history": run.lottery.history}
+    written = speedup.write_profile(run)   # before the summary, which says whether it wrote
+    summary = run_summary(run, final_stats, profile_written=written, time_budget=budget_record(run))
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
@@ -183,28 +159,12 @@ def _finish(run: Run) -> RunResult:
             faults.point("finish.model")
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
-                             f"continue with `earlyprune train --resume {run_dir}`")
+            run.progress.log(f"stopped after {len(run.rows)} of {run.epochs} epochs (the last: epoch "
+                             f"{len(run.rows) - 1}); continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
         raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
                            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
-    return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
-
-
-def _outcome(run: Run) -> PruningOutcome:
-    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
-    if run.lottery is None or not run.lottery.history:
-        return pruning_outcome(run.pruner, run.epochs)
-    history = run.lottery.history
-    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
-                          sum(int(h["pruned"]) for h in history))
-
-
-def disk_record(model: nn.Module) -> dict[str, Any]:
-    """The model's size on disk as EarlyCroP reports it (:mod:`earlyprune.unstructured.storage`): its weight
-    tensors in CSR (fp32 values, the narrowest integer indices), the reference code's formula, and dense."""
-    return {"csr_bytes": csr_bytes(model), "csr_precision": "values fp32, indices the narrowest of 8/16/32/64 bits",
-            "reference_size": reference_disk_size(model), "dense_bytes": dense_bytes(model), "file_bytes": None}
+    return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats)
 
 
 def _write_model(run_dir: Path, model: nn.Module) -> None:
