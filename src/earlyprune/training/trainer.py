@@ -1,8 +1,12 @@
-"""The training loop of ``earlyprune train``: a client of :class:`~earlyprune.EarlyPruner` like any user's loop.
+"""The conductor of ``earlyprune train``: a client of :class:`~earlyprune.EarlyPruner` like any user's loop.
 
-Per batch: forward (under autocast), loss, backward (through the gradient scaler), optimizer step, LR-schedule
-step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evaluation, one ``metrics.jsonl``
-line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
+:func:`train` runs the phases in order, each a module whose interface is the run's state (:class:`~.run.Run`):
+:mod:`.resume` checks what a resume would change before anything is built; :mod:`.build` sets up threads, device
+and data, then builds the model, loss, speed settings (:mod:`.speedup`), optimizer, LR schedule and pruner;
+:mod:`.restore` puts a stored run's states back; :mod:`.loop` trains the epochs — per batch the optimizer's and the
+pruner's steps, per epoch ``pruner.epoch_end()``, the time budget once the policy fired (:mod:`.budget`),
+evaluation, one ``metrics.jsonl`` line and a checkpoint; :mod:`.summary` builds ``summary.json``, and the final
+model is written here. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
 from the configuration; the trainer never looks at which criterion or policy runs.
 
 Under ``torchrun`` the same loop runs data-parallel (:mod:`earlyprune.training.parallel`): each rank trains on
@@ -31,29 +35,19 @@ from ..pruner import EarlyPruner
 from . import build, environment, faults, restore, rundir, speed_profile, speedup
 from .budget import FLOOR_SHARE, MAX_BUDGET_RATIO, budget_record
 from .build import build_model
-from .checkpoint import (
-    write_json_atomic,
-)
+from .checkpoint import write_json_atomic
 from .config import TrainConfig
 from .loggers import RunLogger, RunStart, build_loggers
 from .loop import evaluate, evaluates, run_epochs
 from .parallel import DataParallel
 from .precision import resolve_device
 from .progress import Progress
-from .resume import (
-    ResumeCheck,
-    environment_differences,
-    parse_allowed,
-    prepare_config,
-)
-from .run import (
-    AUX_WEIGHT,
-    Run,
-    training_loss,
-)
+from .resume import ResumeCheck, environment_differences, parse_allowed, prepare_config
+from .run import AUX_WEIGHT, Run, training_loss
 from .speedup import SPEED
 from .summary import disk_record, run_summary
 
+# names users import from here; most now live in the phase modules
 __all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
            "evaluate", "evaluates", "train", "training_loss"]
 
