@@ -220,7 +220,7 @@ def test_a_wait_that_outlasts_the_cap_is_said_at_the_start(tmp_path, capsys):
 
 
 def test_the_progress_line_says_when_pruning_steps_removed_nothing():
-    from earlyprune.training.trainer import _epoch_line
+    from earlyprune.training.loop import _epoch_line
 
     row = {"epoch": 1, "phase": "pruning", "train_loss": 1.0, "train_accuracy": 0.5, "test_accuracy": 0.5,
            "seconds": 1.0, "images_per_second": 10.0, "params": 100, "overhead_seconds": 0.0}

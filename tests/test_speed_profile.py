@@ -25,7 +25,7 @@ def test_a_profile_is_written_once_then_read_and_nothing_is_measured_again(tmp_p
 
     def measured(*args, **kwargs):
         raise AssertionError("a run with a speed profile measured again")
-    monkeypatch.setattr("earlyprune.training.trainer.choose_settings", measured)
+    monkeypatch.setattr("earlyprune.training.speedup.choose_settings", measured)
     monkeypatch.setattr("earlyprune.speed.steptime.StepTime.measure", measured)
     monkeypatch.setattr("earlyprune.planning.rounding.AutoRoundTo.choose", measured)
     assert _train(tmp_path, "second", "--speed-profile", str(profile)) == 0

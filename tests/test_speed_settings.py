@@ -125,7 +125,7 @@ def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monk
 
     def refuse(*a, **k):
         raise AssertionError("a resumed run must reuse its recorded speed settings")
-    monkeypatch.setattr("earlyprune.training.trainer.choose_settings", refuse)
+    monkeypatch.setattr("earlyprune.training.speedup.choose_settings", refuse)
     assert main(["train", "--resume", str(run), "--progress", "none"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["speed_settings"] == chosen and summary["gain"]["measured_speedup"] == gain["measured_speedup"]
@@ -136,15 +136,15 @@ def test_a_run_records_its_speed_settings_and_what_pruning_gained(tmp_path, monk
 def budget_costs(monkeypatch):
     """What the epochs before the trigger cost (in dense epochs) and what timing the gain will, fixed: on the tiny
     test runs the measurements take many epochs' time, which no budget survives. Records the rows it was given."""
-    from earlyprune.training import trainer
+    from earlyprune.training import budget
     seen = {}
 
     def spent(rows, cpu):
         seen["rows"] = [dict(r) for r in rows]
         return seen.get("spent", len(rows))
 
-    monkeypatch.setattr(trainer, "dense_epochs_spent", spent)
-    monkeypatch.setattr(trainer, "_gain_epochs", lambda run, ratio: seen.get("gain", 0.0))
+    monkeypatch.setattr(budget, "dense_epochs_spent", spent)
+    monkeypatch.setattr(budget, "_gain_epochs", lambda run, ratio: seen.get("gain", 0.0))
     return seen
 
 
@@ -174,13 +174,13 @@ def test_time_budget_sets_the_ratio_when_the_policy_triggers(tmp_path, budget_co
 
 def test_the_gain_timing_is_estimated_from_the_steps_it_will_take(tmp_path):
     from types import SimpleNamespace
-    from earlyprune.training import trainer
+    from earlyprune.training import budget
     from earlyprune.training.speed import GAIN_ROUNDS
     run = SimpleNamespace(cfg=SimpleNamespace(granularity="channels"), lottery=None, train_loader=[None] * 20)
     # a warm-up and GAIN_ROUNDS steps of the dense copy (1) and of the pruned model (1 − ratio), in epochs of 20 steps
-    assert trainer._gain_epochs(run, 0.75) == pytest.approx((GAIN_ROUNDS + 1) * 1.25 / 20)
+    assert budget._gain_epochs(run, 0.75) == pytest.approx((GAIN_ROUNDS + 1) * 1.25 / 20)
     run.cfg.granularity = "weights"   # masked weights: nothing is timed
-    assert trainer._gain_epochs(run, 0.75) == 0.0
+    assert budget._gain_epochs(run, 0.75) == 0.0
 
 
 def test_budget_fraction_is_the_inverse_of_budget_ratio():

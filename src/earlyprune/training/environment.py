@@ -11,6 +11,7 @@ auto`` to what was found), and a fingerprint of the data, so that ``--resume`` c
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import torch
@@ -44,3 +45,12 @@ def data_fingerprint(data: ImageData) -> str:
         digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).reshape(-1).numpy().data if t.numel() else b"")
     return digest.hexdigest()[:16]
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average: not part of the record (it does not change the results), but other
+    jobs slow a shared machine's timings, and reports say so."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None

@@ -11,16 +11,25 @@ epoch to compare with (null).
 Whether the run pruned at all is said explicitly (``pruned``, and ``pruning``: the
 :class:`~earlyprune.outcome.PruningOutcome` with the reason when nothing was removed); ``prune_epoch`` is set
 only when channels were removed. Epochs are numbered from 0 (a 10-epoch run has epochs 0–9).
+
+The summary is the trainer's last phase: :func:`run_summary` builds a trained run's whole ``summary.json`` —
+:func:`build_summary` of its rows, and what the run decided and measured on the way.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..graph.metrics import ModelStats
-from ..outcome import PruningOutcome
+from ..outcome import PRUNED, PruningOutcome, pruning_outcome
+from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
+from .run import Run
 
 
 def _median(values: list[float]) -> float | None:
@@ -132,6 +141,66 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
     }
 
 
+
+def run_summary(run: Run, final: ModelStats, *, profile_written: bool = False,
+                time_budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a trained run: :func:`build_summary` of its rows, then what the run decided and
+    measured on the way (speed settings, rounding, gain, compile, the time budget as :func:`.budget.budget_record`
+    gave it, resume changes, ranks, the size on disk, LTR's rounds). ``profile_written``: whether this run wrote
+    its ``--speed-profile``."""
+    cfg, rows, pruner = run.cfg, run.rows, run.pruner
+    summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
+                            final=final, peak_memory=peak_memory(run.device), model_bytes=None,
+                            outcome=run_outcome(run))
+    summary.update(
+        round_to=pruner.round_to_record, speed_settings=run.speed.to_dict() if run.speed is not None else None,
+        min_channels=run.min_channels, max_group_ratio=cfg.max_group_ratio,
+        gain=run.gain or _first(rows, "gain"), bn_recalibration=_first(rows, "bn_recalibration"))
+    if cfg.speed_profile is not None:
+        summary["speed_profile"] = {"path": str(cfg.speed_profile), "read": run.profile is not None,
+                                    "written": profile_written}
+    summary.update(
+        compile=run.compiled.to_dict() if run.compiled is not None else _first(rows, "compile"),
+        time_budget=time_budget, ratio=pruner.ratio, environment=run.environment,
+        resume_changes=run.resume_changes, world_size=run.parallel.world_size,
+        global_batch_size=run.train_loader.global_batch_size, ranks=run.parallel.agreement(run.model),
+        granularity=cfg.granularity, disk=disk_record(run.model))
+    if run.lottery is not None:
+        summary["lottery"] = {"rounds": cfg.lottery_rounds, "rewind_epoch": cfg.lottery_rewind,
+                              "epochs_per_round": cfg.epochs, "history": run.lottery.history}
+    return summary
+
+
+def _first(rows: list[dict[str, Any]], key: str) -> Any:
+    """The first row's ``key`` that is set: a one-time record, kept by the epoch that made it (after a resume,
+    this process may not have made it)."""
+    return next((r[key] for r in rows if r.get(key)), None)
+
+
+def run_outcome(run: Run) -> PruningOutcome:
+    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
+    if run.lottery is None or not run.lottery.history:
+        return pruning_outcome(run.pruner, run.epochs)
+    history = run.lottery.history
+    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
+                          sum(int(h["pruned"]) for h in history))
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """The run's peak memory: CUDA's allocated bytes, or on a CPU the process's peak RSS."""
+    if device.type == "cuda":
+        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "CUDA allocated"}
+    # ru_maxrss is in KiB on Linux: the whole process's peak, dataset included
+    return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
+
+
+def disk_record(model: nn.Module) -> dict[str, Any]:
+    """The model's size on disk as EarlyCroP reports it (:mod:`earlyprune.unstructured.storage`): its weight
+    tensors in CSR (fp32 values, the narrowest integer indices), the reference code's formula, and dense."""
+    return {"csr_bytes": csr_bytes(model), "csr_precision": "values fp32, indices the narrowest of 8/16/32/64 bits",
+            "reference_size": reference_disk_size(model), "dense_bytes": dense_bytes(model), "file_bytes": None}
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
@@ -156,7 +225,6 @@ def pruning_text(summary: dict[str, Any]) -> str:
 def format_summary(summary: dict[str, Any], title: str = "") -> str:
     """A short human-readable table of a summary."""
     p, m = summary["params"], summary["macs"]
-    mem = summary.get("peak_memory") or {}
     speed = summary.get("speedup")
     lines = [title] if title else []
     lines += [
@@ -174,6 +242,13 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         f"{_secs(summary['dense_equivalent_seconds'])}, speedup "
         f"{(f'{speed:.2f}x' if speed is not None else 'n/a: nothing pruned' if not summary.get('pruned') else 'n/a')})",
     ]
+    lines += _speed_lines(summary) + _machine_and_size_lines(summary)
+    return "\n".join(lines)
+
+
+def _speed_lines(summary: dict[str, Any]) -> list[str]:
+    """One-time costs, precision and layout, the per-step gain, --compile and the rounding of widths."""
+    lines: list[str] = []
     if summary.get("one_time_seconds"):
         lines.append(f"{'one-time costs':28}{_secs(summary['one_time_seconds'])} (measurements made once: speed "
                      f"settings, predictor, gain timing, compile; in the training time above)")
@@ -209,6 +284,13 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
                          f"rounds): " + ", ".join(f"{k}: {1e3 * v:.2f}" for k, v in choice.seconds.items()))
     elif isinstance(rt, int):
         lines.append(f"{'widths rounded to':28}multiples of {rt}")
+    return lines
+
+
+def _machine_and_size_lines(summary: dict[str, Any]) -> list[str]:
+    """The machine's load, peak memory, the model's size on disk, weight masks and LTR."""
+    mem = summary.get("peak_memory") or {}
+    lines: list[str] = []
     load, cpus = summary.get("load_average"), summary.get("cpu_count")
     if load is not None and cpus and load > cpus:
         lines.append(f"{'machine load':28}{load:.1f} (median 1-minute load average) on {cpus} CPUs: other work "
@@ -227,4 +309,4 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         lot = summary["lottery"]
         lines.append(f"{'lottery ticket rewinding':28}{lot['rounds']} rounds of {lot['epochs_per_round']} epochs, "
                      f"rewound to epoch {lot['rewind_epoch']}")
-    return "\n".join(lines)
+    return lines

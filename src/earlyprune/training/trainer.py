@@ -1,8 +1,12 @@
-"""The training loop of ``earlyprune train``: a client of :class:`~earlyprune.EarlyPruner` like any user's loop.
+"""The conductor of ``earlyprune train``: a client of :class:`~earlyprune.EarlyPruner` like any user's loop.
 
-Per batch: forward (under autocast), loss, backward (through the gradient scaler), optimizer step, LR-schedule
-step, ``pruner.step(inputs, targets)``; per epoch: ``pruner.epoch_end()``, evaluation, one ``metrics.jsonl``
-line, a checkpoint. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
+:func:`train` runs the phases in order, each a module whose interface is the run's state (:class:`~.run.Run`):
+:mod:`.resume` checks what a resume would change before anything is built; :mod:`.build` sets up threads, device
+and data, then builds the model, loss, speed settings (:mod:`.speedup`), optimizer, LR schedule and pruner;
+:mod:`.restore` puts a stored run's states back; :mod:`.loop` trains the epochs — per batch the optimizer's and the
+pruner's steps, per epoch ``pruner.epoch_end()``, the time budget once the policy fired (:mod:`.budget`),
+evaluation, one ``metrics.jsonl`` line and a checkpoint; :mod:`.summary` builds ``summary.json``, and the final
+model is written here. The criterion, policy, ratio, target, steps and rounding are the pruner's arguments, taken
 from the configuration; the trainer never looks at which criterion or policy runs.
 
 Under ``torchrun`` the same loop runs data-parallel (:mod:`earlyprune.training.parallel`): each rank trains on
@@ -18,87 +22,34 @@ a resume that would change a setting the results depend on is refused (:mod:`.re
 
 from __future__ import annotations
 
-import copy
-import json
-import os
-import random
-import resource
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import broadcast_object
-from ..core.errors import ConfigError, EarlyPruneError, NonFiniteError
-from ..core.timing import Stopwatch
-from ..core.timing import clock as timing_clock
-from ..core.validation import InvalidParameterError
-from ..criteria import LatencyTable
-from ..criteria.latency import default_cache_path
-from ..graph.masks import parameters_in_plain_order
 from ..graph.metrics import ModelStats, measure
 from ..io import save, structure_json
-from ..models import create_model
-from ..outcome import PRUNED, PruningOutcome, pruning_outcome
-from ..planning.rounding import AutoRoundTo, RoundToChoice
 from ..pruner import EarlyPruner
-from ..speed.steptime import StepTime, StepTimePredictor
-from ..surgery.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
-from ..surgery.optimizer_state import check_state
-from ..unstructured.lottery import LotteryTicketRewinding
-from ..unstructured.storage import csr_bytes, dense_bytes, reference_disk_size
-from . import environment, faults, rundir, speed_profile
-from .checkpoint import (
-    CheckpointError,
-    has_checkpoint,
-    load_checkpoint,
-    recover_pointer,
-    remove_stale,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    write_json_atomic,
-)
-from .config import TrainConfig, ratio_text
-from .data import BatchLoader, ImageData, load_dataset
+from . import build, environment, faults, restore, rundir, speed_profile, speedup
+from .budget import FLOOR_SHARE, MAX_BUDGET_RATIO, budget_record
+from .build import build_model
+from .checkpoint import write_json_atomic
+from .config import TrainConfig
 from .loggers import RunLogger, RunStart, build_loggers
-from .numerics import LossGuard
-from .optim import build_optimizer, build_scheduler
+from .loop import evaluate, evaluates, run_epochs
 from .parallel import DataParallel
-from .precision import Precision, resolve_device
-from .progress import Progress, epoch_label
-from .resume import (
-    Difference,
-    ResumeRefused,
-    accept,
-    config_differences,
-    environment_differences,
-    parse_allowed,
-)
-from .speed import (
-    GAIN_ROUNDS,
-    CompileDecision,
-    SpeedSettings,
-    budget_fraction,
-    budget_ratio,
-    choose_settings,
-    compile_decision,
-    hardware_settings,
-    measure_gain,
-    narrow_channels_last_crashes,
-)
-from .summary import budget_spent, build_summary, dense_epochs_spent, epoch_seconds
+from .precision import resolve_device
+from .progress import Progress
+from .resume import ResumeCheck, environment_differences, parse_allowed, prepare_config
+from .run import AUX_WEIGHT, Run, training_loss
+from .speedup import SPEED
+from .summary import disk_record, run_summary
 
-SPEED = "speed.json"
-#: environment variable naming a JSON file that keeps layer timings across runs (round_to="auto", target="latency")
-#: a time budget whose ratio is at least this share of the reachable maximum leaves the selection no choice
-FLOOR_SHARE = 0.95
-#: the ratio of a time budget that cannot be met (the selection then stops where its constraints do)
-MAX_BUDGET_RATIO = 0.95
+# names users import from here; most now live in the phase modules
+__all__ = ["AUX_WEIGHT", "FLOOR_SHARE", "MAX_BUDGET_RATIO", "SPEED", "RunResult", "build_model", "disk_record",
+           "evaluate", "evaluates", "train", "training_loss"]
 
 
 @dataclass
@@ -114,197 +65,6 @@ class RunResult:
     dense_stats: ModelStats
     final_stats: ModelStats
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give per-parameter optimizer state its parameter's memory layout (after pruning or loading), so that the
-    element-wise updates run the same kernels however the state was produced."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
-
-
-def _set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None, channels_last: bool) -> None:
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # parameters keep their identity (set .data)
-        if optimizer is not None:
-            _match_state_layout(optimizer)
-
-
-def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
-    """The model of ``cfg`` for ``data``'s classes and channels; a bad ``--model-arg`` is refused naming it (the
-    zoo's models check their arguments' rules), and the model must run on the dataset's images."""
-    clash = sorted({"num_classes", "in_channels"} & set(cfg.model_args))
-    if clash:
-        raise ConfigError(f"--model-arg {clash[0]}=… is set by the dataset ({data.name}); drop it")
-    given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
-    try:
-        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
-    except InvalidParameterError as exc:
-        raise ConfigError(f"model {cfg.model!r}: {exc}; check --model-arg") from None
-    except TypeError as exc:
-        raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
-                          f"--model-arg") from None
-    except (EarlyPruneError, ValueError):  # unknown model, missing package: already said
-        raise
-    except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
-        raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
-            from None
-    return model
-
-
-def _dense_stats(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, data: ImageData) -> ModelStats:
-    """The dense model's size, measured with one forward — which also refuses a model that cannot run on the
-    dataset's images (a bad ``--model-arg``, a wrong ``--image-size``) before anything else is built."""
-    try:
-        return measure(model, example)
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run on the data must not start a run
-        given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
-        shape = "x".join(map(str, data.image_shape))
-        raise ConfigError(f"model {cfg.model!r} ({given}) cannot run on {data.name}'s {shape} images "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); check --model-arg and "
-                          f"--image-size") from None
-
-
-def _build_pruner(cfg: TrainConfig, model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  steps_per_epoch: int, loss_fn: nn.Module, precision_dtype: torch.dtype | None = None,
-                  channels_last: bool = False, min_channels: int | None = None, log: Callable[[str], None] = print,
-                  checks: bool = True) -> EarlyPruner:
-    reserved = {"criterion", "policy", "optimizer", "target", "steps", "steps_per_epoch", "min_channels", "round_to",
-                "loss_fn", "ratio", "granularity", "weight_ratio", "max_group_ratio"}
-    clash = sorted(reserved & set(cfg.pruner_args))
-    if clash:
-        raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
-    round_to: int | AutoRoundTo = cfg.round_to  # type: ignore[assignment]
-    target, max_group_ratio = cfg.target, cfg.max_group_ratio
-    cache = default_cache_path()   # one layer-timing file for the rounding choice and the step-time predictor
-    if cfg.granularity == "weights":   # masks keep every width, and the step time (dense kernels) does not change
-        round_to, target, max_group_ratio = 1, "channels", 1.0
-    elif cfg.round_to == "auto":  # time the layers as this run trains: its batch size, precision and memory format
-        round_to = AutoRoundTo(table=LatencyTable(repeats=3, warmup=1, batch_size=cfg.batch_size,
-                                                  autocast=precision_dtype, channels_last=channels_last,
-                                                  cache_path=cache, clock="auto"))
-    extra = dict(cfg.pruner_args)
-    if target == "latency":   # the step it predicts is this run's: batch size, precision, memory format
-        extra.setdefault("step_time", StepTime(batch_size=cfg.batch_size, autocast=precision_dtype,
-                                               channels_last=channels_last,
-                                               cache_path=cache))
-    # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
-    criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
-    levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps
-    steps = min(cfg.steps, max(1, steps_per_epoch // levels))  # at most one pruning step per batch (said in the log)
-    if steps < cfg.steps:
-        log(f"--steps {cfg.steps}{' per level' if levels > 1 else ''} is more than the {steps_per_epoch} batches of "
-            f"an epoch allow: the pruning epoch prunes in {steps} steps{' per level' if levels > 1 else ''}, one per "
-            f"batch")
-    try:
-        return EarlyPruner(model, example, cfg.ratio, criterion=criterion, policy=cfg.policy,
-                           optimizer=optimizer, target=target, steps=steps, steps_per_epoch=steps_per_epoch,
-                           min_channels=min_channels or cfg.min_channels, round_to=round_to, loss_fn=loss_fn,
-                           granularity=cfg.granularity, weight_ratio=cfg.weight_ratio,
-                           max_group_ratio=max_group_ratio, **{**extra, **({} if checks else {"checks": False})})
-    except TypeError as exc:
-        if cfg.pruner_args and "unexpected keyword" in str(exc):
-            raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
-        raise
-
-
-#: weight of each auxiliary classifier's loss (GoogLeNet, Szegedy et al. 2015, §5: "weighted by 0.3")
-AUX_WEIGHT = 0.3
-
-
-def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any], torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, loss)`` of a training-mode output: a tensor, or a tuple whose first entry is the logits and the
-    rest auxiliary classifiers (torchvision's GoogLeNet / Inception-v3), added with :data:`AUX_WEIGHT`."""
-    if isinstance(out, torch.Tensor):
-        return out, loss_fn(out, targets)
-    if isinstance(out, tuple) and out and all(isinstance(o, torch.Tensor) or o is None for o in out) \
-            and isinstance(out[0], torch.Tensor):
-        aux = [o for o in out[1:] if o is not None]
-        return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
-                                                                   torch.zeros((), device=out[0].device))
-    raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
-                    f"or a tuple (logits, auxiliary logits…)")
-
-
-def _step_loss(run: "_Run") -> Callable[[Any, torch.Tensor], torch.Tensor]:
-    """The run's training loss as the speed measurements call it: ``loss(output, targets)``, auxiliary outputs
-    included (:func:`training_loss`)."""
-    return lambda out, targets: training_loss(out, targets, run.loss_fn)[1]
-
-
-def evaluate(model: nn.Module, loader: BatchLoader, precision: Precision,
-             parallel: DataParallel | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``loader`` (over all ranks' shards under torchrun)."""
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=precision.device)
-    correct = torch.zeros((), dtype=torch.long, device=precision.device)
-    n = 0
-    with torch.no_grad(), precision.autocast():
-        for x, y in loader:
-            out = model(x).float()
-            loss += F.cross_entropy(out, y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-            n += len(y)
-    model.train()
-    if parallel is not None and parallel.active:
-        loss_sum, correct_sum, n = parallel.sums([loss, correct, n])
-        return loss_sum / n, correct_sum / n
-    return loss.item() / n, correct.item() / n
-
-
-def _peak_memory(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "CUDA allocated"}
-    # ru_maxrss is in KiB on Linux: the whole process's peak, dataset included
-    return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process RSS"}
-
-
-@dataclass
-class _Resume:
-    """What a resume compares and may change: the stored environment record, the changes earlier resumes were
-    allowed to make, the changes allowed by name now, and those accepted so far."""
-
-    run_dir: Path
-    stored_environment: dict[str, Any] | None
-    earlier_changes: list[dict[str, Any]]
-    allowed: frozenset[str]
-    accepted: list[Difference] = field(default_factory=list)
-
-    def check(self, diffs: list[Difference]) -> None:
-        self.accepted += accept(diffs, self.allowed, self.run_dir)
-
-
-def _prepare_config(config: TrainConfig | None, resume: str | Path | None, overrides: dict[str, Any] | None,
-                    allowed: frozenset[str]) -> tuple[TrainConfig, _Resume | None]:
-    """The configuration to run; when resuming, every difference from the stored run (configuration and the
-    environment known before the data are loaded) has been checked."""
-    if resume is None:
-        if allowed:
-            raise ConfigError("--allow-changed applies to --resume only (a new run has nothing to change)")
-        if config is None:
-            config = TrainConfig(**(overrides or {}))
-        return config.validate().resolved(), None
-    run_dir = Path(resume).expanduser()
-    stored = rundir.read_config(run_dir)
-    stored_env, changes = rundir.read_environment(run_dir)
-    unchecked = [k for k in environment.KEYS if k not in allowed]
-    progress = (run_dir / "checkpoint.json").exists() or (run_dir / "checkpoints").is_dir()
-    if stored_env is None and unchecked and progress:   # without a checkpoint the run restarts: nothing to check
-        # a run directory is created with its environment.json (staged, renamed into place): it was removed
-        raise ResumeRefused(f"{run_dir}/environment.json is missing, so this resume cannot check the thread count, "
-                            f"device, PyTorch version and data against the run's. Restore the file, or accept "
-                            f"whatever they are now with --allow-changed {','.join(environment.KEYS)} (recorded in "
-                            f"summary.json)")
-    before = rundir.merge_resume(stored, {}, changes)
-    cfg = rundir.merge_resume(stored, overrides or {}, changes).validate()
-    check = _Resume(run_dir, stored_env, changes, allowed)
-    now = environment.capture(cfg.threads, resolve_device(cfg.device))
-    check.check(config_differences(before.to_dict(), cfg.to_dict()) + environment_differences(stored_env, now))
-    return cfg, check
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
@@ -325,7 +85,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             :func:`~earlyprune.training.resume.setting_names`); any other difference from the stored run is
             refused with the list of differences (:class:`~earlyprune.training.resume.ResumeRefused`).
     """
-    cfg, check = _prepare_config(config, resume, overrides, parse_allowed(allow_changed))
+    cfg, check = prepare_config(config, resume, overrides, parse_allowed(allow_changed))
     parallel = DataParallel(resolve_device(cfg.device).type)  # joins torchrun's process group, if any
     loggers: list[RunLogger] = []
     try:
@@ -333,34 +93,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             rundir.claim(check.run_dir)   # before anything in it is written
         loggers = build_loggers(cfg.log)  # rank 0 only; an unknown or uninstalled logger fails before any work
         progress = Progress(cfg.progress if parallel.is_main else "none", log=log)
-        run = _setup(cfg, check.run_dir if check else None, write, progress, parallel)
-        env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
-        run.environment = env
-        if check is not None:
-            check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
-        elif cfg.speed_profile is not None:   # a resume re-uses its own run's measurements instead
-            run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
-        state = _build(run)
-        if state is not None:
-            _restore(run, state)
-        elif check is not None:
-            _restart(run)
-        elif write:  # rank 0 names and creates the run directory; the others learn where it is
-            run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
-            if parallel.is_main:
-                rundir.claim(run.run_dir)
-                faults.point("run.created")
-        if run.writing and run.speed is not None:
-            write_json_atomic(run.run_dir / SPEED, run.speed.to_dict())  # type: ignore[operator]
-        if check is not None:
-            _record_resume(run, check)
-        run.loggers = loggers
-        name = run.run_dir.name if run.run_dir is not None else rundir.default_name(cfg)
-        for logger in loggers:
-            logger.start(RunStart(name, run.run_dir, rundir.jsonable(cfg.to_dict()), run.start_epoch,
-                                  {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
-                                   "data": run.data.describe()}))
-        _loop(run)
+        run = _start(build.setup(cfg, check.run_dir if check else None, write, progress, parallel), check)
+        _start_loggers(run, loggers)
+        run_epochs(run)
         result = _finish(run)
         if result.summary["complete"]:
             for logger in loggers:
@@ -373,569 +108,46 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         rundir.release_claims()
 
 
-@dataclass
-class _Run:
-    """What one training run holds while it trains: built by :func:`_setup` and :func:`_build`, restored by
-    :func:`_restore`, advanced by :func:`_loop` one :func:`_epoch` at a time, summarised by :func:`_finish`."""
-
-    cfg: TrainConfig
-    run_dir: Path | None
-    write: bool
-    progress: Progress
-    device: torch.device
-    precision: Precision
-    data: ImageData
-    train_loader: BatchLoader
-    test_loader: BatchLoader
-    parallel: DataParallel
-    model: nn.Module = None  # type: ignore[assignment]
-    net: nn.Module = None  # type: ignore[assignment]  #: what the training forward runs through (DDP or model)
-    example: torch.Tensor = None  # type: ignore[assignment]
-    dense_stats: ModelStats = None  # type: ignore[assignment]
-    optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
-    scheduler: Any = None
-    loss_fn: nn.Module = None  # type: ignore[assignment]
-    pruner: EarlyPruner = None  # type: ignore[assignment]
-    lottery: LotteryTicketRewinding | None = None
-    start_epoch: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    speed: SpeedSettings | None = None           #: what --precision / --channels-last resolved to
-    channels_last: bool = False
-    min_channels: int = 1                         #: --min-channels, raised where narrow widths crash the device
-    dense_copy: nn.Module | None = None           #: the dense model, kept during the pruning epoch to time the gain
-    gain: dict[str, Any] | None = None
-    compiled: CompileDecision | None = None
-    budget: dict[str, Any] | None = None
-    setup_seconds: tuple[float, float] = (0.0, 0.0)   #: wall / CPU seconds of the speed-settings measurement
-    environment: dict[str, Any] = field(default_factory=dict)
-    profile: dict[str, Any] | None = None         #: --speed-profile's measurements, when it already existed
-    resume_changes: list[dict[str, Any]] = field(default_factory=list)
-    loggers: list[RunLogger] = field(default_factory=list)
-
-    @property
-    def writing(self) -> bool:
-        return self.run_dir is not None and self.write and self.parallel.is_main
-
-    def rewrap(self) -> nn.Module:
-        """A new DDP wrapper around the (just pruned) model; the model itself in a single process."""
-        self.net = self.parallel.wrap(self.model)
-        return self.net
-
-    @property
-    def epochs(self) -> int:
-        """Epochs the run trains in all: ``--epochs``, or LTR's ``E + R·(E − K)``."""
-        return self.lottery.total_epochs if self.lottery is not None else self.cfg.epochs
+def _start(run: Run, check: ResumeCheck | None) -> Run:
+    """The set-up run built, and where it starts: restored from its checkpoint, restarted at epoch 0, or new with
+    its run directory created; the data checked against a resumed run's, a new run's --speed-profile read."""
+    cfg, parallel = run.cfg, run.parallel
+    env = {**environment.capture(cfg.threads, run.device), "data": environment.data_fingerprint(run.data)}
+    run.environment = env
+    if check is not None:
+        check.check(environment_differences(check.stored_environment, {"data": env["data"]}))
+    elif cfg.speed_profile is not None:   # a resume re-uses its own run's measurements instead
+        run.profile = speed_profile.read(cfg.speed_profile, speed_profile.identity(cfg, env))
+    state = build.build(run)
+    if state is not None:
+        restore.restore(run, state)
+    elif check is not None:
+        restore.restart(run)
+    elif run.write:  # rank 0 names and creates the run directory; the others learn where it is
+        run.run_dir = broadcast_object(rundir.create_run_dir(cfg, env) if parallel.is_main else None)
+        if parallel.is_main:
+            rundir.claim(run.run_dir)
+            faults.point("run.created")
+    speedup.write_settings(run)
+    if check is not None:
+        restore.record_resume(run, check)
+    return run
 
 
-def _setup(cfg: TrainConfig, run_dir: Path | None, write: bool, progress: Progress,
-           parallel: DataParallel | None = None) -> _Run:
-    """Threads, device, precision, seeds; the data on the device and its loaders (this rank's shards)."""
-    parallel = parallel or DataParallel("cpu")
-    usable = _usable_cpus()
-    if cfg.threads is not None:
-        if cfg.threads > usable and os.environ.get("EARLYPRUNE_ALLOW_THREADS") != "1":
-            # before any thread exists: 10,000 threads stalled a 2-core machine for minutes
-            raise ConfigError(f"--threads {cfg.threads} is more than the {usable} CPU(s) this process may use; more "
-                              f"threads than CPUs only slow a step down. Use --threads {usable} or fewer (set "
-                              f"EARLYPRUNE_ALLOW_THREADS=1 to force it)")
-        torch.set_num_threads(cfg.threads)
-    load = _load_average()
-    threads = torch.get_num_threads()
-    if load is not None and threads > 1 and load > usable:
-        progress.log(f"the machine is busy (load {load:.1f} on {usable} CPU(s)) and this run uses {threads} threads: "
-                     f"on a shared machine one thread per process ran steps 5-16x faster (docs/speed.md); try "
-                     f"--threads 1")
-    device = parallel.device(resolve_device(cfg.device))
-    precision = Precision("fp32", device)   # "auto" is resolved by _build, on the model
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False  # reproducible kernel choice
-        torch.cuda.reset_peak_memory_stats(device)
-
-    data = parallel.in_turn(lambda: load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
-                                                 cache=cfg.data_cache, image_size=cfg.image_size, seed=cfg.seed,
-                                                 train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                                                 log=progress.log))
-    if cfg.batch_size > len(data.train_x):   # one batch of everything: nothing is timed or allocated beyond it
-        progress.log(f"--batch-size {cfg.batch_size} is larger than the {len(data.train_x):,} training images: "
-                     f"batches of {len(data.train_x):,}")
-        cfg.batch_size = len(data.train_x)
-    augment = (data.augment if cfg.augment == "auto" else cfg.augment) == "standard"
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # uint8 on the device: augmented there
-    test_x, test_y = parallel.shard(data.test_x).to(device), parallel.shard(data.test_y).to(device)
-    train_loader = BatchLoader(train_x, train_y, cfg.batch_size, data.mean, data.std, augment=augment, shuffle=True,
-                               seed=cfg.seed, rank=parallel.rank, world_size=parallel.world_size)
-    test_loader = BatchLoader(test_x, test_y, cfg.eval_batch_size, data.mean, data.std)
-    return _Run(cfg, run_dir, write, progress, device, precision, data, train_loader, test_loader, parallel)
+def _start_loggers(run: Run, loggers: list[RunLogger]) -> None:
+    run.loggers = loggers
+    name = run.run_dir.name if run.run_dir is not None else rundir.default_name(run.cfg)
+    for logger in loggers:
+        logger.start(RunStart(name, run.run_dir, rundir.jsonable(run.cfg.to_dict()), run.start_epoch,
+                              {"dense_params": run.dense_stats.params, "dense_macs": run.dense_stats.macs,
+                               "data": run.data.describe()}))
 
 
-def _build(run: _Run) -> dict[str, Any] | None:
-    """The model (original architecture, measured on the CPU; a resumed run replays its pruned structure on it),
-    optimizer, LR schedule, loss and pruner — in the same order for a new and a resumed run, so that restoring
-    their states continues exactly. Returns the checkpoint's state when resuming."""
-    cfg = run.cfg
-    model = build_model(cfg, run.data)
-    cpu_example = run.train_loader.normalise(run.data.train_x[:2]).contiguous()
-    run.dense_stats = _dense_stats(cfg, model, cpu_example, run.data)
-    state = None
-    if run.run_dir is not None:   # a lost pointer: the newest complete checkpoint, never a restart over it
-        recovered = broadcast_object(recover_pointer(run.run_dir) if run.parallel.is_main else None)
-        if recovered:
-            run.progress.log(f"{run.run_dir}/checkpoint.json was missing: continuing from {recovered}, the newest "
-                             f"complete checkpoint (its files verified)")
-    if run.run_dir is not None and has_checkpoint(run.run_dir):
-        run.start_epoch, model, state = load_checkpoint(run.run_dir, model)
-        run.parallel.check_resume(state, run.run_dir)
-    run.model = model.to(run.device)
-    run.model.train()
-    run.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    _resolve_speed(run)
-    run.example = run.train_loader.normalise(run.train_loader.x[:2])
-
-    # masks (a resumed sparse run) move weights behind their module's other parameters: keep the original order,
-    # which the checkpoint's optimizer state is indexed by
-    run.optimizer = build_optimizer(parameters_in_plain_order(run.model), cfg)
-    run.scheduler = build_scheduler(run.optimizer, cfg, len(run.train_loader))
-    # a resumed run was checked when it started (and its model may be pruned already): no construction checks
-    run.pruner = _build_pruner(cfg, run.model, run.example, run.optimizer, len(run.train_loader), run.loss_fn,
-                               run.precision.dtype, run.channels_last, run.min_channels, log=run.progress.log,
-                               checks=state is None)
-    if state is None:
-        _say_if_the_wait_outlasts_the_cap(run)
-        _apply_profile(run)
-    if cfg.lottery_rounds:
-        run.lottery = LotteryTicketRewinding(run.model, run.optimizer, cfg.ratio, epochs=cfg.epochs,
-                                             rounds=cfg.lottery_rounds, rewind_epoch=cfg.lottery_rewind,
-                                             scheduler=run.scheduler)
-    _set_memory_format(run.model, run.optimizer, run.channels_last)
-    run.rewrap()
-    if state is None and run.pruner.phase == "pruning":   # the policy prunes from epoch 0 (init)
-        _fit_budget(run)
-    return state
-
-
-def _apply_profile(run: _Run) -> None:
-    """--speed-profile: the rounding choice and the step-time predictor a previous run measured, given to the
-    pruner as a resumed run's state gives them (nothing of it is measured again)."""
-    profile, pruner = run.profile, run.pruner
-    if not profile:
-        return
-    if profile.get("round_to") is not None and isinstance(pruner.round_to, AutoRoundTo):
-        pruner.round_to_choice = RoundToChoice.from_dict(profile["round_to"])
-        pruner.round_to = pruner.round_to_choice.value
-    if profile.get("predictor") is not None and run.cfg.target == "latency":
-        pruner.predictor = StepTimePredictor.from_dict(profile["predictor"])
-    run.progress.log(f"measurements from --speed-profile {run.cfg.speed_profile}: "
-                     + ", ".join(k for k in ("speed", "round_to", "predictor", "time_budget") if profile.get(k)))
-
-
-def _write_profile(run: _Run) -> bool:
-    """The first run given --speed-profile writes what it measured (rank 0), once its pruning has started (before,
-    the predictor and the rounding choice may not exist yet). True if it wrote."""
-    cfg, pruner = run.cfg, run.pruner
-    if (cfg.speed_profile is None or run.profile is not None or not run.parallel.is_main
-            or Path(cfg.speed_profile).exists() or pruner.phase == "dense"):
-        return False
-    speed = run.speed.to_dict() if run.speed is not None and run.speed.measured else None
-    choice = pruner.round_to_choice.to_dict() if pruner.round_to_choice is not None else None
-    predictor = pruner.predictor.to_dict() if pruner.predictor is not None else None
-    budget = ({k: run.budget[k] for k in ("budget", "dense_epochs", "spent_before", "gain_timing")}
-              if run.budget else None)
-    path = speed_profile.write(cfg.speed_profile, speed_profile.identity(cfg, run.environment), speed=speed,
-                               round_to=choice, predictor=predictor, time_budget=budget)
-    run.progress.log(f"measurements written to --speed-profile {path}")
-    return True
-
-
-def _say_if_the_wait_outlasts_the_cap(run: _Run) -> None:
-    """A signal policy whose ``min_steps`` outlasts its cap on this dataset prunes at the cap: said at the start,
-    in the run's terms, rather than only as the cap's warning epochs later."""
-    policy = run.pruner.policy
-    min_steps, cap = getattr(policy, "min_steps", 0), getattr(policy, "cap", None)
-    per_epoch = len(run.train_loader)
-    if cap is None or not min_steps or cap * per_epoch >= min_steps or cap >= run.cfg.epochs:
-        return
-    spec = run.cfg.policy or ""
-    spec += ("," if ":" in spec else ":") + f"min_steps={max(1, cap * per_epoch // 2)}"
-    run.progress.log(f"{policy!r} waits for {min_steps:,} optimizer steps before its rule may fire, but this run "
-                     f"takes {per_epoch:,} per epoch: {cap * per_epoch:,} before its cap, so it will prune at the "
-                     f"cap, in epoch {cap} (a shorter wait: min_steps=N in the policy, e.g. {spec})")
-
-
-def _resolve_speed(run: _Run) -> None:
-    """--precision / --channels-last: as given, as recorded by the run (resume), or measured now ("auto"); and the
-    smallest width the device survives in channels_last."""
-    cfg = run.cfg
-    stored = run.run_dir / SPEED if run.run_dir is not None else None
-    if stored is not None and stored.exists():
-        run.speed = SpeedSettings.from_dict(json.loads(stored.read_text()))
-    elif (cfg.precision == "measure" or cfg.channels_last == "measure") and (run.profile or {}).get("speed"):
-        run.speed = SpeedSettings.from_dict(run.profile["speed"])   # measured by the run that wrote the profile
-        run.progress.log(f"speed settings from --speed-profile {cfg.speed_profile}: {run.speed.precision}"
-                         f"{', channels_last' if run.speed.channels_last else ''}")
-    elif cfg.precision == "measure" or cfg.channels_last == "measure":
-        n = min(cfg.batch_size, len(run.train_loader.x))
-        x, y = run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
-        precision = "auto" if cfg.precision == "measure" else cfg.precision
-        layout = "auto" if cfg.channels_last == "measure" else cfg.channels_last
-        with Stopwatch(run.device) as clock:
-            run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
-                choose_settings(run.model, x, y, _step_loss(run), run.device, precision, layout)
-                if run.parallel.is_main else None)
-        run.setup_seconds = (clock.seconds, clock.cpu_seconds)
-        times = ", ".join(f"{m} {1e3 * t:.0f} ms" for m, t in run.speed.measured.items())
-        run.progress.log(f"speed settings measured ({run.speed.clock} time per training step: {times}): "
-                         f"{run.speed.precision}{', channels_last' if run.speed.channels_last else ''}")
-    else:   # fixed, or "auto": from what the hardware says, nothing timed (the same on every run of the machine)
-        run.speed = hardware_settings(run.model, run.train_loader.normalise(run.train_loader.x[:1]), run.device,
-                                      cfg.precision, cfg.channels_last)
-    run.precision = Precision(run.speed.precision, run.device)
-    run.channels_last = run.speed.channels_last
-    run.train_loader.channels_last = run.test_loader.channels_last = run.channels_last
-    run.min_channels = cfg.min_channels
-    if run.channels_last and run.device.type == "cpu" and cfg.min_channels < 8 and narrow_channels_last_crashes():
-        run.min_channels = 8
-        run.progress.log("channels_last convolutions with 2-6 input channels crash this CPU's oneDNN backward "
-                         "(checked in a subprocess): every group keeps at least 8 channels")
-
-
-def _warn(run: _Run, message: str) -> None:
-    """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike."""
-    warnings.warn(message, stacklevel=3)
-    run.progress.log(f"warning: {message}")
-
-
-def _gain_epochs(run: _Run, ratio: float) -> float:
-    """Dense epochs' time that timing the per-step gain after the pruning epoch will take: one warm-up and
-    ``GAIN_ROUNDS`` steps each of the dense copy and of the pruned model (about ``1 − ratio`` of a dense step)."""
-    if not _removes_channels(run):
-        return 0.0
-    return (GAIN_ROUNDS + 1) * (2.0 - ratio) / max(len(run.train_loader), 1)
-
-
-def _fit_budget(run: _Run, row: dict[str, Any] | None = None) -> None:
-    """--time-budget: once the policy said when pruning starts, the ratio that makes the whole run fit — counting
-    what the epochs so far (``row``: the one just trained) really took, measurements included, and the gain's
-    timing still to come."""
-    cfg, pruner = run.cfg, run.pruner
-    if cfg.time_budget is None or pruner.events:
-        return
-    dense_epochs = pruner.prune_epoch or 0
-    rows = run.rows + ([row] if row is not None else [])
-    spent = dense_epochs_spent(rows, cpu=timing_clock(run.device) == "cpu") if dense_epochs else None
-    # a measured cost decides the ratio: under torchrun every rank takes rank 0's, or the ranks would prune apart
-    spent = broadcast_object(None if spent is None else max(spent, float(dense_epochs)))
-    stored = (run.profile or {}).get("time_budget") or {}
-    same = stored.get("budget") == cfg.time_budget and stored.get("dense_epochs") == dense_epochs
-    if same:   # --speed-profile: the costs the run that wrote it measured, so the ratio is the same
-        spent = stored["spent_before"]
-    try:
-        first = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent)
-        extra = stored["gain_timing"] if same else _gain_epochs(run, first)
-        ratio, met = budget_ratio(cfg.time_budget, cfg.epochs, dense_epochs, spent, extra), True
-    except ValueError as exc:   # too late to fit: prune as far as the constraints allow, and say so
-        ratio, met = MAX_BUDGET_RATIO, False
-        extra = _gain_epochs(run, ratio)
-        _warn(run, f"{exc}; pruning as far as the constraints allow")
-    asked = ratio
-    # beyond what the limits allow, a count target is refused at the first step and the time target falls short
-    # there with a warning: clip now, and say before the pruning epoch that the budget will be missed and by how much
-    ratio = pruner.retarget(ratio, clip=True)
-    expected = budget_fraction(cfg.epochs, dense_epochs, ratio, spent, extra)
-    if ratio < asked:
-        met = False
-        latency = cfg.target == "latency"
-        message = (f"the time budget of {cfg.time_budget:.0%} asks to remove {asked:.1%} of the "
-                   f"{'predicted step time' if latency else cfg.target} after {dense_epochs} dense epoch(s), but "
-                   f"min_channels / round_to / max_group_ratio allow at most {ratio:.1%}: pruning that far, the run "
-                   f"will take about {expected:.0%} of the dense run's time (raise --max-group-ratio, or let the "
-                   f"policy prune earlier{'' if latency else '; --target latency fits a time budget directly'})")
-        _warn(run, message)
-    most = pruner.reachable_ratio()
-    if most and ratio >= FLOOR_SHARE * most:
-        # importance no longer chooses: the selection only stops where the floors are (benchmarks/frontier.py
-        # --profile long: 45.8 % where init with a smaller ask reached 54.6 %, two seeds)
-        message = (f"the time budget leaves the selection no choice: ratio {ratio:.3f} is {ratio / most:.0%} of the "
-                   f"most the limits allow ({most:.3f}), so nearly every group will be cut to its floor "
-                   f"(min_channels / max_group_ratio), whatever the scores; such networks trained much worse in "
-                   f"benchmarks/frontier.py — a larger --time-budget, or pruning earlier (--policy init), leaves "
-                   f"the choice to the scores")
-        _warn(run, message)
-    run.budget = {"budget": cfg.time_budget, "dense_epochs": dense_epochs, "ratio": ratio, "target": cfg.target,
-                  "met": met, "expected": expected, "spent_before": spent, "gain_timing": extra}
-    run.progress.log(f"time budget {cfg.time_budget:.0%} of the dense run with {dense_epochs} dense epoch(s) before "
-                     f"pruning: ratio {ratio:.3f} of the {cfg.target}")
-
-
-def _budget_record(run: _Run) -> dict[str, Any] | None:
-    """The time budget's plan (from this process or, after a resume, from the epoch it was fitted in) and what the
-    run spent, estimated against its own dense epochs (:func:`~earlyprune.training.summary.budget_spent`)."""
-    plan = run.budget or next((r["time_budget"] for r in run.rows if r.get("time_budget")), None)
-    if plan is None:
-        return None
-    spent = budget_spent(run.rows, cpu=timing_clock(run.device) == "cpu")
-    if spent is not None and len(run.rows) >= run.epochs:
-        over = spent > plan["budget"]
-        run.progress.log(f"time budget {plan['budget']:.0%}: the run took about {spent:.0%} of a dense run's time "
-                         f"(estimated from its own dense epochs){' — over the budget' if over else ''}")
-    return {**plan, "spent": spent}
-
-
-def _restore(run: _Run, state: dict[str, Any]) -> None:
-    """Continue from a checkpoint: every state, the data order, the RNGs, and the metrics of the epochs it has."""
-    try:  # a state that does not fit is refused here, not at the first step
-        check_state(run.optimizer, state["optimizer"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:
-            run.precision.scaler.load_state_dict(state["scaler"])
-        run.pruner.load_state_dict(state["pruner"])
-        if run.lottery is not None:
-            run.lottery.load_state_dict(state["lottery"])
-        run.train_loader.load_state_dict(state["loader"])
-        set_rng_state(state["rng"])
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise CheckpointError(f"the checkpoint of {run.run_dir} does not fit this run's model and optimizer "
-                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run cannot be "
-                              f"resumed from it") from None
-    _match_state_layout(run.optimizer)
-    run_dir, start, epochs = run.run_dir, run.start_epoch, run.epochs
-    assert run_dir is not None
-    run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
-    if len(run.rows) != start:
-        raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
-                         f"has; the run directory is damaged")
-    if run.parallel.is_main:
-        rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint
-        remove_stale(run_dir)
-        faults.point("resume.restored")
-    run.progress.log(f"resuming {run_dir}: {start} of {epochs} epochs done, continuing with epoch {start} "
-                     f"(phase {run.pruner.phase})" if start < epochs
-                     else f"{run_dir} is already complete ({epochs} epochs)")
-
-
-def _restart(run: _Run) -> None:
-    """Resume a run stopped before its first checkpoint: from epoch 0, as it started (its lines dropped)."""
-    assert run.run_dir is not None
-    if run.parallel.is_main:
-        rundir.write_metrics(run.run_dir, [])
-        remove_stale(run.run_dir)
-        faults.point("resume.restored")
-    run.progress.log(f"restarting {run.run_dir} at epoch 0 (it stopped before its first checkpoint)")
-
-
-def _record_resume(run: _Run, check: _Resume) -> None:
-    """Commit the allowed changes (environment.json first: a kill before config.json is rewritten makes the next
-    resume ask again and record the same change once) and keep the record for summary.json."""
-    changes = list(check.earlier_changes)
-    for diff in check.accepted:
-        entry = rundir.jsonable(diff.to_dict(run.start_epoch))
-        if entry not in changes:
-            changes.append(entry)
-    run.resume_changes = changes
-    if run.writing and (check.accepted or check.stored_environment is None):
-        assert run.run_dir is not None
-        rundir.write_environment(run.run_dir, run.environment, changes)
-        if any(d.setting in run.cfg.__dataclass_fields__ for d in check.accepted):
-            rundir.write_config(run.run_dir, run.cfg)
-    for diff in check.accepted:
-        run.progress.log(f"resuming with {diff} (allowed by --allow-changed; recorded in summary.json)")
-
-
-def _loop(run: _Run) -> None:
-    """The epochs of this invocation (all that remain, or ``--stop-after`` of them)."""
-    cfg = run.cfg
-    if run.start_epoch == 0:
-        stats = run.dense_stats
-        what = (f"ratio {ratio_text(cfg)}" if run.lottery is not None else
-                f"criterion {cfg.criterion}, policy {cfg.policy}, ratio {ratio_text(cfg)}")
-        run.progress.log(f"{run.data.describe()}; {cfg.model}: {stats.params:,} parameters, {stats.macs:,} MACs; "
-                         f"{what}" + (f"; run directory {run.run_dir}" if run.run_dir else ""))
-    end_epoch = run.epochs if cfg.stop_after is None else min(run.epochs, run.start_epoch + cfg.stop_after)
-    if run.pruner.done and _removes_channels(run) and run.start_epoch < run.epochs:   # resumed after pruning
-        _compile(run, run.start_epoch)
-    for epoch in range(run.start_epoch, end_epoch):
-        if run.lottery is not None and run.lottery.epoch_start(epoch):  # prune and rewind: new masks
-            _set_memory_format(run.model, run.optimizer, run.channels_last)
-        row = _epoch(run, epoch)
-        if run.lottery is not None:
-            run.lottery.epoch_end(epoch)
-            where = run.lottery.locate(epoch)
-            row.update(lottery_round=where.round, round_epoch=where.epoch)
-        run.rows.append(row)
-        for logger in run.loggers:
-            for event in row["events"]:
-                logger.log_event(event)
-            logger.log_epoch(row)
-        if run.writing:
-            assert run.run_dir is not None
-            rundir.append_metrics(run.run_dir, row)
-            faults.point("epoch.metrics")
-            _checkpoint(run.run_dir, epoch + 1, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                        run.train_loader, run.lottery)
-        run.progress.end_epoch(_epoch_line(row, run.epochs))
-
-
-def _epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """One epoch's ``metrics.jsonl`` row: training (with the pruner), evaluation, the model's size; after the
-    pruning epoch, what it gained per step."""
-    if run.pruner.phase == "pruning" and not run.pruner.events and _removes_channels(run):
-        run.dense_copy = copy.deepcopy(run.model)   # the dense model, to time the gain against
-    try:
-        row = _train_epoch(epoch, run.cfg, run.model, run.optimizer, run.scheduler, run.precision, run.pruner,
-                           run.loss_fn, run.train_loader, run.progress, run.device, run=run)
-    except NonFiniteError as exc:  # stopped before this epoch's checkpoint: say what is kept
-        kept = (f"the checkpoint after epoch {epoch - 1} in {run.run_dir} is kept" if run.writing and epoch > 0
-                else "no checkpoint was written")
-        raise NonFiniteError(f"{exc}. Stopped; {kept}") from None
-    run.parallel.sync_buffers(run.model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
-    if run.pruner.phase == "pruning" and not run.pruner.events and run.budget is None:
-        _fit_budget(run, row)   # the policy has just triggered
-    if run.budget is not None and not any(r.get("time_budget") for r in run.rows):
-        row["time_budget"] = run.budget   # recorded with the epoch it was fitted in: a resumed run still reports it
-    row["test_loss"] = row["test_accuracy"] = None
-    row["eval_seconds"] = 0.0
-    if run.pruner.done and run.pruner.prune_epoch == epoch and _removes_channels(run):
-        row["bn_recalibration"] = _recalibrate(run, evaluate_before=evaluates(epoch, run.cfg, row))
-    if evaluates(epoch, run.cfg, row):  # the same answer on every rank: the trigger is agreed on
-        with Stopwatch(run.device) as clock:
-            row["test_loss"], row["test_accuracy"] = evaluate(run.model, run.test_loader, run.precision,
-                                                              run.parallel)
-        row["eval_seconds"] = clock.seconds
-    stats = measure(run.model, run.example, baseline=run.dense_stats)
-    row.update(params=stats.params, macs=stats.macs, node_sparsity=stats.node_sparsity,
-               weight_sparsity=stats.weight_sparsity)
-    with Stopwatch(run.device) as overhead:   # measured by this run for its user: counted in its time
-        if run.dense_copy is not None and run.pruner.done:
-            row["gain"] = _gain(run, stats)
-            run.dense_copy = None
-            _compile(run, epoch + 1)
-            if run.compiled is not None:
-                row["compile"] = run.compiled.to_dict()
-    row["overhead_seconds"] = overhead.seconds + (run.setup_seconds[0] if epoch == 0 else 0.0)
-    row["overhead_cpu_seconds"] = overhead.cpu_seconds + (run.setup_seconds[1] if epoch == 0 else 0.0)
-    return row
-
-
-def _recalibrate(run: _Run, evaluate_before: bool) -> dict[str, Any]:
-    """After the pruning epoch: BatchNorm running statistics re-estimated on the first training images (no
-    augmentation, no random number drawn: the training trajectory is unchanged), and the test accuracy before it."""
-    record: dict[str, Any] = {}
-    if evaluate_before:
-        record["test_loss_before"], record["test_accuracy_before"] = evaluate(run.model, run.test_loader,
-                                                                              run.precision, run.parallel)
-    loader, size = run.train_loader, run.cfg.batch_size
-    starts = range(0, min(len(loader.x), DEFAULT_BATCHES * size), size)
-    with Stopwatch(run.device) as clock:
-        with run.precision.autocast():
-            record["batches"] = recalibrate_batchnorm(
-                run.model, (loader.normalise(loader.x[i:i + size]) for i in starts))
-    run.parallel.sync_buffers(run.model)
-    record["seconds"], record["cpu_seconds"] = clock.seconds, clock.cpu_seconds
-    return record
-
-
-def _batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""
-    n = min(run.cfg.batch_size, len(run.train_loader.x))
-    return run.train_loader.normalise(run.train_loader.x[:n]), run.train_loader.y[:n]
-
-
-def _gain(run: _Run, stats: ModelStats) -> dict[str, Any]:
-    """Time a few steps of the pruned model beside the dense copy; predicted vs measured; warn if not faster."""
-    import numpy as np
-
-    pruner = run.pruner
-    predicted = None
-    if pruner.predictor is not None:
-        p = pruner.predictor
-        removed = np.array(p.widths) - np.array(pruner.groups.widths())
-        predicted = (p.predict(), p.predict(removed))
-    x, y = _batch(run)
-    gain = measure_gain(run.dense_copy, run.model, x, y, _step_loss(run), run.precision.dtype,  # type: ignore[arg-type]
-                        dense_macs=run.dense_stats.macs, pruned_macs=stats.macs, predicted=predicted,
-                        target=run.cfg.target, ratio=pruner.ratio, round_to=pruner.round_to,
-                        widths=pruner.groups.widths())
-    run.gain = gain
-    line = (f"pruned model: {gain['measured_speedup']:.2f}x faster per training step than dense (measured, "
-            f"{gain['clock']} time); MACs-ideal {gain['macs_ideal_speedup']:.2f}x")
-    if predicted is not None:
-        line += f"; predicted {gain['predicted_speedup']:.2f}x"
-    run.progress.log(line)
-    if gain["reasons"]:
-        _warn(run, "the pruned model is not faster than the dense one: " + "; ".join(gain["reasons"]))
-    return gain
-
-
-def _compile(run: _Run, next_epoch: int) -> None:
-    """--compile, once the pruning epoch is over (never during it: the shapes change at every pruning step)."""
-    if run.compiled is not None:
-        return
-    earlier = next((r["compile"] for r in run.rows if r.get("compile")), None)
-    if earlier is not None:   # decided before a resume: keep the decision, do not measure again
-        run.compiled = CompileDecision(**earlier)
-        if run.compiled.compiled:
-            run.net = torch.compile(run.net)
-        return
-    x, y = _batch(run)
-    remaining = (run.cfg.epochs - next_epoch) * len(run.train_loader)
-    if run.parallel.active and run.cfg.compile == "auto":   # timings differ per rank; the ranks must agree
-        run.compiled = CompileDecision("auto", remaining_steps=remaining,
-                                       reason="auto does not compile under torchrun (use --compile on)")
-        return
-    compiled, run.compiled = compile_decision(run.cfg.compile, run.net, x, y, _step_loss(run), run.precision.dtype,
-                                             remaining)
-    if compiled is not None:   # the training steps go through it (the DDP wrapper under torchrun)
-        run.net = compiled
-    if run.cfg.compile != "off":
-        run.progress.log(f"--compile {run.cfg.compile}: {'compiled' if run.compiled.compiled else 'eager'} "
-                         f"({run.compiled.reason})")
-
-
-def evaluates(epoch: int, cfg: TrainConfig, row: dict[str, Any]) -> bool:
-    """Whether ``epoch`` is evaluated: every ``--eval-every`` epochs (epochs N−1, 2N−1, …), the last epoch, and the
-    last dense one — the epoch at whose end the policy fired (the dense accuracy the summary compares with)."""
-    return ((epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1
-            or bool((row.get("pruner") or {}).get("trigger")))
-
-
-def _removes_channels(run: _Run) -> bool:
-    """Whether the run's pruning makes the model smaller (so its gain is timed and compiling it is considered):
-    not with masked weights only."""
-    return run.cfg.granularity != "weights" and run.lottery is None
-
-
-def _finish(run: _Run) -> RunResult:
+def _finish(run: Run) -> RunResult:
     """The summary (and, once complete, the final model) of the run."""
-    cfg, rows, pruner = run.cfg, run.rows, run.pruner
     final_stats = measure(run.model, run.example, baseline=run.dense_stats)
-    summary = build_summary(rows, epochs=run.epochs, prune_epoch=pruner.prune_epoch, dense=run.dense_stats,
-                            final=final_stats, peak_memory=_peak_memory(run.device), model_bytes=None,
-                            outcome=_outcome(run))
-    summary["round_to"] = pruner.round_to_record
-    summary["speed_settings"] = run.speed.to_dict() if run.speed is not None else None
-    summary["min_channels"] = run.min_channels
-    summary["max_group_ratio"] = cfg.max_group_ratio
-    summary["gain"] = run.gain or next((r["gain"] for r in rows if r.get("gain")), None)
-    summary["bn_recalibration"] = next((r["bn_recalibration"] for r in rows if r.get("bn_recalibration")), None)
-    if cfg.speed_profile is not None:
-        summary["speed_profile"] = {"path": str(cfg.speed_profile), "read": run.profile is not None,
-                                    "written": _write_profile(run)}
-    summary["compile"] = (run.compiled.to_dict() if run.compiled is not None
-                          else next((r["compile"] for r in rows if r.get("compile")), None))
-    summary["time_budget"] = _budget_record(run)
-    summary["ratio"] = pruner.ratio
-    summary["environment"] = run.environment
-    summary["resume_changes"] = run.resume_changes
-    summary["world_size"] = run.parallel.world_size
-    summary["global_batch_size"] = run.train_loader.global_batch_size
-    summary["ranks"] = run.parallel.agreement(run.model)
-    summary["granularity"] = cfg.granularity
-    summary["disk"] = disk_record(run.model)
-    if run.lottery is not None:
-        summary["lottery"] = {"rounds": cfg.lottery_rounds, "rewind_epoch": cfg.lottery_rewind,
-                              "epochs_per_round": cfg.epochs, "history": run.lottery.history}
+    written = speedup.write_profile(run)   # before the summary, which says whether it wrote
+    summary = run_summary(run, final_stats, profile_written=written, time_budget=budget_record(run))
     if run.writing:
         run_dir = run.run_dir
         assert run_dir is not None
@@ -945,136 +157,12 @@ def _finish(run: _Run) -> RunResult:
             faults.point("finish.model")
         rundir.write_summary(run_dir, summary)
         if not summary["complete"]:
-            run.progress.log(f"stopped after {len(rows)} of {run.epochs} epochs (the last: epoch {len(rows) - 1}); "
-                             f"continue with `earlyprune train --resume {run_dir}`")
+            run.progress.log(f"stopped after {len(run.rows)} of {run.epochs} epochs (the last: epoch "
+                             f"{len(run.rows) - 1}); continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
         raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
                            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
-    return RunResult(run.run_dir, cfg, rows, summary, run.model, pruner, run.dense_stats, final_stats)
-
-
-def _train_epoch(epoch: int, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: Any, precision: Precision, pruner: EarlyPruner, loss_fn: nn.Module,
-                 loader: BatchLoader, progress: Progress, device: torch.device, run: _Run | None = None
-                 ) -> dict[str, Any]:
-    channels_last = run.channels_last if run is not None else cfg.channels_last in (True, "on")
-    phase = "pruning" if pruner.phase == "pruning" else pruner.phase
-    net = run.net if run is not None else model  # the DDP wrapper under torchrun
-    scaler = precision.scaler
-    model.train()
-    progress.start_epoch(epoch, cfg.epochs, len(loader), phase)
-    lr = optimizer.param_groups[0]["lr"]
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen, shown = 0, 0
-    events_before = len(pruner.events)
-    guard = LossGuard(cfg, device, epoch)
-    with Stopwatch(device) as clock:
-        for i, (x, y) in enumerate(loader):
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                out, loss = training_loss(net(x), y, loss_fn)
-            guard.observe(loss)
-            scaler.scale(loss).backward()
-            if scaler.is_enabled():
-                scaler.unscale_(optimizer)  # criteria that read gradients see true values
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            n_events = len(pruner.events)
-            try:
-                pruner.step(x, y, loss=loss.detach())
-            except NonFiniteError as exc:  # scores from a diverged model: say what diverged
-                guard.explain(exc)
-            if len(pruner.events) != n_events:  # channels were removed: new parameters, possibly a new layout
-                _set_memory_format(model, optimizer, channels_last)
-                net = run.rewrap() if run is not None else model
-                faults.point("prune.step")
-            faults.point("train.batch")
-            loss_sum += loss.detach().double() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if progress.mode == "bar" and (i + 1 - shown >= 10 or i + 1 == len(loader)):
-                progress.update(i + 1 - shown, loss_sum.item() / seen, correct.item() / seen,
-                                seen / max(clock.elapsed(), 1e-9))
-                shown = i + 1
-    seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
-    nonfinite = guard.end_epoch(model)  # before the pruner reads the epoch's scores and before the checkpoint
-    with Stopwatch(device) as pruner_clock:
-        n_events = len(pruner.events)
-        pruner.epoch_end()
-        if len(pruner.events) != n_events:
-            _set_memory_format(model, optimizer, channels_last)
-            if run is not None:
-                run.rewrap()
-    pruner_seconds = pruner_clock.seconds
-    if run is not None and run.parallel.active:  # the epoch's totals over all ranks
-        loss_total, correct_total, seen = run.parallel.sums([loss_sum, correct, seen])
-        loss_sum, correct = torch.tensor(loss_total), torch.tensor(correct_total)
-        seen = int(seen)
-    entry = pruner.history[-1] if pruner.history else {}
-    return {"epoch": epoch, "phase": entry.get("phase", phase), "lr": lr, "train_loss": loss_sum.item() / seen,
-            "train_accuracy": correct.item() / seen, "seconds": seconds, "pruner_seconds": pruner_seconds,
-            "cpu_seconds": cpu_seconds, "pruner_cpu_seconds": pruner_clock.cpu_seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None, "images": seen, "batches": len(loader),
-            "nonfinite_batches": nonfinite, "load_average": _load_average(),
-            "pruner": entry, "events": list(pruner.events[events_before:])}
-
-
-def _usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the platform says, else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def _load_average() -> float | None:
-    """The machine's 1-minute load average (other jobs slow a shared machine's timings; reports say so)."""
-    try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):  # not on every platform
-        return None
-
-
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    events = row["events"]
-    removed = sum(int(e.get("removed", 0)) for e in events)
-    # a step that removed nothing is still a step: say so rather than "pruned"
-    pruned = ("" if not events else f"  pruned {len(events)} steps" if removed else
-              f"  {len(events)} pruning steps, nothing removed")
-    test = "   n/a" if row["test_accuracy"] is None else f"{row['test_accuracy']:6.2%}"
-    return (f"{epoch_label(row['epoch'], epochs)} {row['phase']:<7} loss {row['train_loss']:.3f} "
-            f"train acc {row['train_accuracy']:6.2%} test acc {test} "
-            f"{epoch_seconds(row):6.1f}s {row['images_per_second'] or 0:8,.0f} img/s params {row['params']:>10,}"
-            f"{pruned}")
-
-
-def _checkpoint(run_dir: Path, epochs_done: int, model: nn.Module, optimizer: Any, scheduler: Any,
-                precision: Precision, pruner: EarlyPruner, loader: BatchLoader,
-                lottery: LotteryTicketRewinding | None = None) -> None:
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": precision.scaler.state_dict(), "pruner": pruner.state_dict(), "loader": loader.state_dict(),
-             "rng": rng_state(), "world_size": loader.world_size}
-    if lottery is not None:
-        state["lottery"] = lottery.state_dict()
-    save_checkpoint(run_dir, epochs_done, model, state)
-
-
-def _outcome(run: _Run) -> PruningOutcome:
-    """What pruned the run: the pruner, or Lottery Ticket Rewinding's rounds (the pruner stays dense then)."""
-    if run.lottery is None or not run.lottery.history:
-        return pruning_outcome(run.pruner, run.epochs)
-    history = run.lottery.history
-    return PruningOutcome(True, PRUNED, history[0]["epoch"], 0, len(history), None, None,
-                          sum(int(h["pruned"]) for h in history))
-
-
-def disk_record(model: nn.Module) -> dict[str, Any]:
-    """The model's size on disk as EarlyCroP reports it (:mod:`earlyprune.unstructured.storage`): its weight
-    tensors in CSR (fp32 values, the narrowest integer indices), the reference code's formula, and dense."""
-    return {"csr_bytes": csr_bytes(model), "csr_precision": "values fp32, indices the narrowest of 8/16/32/64 bits",
-            "reference_size": reference_disk_size(model), "dense_bytes": dense_bytes(model), "file_bytes": None}
+    return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats)
 
 
 def _write_model(run_dir: Path, model: nn.Module) -> None:
