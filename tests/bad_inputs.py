@@ -255,13 +255,20 @@ case("API", "EarlyPruner(..., ratio=0.9, max_group_ratio=0.5)", ep.InfeasibleTar
 case("API", "EarlyPruner(..., target='latency', step_time='fast')", ep.InvalidParameterError, "got 'fast'")(
     lambda tmp: _pruner(target="latency", step_time="fast"))
 case("API", "StepTime(clock='gpu')", ep.InvalidParameterError, "got 'gpu'")(lambda tmp: ep.StepTime(clock="gpu"))
-case("API", "select(groups, scores, 0.5, target='latency') (no predictor=)", ValueError, "predictor=")(
+case("API", "select(groups, scores, 0.5, target='latency') (no predictor=)", ep.InvalidParameterError, "predictor=")(
     lambda tmp: (lambda g: ep.select(g, {n.name: torch.rand(n.width) for n in g}, 0.5, target="latency"))(
         ep.ChannelGroups(MLP(), torch.randn(2, 20))))
 case("API", "EarlyPruner('resnet', x, 0.5)", ep.InvalidParameterError, "got 'resnet'")(
     lambda tmp: ep.EarlyPruner("resnet", X, 0.5, optimizer=None))
-case("API", "EarlyPruner(model, x, 0.5) (no optimizer=)", TypeError, "optimizer=")(
+case("API", "EarlyPruner(model, x, 0.5) (no optimizer=)", ep.InvalidParameterError, "optimizer=")(
     lambda tmp: ep.EarlyPruner(ResidualNet(), X, 0.5))
+case("API", "select(groups, {'net.2': scores}, 0.5) (a group's scores missing)", ep.InvalidParameterError, "'net.0'")(
+    lambda tmp: (lambda g: ep.select(g, {"net.2": torch.rand(g["net.2"].width)}, 0.5))(
+        ep.ChannelGroups(MLP(), torch.randn(2, 20))))
+case("API", "prune(..., rescale=True, reinit=True)", ep.InvalidParameterError, "reinit")(
+    lambda tmp: ep.prune(ResidualNet(), X, 0.5, rescale=True, reinit=True))
+case("API", "prune(..., criterion='snip') (no batches=)", ep.InvalidParameterError, "'snip'")(
+    lambda tmp: ep.prune(ResidualNet(), X, 0.5, criterion="snip"))
 case("API", "prune(model, x, ratio=0)", ep.InvalidParameterError, "got 0")(lambda tmp: ep.prune(ResidualNet(), X, 0))
 case("API", "prune(..., round_to='fast')", ep.InvalidParameterError, "got 'fast'")(
     lambda tmp: ep.prune(ResidualNet(), X, 0.5, round_to="fast"))

@@ -27,8 +27,8 @@ from earlyprune.core.errors import EarlyPruneError
 
 SRC = Path(ep.__file__).resolve().parent
 
-#: converted after the trainer and pruning-path refactors land
-PENDING = {"pruner.py", "oneshot.py", "planning/", "speed/", "training/", "core/timing.py"}
+#: converted after the trainer refactor lands
+PENDING = {"training/"}
 
 #: raised on purpose, and allowed although not an EarlyPruneError (and why); NotImplementedError is allowed only
 #: as the whole body of an abstract method
@@ -258,3 +258,73 @@ def test_callback_argument_errors_are_earlyprune_errors(cases):
         with pytest.raises(EarlyPruneError) as info:
             make()
         assert isinstance(info.value, old_base), f"{type(info.value).__name__} is no longer a {old_base.__name__}"
+
+
+# -- the pruning path's refusals (pruner.py, oneshot.py, planning/, speed/, core/timing.py) ---------------------------
+
+def _mlp_groups():
+    from nets import MLP
+
+    return ep.ChannelGroups(MLP(), torch.randn(4, 20))
+
+
+def _pruned_once():
+    from nets import MLP
+
+    pruner = ep.EarlyPruner(MLP(), torch.randn(4, 20), 0.5, optimizer=None, policy="epoch:0", steps=1,
+                            steps_per_epoch=1)
+    pruner.step()
+    return pruner
+
+
+def _pruning_path_cases():
+    from nets import MLP
+
+    from earlyprune.core import timing
+    from earlyprune.planning.selection import step_amounts
+    from earlyprune.planning.spec import TargetSpec
+    from earlyprune.planning.timebudget import budget_ratio
+
+    x = torch.randn(4, 20)
+    return [
+        # EarlyPruner
+        ("EarlyPruner without optimizer=", lambda: ep.EarlyPruner(MLP(), x, 0.5), TypeError),
+        ("EarlyPruner(criterion='snip') without loss_fn=",
+         lambda: ep.EarlyPruner(MLP(), x, 0.5, optimizer=None, criterion="snip"), ValueError),
+        ("EarlyPruner(head_ratio=) without heads",
+         lambda: ep.EarlyPruner(MLP(), x, 0.5, optimizer=None, head_ratio=0.5), ValueError),
+        ("load_state_dict of something else",
+         lambda: ep.EarlyPruner(MLP(), x, 0.5, optimizer=None).load_state_dict({"epoch": 1}), ValueError),
+        ("retarget() after a pruning step", lambda: _pruned_once().retarget(0.3), RuntimeError),
+        # prune
+        ("prune(rescale=True, reinit=True)", lambda: ep.prune(MLP(), x, 0.5, rescale=True, reinit=True), ValueError),
+        ("prune(criterion='snip') without batches", lambda: ep.prune(MLP(), x, 0.5, criterion="snip"), ValueError),
+        ("prune(batches=) of single tensors",
+         lambda: ep.prune(MLP(), x, 0.5, criterion="snip", batches=[x], loss_fn=lambda o, t: o.sum()), ValueError),
+        # select
+        ("select with scores missing a group", lambda: ep.select(_mlp_groups(), {}, 0.5), ValueError),
+        ("select(target='latency') without predictor",
+         lambda: ep.select(_mlp_groups(), {}, 0.5, target="latency"), ValueError),
+        ("TargetSpec.of(a non-spec)", lambda: TargetSpec.of(0.5), TypeError),
+        ("step_amounts with an unknown schedule", lambda: step_amounts(0.5, 2, "linear"), ValueError),
+        ("a time budget that cannot be met", lambda: budget_ratio(0.3, 10, 8), ValueError),
+        # the step-time predictor and the clock
+        ("StepTimePredictor with mismatched lists", lambda: ep.StepTimePredictor(["a"], [], [], []), ValueError),
+        ("StepTimePredictor.vector of an unknown group",
+         lambda: ep.StepTimePredictor(["a"], [4], [], [[]]).vector({"b": 1}), ValueError),
+        ("timing.clock('fast')", lambda: timing.clock(None, "fast"), ValueError),
+        ("timing.measure(repeats=0)", lambda: timing.measure(lambda: None, repeats=0), ValueError),
+        ("timing.paired_ratio(rounds=0)", lambda: timing.paired_ratio(lambda: None, lambda: None, rounds=0),
+         ValueError),
+    ]
+
+
+@pytest.mark.parametrize("index", range(18))
+def test_pruning_path_refusals_are_earlyprune_errors_and_keep_their_builtin(index):
+    cases = _pruning_path_cases()
+    assert len(cases) == 18
+    what, make, old_base = cases[index]
+    with pytest.raises(EarlyPruneError) as info:
+        make()
+    assert isinstance(info.value, old_base), f"{what}: {type(info.value).__name__} is no longer a {old_base.__name__}"
+    assert "\n" not in str(info.value) and len(str(info.value)) > 20, f"{what}: {info.value}"

@@ -18,10 +18,12 @@ from .core.validation import (
     Boolean,
     Callable_,
     InstanceOf,
+    InvalidParameterError,
     Options,
     Rule,
     checked,
     rule,
+    shown,
 )
 from .criteria import Criterion
 from .criteria.modifiers import with_modifiers
@@ -160,13 +162,14 @@ def _check_options(granularity: str, criterion: Any, weight_criterion: Any, resc
     """What :func:`prune`'s options exclude: 3SP's initialisation options follow removed channels, and exclude
     each other; ``"both"`` with a Criterion instance cannot guess its weight form."""
     if granularity == "weights" and (rescale or reinit is not False):
-        raise ValueError("rescale= and reinit= restore the initialisation after channels are removed; they do not "
-                         "apply to granularity='weights'")
+        raise InvalidParameterError("rescale= and reinit= restore the initialisation after channels are removed; "
+                                    "they do not apply to granularity='weights'")
     if granularity == "both" and weight_criterion is None and not isinstance(criterion, str):
-        raise ValueError("granularity='both' with a Criterion instance: pass weight_criterion= as well")
+        raise InvalidParameterError("granularity='both' with a Criterion instance: pass weight_criterion= as well "
+                                    "(the weight-level criterion, e.g. 'crop-u')")
     if rescale and reinit is not False:
-        raise ValueError("rescale and reinit exclude each other: rescaling keeps the initial weights, re-initialising "
-                         "replaces them")
+        raise InvalidParameterError("rescale and reinit exclude each other: rescaling keeps the initial weights, "
+                                    "re-initialising replaces them")
 
 
 def _run_steps(model: nn.Module, level: ChannelLevel | WeightLevel, crit: Criterion, batch_list: list[Batch],
@@ -253,16 +256,16 @@ def rescale_(original_fan_out: dict[nn.Module, int]) -> None:
 def _batches(batches: Iterable[tuple[Any, Any]] | None, loss_fn: Any, crit: Criterion) -> list[Batch]:
     if batches is None:
         if crit.needs_batches or crit.uses_gradients:
-            raise ValueError(f"criterion {crit.name!r} scores from training data: pass batches=[(inputs, targets), "
-                             f"...] and loss_fn=")
+            raise InvalidParameterError(f"criterion {crit.name!r} scores from training data: pass "
+                                        f"batches=[(inputs, targets), ...] and loss_fn=")
         return []
     if loss_fn is None or not callable(loss_fn):
-        raise ValueError("batches= needs loss_fn= as well (loss_fn(outputs, targets) -> scalar tensor)")
+        raise InvalidParameterError("batches= needs loss_fn= as well (loss_fn(outputs, targets) -> scalar tensor)")
     out = []
     for item in batches:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ValueError("batches must yield (inputs, targets) pairs")
+            raise InvalidParameterError(f"batches must yield (inputs, targets) pairs, got {shown(item)}")
         out.append(Batch(item[0], item[1], loss_fn))
     if not out:
-        raise ValueError("batches= is empty: give at least one (inputs, targets) batch")
+        raise InvalidParameterError("batches= is empty: give at least one (inputs, targets) batch")
     return out

@@ -22,6 +22,7 @@ from torch import nn
 
 from .core.batch import Batch
 from .core.distributed import average_scores, check_unwrapped
+from .core.errors import StructureMismatchError, UsageError
 from .core.timing import Stopwatch, device_of
 from .core.validation import (
     BOOLEAN,
@@ -222,8 +223,9 @@ class EarlyPruner:
     def _check_arguments(self, **arguments: Any) -> None:
         """Every argument against :attr:`RULES`, before anything is built."""
         if arguments["optimizer"] is _REQUIRED:
-            raise TypeError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must follow the "
-                            "pruned parameters (pass optimizer=None only if you rebuild it after each pruning step)")
+            raise InvalidParameterError("EarlyPruner needs optimizer=: its param groups and momentum/Adam state must "
+                                        "follow the pruned parameters (pass optimizer=None only if you rebuild it "
+                                        "after each pruning step)")
         check_args(self.RULES, arguments)
         check_unwrapped(arguments["model"])
         if arguments["optimizer"] is not None:
@@ -309,18 +311,20 @@ class EarlyPruner:
         policy = self.policy
         for crit in self._criteria:
             if crit.needs_batches and self.loss_fn is None:
-                raise ValueError(f"criterion {crit.name!r} scores batches with passes of its own: pass loss_fn= (e.g. "
-                                 f"torch.nn.functional.cross_entropy) and call pruner.step(inputs, targets)")
+                raise InvalidParameterError(f"criterion {crit.name!r} scores batches with passes of its own: pass "
+                                            f"loss_fn= (e.g. torch.nn.functional.cross_entropy) and call "
+                                            f"pruner.step(inputs, targets)")
         if policy.start() and self.steps_per_epoch is None and policy.pruning_batches is None:
-            raise ValueError(f"policy {policy!r} prunes during epoch 0, before the number of batches per epoch "
-                             f"is known: pass steps_per_epoch=len(train_loader)")
+            raise InvalidParameterError(f"policy {policy!r} prunes during epoch 0, before the number of batches per "
+                                        f"epoch is known: pass steps_per_epoch=len(train_loader)")
         total = self._total_steps
         levels = " (steps × 2 levels)" if len(self._criteria) > 1 else ""
         rescoring = [c.name for c in self._criteria if _rescores(c)]
         if policy.pruning_batches is not None and total > policy.pruning_batches and rescoring:
-            raise ValueError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but takes {total} "
-                             f"steps{levels}: criterion {rescoring[0]!r} rescores on fresh batches before every step, "
-                             f"so steps{levels} must be ≤ {policy.pruning_batches}")
+            raise InvalidParameterError(f"policy {policy!r} prunes within {policy.pruning_batches} batch(es) but "
+                                        f"takes {total} steps{levels}: criterion {rescoring[0]!r} rescores on fresh "
+                                        f"batches before every step, so steps{levels} must be ≤ "
+                                        f"{policy.pruning_batches}")
         if policy.pruning_batches is None and self.steps_per_epoch is not None and total > self.steps_per_epoch:
             n = self.steps_per_epoch
             why = (f"criterion {rescoring[0]!r} scores fresh batches before every pruning step" if rescoring
@@ -352,7 +356,9 @@ class EarlyPruner:
             self.groups = ChannelGroups(self.model, self.example_inputs, ignored_layers=ignored_layers,
                                         num_heads=num_heads)
             if len(self.groups) == 0:
-                raise ValueError("the model has no prunable channel groups (only output or ignored layers were found)")
+                raise InvalidParameterError("the model has no prunable channel groups (only output or ignored layers "
+                                            "were found): channels are removed from hidden convolution / linear "
+                                            "layers not in ignored_layers=")
             if head_ratio is not None:
                 self.groups.part_ratios = _head_scale(self.groups, head_ratio, self.ratio, self.target)
             # before the criterion's hooks: the prunability check copies the model; a model with weight masks is
@@ -415,7 +421,8 @@ class EarlyPruner:
         batch = None
         if crit.needs_batches:
             if inputs is None:
-                raise ValueError(f"criterion {crit.name!r} needs the batch: call pruner.step(inputs, targets)")
+                raise InvalidParameterError(f"criterion {crit.name!r} needs the batch: call "
+                                            f"pruner.step(inputs, targets)")
             batch = Batch(inputs, targets, self.loss_fn)  # type: ignore[arg-type]
         label = (self.epoch, self.batch)
         self.batch += 1
@@ -499,9 +506,10 @@ class EarlyPruner:
         far as they allow and warns.
         """
         if self.events or self.phase == "sparse":
-            raise RuntimeError("retarget() must come before the first pruning step: channels were already removed")
+            raise UsageError("retarget() must come before the first pruning step: channels were already removed")
         if self.groups is not None and self.groups.part_ratios:
-            raise ValueError("retarget() cannot rescale a separate head_ratio; build the pruner with the ratio instead")
+            raise InvalidParameterError("retarget() cannot rescale a separate head_ratio; build the pruner with the "
+                                        "ratio instead")
         ratio = float(RATIO.check("ratio", ratio))
         if self.groups is not None and self.granularity != "weights":
             ratio = fit_ratio(self.groups, self.spec, ratio, self.predictor, clip=clip, check=self.checks)
@@ -563,7 +571,8 @@ class EarlyPruner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("phase") not in PHASES:
-            raise ValueError("not an EarlyPruner state dict (missing or unknown 'phase')")
+            raise StructureMismatchError("not an EarlyPruner state dict (missing or unknown 'phase'): pass what "
+                                         "pruner.state_dict() returned")
         self.epoch, self.batch, self.phase = int(state["epoch"]), int(state["batch"]), state["phase"]
         # a state from before the step count: every past epoch as long as the last one
         self.steps_taken = int(state.get("steps_taken", self.epoch * (state.get("batches_seen_last_epoch") or 0)
@@ -660,8 +669,8 @@ class EarlyPruner:
     def _begin_pruning(self) -> None:
         n_batches = self.policy.pruning_batches or self.steps_per_epoch or self._batches_seen_last_epoch
         if not n_batches:
-            raise RuntimeError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
-                               "pass steps_per_epoch=len(train_loader)")
+            raise UsageError("cannot schedule pruning steps: the number of batches per epoch is unknown; "
+                             "pass steps_per_epoch=len(train_loader)")
         levels = len(self._criteria)
         per_level = " per level" if levels > 1 else ""
         if any(_rescores(c) for c in self._criteria) and self._total_steps > n_batches:
@@ -761,8 +770,8 @@ def _json_float(value: float | None) -> float | None:
 def _head_scale(groups: ChannelGroups, head_ratio: float, ratio: float, target: str) -> dict[str, float]:
     """``part_ratios`` giving the head groups ``head_ratio`` when the others get ``ratio``."""
     if target != "channels":
-        raise ValueError(f"head_ratio counts heads: use target='channels' with it, not {target!r}")
+        raise InvalidParameterError(f"head_ratio counts heads: use target='channels' with it, not {target!r}")
     if not any(g.part == "heads" for g in groups):
-        raise ValueError("head_ratio= needs attention-head groups: declare the query/key/value projections with "
-                         "num_heads={layer: heads}")
+        raise InvalidParameterError("head_ratio= needs attention-head groups: declare the query/key/value "
+                                    "projections with num_heads={layer: heads}")
     return {"heads": float(head_ratio) / float(ratio)}

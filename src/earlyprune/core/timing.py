@@ -22,6 +22,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Callable
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch import call_model, flat_tensors
+from .validation import Interval, Options, checked, rule
 
 
 def sync(device: torch.device | str | None) -> None:
@@ -94,14 +96,26 @@ class Timing:
 
 #: what a timing reads: ``"wall"`` (elapsed time), ``"cpu"`` (process CPU time) or ``"auto"`` (see :func:`clock`)
 CLOCKS = ("auto", "cpu", "wall")
+#: the rule of every ``clock=`` argument
+CLOCK = rule(Options(CLOCKS))
+#: the rules of the timing functions' counts (:mod:`earlyprune.core.validation`)
+TIMING_RULES = {
+    "number": rule(Interval(Integral, 1, None), hint="calls per sample"),
+    "repeats": rule(Interval(Integral, 1, None), hint="timed samples, their median kept"),
+    "rounds": rule(Interval(Integral, 1, None), hint="paired rounds, their median ratio kept"),
+    "warmup": rule(Interval(Integral, 0, None), hint="untimed calls first"),
+}
+
+
+def _rules(*names: str) -> dict:
+    return {n: TIMING_RULES[n] for n in names}
 
 
 def clock(device: torch.device | str | None, choice: str = "auto") -> str:
     """Which clock a timing on ``device`` reads: ``choice`` itself, or for ``"auto"`` the process CPU time on a CPU
     with one intra-op thread (other processes on a shared machine inflate wall times of the same work 2–3×; CPU
     time counts only this process's work) and wall time otherwise (several threads, GPUs)."""
-    if choice not in CLOCKS:
-        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {choice!r}")
+    CLOCK.check("clock", choice)
     if choice != "auto":
         return choice
     on_cpu = device is None or torch.device(device).type == "cpu"
@@ -124,22 +138,20 @@ def _once(fn: Callable[[], Any], device: torch.device | str | None, number: int)
     return clock.seconds / number, clock.cpu_seconds / number
 
 
+@checked(_rules("number"))
 def time_once(fn: Callable[[], Any], *, device: torch.device | str | None = None, number: int = 1,
               cpu: bool = False) -> float:
     """Wall seconds (process CPU seconds with ``cpu``) per call of ``number`` back-to-back calls of ``fn`` (one
     sample, device synchronised) — for benchmarks that interleave their own rounds; :func:`measure` adds the
     warm-up and the median."""
-    if number < 1:
-        raise ValueError(f"number must be ≥ 1 (calls per sample), got {number}")
     return _once(fn, device, number)[1 if cpu else 0]
 
 
+@checked(_rules("repeats", "warmup", "number"))
 def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 2, number: int = 1,
             device: torch.device | str | None = None, cpu: bool = False) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` samples of ``number`` calls each (the device
     synchronised around every sample); the median seconds per call."""
-    if repeats < 1 or warmup < 0 or number < 1:
-        raise ValueError(f"repeats ≥ 1, warmup ≥ 0 and number ≥ 1 are needed, got {repeats}, {warmup}, {number}")
     for _ in range(warmup):
         fn()
     sync(device)
@@ -166,14 +178,13 @@ class PairedRatio:
                 "b_seconds": self.b_seconds, "ratios": list(self.ratios)}
 
 
+@checked(_rules("rounds", "warmup", "number"))
 def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], *, rounds: int = 21, warmup: int = 2, number: int = 1,
                  device: torch.device | str | None = None, alternate: bool = True, cpu: bool = False) -> PairedRatio:
     """Compare two callables side by side: each round times ``number`` calls of ``a`` and of ``b`` back to back
     (``b`` first every other round when ``alternate``, so neither side always runs on a warmer cache), and the
     result is the median of the rounds' ratios ``t(a) / t(b)`` — a < 1 means a is faster. ``cpu``: process CPU
     time instead of wall time."""
-    if rounds < 1 or warmup < 0 or number < 1:
-        raise ValueError(f"rounds ≥ 1, warmup ≥ 0 and number ≥ 1 are needed, got {rounds}, {warmup}, {number}")
     for _ in range(warmup):
         a()
         b()
@@ -233,5 +244,5 @@ def time_train_step(step: Callable[[], Any], *, device: torch.device | str | Non
     return seconds(measure(step, repeats=repeats, warmup=warmup, number=number, device=device, cpu=cpu), cpu)
 
 
-__all__ = ["CLOCKS", "PairedRatio", "Stopwatch", "Timing", "clock", "device_of", "measure", "paired_ratio", "seconds",
-           "sync", "time_once", "time_train_step", "train_step"]
+__all__ = ["CLOCK", "CLOCKS", "PairedRatio", "Stopwatch", "Timing", "clock", "device_of", "measure", "paired_ratio",
+           "seconds", "sync", "time_once", "time_train_step", "train_step"]

@@ -39,6 +39,9 @@ from ..core.validation import (
     AMOUNT,
     STEPS,
     TARGETS,  # noqa: F401  (re-exported: earlyprune.planning.selection.TARGETS)
+    InvalidParameterError,
+    Options,
+    rule,
 )
 from ..graph.groups import ChannelGroups
 from ..graph.plan import Plan  # noqa: F401  (re-exported: earlyprune.planning.selection.Plan)
@@ -165,8 +168,9 @@ def select(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amount: fl
     AMOUNT.check("ratio", amount)
     spec = TargetSpec.of(spec, limits)
     if spec.target == "latency":
-        raise ValueError("target='latency' is planned with the step-time predictor: use earlyprune.select(..., "
-                         "target='latency', predictor=earlyprune.measure_step_time(groups, batch_size=...))")
+        raise InvalidParameterError("target='latency' is planned with the step-time predictor: use "
+                                    "earlyprune.select(..., target='latency', "
+                                    "predictor=earlyprune.measure_step_time(groups, batch_size=...))")
     target = spec.target
     unit_orders = ranked_units(groups, scores)
     widths, unit, step, min_keep = _granularity(groups, spec)
@@ -227,10 +231,12 @@ def ranked_units(groups: ChannelGroups, scores: Mapping[str, torch.Tensor]) -> l
     out = []
     for g in groups:
         if g.name not in scores:
-            raise ValueError(f"scores are missing group {g.name!r}")
+            raise InvalidParameterError(f"scores are missing group {g.name!r}: give one 1-D tensor of channel scores "
+                                        f"per group name (groups.names)")
         s = torch.as_tensor(scores[g.name]).detach().float().cpu()
         if s.dim() != 1 or s.numel() != g.width:
-            raise ValueError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected ({g.width},)")
+            raise InvalidParameterError(f"scores for group {g.name!r} have shape {tuple(s.shape)}, expected "
+                                        f"({g.width},): one score per channel of the group as it is now")
         if not torch.isfinite(s).all():
             raise NonFiniteError(f"scores for group {g.name!r} contain NaN or infinity: the weights or gradients they "
                                  f"come from are not finite (a learning rate too high, or fp16/bf16 overflow)")
@@ -262,7 +268,8 @@ def _budgets(groups: ChannelGroups, amount: float, target: str) -> list[tuple[np
     if not groups.part_ratios:
         return [(everything, amount)]
     if target != "channels":
-        raise ValueError(f"per-part ratios (e.g. a head ratio) count channels: use target='channels', not {target!r}")
+        raise InvalidParameterError(f"per-part ratios (e.g. a head ratio) count channels: use target='channels', "
+                                    f"not {target!r}")
     parts: dict[str, list[int]] = {}
     for g in groups:
         parts.setdefault(g.part, []).append(g.index)
@@ -293,11 +300,11 @@ def halving_amounts(amount: float, steps: int) -> list[float]:
 #: cumulative step schedules by name: "exponential" — PaT Algorithm 1 / FORCE, what EarlyPruner uses in a pruning
 #: epoch during training; "halving" — CroPit / SNAP-it, iterative pruning before training (prune(), ``before``)
 SCHEDULES = {"exponential": iterative_amounts, "halving": halving_amounts}
+SCHEDULE = rule(Options(tuple(SCHEDULES)), hint="the cumulative fractions of the pruning steps")
 
 
 def step_amounts(amount: float, steps: int, schedule: str = "exponential") -> list[float]:
     """Cumulative removal fractions for ``steps`` pruning steps under the named ``schedule`` (see
     :data:`SCHEDULES`)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    SCHEDULE.check("schedule", schedule)
     return SCHEDULES[schedule](amount, steps)

@@ -13,7 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Mapping
 
-from ..core.validation import GROUP_RATIO, MIN_CHANNELS, MULTIPLE, RATIO, TARGET, Rule, check_args, rule
+from ..core.validation import (
+    GROUP_RATIO,
+    MIN_CHANNELS,
+    MULTIPLE,
+    RATIO,
+    TARGET,
+    InstanceOf,
+    InvalidParameterError,
+    Rule,
+    check_args,
+    rule,
+)
 
 #: default per-group limit on the fraction of a group's original channels that may be removed
 #: (``benchmarks/README.md``, "Collapsed layers and the group limit")
@@ -59,10 +70,10 @@ class TargetSpec:
         the limits as keywords); both at once is refused."""
         if spec is not None:
             if limits:
-                raise TypeError(f"pass the target either as spec= or as keywords, not both ({', '.join(limits)})")
-            if not isinstance(spec, TargetSpec):
-                raise TypeError(f"spec must be a TargetSpec, got {type(spec).__name__}")
-            return spec
+                raise InvalidParameterError(f"pass the target either as spec= or as keywords, not both "
+                                            f"({', '.join(limits)}): spec.but({', '.join(f'{k}=…' for k in limits)}) "
+                                            f"changes a spec's fields")
+            return SPEC.check("spec", spec)
         return replace(default, **limits) if default is not None else cls(**(limits or {}))
 
     def but(self, **changes: Any) -> "TargetSpec":
@@ -75,7 +86,11 @@ class TargetSpec:
                 f"max_group_ratio={self.max_group_ratio:g}")
 
 
+#: ``spec=`` of the functions that take a target
+SPEC = rule(InstanceOf(TargetSpec, "a TargetSpec"),
+            hint="earlyprune.planning.spec.TargetSpec(ratio=..., target=..., min_channels=..., round_to=...)")
+
 #: a spec without the per-group limit: what the signals' N_t, the time budget and ``round_to="auto"`` default to
 UNLIMITED = TargetSpec(max_group_ratio=1.0)
 
-__all__ = ["MAX_GROUP_RATIO", "TargetSpec", "UNLIMITED"]
+__all__ = ["MAX_GROUP_RATIO", "SPEC", "TargetSpec", "UNLIMITED"]

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..core.validation import AMOUNT
+from ..core.validation import AMOUNT, InvalidParameterError
 from ..graph.groups import ChannelGroups
 from ..speed.steptime import StepTimePredictor
 from .selection import Plan, ranked_units
@@ -54,6 +54,6 @@ def select_many(groups: ChannelGroups, scores: Mapping[str, torch.Tensor], amoun
     if spec.target != "latency":
         return [select_counted(groups, scores, a, spec, clip=clip) for a in amounts]
     if predictor is None:
-        raise ValueError("target='latency' needs the step-time predictor: pass predictor="
-                         "earlyprune.measure_step_time(groups, batch_size=...)")
+        raise InvalidParameterError("target='latency' needs the step-time predictor: pass predictor="
+                                    "earlyprune.measure_step_time(groups, batch_size=...)")
     return select_by_time(groups, ranked_units(groups, scores), amounts, predictor, spec)

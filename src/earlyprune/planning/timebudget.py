@@ -34,25 +34,30 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.errors import InfeasibleTargetError
+from ..core.validation import InstanceOf, InvalidParameterError, rule
 from ..graph.groups import ChannelGroups
 from ..speed.steptime import StepTimePredictor
 from .selection import Plan, check_reachable, group_limits, plan_for, reachable
 from .spec import UNLIMITED, TargetSpec
 
+#: ``predictor=`` of the time target
+PREDICTOR = rule(InstanceOf(StepTimePredictor, "a StepTimePredictor"),
+                 hint="earlyprune.measure_step_time(groups, batch_size=...)")
 #: moves merged at most when a narrower width is predicted no faster
 LOOKAHEAD = 4
 
 
 def check_predictor(groups: ChannelGroups, predictor: StepTimePredictor) -> np.ndarray:
     """Channels already removed from each group relative to the predictor's original widths (validated)."""
-    if not isinstance(predictor, StepTimePredictor):
-        raise TypeError(f"predictor must be a StepTimePredictor, got {type(predictor).__name__}")
+    PREDICTOR.check("predictor", predictor)
     if predictor.names != groups.names:
-        raise ValueError("the step-time predictor was measured on another model (its channel groups differ); "
-                         "measure it on this model before pruning")
+        raise InvalidParameterError("the step-time predictor was measured on another model (its channel groups "
+                                    "differ); measure it on this model before pruning")
     removed = np.array(predictor.widths, dtype=np.int64) - np.array(groups.widths(), dtype=np.int64)
     if (removed < 0).any():
-        raise ValueError("the model has groups wider than when the step-time predictor measured it")
+        raise InvalidParameterError("the model has groups wider than when the step-time predictor measured it: "
+                                    "measure it on this model before pruning")
     return removed
 
 
@@ -177,7 +182,7 @@ def budget_ratio(budget: float, epochs: int, dense_epochs: int, spent: float | N
     dense, ``x`` (``extra``) dense epochs' time still to be spent outside the training loop (timing the per-step
     gain) and ``E`` epochs in all, each of the ``E − k − 1`` sparse epochs may take ``(B·E − s − 1 − x) /
     (E − k − 1)`` of a dense epoch; the ratio is one minus that. Raises ValueError when no ratio in (0, 1) can
-    meet the budget.
+    meet the budget (an :class:`~earlyprune.core.errors.InfeasibleTargetError`).
     """
     spent = float(dense_epochs if spent is None else spent)
     sparse = epochs - dense_epochs - 1
@@ -185,8 +190,8 @@ def budget_ratio(budget: float, epochs: int, dense_epochs: int, spent: float | N
     if sparse <= 0 or allowed <= 0:
         cost = (f" (with what the run measured so far, {spent + 1 + extra:.1f} dense epochs' time)"
                 if spent + extra > dense_epochs + 0.05 else "")
-        raise ValueError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} epochs "
-                         f"run dense (or while pruning) already{cost}")
+        raise InfeasibleTargetError(f"a time budget of {budget:.0%} cannot be met: {dense_epochs + 1} of the {epochs} "
+                                    f"epochs run dense (or while pruning) already{cost}")
     return min(max(1.0 - allowed / sparse, 0.0), 0.99)
 
 

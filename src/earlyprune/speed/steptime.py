@@ -56,7 +56,7 @@ from ..core.validation import (
     Boolean,
     InstanceOf,
     Interval,
-    Options,
+    InvalidParameterError,
     Rule,
     check_args,
     rule,
@@ -168,7 +168,9 @@ class StepTimePredictor:
 
     def __post_init__(self) -> None:
         if len(self.links) != len(self.names) or len(self.widths) != len(self.names):
-            raise ValueError("names, widths and links must have one entry per group")
+            raise InvalidParameterError(f"names, widths and links must have one entry per group, got "
+                                        f"{len(self.names)}, {len(self.widths)} and {len(self.links)} (build the "
+                                        f"predictor with measure_step_time(groups), or from_dict of a saved one)")
         self._full = [(c.in_widths[-1], c.out_widths[-1]) for c in self.curves]
         self._a0 = float(sum(c.out_widths[-1] * c.positions for c in self.curves)) or 1.0
         self._touching: list[list[int]] = [[] for _ in self.curves]
@@ -184,11 +186,12 @@ class StepTimePredictor:
         if isinstance(removed, Mapping):
             unknown = set(removed) - set(self.names)
             if unknown:
-                raise ValueError(f"unknown groups {sorted(unknown)}; the predictor knows {self.names}")
+                raise InvalidParameterError(f"unknown groups {sorted(unknown)}; the predictor knows {self.names}")
             return np.array([int(removed.get(n, 0)) for n in self.names], dtype=np.int64)
         vec = np.asarray(removed, dtype=np.int64)
         if vec.shape != (len(self.names),):
-            raise ValueError(f"removed must have one entry per group ({len(self.names)}), got shape {vec.shape}")
+            raise InvalidParameterError(f"removed must have one entry per group ({len(self.names)}), got shape "
+                                        f"{vec.shape}")
         return vec
 
     def layer_widths(self, removed: np.ndarray, layers: Sequence[int] | None = None) -> dict[int, tuple[int, int]]:
@@ -263,7 +266,7 @@ class StepTimePredictor:
         a, b = np.array(rows), np.array(rhs)
         unknown = set(terms) - set(FIT_TERMS)
         if unknown:
-            raise ValueError(f"terms must be among {', '.join(FIT_TERMS)}, got {sorted(unknown)}")
+            raise InvalidParameterError(f"terms must be among {', '.join(FIT_TERMS)}, got {sorted(unknown)}")
         terms = [FIT_TERMS.index(t) for t in terms][:len(rows)] if len(rows) >= 2 else [0]
         while True:
             coef = np.zeros(3)
@@ -592,7 +595,7 @@ class StepTime:
         "calibration": rule(Interval(Real, 0, 1, closed="neither"), None,
                             hint="the fraction of every group removed in the calibration copy"),
         "repeats": rule(Interval(Integral, 1, None)),
-        "clock": rule(Options(timing.CLOCKS)),
+        "clock": timing.CLOCK,
         "cache_path": rule(InstanceOf((str, os.PathLike), "a path"), None),
         "refine": rule(Boolean()),
     }
