@@ -124,24 +124,32 @@ def _data_text(run: Run) -> str:
 
 
 def draw_run(run: Run, path: str | Path) -> Path:
-    """Write the picture of ``run`` to ``path`` (PNG) and return the path."""
+    """Write the picture of ``run`` to ``path`` (PNG) and return the path: loss, accuracy, EPI and seconds per
+    epoch, one panel each, under a title that says whether the run pruned."""
     from .plots import _matplotlib
 
     Figure = _matplotlib()
-    rows = run.rows
-    if not rows:
+    if not run.rows:
         raise InvalidParameterError(f"{run.path} has no finished epoch yet: nothing to draw")
-    epochs = [int(r["epoch"]) for r in rows]
-    n = max(epochs) + 1
+    n = max(int(r["epoch"]) for r in run.rows) + 1
     fig = Figure(figsize=(12.5, 8.4), layout="constrained")
     axes = fig.subplots(2, 2)
     c = run.config
     fig.suptitle(f"{run.name}: {c.get('model')} on {_data_text(run)}, criterion {run.criterion}, policy "
                  f"{run.policy}, ratio {_ratio_text(run)}\n{headline(run)}",
                  fontsize=11)
+    for panel, ax in ((_loss_panel, axes[0][0]), (_accuracy_panel, axes[0][1]), (_epi_panel, axes[1][0]),
+                      (_seconds_panel, axes[1][1])):
+        panel(ax, run, n)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
 
-    # 1. training loss
-    ax = axes[0][0]
+
+def _loss_panel(ax: Any, run: Run, n: int) -> None:
+    """Training loss (mean over the epoch's batches) and test loss per epoch."""
+    rows = run.rows
     _shade_pruning(ax, run)
     loss = [(int(r["epoch"]), r["train_loss"]) for r in rows if r.get("train_loss") is not None]
     if loss:
@@ -154,8 +162,11 @@ def draw_run(run: Run, path: str | Path) -> Path:
     _epochs_axis(ax, n)
     _legend(ax)
 
-    # 2. accuracy
-    ax = axes[0][1]
+
+
+def _accuracy_panel(ax: Any, run: Run, n: int) -> None:
+    """Test accuracy (with the final value) and training accuracy per epoch."""
+    rows = run.rows
     _shade_pruning(ax, run)
     acc = [(int(r["epoch"]), 100 * r["test_accuracy"]) for r in rows if r.get("test_accuracy") is not None]
     if acc:
@@ -172,8 +183,11 @@ def draw_run(run: Run, path: str | Path) -> Path:
     _epochs_axis(ax, n)
     _legend(ax)
 
-    # 3. EPI with tau
-    ax = axes[1][0]
+
+
+def _epi_panel(ax: Any, run: Run, n: int) -> None:
+    """EPI at the run's ratio during the dense epochs, the threshold τ and when the policy fired."""
+    rows = run.rows
     curve = run.epi_curve(run.ratio)
     tau, tau_source = run_tau(run)
     trigger = next((int(r["epoch"]) for r in rows if (r.get("pruner") or {}).get("trigger")), None)
@@ -205,10 +219,14 @@ def draw_run(run: Run, path: str | Path) -> Path:
     _epochs_axis(ax, min(n, max(last_dense + 2, 3)))
     _legend(ax)
 
-    # 4. seconds per epoch
+
+
+def _seconds_panel(ax: Any, run: Run, n: int) -> None:
+    """Seconds per epoch by phase, the pruning steps' share, the phase medians and the run's speed."""
     from ..training.summary import epoch_seconds, phase_seconds
 
-    ax = axes[1][1]
+    rows = run.rows
+    epochs = [int(r["epoch"]) for r in rows]
     secs = [epoch_seconds(r) if r.get("seconds") is not None else 0.0 for r in rows]
     phases = [r.get("phase", "dense") for r in rows]
     steps = [sum(float(e.get("seconds", 0.0)) for e in r.get("events") or []) for r in rows]
@@ -237,8 +255,3 @@ def draw_run(run: Run, path: str | Path) -> Path:
     ax.set_ylim(0, max(secs) * 1.25 if secs and max(secs) > 0 else 1)
     _epochs_axis(ax, n)
     _legend(ax)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
