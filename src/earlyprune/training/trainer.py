@@ -160,7 +160,7 @@ def _finish(run: Run) -> RunResult:
             run.progress.log(f"stopped after {len(run.rows)} of {run.epochs} epochs (the last: epoch "
                              f"{len(run.rows) - 1}); continue with `earlyprune train --resume {run_dir}`")
     if not summary["ranks"]["agree"]:
-        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
+        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "  # internal: lockstep broken
                            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
     return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats)
 
