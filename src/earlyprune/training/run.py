@@ -124,7 +124,10 @@ class Run:
         self.rewrap()
 
     def warn(self, message: str) -> None:
-        """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike."""
+        """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike; under
+        torchrun rank 0's only (every rank reaches the same decisions, so the others would repeat it)."""
+        if not self.parallel.is_main:
+            return
         warnings.warn(message, stacklevel=3)
         self.progress.log(f"warning: {message}")
 
