@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import earlyprune as ep
-from earlyprune.core.errors import ConfigError, DamagedFileError, EarlyPruneError, MissingDependencyError
+from earlyprune.core.errors import (
+    ConfigError,
+    DamagedFileError,
+    EarlyPruneError,
+    MissingDependencyError,
+)
 from earlyprune.core.validation import InvalidParameterError
 from earlyprune.models import registry
 from earlyprune.training import build, rundir, statecodec

@@ -208,7 +208,8 @@ def _build_pruner(run: Run, checks: bool) -> EarlyPruner:
                 "loss_fn", "ratio", "granularity", "weight_ratio", "max_group_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
-        raise ConfigError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
+        raise ConfigError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use "
+                          f"--{clash[0].replace('_', '-')}")
     round_to, target, max_group_ratio, extra = _timed_arguments(run)
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion

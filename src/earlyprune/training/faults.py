@@ -57,7 +57,8 @@ def point(name: str) -> None:
     if target is None:
         return
     if name not in POINTS:
-        raise ValueError(f"unknown kill point {name!r}: add it to earlyprune.training.faults.POINTS")  # internal: the code names a point it did not declare
+        raise ValueError(  # internal: earlyprune's own code names a point it did not declare
+            f"unknown kill point {name!r}: add it to earlyprune.training.faults.POINTS")
     if target[0] != name:
         return
     _seen[name] += 1

@@ -165,8 +165,8 @@ class TensorBoardLogger(RunLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise MissingDependencyError("--log tensorboard needs the tensorboard package: pip install 'earlyprune[tensorboard]' "
-                             "(or pip install tensorboard)") from None
+            raise MissingDependencyError("--log tensorboard needs the tensorboard package: pip install "
+                                         "'earlyprune[tensorboard]' (or pip install tensorboard)") from None
         log_dir = self.log_dir or (run.run_dir / "tensorboard" if run.run_dir is not None else Path("runs") / run.name)
         self._writer = SummaryWriter(str(log_dir), purge_step=run.start_epoch or None)
         if run.start_epoch == 0:

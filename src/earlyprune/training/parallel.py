@@ -26,7 +26,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..core.errors import ConfigError
 from ..core.distributed import (
     Launch,
     broadcast_buffers,
@@ -35,6 +34,7 @@ from ..core.distributed import (
     model_digest,
     sum_over_ranks,
 )
+from ..core.errors import ConfigError
 
 T = TypeVar("T")
 

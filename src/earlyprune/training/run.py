@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..graph.metrics import ModelStats
 from ..core.validation import InvalidParameterError
+from ..graph.metrics import ModelStats
 from ..pruner import EarlyPruner
 from ..unstructured.lottery import LotteryTicketRewinding
 from .config import TrainConfig
@@ -43,8 +43,8 @@ def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any],
         aux = [o for o in out[1:] if o is not None]
         return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
                                                                    torch.zeros((), device=out[0].device))
-    raise InvalidParameterError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
-                                f"or a tuple (logits, auxiliary logits…)")
+    raise InvalidParameterError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` "
+                                f"needs logits or a tuple (logits, auxiliary logits…)")
 
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> None:

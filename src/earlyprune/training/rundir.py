@@ -216,7 +216,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DamagedFileError(f"{path} is not text (byte {exc.start} is not UTF-8); the run directory is damaged") from None
+        raise DamagedFileError(f"{path} is not text (byte {exc.start} is not UTF-8); the run directory is "
+                               f"damaged") from None
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline
     rows = []

@@ -42,8 +42,9 @@ def encode(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
             return {_TAG: "dict", "items": [[enc(k, path), enc(v, f"{path}[{k!r}]")] for k, v in value.items()]}
         if isinstance(value, torch.dtype):
             return {_TAG: "dtype", "name": str(value).removeprefix("torch.")}
-        raise TypeError(f"cannot store {type(value).__name__} at {path or 'the top level'} in a checkpoint "  # internal: the trainer's own state
-                        f"(only dicts, lists, tuples, numbers, strings and tensors)")
+        raise TypeError(  # internal: a checkpoint holds only the trainer's own state, never a value of the user's
+            f"cannot store {type(value).__name__} at {path or 'the top level'} in a checkpoint "
+            f"(only dicts, lists, tuples, numbers, strings and tensors)")
 
     return enc(obj, ""), tensors
 

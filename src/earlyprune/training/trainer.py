@@ -164,8 +164,9 @@ def _finish(run: Run) -> RunResult:
     # rank 0's summary on every rank: the one summary.json holds, not each rank's own timings
     summary = broadcast_object(summary)
     if not summary["ranks"]["agree"]:
-        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "  # internal: lockstep broken
-                           f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
+        raise RuntimeError(  # internal: the ranks prune and train in lockstep; different models mean that broke
+            f"the {run.parallel.world_size} ranks ended with different models (hashes "
+            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
     return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats,
                      is_main=run.parallel.is_main)
 
