@@ -100,10 +100,11 @@ def test_ranks_that_disagree_fail_the_run_after_the_summary(tmp_path, monkeypatc
 
 def test_rank_zero_alone_prints_the_summary_and_the_time_budget_warnings(tmp_path):
     """Issue 21: under torchrun the summary came twice (each rank its own timings) and so did every --time-budget
-    warning. Rank 0 alone says them; the other ranks stay silent."""
+    warning. Rank 0 alone says them, once — not also in its progress log (the default, "log" when the output is
+    not a terminal); the other ranks stay silent."""
     budget = ["train", "--model", "small_cnn", "--model-arg", "batchnorm=false", "--model-arg", "width=8",
               "--dataset", "synthetic:128", "--epochs", "3", "--policy", "epoch:1", "--steps", "1", "--seed", "0",
-              "--threads", "1", "--progress", "none", "--precision", "fp32", "--channels-last", "off",
+              "--threads", "1", "--precision", "fp32", "--channels-last", "off",
               "--compile", "off", "--batch-size", "16", "--time-budget", "0.1", "--out-dir", str(tmp_path),
               "--name", "budget"]
     done = _torchrun(*budget, cwd=tmp_path)

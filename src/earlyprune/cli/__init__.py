@@ -73,6 +73,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(command: str, message: Warning | str, category: type[Warning], quiet: bool) -> None:
+    """A warning in the errors' shape (one line, no source location); none on a rank other than 0 (``quiet``),
+    nor one the run's progress log already printed."""
+    if quiet or getattr(category, "already_logged", False):
+        return
+    print(f"earlyprune {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": run_compare, "report": run_report}
     try:
         with warnings.catch_warnings():  # warnings in the errors' shape: one line, no source location
-            warnings.showwarning = (lambda *_, **__: None) if quiet_rank else lambda message, *_, **__: print(
-                f"earlyprune {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+            warnings.showwarning = lambda message, category, *_, **__: _show_warning(args.command, message,
+                                                                                     category, quiet_rank)
             return commands[args.command](args)
     except (EarlyPruneError, ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
         message = " ".join(str(exc).split())

@@ -64,6 +64,13 @@ def set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None,
             match_state_layout(optimizer)
 
 
+class LoggedWarning(UserWarning):
+    """A run's warning that its progress log already showed: ``earlyprune train`` does not print it a second time
+    (a ``UserWarning`` still, for a caller of :func:`~earlyprune.training.trainer.train` that filters them)."""
+
+    already_logged = True
+
+
 @dataclass
 class Run:
     """What one training run holds while it trains: built by :func:`.build.setup` and :func:`.build.build`,
@@ -128,8 +135,10 @@ class Run:
         torchrun rank 0's only (every rank reaches the same decisions, so the others would repeat it)."""
         if not self.parallel.is_main:
             return
-        warnings.warn(message, stacklevel=3)
-        self.progress.log(f"warning: {message}")
+        logged = self.progress.mode != "none"
+        if logged:
+            self.progress.log(f"warning: {message}")
+        warnings.warn(message, LoggedWarning if logged else UserWarning, stacklevel=3)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""
