@@ -232,6 +232,14 @@ def test_a_budget_that_cannot_be_met_prunes_as_far_as_allowed_and_warns(tmp_path
     assert summary["time_budget"]["expected"] > 0.3
 
 
+def test_a_run_warning_is_printed_once_with_a_progress_log(tmp_path, capsys):
+    """Issue 21: with --progress log a run's warning came twice, in the log and as the CLI's warning line."""
+    assert main(_train(tmp_path, "--name", "late", "--epochs", "3", "--time-budget", "0.3", "--precision", "fp32",
+                       "--channels-last", "off", "--progress", "log")) == 0
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("a time budget of 30% cannot be met") == 1
+
+
 def test_a_budget_beyond_the_group_limit_of_a_count_target_is_clipped_before_the_pruning_epoch(tmp_path, capsys):
     # 0.95 of the channels is beyond max_group_ratio=0.8: it used to be refused at the first pruning step, after the
     # dense epochs had been trained

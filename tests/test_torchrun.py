@@ -96,3 +96,25 @@ def test_ranks_that_disagree_fail_the_run_after_the_summary(tmp_path, monkeypatc
         main([*RUN, "--epochs", "1", "--policy", "never", "--batch-size", "32", "--out-dir", str(tmp_path),
               "--name", "x"])
     assert _summary(tmp_path / "x")["ranks"]["agree"] is False
+
+
+def test_rank_zero_alone_prints_the_summary_and_the_time_budget_warnings(tmp_path):
+    """Issue 21: under torchrun the summary came twice (each rank its own timings) and so did every --time-budget
+    warning. Rank 0 alone says them, once — not also in its progress log (the default, "log" when the output is
+    not a terminal); the other ranks stay silent."""
+    budget = ["train", "--model", "small_cnn", "--model-arg", "batchnorm=false", "--model-arg", "width=8",
+              "--dataset", "synthetic:128", "--epochs", "3", "--policy", "epoch:1", "--steps", "1", "--seed", "0",
+              "--threads", "1", "--precision", "fp32", "--channels-last", "off",
+              "--compile", "off", "--batch-size", "16", "--time-budget", "0.1", "--out-dir", str(tmp_path),
+              "--name", "budget"]
+    done = _torchrun(*budget, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    warnings = [line.split("warning: ", 1)[1] for line in lines if "warning: " in line]
+    budget_warnings = [w for w in warnings if "time budget" in w]
+    assert budget_warnings, "the run should warn that a 10% budget cannot be met:\n" + "\n".join(lines)
+    heads = [w[:30] for w in warnings]   # a rank's copy may differ in its numbers, not in its opening words
+    assert all(heads.count(h) == 1 for h in heads), "\n".join(warnings)
+    for mark in ("epochs ", "training time ", "seconds per epoch ", "figure "):   # one summary block
+        assert sum(line.startswith(mark) for line in lines) == 1, (mark, "\n".join(lines))
+    assert sum(str(tmp_path / "budget") == line.strip() for line in lines) == 1

@@ -46,6 +46,8 @@ def test_masked_runs_resume_exactly_and_report_disk(tmp_path, extra):
     rows, summary = _same_run(tmp_path, *extra)
     assert [r["phase"] for r in rows] == ["dense", "pruning", "sparse", "sparse"]
     assert rows[-1]["weight_sparsity"] > 0.85 and summary["granularity"] == extra[1]
+    # masks save no time (no whole-run speedup from noisy epoch times); the channels "both" removes do
+    assert (summary["speedup"] is None) == (extra[1] == "weights")
     disk = summary["disk"]
     assert disk["csr_bytes"] < 0.3 * disk["dense_bytes"] and disk["file_bytes"] == summary["model_bytes"]
     model = load(tmp_path / "straight" / "model.safetensors", create_model("small_cnn", width=8, in_channels=3))
@@ -53,6 +55,32 @@ def test_masked_runs_resume_exactly_and_report_disk(tmp_path, extra):
     assert weights.attached and all(torch.count_nonzero(t.value.detach()[~t.mask]) == 0 for t in weights)
     structure = json.loads((tmp_path / "straight" / "structure.json").read_text())
     assert structure["masks"] and (structure["history"] if extra[1] == "both" else not structure["history"])
+
+
+def test_a_weight_level_run_reports_no_speedup(tmp_path, capsys):
+    """Issue 21: a 3-epoch --granularity weights run printed "speedup 1.26x" from epoch times that differ by noise:
+    masks on dense kernels remove nothing, so the summary says so instead of a speedup."""
+    args = _base(tmp_path, "--granularity", "weights", "--ratio", "0.9", "--policy", "epoch:1", "--name", "w")
+    assert main([*args[:args.index("--epochs") + 1], "3", *args[args.index("--epochs") + 2:]]) == 0
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["speedup"] is None and summary["epochs"] == 3
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("training time"))
+    assert "weights masked, not removed: no speedup" in line and "x)" not in line, line
+
+
+def test_the_summary_keeps_the_channel_speedup_of_granularity_both():
+    from earlyprune.training.summary import format_summary
+
+    summary = {"epochs": 3, "epochs_planned": 3, "complete": True, "prune_epoch": 1, "pruned": True,
+               "final_test_accuracy": 0.5, "best_test_accuracy": 0.5, "best_epoch": 2, "dense_test_accuracy": 0.4,
+               "params": {"dense": 100, "final": 50, "reduction": 0.5},
+               "macs": {"dense": 100, "final": 50, "reduction": 0.5}, "node_sparsity": 0.5,
+               "weight_sparsity": 0.9, "dense_epoch_seconds": 2.0, "sparse_epoch_seconds": 1.0,
+               "train_seconds": 4.0, "dense_equivalent_seconds": 6.0, "speedup": 1.5, "granularity": "both"}
+    assert "speedup 1.50x" in format_summary(summary)
+    text = format_summary({**summary, "granularity": "weights", "speedup": None})
+    assert "weights masked, not removed: no speedup" in text and "1.50x" not in text
 
 
 def test_lottery_ticket_rewinding_trains_its_rounds_and_resumes_exactly(tmp_path):

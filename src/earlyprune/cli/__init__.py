@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
@@ -72,19 +73,30 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(command: str, message: Warning | str, category: type[Warning], quiet: bool) -> None:
+    """A warning in the errors' shape (one line, no source location); none on a rank other than 0 (``quiet``),
+    nor one the run's progress log already printed."""
+    if quiet or getattr(category, "already_logged", False):
+        return
+    print(f"earlyprune {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # under torchrun every rank runs this: only rank 0 says warnings (the ranks decide alike, so the others would
+    # repeat each one); errors are said by every rank that meets one
+    quiet_rank = os.environ.get("RANK", "0").strip() not in ("", "0")
+    logging.basicConfig(level=logging.ERROR if quiet_rank else logging.WARNING, format="%(message)s")
     commands = {"demo": _demo, "train": run_train, "models": run_models, "info": run_info, "sweep": run_sweep,
                 "compare": run_compare, "report": run_report}
     try:
         with warnings.catch_warnings():  # warnings in the errors' shape: one line, no source location
-            warnings.showwarning = lambda message, *_, **__: print(
-                f"earlyprune {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+            warnings.showwarning = lambda message, category, *_, **__: _show_warning(args.command, message,
+                                                                                     category, quiet_rank)
             return commands[args.command](args)
     except (EarlyPruneError, ValueError, TypeError, OSError) as exc:  # user errors: one line, no stack trace
         message = " ".join(str(exc).split())

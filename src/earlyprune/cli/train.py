@@ -128,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(config_from_args(args))
     from ..training.summary import format_summary
 
-    if result.run_dir is not None:
+    if result.run_dir is not None and result.is_main:   # under torchrun: rank 0 only
         print(format_summary(result.summary, title=f"\n{result.run_dir}"))
         print(draw_run_figure(result.run_dir))
     return 0

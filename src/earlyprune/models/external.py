@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
@@ -20,8 +20,9 @@ def _import(package: str, spec: str) -> Any:
                                      f"pip install {package}") from None
 
 
-def create_external(spec: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
-    """Build ``tv:<name>`` or ``timm:<name>`` with randomly initialised weights."""
+def external_builder(spec: str, in_channels: int = 3) -> Callable[..., nn.Module]:
+    """The constructor of ``tv:<name>`` or ``timm:<name>``, called as ``(num_classes=, in_channels=, **kwargs)``:
+    the name, the package and (torchvision) the channel count are checked here, before any argument is."""
     prefix, _, name = spec.partition(":")
     if prefix not in PREFIXES or not name:
         raise ConfigError(f"external models are named tv:<name> or timm:<name>, got {spec!r}")
@@ -36,7 +37,18 @@ def create_external(spec: str, num_classes: int = 10, in_channels: int = 3, **kw
         if name not in names:
             raise ConfigError(f"unknown torchvision classification model {name!r}; see "
                               f"torchvision.models.list_models(torchvision.models)")
-        return module.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+        def build_tv(num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+            return module.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        return build_tv
     if not module.is_model(name):
         raise ConfigError(f"unknown timm model {name!r}; see timm.list_models()")
-    return module.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+
+    def build_timm(num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+        return module.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    return build_timm
+
+
+def create_external(spec: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """Build ``tv:<name>`` or ``timm:<name>`` with randomly initialised weights."""
+    return external_builder(spec, in_channels)(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -32,17 +32,24 @@ def register_model(name: str, description: str = "") -> Callable[[Callable[..., 
     return decorate
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a registered model by name, or ``tv:<name>`` / ``timm:<name>`` from torchvision / timm."""
+def model_builder(name: str, in_channels: int = 3) -> Callable[..., nn.Module]:
+    """The constructor :func:`create_model` calls for ``name`` (a registered model, or ``tv:<name>`` /
+    ``timm:<name>`` for ``in_channels``-channel images): an unknown name or a missing package is refused here, so
+    that what the constructor then raises is about its arguments."""
     if ":" in name:
-        from .external import create_external
+        from .external import external_builder
 
-        return create_external(name, num_classes=num_classes, **kwargs)
+        return external_builder(name, in_channels)
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}, or tv:<name> / "
                           f"timm:<name> (run `earlyprune models`)")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    return MODELS[name]
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build a registered model by name, or ``tv:<name>`` / ``timm:<name>`` from torchvision / timm."""
+    return model_builder(name, kwargs.get("in_channels", 3))(num_classes=num_classes, **kwargs)
 
 
 __all__ = ["DESCRIPTIONS", "IN_CHANNELS", "MODELS", "NUM_CLASSES", "WIDTH", "WIDTH_MULT", "create_model",
-           "register_model"]
+           "model_builder", "register_model"]

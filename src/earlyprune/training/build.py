@@ -22,7 +22,7 @@ from ..criteria import LatencyTable
 from ..criteria.latency import default_cache_path
 from ..graph.masks import parameters_in_plain_order
 from ..graph.metrics import ModelStats, measure
-from ..models import create_model
+from ..models.registry import model_builder
 from ..planning.rounding import AutoRoundTo
 from ..pruner import EarlyPruner
 from ..speed.steptime import StepTime
@@ -47,14 +47,17 @@ def build_model(cfg: TrainConfig, data: ImageData) -> nn.Module:
     if clash:
         raise ConfigError(f"--model-arg {clash[0]}=… is set by the dataset ({data.name}); drop it")
     given = " ".join(f"--model-arg {k}={v!r}" for k, v in cfg.model_args.items()) or "no --model-arg"
+    # the name first (an unknown model, a missing package: refused as they are), so that whatever the constructor
+    # then refuses is about the arguments the run gives it
+    builder = model_builder(cfg.model, in_channels=data.in_channels)
     try:
-        model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
+        model = builder(num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_args)
     except InvalidParameterError as exc:
         raise ConfigError(f"model {cfg.model!r}: {exc}; check --model-arg") from None
     except TypeError as exc:
         raise ConfigError(f"model {cfg.model!r} does not accept these arguments ({given}: {exc}); check "
                           f"--model-arg") from None
-    except (EarlyPruneError, ValueError):  # unknown model, missing package: already said
+    except EarlyPruneError:  # a refusal of the model's own, already said
         raise
     except Exception as exc:  # noqa: BLE001 - external constructors fail in many ways; said with the arguments
         raise ConfigError(f"model {cfg.model!r} could not be built with {given} ({type(exc).__name__}: {exc})") \
@@ -205,7 +208,8 @@ def _build_pruner(run: Run, checks: bool) -> EarlyPruner:
                 "loss_fn", "ratio", "granularity", "weight_ratio", "max_group_ratio"}
     clash = sorted(reserved & set(cfg.pruner_args))
     if clash:
-        raise ValueError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use --{clash[0].replace('_', '-')}")
+        raise ConfigError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use "
+                          f"--{clash[0].replace('_', '-')}")
     round_to, target, max_group_ratio, extra = _timed_arguments(run)
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
@@ -223,7 +227,7 @@ def _build_pruner(run: Run, checks: bool) -> EarlyPruner:
                            max_group_ratio=max_group_ratio, **{**extra, **({} if checks else {"checks": False})})
     except TypeError as exc:
         if cfg.pruner_args and "unexpected keyword" in str(exc):
-            raise ValueError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
+            raise ConfigError(f"EarlyPruner does not accept {exc}; check --pruner-arg") from None
         raise
 
 

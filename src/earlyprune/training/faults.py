@@ -15,6 +15,8 @@ import os
 import signal
 from collections import Counter
 
+from ..core.errors import ConfigError
+
 ENV = "EARLYPRUNE_KILL_AT"
 
 #: every point the trainer and the checkpoint writer pass, in the order a run reaches them
@@ -41,11 +43,11 @@ def _target() -> tuple[str, int] | None:
         return None
     name, _, count = spec.partition(":")
     if name not in POINTS:
-        raise ValueError(f"{ENV}={spec!r} names no kill point; points: {', '.join(POINTS)}")
+        raise ConfigError(f"{ENV}={spec!r} names no kill point; points: {', '.join(POINTS)}")
     try:
         n = int(count) if count else 1
     except ValueError:
-        raise ValueError(f"{ENV}={spec!r}: the count after ':' must be a whole number") from None
+        raise ConfigError(f"{ENV}={spec!r}: the count after ':' must be a whole number") from None
     return name, n
 
 
@@ -55,7 +57,8 @@ def point(name: str) -> None:
     if target is None:
         return
     if name not in POINTS:
-        raise ValueError(f"unknown kill point {name!r}: add it to earlyprune.training.faults.POINTS")
+        raise ValueError(  # internal: earlyprune's own code names a point it did not declare
+            f"unknown kill point {name!r}: add it to earlyprune.training.faults.POINTS")
     if target[0] != name:
         return
     _seen[name] += 1

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..core.errors import MissingDependencyError
 from ..core.registry import Registry
 
 PHASE_CODES = {"dense": 0, "pruning": 1, "sparse": 2}
@@ -164,8 +165,8 @@ class TensorBoardLogger(RunLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ValueError("--log tensorboard needs the tensorboard package: pip install 'earlyprune[tensorboard]' "
-                             "(or pip install tensorboard)") from None
+            raise MissingDependencyError("--log tensorboard needs the tensorboard package: pip install "
+                                         "'earlyprune[tensorboard]' (or pip install tensorboard)") from None
         log_dir = self.log_dir or (run.run_dir / "tensorboard" if run.run_dir is not None else Path("runs") / run.name)
         self._writer = SummaryWriter(str(log_dir), purge_step=run.start_epoch or None)
         if run.start_epoch == 0:

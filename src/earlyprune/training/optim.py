@@ -18,6 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError
 from .config import TrainConfig
 
 
@@ -30,7 +31,7 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.o
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose --optimizer sgd, adam or adamw")
 
 
 class _Factor:

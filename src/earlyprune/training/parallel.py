@@ -34,6 +34,7 @@ from ..core.distributed import (
     model_digest,
     sum_over_ranks,
 )
+from ..core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -104,7 +105,7 @@ class DataParallel:
         """Refuse a checkpoint written by another number of processes."""
         saved = int(state.get("world_size", 1))
         if saved != self.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"{run_dir} was trained by {saved} process(es) and is resumed by {self.world_size}: the global "
                 f"batch (--batch-size × processes), the data each rank reads and the LR schedule would change. "
                 f"Resume with the same number of processes (torchrun --nproc_per_node … for a total of {saved})")

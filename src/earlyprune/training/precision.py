@@ -15,6 +15,8 @@ import logging
 
 import torch
 
+from ..core.errors import ConfigError
+
 log = logging.getLogger("earlyprune")
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu (or auto)")
+        raise ConfigError("--device cuda was requested but no CUDA device is available; use --device cpu (or auto)")
     return torch.device(name)
 
 
@@ -38,7 +40,7 @@ class Precision:
 
     def __init__(self, precision: str, device: torch.device) -> None:
         if precision == "fp16" and device.type != "cuda":
-            raise ValueError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
+            raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use --precision bf16")
         if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU has no native bf16 support: bf16 autocast will run, but likely slower than fp32")
         self.name = precision

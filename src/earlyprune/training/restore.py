@@ -56,7 +56,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     assert run_dir is not None
     run.rows = [r for r in rundir.read_metrics(run_dir) if r["epoch"] < start]
     if len(run.rows) != start:
-        raise ValueError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
+        raise CheckpointError(f"{run_dir}/metrics.jsonl holds {len(run.rows)} of the {start} epochs its checkpoint "
                          f"has; the run directory is damaged")
     if run.parallel.is_main:
         rundir.write_metrics(run_dir, run.rows)  # drop lines of an epoch that never reached its checkpoint

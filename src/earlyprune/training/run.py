@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..core.validation import InvalidParameterError
 from ..graph.metrics import ModelStats
 from ..pruner import EarlyPruner
 from ..unstructured.lottery import LotteryTicketRewinding
@@ -42,8 +43,8 @@ def training_loss(out: Any, targets: torch.Tensor, loss_fn: Callable[[Any, Any],
         aux = [o for o in out[1:] if o is not None]
         return out[0], loss_fn(out[0], targets) + AUX_WEIGHT * sum((loss_fn(a, targets) for a in aux),
                                                                    torch.zeros((), device=out[0].device))
-    raise TypeError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` needs logits "
-                    f"or a tuple (logits, auxiliary logits…)")
+    raise InvalidParameterError(f"the model returned {type(out).__name__} in training mode; `earlyprune train` "
+                                f"needs logits or a tuple (logits, auxiliary logits…)")
 
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -61,6 +62,13 @@ def set_memory_format(model: nn.Module, optimizer: torch.optim.Optimizer | None,
         model.to(memory_format=torch.channels_last)  # parameters keep their identity (set .data)
         if optimizer is not None:
             match_state_layout(optimizer)
+
+
+class LoggedWarning(UserWarning):
+    """A run's warning that its progress log already showed: ``earlyprune train`` does not print it a second time
+    (a ``UserWarning`` still, for a caller of :func:`~earlyprune.training.trainer.train` that filters them)."""
+
+    already_logged = True
 
 
 @dataclass
@@ -123,9 +131,14 @@ class Run:
         self.rewrap()
 
     def warn(self, message: str) -> None:
-        """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike."""
-        warnings.warn(message, stacklevel=3)
-        self.progress.log(f"warning: {message}")
+        """A warning for the caller (``earlyprune train`` prints it as one line) and the run's log alike; under
+        torchrun rank 0's only (every rank reaches the same decisions, so the others would repeat it)."""
+        if not self.parallel.is_main:
+            return
+        logged = self.progress.mode != "none"
+        if logged:
+            self.progress.log(f"warning: {message}")
+        warnings.warn(message, LoggedWarning if logged else UserWarning, stacklevel=3)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A training-sized batch of real images, laid out as the run trains (no loader state is touched)."""

@@ -26,7 +26,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, DamagedFileError
 from .checkpoint import POINTER, write_json_atomic
 from .config import TrainConfig
 
@@ -72,7 +72,7 @@ def create_run_dir(cfg: TrainConfig, environment: dict[str, Any]) -> Path:
     if cfg.name is not None:
         path = out / cfg.name
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ValueError(_taken(path))
+            raise ConfigError(_taken(path))
         candidates = [path]
     else:
         base = default_name(cfg)
@@ -90,8 +90,8 @@ def create_run_dir(cfg: TrainConfig, environment: dict[str, Any]) -> Path:
             continue
     shutil.rmtree(staged, ignore_errors=True)
     if cfg.name is not None:
-        raise ValueError(_taken(candidates[0]))
-    raise ValueError(f"too many runs named {candidates[0].name}* in {out}; pass --name")
+        raise ConfigError(_taken(candidates[0]))
+    raise ConfigError(f"too many runs named {candidates[0].name}* in {out}; pass --name")
 
 
 def _taken(path: Path) -> str:
@@ -166,14 +166,14 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
 def read_config(run_dir: Path) -> TrainConfig:
     path = run_dir / CONFIG
     if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is not a directory; pass a run directory such as runs/<name>")
+        raise ConfigError(f"{run_dir} is not a directory; pass a run directory such as runs/<name>")
     if not path.is_file():
-        raise ValueError(f"{run_dir} has no {CONFIG}: it is not a run directory written by `earlyprune train`")
+        raise ConfigError(f"{run_dir} has no {CONFIG}: it is not a run directory written by `earlyprune train`")
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
         return TrainConfig.from_dict(values, source=str(path))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path} cannot be read by this earlyprune ({exc}); the run is incompatible") from None
+        raise ConfigError(f"{path} cannot be read by this earlyprune ({exc}); the run is incompatible") from None
 
 
 def merge_resume(stored: TrainConfig, overrides: dict[str, Any], changes: list[dict[str, Any]]) -> TrainConfig:
@@ -200,10 +200,10 @@ def read_environment(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[st
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
-        raise ValueError(f"{path} is not JSON; the run directory is damaged") from None
+        raise DamagedFileError(f"{path} is not JSON; the run directory is damaged") from None
     if not isinstance(doc, dict) or doc.get("format") != _ENV_FORMAT or not isinstance(doc.get("environment"), dict) \
             or not isinstance(doc.get("changes"), list):
-        raise ValueError(f"{path} is not an earlyprune environment record; the run directory is damaged")
+        raise DamagedFileError(f"{path} is not an earlyprune environment record; the run directory is damaged")
     return doc["environment"], doc["changes"]
 
 
@@ -216,7 +216,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not text (byte {exc.start} is not UTF-8); the run directory is damaged") from None
+        raise DamagedFileError(f"{path} is not text (byte {exc.start} is not UTF-8); the run directory is "
+                               f"damaged") from None
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline
     rows = []
@@ -226,7 +227,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except ValueError:
-            raise ValueError(f"{path} line {i + 1} is not JSON; the run directory is damaged") from None
+            raise DamagedFileError(f"{path} line {i + 1} is not JSON; the run directory is damaged") from None
     if torn.strip():
         try:
             rows.append(json.loads(torn))  # complete, only the newline missing (written by hand?)
@@ -262,7 +263,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
-        raise ValueError(f"{path} is not JSON; the run directory is damaged") from None
+        raise DamagedFileError(f"{path} is not JSON; the run directory is damaged") from None
 
 
 def is_run_dir(path: Path) -> bool:

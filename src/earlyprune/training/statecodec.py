@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..core.errors import DamagedFileError
+
 _TAG = "__ep__"
 
 
@@ -40,8 +42,9 @@ def encode(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
             return {_TAG: "dict", "items": [[enc(k, path), enc(v, f"{path}[{k!r}]")] for k, v in value.items()]}
         if isinstance(value, torch.dtype):
             return {_TAG: "dtype", "name": str(value).removeprefix("torch.")}
-        raise TypeError(f"cannot store {type(value).__name__} at {path or 'the top level'} in a checkpoint "
-                        f"(only dicts, lists, tuples, numbers, strings and tensors)")
+        raise TypeError(  # internal: a checkpoint holds only the trainer's own state, never a value of the user's
+            f"cannot store {type(value).__name__} at {path or 'the top level'} in a checkpoint "
+            f"(only dicts, lists, tuples, numbers, strings and tensors)")
 
     return enc(obj, ""), tensors
 
@@ -59,7 +62,7 @@ def decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         try:
             return tensors[value["key"]]
         except KeyError:
-            raise ValueError(f"checkpoint state refers to a missing tensor {value['key']!r}") from None
+            raise DamagedFileError(f"checkpoint state refers to a missing tensor {value['key']!r}") from None
     if tag == "float":
         return float(value["value"])
     if tag == "tuple":
@@ -68,7 +71,7 @@ def decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return {_hashable(decode(k, tensors)): decode(v, tensors) for k, v in value["items"]}
     if tag == "dtype":
         return getattr(torch, value["name"])
-    raise ValueError(f"unknown tag {tag!r} in checkpoint state")
+    raise DamagedFileError(f"unknown tag {tag!r} in checkpoint state")
 
 
 def _hashable(key: Any) -> Any:

@@ -65,6 +65,8 @@ class RunResult:
     dense_stats: ModelStats
     final_stats: ModelStats
     extra: dict[str, Any] = field(default_factory=dict)
+    #: whether this process is rank 0 (always, outside torchrun): the one that writes and prints
+    is_main: bool = True
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
@@ -159,10 +161,14 @@ def _finish(run: Run) -> RunResult:
         if not summary["complete"]:
             run.progress.log(f"stopped after {len(run.rows)} of {run.epochs} epochs (the last: epoch "
                              f"{len(run.rows) - 1}); continue with `earlyprune train --resume {run_dir}`")
+    # rank 0's summary on every rank: the one summary.json holds, not each rank's own timings
+    summary = broadcast_object(summary)
     if not summary["ranks"]["agree"]:
-        raise RuntimeError(f"the {run.parallel.world_size} ranks ended with different models (hashes "
-                           f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
-    return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats)
+        raise RuntimeError(  # internal: the ranks prune and train in lockstep; different models mean that broke
+            f"the {run.parallel.world_size} ranks ended with different models (hashes "
+            f"{summary['ranks']['digests']}): they did not prune or train identically; see summary.json")
+    return RunResult(run.run_dir, run.cfg, run.rows, summary, run.model, run.pruner, run.dense_stats, final_stats,
+                     is_main=run.parallel.is_main)
 
 
 def _write_model(run_dir: Path, model: nn.Module) -> None:

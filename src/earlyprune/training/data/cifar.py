@@ -59,7 +59,7 @@ _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray"
             ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
 
 
-class _Refused(pickle.UnpicklingError):
+class _Refused(DataError, pickle.UnpicklingError):
     pass
 
 

@@ -14,6 +14,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from ...core.validation import InvalidParameterError
+from .base import DataError
+
 PAD = 4
 
 
@@ -61,11 +64,11 @@ class BatchLoader:
                  std: tuple[float, ...], *, augment: bool = False, shuffle: bool = False, seed: int = 0,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if x.dtype != torch.uint8 or x.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+            raise DataError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+            raise InvalidParameterError(f"batch_size must be ≥ 1, got {batch_size}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+            raise InvalidParameterError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
         self.rank, self.world_size = rank, world_size
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -74,7 +77,7 @@ class BatchLoader:
         self.generator = torch.Generator().manual_seed(seed)
         c = x.shape[1]
         if len(mean) != c or len(std) != c:
-            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {c}-channel images")
+            raise DataError(f"mean/std have {len(mean)}/{len(std)} values for {c}-channel images")
         # (x/255 - mean)/std as one subtract and one multiply on the raw 0-255 values
         self._shift = (torch.tensor(mean) * 255).view(1, c, 1, 1).to(x.device)
         self._scale = (1.0 / (torch.tensor(std) * 255)).view(1, c, 1, 1).to(x.device)
