@@ -207,7 +207,7 @@ def test_budget_spent_compares_all_training_time_with_the_runs_own_dense_epochs(
 
 
 def test_the_time_budget_is_reported_with_what_the_run_spent_also_after_a_resume(tmp_path, budget_costs):
-    from earlyprune.training.summary import budget_spent
+    from earlyprune.training.summary import run_fraction
     assert main(_train(tmp_path, "--name", "tb", "--epochs", "4", "--time-budget", "0.8", "--precision", "fp32",
                        "--channels-last", "off", "--target", "channels", "--stop-after", "3")) == 0
     run = tmp_path / "tb"
@@ -218,7 +218,9 @@ def test_the_time_budget_is_reported_with_what_the_run_spent_also_after_a_resume
     assert budget["ratio"] == pytest.approx(1 - 1.2 / 2) and budget["met"] is True   # 0.8·4 − 2 over 2 epochs
     assert budget["expected"] == pytest.approx(0.8)
     assert [bool(r.get("time_budget")) for r in rows] == [True, False, False, False]   # fitted when epoch 0 fired
-    assert budget["spent"] == pytest.approx(budget_spent(rows, cpu=True)) and budget["spent"] > 0
+    # one definition, one number: what the budget says the run spent is the inverse of the summary's speedup
+    assert budget["spent"] == pytest.approx(run_fraction(rows)) and budget["spent"] > 0
+    assert budget["spent"] == pytest.approx(1 / summary["speedup"])
 
 
 def test_a_budget_that_cannot_be_met_prunes_as_far_as_allowed_and_warns(tmp_path, capsys):
@@ -270,3 +272,23 @@ def test_retarget_refuses_a_count_target_the_limits_cannot_reach_or_clips_it():
     assert pruner.ratio == 0.5                      # unchanged by the refusal
     assert pruner.retarget(0.9, clip=True) == pytest.approx(most) == pruner.ratio
     assert pruner.retarget(0.3) == 0.3
+
+
+def test_a_phase_that_measures_says_so_before_it_starts(tmp_path, capsys, monkeypatch):
+    """Measuring the speed settings or the layer times takes seconds to minutes the first time: the log says what
+    is being measured before it starts, not only the result after (issue 21)."""
+    from earlyprune.planning.rounding import AutoRoundTo
+
+    seen = []
+
+    def choose(self, *args, **kwargs):   # the measurement itself: record what the log said before it
+        seen.append(capsys.readouterr().out)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(AutoRoundTo, "choose", choose)
+    args = _train(tmp_path, "--name", "m", "--round-to", "auto", "--channels-last", "off")
+    args[args.index("--progress") + 1] = "log"
+    with pytest.raises(SystemExit):
+        main(args)
+    assert ("--round-to auto: layer times are measured on this device when pruning starts (seconds to minutes the "
+            "first time; cached for later runs)") in seen[0]

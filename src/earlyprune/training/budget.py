@@ -17,7 +17,7 @@ from ..core.timing import clock as timing_clock
 from .config import TrainConfig
 from .run import Run, removes_channels
 from .speed import GAIN_ROUNDS, budget_fraction, budget_ratio
-from .summary import budget_spent, dense_epochs_spent
+from .summary import dense_epochs_spent, run_fraction
 
 #: a time budget whose ratio is at least this share of the reachable maximum leaves the selection no choice
 FLOOR_SHARE = 0.95
@@ -101,11 +101,12 @@ def _no_choice(ratio: float, most: float) -> str:
 
 def budget_record(run: Run) -> dict[str, Any] | None:
     """The time budget's plan (from this process or, after a resume, from the epoch it was fitted in) and what the
-    run spent, estimated against its own dense epochs (:func:`~earlyprune.training.summary.budget_spent`)."""
+    run spent — :func:`~earlyprune.training.summary.run_fraction`, the inverse of the summary's speedup (one
+    definition, one number; the fit itself predicts on the CPU clock with :func:`dense_epochs_spent`)."""
     plan = run.budget or next((r["time_budget"] for r in run.rows if r.get("time_budget")), None)
     if plan is None:
         return None
-    spent = budget_spent(run.rows, cpu=timing_clock(run.device) == "cpu")
+    spent = run_fraction(run.rows)
     if spent is not None and len(run.rows) >= run.epochs:
         over = spent > plan["budget"]
         run.progress.log(f"time budget {plan['budget']:.0%}: the run took about {spent:.0%} of a dense run's time "

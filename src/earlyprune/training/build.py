@@ -211,6 +211,11 @@ def _build_pruner(run: Run, checks: bool) -> EarlyPruner:
         raise ConfigError(f"--pruner-arg {clash[0]}=… duplicates a flag of its own: use "
                           f"--{clash[0].replace('_', '-')}")
     round_to, target, max_group_ratio, extra = _timed_arguments(run)
+    measured = [what for what, on in (("the step-time predictor (--target latency)", target == "latency"),
+                                      ("--round-to auto", isinstance(round_to, AutoRoundTo))) if on]
+    if measured:   # seconds to minutes the first time on a machine: said before, not only after
+        run.progress.log(f"{' and '.join(measured)}: layer times are measured on this device when pruning starts "
+                         f"(seconds to minutes the first time; cached for later runs)")
     # the random baseline draws from its own generator: seed it with the run's --seed unless given random:SEED
     criterion = f"random:{cfg.seed}" if cfg.criterion.strip() == "random" else cfg.criterion
     levels = 2 if cfg.granularity == "both" else 1  # channel steps, then as many weight steps

@@ -53,6 +53,7 @@ def resolve_speed(run: Run) -> None:
         x, y = run.batch()
         precision = "auto" if cfg.precision == "measure" else cfg.precision
         layout = "auto" if cfg.channels_last == "measure" else cfg.channels_last
+        run.progress.log("measuring the speed settings (a few training steps per precision and memory layout) …")
         with Stopwatch(run.device) as clock:
             run.speed = broadcast_object(   # under torchrun rank 0 measures: every rank trains alike
                 choose_settings(run.model, x, y, run.step_loss(), run.device, precision, layout)

@@ -82,6 +82,16 @@ def dense_epochs_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
     return spent / loop if loop else None
 
 
+def run_fraction(rows: list[dict[str, Any]]) -> float | None:
+    """How much of a dense run's time a run took — the one definition every report uses: all its training time
+    (loop, pruner, what it measured once) over its dense-equivalent (the median steady dense epoch, times the
+    epochs). The summary's speedup is its inverse; a time budget's "spent" is it. None without a dense epoch."""
+    dense_epoch, _ = phase_seconds(rows)
+    if not rows or not dense_epoch:
+        return None
+    return sum(epoch_seconds(r) for r in rows) / (dense_epoch * len(rows))
+
+
 def budget_spent(rows: list[dict[str, Any]], cpu: bool) -> float | None:
     """The fraction of a dense run's time this run took, estimated against its own dense epochs:
     :func:`dense_epochs_spent` over the number of epochs; None for a run without a dense epoch (pruned from the
@@ -105,6 +115,7 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
     dense_epoch, sparse_epoch = phase_seconds(rows)
     train_seconds = sum(epoch_seconds(r) for r in rows)
     dense_equivalent = dense_epoch * len(rows) if dense_epoch is not None else None
+    fraction = run_fraction(rows)
     pruned = outcome.pruned if outcome is not None else final.params < dense.params
     last_dense = dense_evaluated[-1] if dense_evaluated else None
     return {
@@ -125,7 +136,7 @@ def build_summary(rows: list[dict[str, Any]], *, epochs: int, prune_epoch: int |
         "dense_epoch_seconds": dense_epoch,
         "sparse_epoch_seconds": sparse_epoch,
         "dense_equivalent_seconds": dense_equivalent,
-        "speedup": dense_equivalent / train_seconds if pruned and dense_equivalent and train_seconds else None,
+        "speedup": 1.0 / fraction if pruned and fraction else None,   # run_fraction: one definition
         "one_time_seconds": sum(float(r.get("overhead_seconds", 0.0)) for r in rows),
         "dense_images_per_second": _median([r["images_per_second"] for r in dense_rows]),
         "sparse_images_per_second": _median([r["images_per_second"] for r in rows if r["phase"] == "sparse"]),
