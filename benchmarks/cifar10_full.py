@@ -105,6 +105,12 @@ LABELS = {"dense": "(a) dense", "epi": "(b) EPI, 50 % channels", "epi-la": "(c) 
 
 
 # -- models that depend on other runs (registered in the worker process) -------------------------------------
+def _source(source: str) -> Path:
+    """A dependency's run directory: as recorded, or by name under RUNS (a clone at another path resumes too)."""
+    path = Path(source)
+    return path if path.exists() else RUNS / path.name
+
+
 def _register_models() -> None:
     from earlyprune import load, prune
     from earlyprune.models import create_model, register_model
@@ -113,14 +119,14 @@ def _register_models() -> None:
     @register_model("c10full_finetune", "(e): a finished dense run's final model, pruned (benchmarks/cifar10_full.py)")
     def finetune(num_classes: int = 10, in_channels: int = 3, source: str = "", seed: int = 0):
         model = create_model("resnet20", num_classes=num_classes, in_channels=in_channels)
-        load(Path(source) / "model.safetensors", model)
+        load(_source(source) / "model.safetensors", model)
         prune(model, torch.randn(2, in_channels, 32, 32), RATIO, criterion="magnitude", target=PRUNE["target"],
               round_to=PRUNE["round_to"], max_group_ratio=PRUNE["max_group_ratio"], min_channels=8)
         return model
 
     @register_model("c10full_arch", "(f): a finished run's final architecture, re-initialised")
     def architecture(num_classes: int = 10, in_channels: int = 3, source: str = "", seed: int = 0):
-        model = load(Path(source) / "model.safetensors",
+        model = load(_source(source) / "model.safetensors",
                      create_model("resnet20", num_classes=num_classes, in_channels=in_channels))
         torch.manual_seed(seed)
         for m in model.modules():     # the zoo's rule at the pruned shapes: PyTorch defaults, He for convolutions
